@@ -1,0 +1,146 @@
+//! Command-line interface: `eval`, `prune`, `mi`.
+
+use crate::data::{self, Corpus};
+use crate::eval::Perplexity;
+use anyhow::Result;
+use candle_core::DType;
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "sparsegpt-mi", version, about = "One-shot OPT compression: SparseGPT, GPTQ and mutual-information channel grouping")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Perplexity of a model on WikiText-2 / PTB / C4, as the published code measures it.
+    Eval(EvalArgs),
+    /// One-shot compression (SparseGPT / GPTQ / MI grouping), then evaluation.
+    Prune(crate::cli_prune::PruneArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct CommonArgs {
+    /// Data directory (layout in README.md); default $SPARSEGPT_MI_DATA_DIR or ../shared/data.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Evaluate only the first N windows of each dataset (quick looks; the count is reported).
+    #[arg(long)]
+    pub max_windows: Option<usize>,
+    /// Write the result as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(data::default_data_dir)
+    }
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Model directory (HF layout) or hub id such as facebook/opt-125m.
+    pub model: String,
+    /// Comma-separated: wikitext2, ptb, c4.
+    #[arg(long, default_value = "wikitext2,ptb,c4")]
+    pub datasets: String,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Serialize)]
+struct EvalReport {
+    command: String,
+    model: String,
+    device: String,
+    load_seconds: f64,
+    results: Vec<Perplexity>,
+}
+
+/// The dtype the model runs in: f32 on the CPU; f16 weights and activations on the GPU,
+/// as the published code runs.
+pub fn compute_dtype(device: &candle_core::Device) -> DType {
+    if device.is_cuda() {
+        DType::F16
+    } else {
+        DType::F32
+    }
+}
+
+pub fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+/// Evaluates every dataset; tokens are read (and missing files reported) before any model work.
+pub fn evaluate_all(
+    model: &crate::model::OptModel,
+    tok: &tokenizers::Tokenizer,
+    datasets: &[Corpus],
+    data_dir: &std::path::Path,
+    max_windows: Option<usize>,
+) -> Result<Vec<Perplexity>> {
+    let streams = datasets
+        .iter()
+        .map(|&c| Ok((c, data::eval_tokens(c, data_dir, tok)?)))
+        .collect::<Result<Vec<_>>>()?;
+    streams
+        .iter()
+        .map(|(c, ids)| crate::eval::perplexity(model, c.name(), ids, data::SEQLEN, max_windows))
+        .collect()
+}
+
+pub fn print_ppl_table(results: &[Perplexity]) {
+    println!("{:<10} {:>12} {:>8} {:>10} {:>9}", "dataset", "ppl", "windows", "tokens", "seconds");
+    for r in results {
+        println!(
+            "{:<10} {:>12.4} {:>8} {:>10} {:>9.1}",
+            r.dataset, r.ppl, r.windows, r.tokens, r.seconds
+        );
+    }
+}
+
+fn run_eval(args: EvalArgs) -> Result<()> {
+    let datasets = Corpus::parse_list(&args.datasets)?;
+    if datasets.is_empty() {
+        anyhow::bail!("--datasets is empty: name at least one of wikitext2, ptb, c4");
+    }
+    if let Some(j) = &args.common.json {
+        crate::report::check_writable(j, "--json")?;
+    }
+    let device = crate::device_from_name(&args.common.device)?;
+    let data_dir = args.common.data_dir();
+    let t0 = std::time::Instant::now();
+    let files = crate::hub::resolve_model(&args.model)?;
+    let tok = crate::tokenizer::load(&files.tokenizer)?;
+    let model = crate::model::load_model(&files, &device, compute_dtype(&device))?;
+    let load_seconds = t0.elapsed().as_secs_f64();
+    let results = evaluate_all(&model, &tok, &datasets, &data_dir, args.common.max_windows)?;
+    print_ppl_table(&results);
+    if let Some(j) = &args.common.json {
+        let report = EvalReport {
+            command: command_line(),
+            model: args.model.clone(),
+            device: args.common.device.clone(),
+            load_seconds,
+            results,
+        };
+        crate::report::write_json_atomic(j, &report)?;
+    }
+    Ok(())
+}
+
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Eval(a) => run_eval(a),
+        Command::Prune(a) => crate::cli_prune::run_prune(a),
+    }
+}

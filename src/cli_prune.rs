@@ -1,0 +1,283 @@
+//! `sparsegpt-mi prune`: flags and defaults as the published `opt.py`.
+
+use crate::calibration::{self, SamplerKind, WindowSource};
+use crate::cli::{command_line, compute_dtype, evaluate_all, print_ppl_table, CommonArgs};
+use crate::compress::{self, CompressConfig, LinearPlan, LinearReport, PhaseTimes};
+use crate::data::{self, Corpus};
+use crate::eval::Perplexity;
+use crate::solver::{QuantScheme, SolverConfig};
+use anyhow::{bail, Result};
+use clap::Args;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args, Clone, Serialize)]
+pub struct PruneArgs {
+    /// Model directory (HF layout) or hub id such as facebook/opt-125m.
+    pub model: String,
+    /// Calibration source: c4 (the papers'), wikitext2 or ptb.
+    #[arg(default_value = "c4")]
+    pub dataset: String,
+    /// Target unstructured sparsity in [0, 1); 0 with --prunen 0 = no pruning.
+    #[arg(long, default_value_t = 0.0)]
+    pub sparsity: f64,
+    /// N of N:M semi-structured sparsity (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub prunen: usize,
+    /// M of N:M semi-structured sparsity.
+    #[arg(long, default_value_t = 0)]
+    pub prunem: usize,
+    /// Weight bits, 2..8; 16 = no quantization.
+    #[arg(long, default_value_t = 16)]
+    pub wbits: u32,
+    /// Columns per quantization group (-1 = one grid per row).
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+    pub groupsize: i64,
+    /// Symmetric quantization.
+    #[arg(long)]
+    pub sym: bool,
+    /// GPTQ act-order: quantize columns by decreasing Hessian diagonal.
+    #[arg(long)]
+    pub act_order: bool,
+    /// Calibration windows of 2048 tokens.
+    #[arg(long, default_value_t = 128)]
+    pub nsamples: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Calibration window sampler: python (same windows as the published code) or splitmix.
+    #[arg(long, value_enum, default_value_t = SamplerKind::Python)]
+    pub sampler: SamplerKind,
+    /// Dampening, as a fraction of the mean Hessian diagonal.
+    #[arg(long, default_value_t = 0.01)]
+    pub percdamp: f64,
+    #[arg(long, default_value_t = 128)]
+    pub blocksize: usize,
+    /// Compress layers i with minlayer <= i < maxlayer.
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+    pub minlayer: i64,
+    #[arg(long, default_value_t = 1000)]
+    pub maxlayer: i64,
+    /// Magnitude pruning baseline instead of SparseGPT.
+    #[arg(long)]
+    pub gmp: bool,
+    /// Save the compressed model (HF layout) to this directory.
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    /// Datasets to evaluate after compression (empty = none).
+    #[arg(long, default_value = "wikitext2,ptb,c4")]
+    pub eval_datasets: String,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub mi: crate::cli_mi::MiArgs,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub common: CommonArgs,
+}
+
+#[derive(Serialize)]
+pub struct PruneReport {
+    pub command: String,
+    pub model: String,
+    pub args: PruneArgs,
+    pub device: String,
+    pub mode: String,
+    pub ppl: std::collections::BTreeMap<String, f64>,
+    pub eval: Vec<Perplexity>,
+    pub zero_fraction: f64,
+    pub bits: crate::cli_mi::BitSummary,
+    pub times: PhaseTimes,
+    pub load_s: f64,
+    pub calibration_s: f64,
+    pub peak_rss_mib: f64,
+    pub calibration_windows: Vec<WindowSource>,
+    pub linears: Vec<LinearReport>,
+}
+
+impl PruneArgs {
+    /// Every check that can fail, before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..1.0).contains(&self.sparsity) {
+            bail!("--sparsity {} is outside [0, 1)", self.sparsity);
+        }
+        if self.prunen != 0 || self.prunem != 0 {
+            if self.prunen == 0 || self.prunem == 0 || self.prunen >= self.prunem {
+                bail!("--prunen {} --prunem {}: N:M sparsity needs 0 < N < M", self.prunen, self.prunem);
+            }
+            if self.sparsity != 0.0 {
+                bail!("give either --sparsity or --prunen/--prunem, not both");
+            }
+        }
+        if self.wbits != 16 && !(2..=8).contains(&self.wbits) {
+            bail!("--wbits {} is outside 2..8 (16 = no quantization)", self.wbits);
+        }
+        if self.groupsize == 0 || self.groupsize < -1 {
+            bail!("--groupsize {} must be positive, or -1 for one grid per row", self.groupsize);
+        }
+        if self.nsamples == 0 {
+            bail!("--nsamples must be at least 1");
+        }
+        if self.blocksize == 0 {
+            bail!("--blocksize must be at least 1");
+        }
+        if !(self.percdamp > 0.0) {
+            bail!("--percdamp must be positive");
+        }
+        Corpus::parse(&self.dataset)?;
+        Corpus::parse_list(&self.eval_datasets)?;
+        self.mi.validate(self.wbits)?;
+        Ok(())
+    }
+
+    /// Checks that need the model's shapes.
+    fn validate_shapes(&self, cfg: &crate::model::OptConfig) -> Result<()> {
+        for width in [cfg.hidden_size, cfg.ffn_dim] {
+            if self.prunem > 0 && width % self.prunem != 0 {
+                bail!("--prunem {} does not divide the layer width {width}", self.prunem);
+            }
+            if self.groupsize > 0 && width % self.groupsize as usize != 0 {
+                bail!("--groupsize {} does not divide the layer width {width}", self.groupsize);
+            }
+        }
+        self.mi.validate_shapes(cfg.hidden_size.min(cfg.ffn_dim))
+    }
+
+    fn base_quant(&self) -> QuantScheme {
+        if self.wbits >= 16 {
+            QuantScheme::None
+        } else if self.groupsize > 0 {
+            QuantScheme::Grouped { bits: self.wbits, sym: self.sym, size: self.groupsize as usize }
+        } else {
+            QuantScheme::PerRow { bits: self.wbits, sym: self.sym }
+        }
+    }
+
+    pub fn default_json_path(&self) -> PathBuf {
+        let name = self.model.trim_end_matches('/').rsplit('/').next().unwrap_or("model").to_string();
+        let mut tag = format!("{name}_{}", self.mi.mode_name());
+        if self.gmp {
+            tag.push_str("_gmp");
+        }
+        if self.prunen > 0 {
+            tag.push_str(&format!("_{}of{}", self.prunen, self.prunem));
+        } else {
+            tag.push_str(&format!("_s{}", self.sparsity));
+        }
+        tag.push_str(&format!("_w{}", self.wbits));
+        if let Some(b) = self.mi.target_avg_bits {
+            tag.push_str(&format!("_b{b}"));
+        }
+        tag.push_str(&format!("_n{}_seed{}.json", self.nsamples, self.seed));
+        PathBuf::from("test_results").join(tag)
+    }
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+pub fn run_prune(args: PruneArgs) -> Result<()> {
+    args.validate()?;
+    let json_path = args.common.json.clone().unwrap_or_else(|| args.default_json_path());
+    crate::report::check_writable(&json_path, "--json")?;
+    if let Some(dir) = &args.save {
+        crate::export::check_save_target(dir)?;
+    }
+    let device = crate::device_from_name(&args.common.device)?;
+    let data_dir = args.common.data_dir();
+    let calib_source = Corpus::parse(&args.dataset)?;
+    let eval_sets = Corpus::parse_list(&args.eval_datasets)?;
+
+    let t0 = Instant::now();
+    let files = crate::hub::resolve_model(&args.model)?;
+    let config = crate::model::OptConfig::from_file(&files.config)?;
+    args.validate_shapes(&config)?;
+    let tok = crate::tokenizer::load(&files.tokenizer)?;
+    let mut model = crate::model::load_model(&files, &device, compute_dtype(&device))?;
+    let load_s = t0.elapsed().as_secs_f64();
+
+    let t0 = Instant::now();
+    let calib = if args.gmp {
+        calibration::Calibration { windows: vec![], sources: vec![] }
+    } else {
+        let docs = data::calibration_documents(calib_source, &data_dir)?;
+        calibration::build(&docs, &tok, args.nsamples, data::SEQLEN, args.seed, args.sampler)?
+    };
+    // Evaluation data is read now, so a missing file fails before the long part.
+    for c in &eval_sets {
+        data::eval_text(*c, &data_dir)?;
+    }
+    let calibration_s = t0.elapsed().as_secs_f64();
+
+    let cfg = CompressConfig {
+        solver: SolverConfig {
+            sparsity: args.sparsity,
+            prunen: args.prunen,
+            prunem: args.prunem,
+            blocksize: args.blocksize,
+            percdamp: args.percdamp,
+            quant: args.base_quant(),
+            act_order: args.act_order,
+        },
+        gmp: args.gmp,
+        minlayer: args.minlayer,
+        maxlayer: args.maxlayer,
+        reservoir: args.mi.reservoir_needed(),
+        seed: args.seed,
+    };
+    let base_quant = args.base_quant();
+    let planner = args.mi.planner(base_quant, args.sym, args.seed)?;
+    let storage = model.storage_dtype;
+    let (linears, times) = compress::compress(&mut model, &calib.windows, &cfg, storage, &*planner)?;
+
+    let total_weights: usize = linears.iter().map(|l| l.rows * l.cols).sum();
+    let zeros: f64 = linears.iter().map(|l| l.zero_fraction * (l.rows * l.cols) as f64).sum();
+    let zero_fraction = if total_weights > 0 { zeros / total_weights as f64 } else { 0.0 };
+    let bits = crate::cli_mi::BitSummary::from_reports(&linears, args.wbits);
+    println!(
+        "compressed {} linears in {:.1}s: zero fraction {:.4}, {}",
+        linears.len(),
+        times.total_s,
+        zero_fraction,
+        bits.describe()
+    );
+
+    let eval = evaluate_all(&model, &tok, &eval_sets, &data_dir, args.common.max_windows)?;
+    print_ppl_table(&eval);
+    if let Some(dir) = &args.save {
+        crate::export::save(&model, &files, dir, storage)?;
+        println!("saved to {}", dir.display());
+    }
+    let report = PruneReport {
+        command: command_line(),
+        model: args.model.clone(),
+        device: args.common.device.clone(),
+        mode: args.mi.mode_name().to_string(),
+        ppl: eval.iter().map(|p| (p.dataset.clone(), p.ppl)).collect(),
+        eval,
+        zero_fraction,
+        bits,
+        times,
+        load_s,
+        calibration_s,
+        peak_rss_mib: peak_rss_mib(),
+        calibration_windows: calib.sources,
+        linears,
+        args,
+    };
+    crate::report::write_json_atomic(&json_path, &report)?;
+    println!("result: {}", json_path.display());
+    Ok(())
+}
+
+/// The planner of the published algorithms: every linear gets the same scheme.
+pub fn uniform_planner(quant: QuantScheme) -> Box<compress::Planner<'static>> {
+    Box::new(move |_ctx| Ok(LinearPlan { quant: quant.clone(), perm: None, report: None, plan_seconds: 0.0 }))
+}

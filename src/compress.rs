@@ -1,0 +1,282 @@
+//! The layer-sequential pipeline of SparseGPT/GPTQ's `opt_sequential`: the inputs of
+//! decoder layer 0 are caught once; for each layer one calibration pass accumulates the
+//! Hessians of its linears (q, k and v share theirs), each linear is solved, and the
+//! layer's outputs are recomputed with the compressed weights to become the next layer's
+//! inputs. Memory: one layer's weights and statistics plus the calibration activations.
+
+use crate::hessian::HessianAccumulator;
+use crate::model::{InputSite, LinearKind, OptModel};
+use crate::solver::{self, QuantScheme, SolverConfig};
+use anyhow::Result;
+use candle_core::{DType, Tensor};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// What the planner sees of one linear before it is solved.
+pub struct LinearContext<'a> {
+    pub layer: usize,
+    pub kind: LinearKind,
+    pub rows: usize,
+    pub cols: usize,
+    pub weight: &'a [f32],
+    /// H = 2/n Σ x xᵀ (cols × cols, row-major), undamped.
+    pub hessian: &'a [f64],
+    pub stats: &'a HessianAccumulator,
+    /// Stored calibration tokens of this input (for non-Gaussian MI estimators), if kept.
+    pub reservoir: Option<&'a [Vec<f32>]>,
+}
+
+/// How one linear is to be solved: its quantization scheme and column order, plus a
+/// free-form report of how that was decided.
+pub struct LinearPlan {
+    pub quant: QuantScheme,
+    pub perm: Option<Vec<usize>>,
+    pub report: Option<serde_json::Value>,
+    pub plan_seconds: f64,
+}
+
+pub type Planner<'a> = dyn Fn(&LinearContext) -> Result<LinearPlan> + Sync + 'a;
+
+#[derive(Clone, Debug)]
+pub struct CompressConfig {
+    pub solver: SolverConfig,
+    /// Magnitude pruning instead of SparseGPT (no calibration needed).
+    pub gmp: bool,
+    /// Only layers in [minlayer, maxlayer) are compressed.
+    pub minlayer: i64,
+    pub maxlayer: i64,
+    /// Calibration tokens to keep per linear input for sample-based MI (0 = none).
+    pub reservoir: usize,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LinearReport {
+    pub layer: usize,
+    pub name: String,
+    pub rows: usize,
+    pub cols: usize,
+    pub zero_fraction: f64,
+    pub loss: f64,
+    pub solve_seconds: f64,
+    pub plan_seconds: f64,
+    /// Bits per weight of the quantization scheme, without and with scale/zero metadata.
+    pub avg_bits: Option<f64>,
+    pub avg_bits_with_metadata: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PhaseTimes {
+    pub catch_inputs_s: f64,
+    pub calibration_forward_s: f64,
+    pub plan_s: f64,
+    pub solve_s: f64,
+    pub recompute_s: f64,
+    pub total_s: f64,
+}
+
+fn weight_vec(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+}
+
+/// Rounds compressed weights to the checkpoint's storage dtype, as the reference does when
+/// it writes them back (`.to(weight.dtype)`), so evaluation, saving and reloading agree.
+fn to_storage_precision(w: Vec<f32>, storage: DType) -> Vec<f32> {
+    match storage {
+        DType::F16 => w.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect(),
+        DType::BF16 => w.into_iter().map(|x| half::bf16::from_f32(x).to_f32()).collect(),
+        _ => w,
+    }
+}
+
+fn in_range(cfg: &CompressConfig, layer: usize) -> bool {
+    (cfg.minlayer..cfg.maxlayer).contains(&(layer as i64))
+}
+
+/// Reservoir sampling (Algorithm R) of token rows, per input site, with a fixed seed.
+struct Reservoir {
+    cap: usize,
+    seen: usize,
+    rows: Vec<Vec<f32>>,
+    state: u64,
+}
+
+impl Reservoir {
+    fn new(cap: usize, seed: u64) -> Self {
+        Reservoir { cap, seen: 0, rows: Vec::new(), state: seed ^ 0x9E37_79B9_7F4A_7C15 }
+    }
+    fn next(&mut self) -> u64 {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state
+    }
+    fn add(&mut self, x: &Tensor) -> Result<()> {
+        let d = *x.dims().last().unwrap_or(&0);
+        let flat: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        for row in flat.chunks(d) {
+            self.seen += 1;
+            if self.rows.len() < self.cap {
+                self.rows.push(row.to_vec());
+            } else {
+                let j = (self.next() % self.seen as u64) as usize;
+                if j < self.cap {
+                    self.rows[j] = row.to_vec();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Compresses `model` in place. `planner` decides each linear's quantization.
+pub fn compress(
+    model: &mut OptModel,
+    calibration: &[Vec<u32>],
+    cfg: &CompressConfig,
+    storage_dtype: DType,
+    planner: &Planner,
+) -> Result<(Vec<LinearReport>, PhaseTimes)> {
+    let t_start = Instant::now();
+    let mut times = PhaseTimes::default();
+    let mut reports = Vec::new();
+
+    if cfg.gmp {
+        for (i, layer) in model.layers.iter_mut().enumerate() {
+            if !in_range(cfg, i) {
+                continue;
+            }
+            for kind in LinearKind::ALL {
+                let t0 = Instant::now();
+                let wt = layer.linear(kind).weight().clone();
+                let (rows, cols) = wt.dims2()?;
+                let mut w = weight_vec(&wt)?;
+                solver::magnitude_prune(&mut w, cfg.solver.sparsity);
+                let w = to_storage_precision(w, storage_dtype);
+                let zero_fraction = w.iter().filter(|&&x| x == 0.0).count() as f64 / w.len() as f64;
+                layer.set_weight(kind, Tensor::from_vec(w, (rows, cols), &model.device)?)?;
+                reports.push(LinearReport {
+                    layer: i,
+                    name: kind.path().to_string(),
+                    rows,
+                    cols,
+                    zero_fraction,
+                    loss: 0.0,
+                    solve_seconds: t0.elapsed().as_secs_f64(),
+                    plan_seconds: 0.0,
+                    avg_bits: None,
+                    avg_bits_with_metadata: None,
+                    plan: None,
+                });
+            }
+        }
+        times.solve_s = t_start.elapsed().as_secs_f64();
+        times.total_s = times.solve_s;
+        return Ok((reports, times));
+    }
+
+    let t0 = Instant::now();
+    let mask = model.causal_mask(calibration[0].len())?;
+    let mut inps: Vec<Tensor> = calibration
+        .iter()
+        .map(|w| model.embed(&Tensor::from_vec(w.clone(), (1, w.len()), &model.device)?))
+        .collect::<Result<_>>()?;
+    times.catch_inputs_s = t0.elapsed().as_secs_f64();
+
+    let pb = crate::progress::bar(model.layers.len(), "compress");
+    for i in 0..model.layers.len() {
+        if !in_range(cfg, i) {
+            // Untouched layer: its outputs still feed the next one.
+            let t = Instant::now();
+            for x in inps.iter_mut() {
+                *x = model.layers[i].forward(x, &mask, None)?;
+            }
+            times.recompute_s += t.elapsed().as_secs_f64();
+            pb.inc(1);
+            continue;
+        }
+        // One calibration pass: statistics of the four linear inputs.
+        let t = Instant::now();
+        let layer = &model.layers[i];
+        let hidden = model.config.hidden_size;
+        let mut accs: BTreeMap<InputSite, HessianAccumulator> = InputSite::ALL
+            .iter()
+            .map(|&s| (s, HessianAccumulator::new(if s == InputSite::Fc2 { model.config.ffn_dim } else { hidden })))
+            .collect();
+        let mut reservoirs: BTreeMap<InputSite, Reservoir> = InputSite::ALL
+            .iter()
+            .map(|&s| (s, Reservoir::new(cfg.reservoir, cfg.seed.wrapping_add((i * 4 + s as usize) as u64))))
+            .collect();
+        for x in &inps {
+            let mut observe = |site: InputSite, a: &Tensor| -> Result<()> {
+                accs.get_mut(&site).expect("all sites").add(a)?;
+                if cfg.reservoir > 0 {
+                    reservoirs.get_mut(&site).expect("all sites").add(a)?;
+                }
+                Ok(())
+            };
+            layer.forward(x, &mask, Some(&mut observe))?;
+        }
+        times.calibration_forward_s += t.elapsed().as_secs_f64();
+
+        let hessians: BTreeMap<InputSite, Vec<f64>> =
+            accs.iter().map(|(&s, a)| Ok((s, a.hessian()?))).collect::<Result<_>>()?;
+        for kind in LinearKind::ALL {
+            let site = kind.input_site();
+            let wt = model.layers[i].linear(kind).weight().clone();
+            let (rows, cols) = wt.dims2()?;
+            let w = weight_vec(&wt)?;
+            let tp = Instant::now();
+            let reservoir = (cfg.reservoir > 0).then(|| reservoirs[&site].rows.as_slice());
+            let plan = planner(&LinearContext {
+                layer: i,
+                kind,
+                rows,
+                cols,
+                weight: &w,
+                hessian: &hessians[&site],
+                stats: &accs[&site],
+                reservoir,
+            })?;
+            let plan_seconds = tp.elapsed().as_secs_f64();
+            times.plan_s += plan_seconds;
+            let ts = Instant::now();
+            let solver_cfg = SolverConfig { quant: plan.quant.clone(), ..cfg.solver.clone() };
+            let solved = solver::solve(&w, rows, cols, &hessians[&site], &solver_cfg, plan.perm.as_deref())
+                .map_err(|e| anyhow::anyhow!("layer {i} {}: {e}", kind.path()))?;
+            let wq = to_storage_precision(solved.weight, storage_dtype);
+            let zero_fraction = wq.iter().filter(|&&x| x == 0.0).count() as f64 / wq.len() as f64;
+            model.layers[i].set_weight(kind, Tensor::from_vec(wq, (rows, cols), &model.device)?)?;
+            let solve_seconds = ts.elapsed().as_secs_f64();
+            let bits = crate::bit_alloc::scheme_bits(&plan.quant, cols);
+            times.solve_s += solve_seconds;
+            reports.push(LinearReport {
+                layer: i,
+                name: kind.path().to_string(),
+                rows,
+                cols,
+                zero_fraction,
+                loss: solved.loss,
+                solve_seconds,
+                plan_seconds,
+                avg_bits: bits.map(|b| b.0),
+                avg_bits_with_metadata: bits.map(|b| b.1),
+                plan: plan.report,
+            });
+        }
+        drop(accs);
+        // Outputs of the compressed layer become the next layer's inputs.
+        let t = Instant::now();
+        for x in inps.iter_mut() {
+            *x = model.layers[i].forward(x, &mask, None)?;
+        }
+        times.recompute_s += t.elapsed().as_secs_f64();
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    times.total_s = t_start.elapsed().as_secs_f64();
+    Ok((reports, times))
+}

@@ -1,0 +1,78 @@
+//! Perplexity as the published SparseGPT/GPTQ `opt_eval` measures it: the corpus as one
+//! token stream with one BOS at its start, non-overlapping `seqlen` windows, the tail
+//! dropped; each window's mean next-token NLL (seqlen − 1 predictions); PPL = exp of the
+//! mean over windows.
+
+use crate::model::OptModel;
+use anyhow::Result;
+use candle_core::Tensor;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Perplexity {
+    pub dataset: String,
+    pub ppl: f64,
+    pub windows: usize,
+    /// Windows the full corpus holds (before --max-windows).
+    pub windows_available: usize,
+    pub tokens: usize,
+    pub seconds: f64,
+    pub window_mean_nll: Vec<f64>,
+}
+
+/// Mean NLL of one window of token ids.
+pub fn window_nll(model: &OptModel, ids: &[u32]) -> Result<f64> {
+    let input = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &model.device)?;
+    let mask = model.causal_mask(ids.len())?;
+    let mut h = model.embed(&input)?;
+    for layer in &model.layers {
+        h = layer.forward(&h, &mask, None)?;
+    }
+    let (sum, count) = model.sequence_nll(&h, ids)?;
+    Ok(sum / count as f64)
+}
+
+/// exp(mean of window NLLs).
+pub fn ppl_from_window_nlls(nlls: &[f64]) -> f64 {
+    (nlls.iter().sum::<f64>() / nlls.len() as f64).exp()
+}
+
+pub fn perplexity(
+    model: &OptModel,
+    dataset: &str,
+    tokens: &[u32],
+    seqlen: usize,
+    max_windows: Option<usize>,
+) -> Result<Perplexity> {
+    let available = tokens.len() / seqlen;
+    if available == 0 {
+        anyhow::bail!("{dataset}: {} tokens hold no {seqlen}-token window", tokens.len());
+    }
+    let windows = max_windows.map_or(available, |m| m.min(available));
+    let t0 = std::time::Instant::now();
+    let pb = crate::progress::bar(windows, dataset);
+    let mut nlls = Vec::with_capacity(windows);
+    for w in 0..windows {
+        nlls.push(window_nll(model, &tokens[w * seqlen..(w + 1) * seqlen])?);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(Perplexity {
+        dataset: dataset.to_string(),
+        ppl: ppl_from_window_nlls(&nlls),
+        windows,
+        windows_available: available,
+        tokens: windows * seqlen,
+        seconds: t0.elapsed().as_secs_f64(),
+        window_mean_nll: nlls,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ppl_is_exp_of_mean_window_nll() {
+        let p = super::ppl_from_window_nlls(&[1.0, 3.0]);
+        assert!((p - 2f64.exp()).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,366 @@
+//! Grouping input channels by their mutual information.
+//!
+//! All methods work on the similarity s = 1 − exp(−2·MI) ∈ [0, 1] (see `mutual_info`):
+//! - `spectral`: normalised Laplacian of s, its K smallest eigenvectors (faer's dense
+//!   symmetric eigensolver), rows normalised, k-means (linfa) on them;
+//! - `hierarchical`: average-linkage agglomeration on the distance 1 − s (nearest-neighbour
+//!   chain, O(d²) memory and time per merge step);
+//! - `kmeans`: k-means on the rows of s;
+//! - `random`: a seeded random partition with given group sizes (the control).
+//! Quality: mean silhouette on 1 − s, and Davies–Bouldin on the rows of s.
+
+use crate::mutual_info::SymMatrix;
+use anyhow::{bail, Result};
+use faer::{Mat, Side};
+use linfa::prelude::*;
+use linfa_clustering::KMeans;
+use ndarray::Array2;
+use rand_xoshiro::rand_core::SeedableRng;
+use rand_xoshiro::Xoshiro256Plus;
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupingMethod {
+    Spectral,
+    Hierarchical,
+    Kmeans,
+    Random,
+}
+
+/// Candidate group counts for `--n-groups auto`.
+pub const AUTO_CANDIDATES: [usize; 8] = [2, 3, 4, 6, 8, 10, 12, 16];
+
+fn kmeans_labels(features: Array2<f64>, k: usize, seed: u64) -> Result<Vec<usize>> {
+    let n = features.nrows();
+    if k >= n {
+        return Ok((0..n).collect());
+    }
+    let dataset = DatasetBase::from(features.clone());
+    let model = KMeans::params_with_rng(k, Xoshiro256Plus::seed_from_u64(seed))
+        .n_runs(4)
+        .max_n_iterations(300)
+        .tolerance(1e-6)
+        .fit(&dataset)
+        .map_err(|e| anyhow::anyhow!("k-means failed: {e}"))?;
+    Ok(model.predict(&features).to_vec())
+}
+
+/// Spectral clustering on an affinity matrix (non-negative, symmetric).
+pub fn spectral(aff: &SymMatrix, k: usize, seed: u64) -> Result<Vec<usize>> {
+    let d = aff.d;
+    let deg: Vec<f64> = (0..d).map(|i| (0..d).map(|j| aff.get(i, j)).sum()).collect();
+    let inv_sqrt: Vec<f64> = deg.iter().map(|&g| if g > 0.0 { 1.0 / g.sqrt() } else { 0.0 }).collect();
+    let lap = Mat::<f64>::from_fn(d, d, |i, j| {
+        let n = aff.get(i, j) * inv_sqrt[i] * inv_sqrt[j];
+        if i == j { 1.0 - n } else { -n }
+    });
+    let eig = lap
+        .self_adjoint_eigen(Side::Lower)
+        .map_err(|e| anyhow::anyhow!("eigendecomposition failed: {e:?}"))?;
+    let u = eig.U();
+    let k_use = k.min(d);
+    let mut feats = Array2::<f64>::zeros((d, k_use));
+    for i in 0..d {
+        let norm = (0..k_use).map(|c| u[(i, c)] * u[(i, c)]).sum::<f64>().sqrt();
+        for c in 0..k_use {
+            feats[(i, c)] = if norm > 0.0 { u[(i, c)] / norm } else { 0.0 };
+        }
+    }
+    kmeans_labels(feats, k, seed)
+}
+
+/// Average-linkage agglomerative clustering on a distance matrix, cut at `k` clusters.
+/// Nearest-neighbour chain: average linkage is reducible, so the chain finds the same merges.
+pub fn average_linkage(dist: &SymMatrix, k: usize) -> Vec<usize> {
+    let n = dist.d;
+    let mut d = dist.values.clone();
+    let mut size = vec![1usize; n];
+    let mut active = vec![true; n];
+    let mut parent: Vec<usize> = (0..n).collect();
+    let mut clusters = n;
+    let mut chain: Vec<usize> = Vec::new();
+    while clusters > k {
+        if chain.is_empty() {
+            chain.push((0..n).find(|&i| active[i]).expect("an active cluster"));
+        }
+        let a = *chain.last().unwrap();
+        // Nearest active neighbour of a (ties prefer the previous chain element).
+        let prev = if chain.len() > 1 { Some(chain[chain.len() - 2]) } else { None };
+        let mut best = usize::MAX;
+        let mut best_d = f64::INFINITY;
+        for j in 0..n {
+            if j != a && active[j] {
+                let v = d[a * n + j];
+                if v < best_d || (v == best_d && Some(j) == prev) {
+                    best_d = v;
+                    best = j;
+                }
+            }
+        }
+        if Some(best) == prev {
+            chain.pop();
+            chain.pop();
+            // Merge best into a (Lance–Williams update for average linkage).
+            let (sa, sb) = (size[a] as f64, size[best] as f64);
+            for j in 0..n {
+                if active[j] && j != a && j != best {
+                    let v = (sa * d[a * n + j] + sb * d[best * n + j]) / (sa + sb);
+                    d[a * n + j] = v;
+                    d[j * n + a] = v;
+                }
+            }
+            size[a] += size[best];
+            active[best] = false;
+            parent[best] = a;
+            clusters -= 1;
+        } else {
+            chain.push(best);
+        }
+    }
+    // Labels: follow parents to the surviving root, then number roots 0..k.
+    let root = |mut i: usize| {
+        while parent[i] != i {
+            i = parent[i];
+        }
+        i
+    };
+    let roots: Vec<usize> = (0..n).filter(|&i| active[i]).collect();
+    (0..n).map(|i| roots.iter().position(|&r| r == root(i)).unwrap()).collect()
+}
+
+/// A random partition with the given group sizes (seeded Fisher–Yates).
+pub fn random_with_sizes(sizes: &[usize], seed: u64) -> Vec<usize> {
+    let n: usize = sizes.iter().sum();
+    let mut idx: Vec<usize> = (0..n).collect();
+    let mut s = seed ^ 0xD1B5_4A32_D192_ED03;
+    for i in (1..n).rev() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        let j = (s % (i as u64 + 1)) as usize;
+        idx.swap(i, j);
+    }
+    let mut labels = vec![0; n];
+    let mut pos = 0;
+    for (g, &sz) in sizes.iter().enumerate() {
+        for &i in &idx[pos..pos + sz] {
+            labels[i] = g;
+        }
+        pos += sz;
+    }
+    labels
+}
+
+/// Relabels so that groups are numbered 0.. in order of first appearance, dropping empties.
+pub fn canonical(labels: &[usize]) -> Vec<usize> {
+    let mut map = std::collections::HashMap::new();
+    labels
+        .iter()
+        .map(|&l| {
+            let next = map.len();
+            *map.entry(l).or_insert(next)
+        })
+        .collect()
+}
+
+pub fn group_sizes(labels: &[usize]) -> Vec<usize> {
+    let k = labels.iter().max().map_or(0, |m| m + 1);
+    let mut s = vec![0; k];
+    for &l in labels {
+        s[l] += 1;
+    }
+    s
+}
+
+/// Mean silhouette coefficient on a distance matrix (points in singleton groups score 0).
+pub fn silhouette(dist: &SymMatrix, labels: &[usize]) -> f64 {
+    let n = dist.d;
+    let k = labels.iter().max().map_or(0, |m| m + 1);
+    if k < 2 {
+        return 0.0;
+    }
+    let sizes = group_sizes(labels);
+    let total: f64 = (0..n)
+        .map(|i| {
+            let mut sums = vec![0.0; k];
+            for j in 0..n {
+                if j != i {
+                    sums[labels[j]] += dist.get(i, j);
+                }
+            }
+            let own = labels[i];
+            if sizes[own] <= 1 {
+                return 0.0;
+            }
+            let a = sums[own] / (sizes[own] - 1) as f64;
+            let b = (0..k)
+                .filter(|&c| c != own && sizes[c] > 0)
+                .map(|c| sums[c] / sizes[c] as f64)
+                .fold(f64::INFINITY, f64::min);
+            if a.max(b) > 0.0 { (b - a) / a.max(b) } else { 0.0 }
+        })
+        .sum();
+    total / n as f64
+}
+
+/// Davies–Bouldin index with the rows of `features` as points (lower is better).
+pub fn davies_bouldin(features: &SymMatrix, labels: &[usize]) -> f64 {
+    let n = features.d;
+    let k = labels.iter().max().map_or(0, |m| m + 1);
+    if k < 2 {
+        return 0.0;
+    }
+    let sizes = group_sizes(labels);
+    let mut cent = vec![vec![0.0; n]; k];
+    for i in 0..n {
+        for j in 0..n {
+            cent[labels[i]][j] += features.get(i, j);
+        }
+    }
+    for (c, s) in cent.iter_mut().zip(&sizes) {
+        c.iter_mut().for_each(|v| *v /= (*s).max(1) as f64);
+    }
+    let dist = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
+    let mut scatter = vec![0.0; k];
+    for i in 0..n {
+        let row: Vec<f64> = (0..n).map(|j| features.get(i, j)).collect();
+        scatter[labels[i]] += dist(&row, &cent[labels[i]]);
+    }
+    for (s, &z) in scatter.iter_mut().zip(&sizes) {
+        *s /= z.max(1) as f64;
+    }
+    let mut db = 0.0;
+    for a in 0..k {
+        let mut worst: f64 = 0.0;
+        for b in 0..k {
+            if a != b {
+                let m = dist(&cent[a], &cent[b]);
+                if m > 0.0 {
+                    worst = worst.max((scatter[a] + scatter[b]) / m);
+                }
+            }
+        }
+        db += worst;
+    }
+    db / k as f64
+}
+
+/// Groups channels with `method` into `k` groups (affinity = similarity matrix).
+pub fn cluster(sim: &SymMatrix, method: GroupingMethod, k: usize, seed: u64) -> Result<Vec<usize>> {
+    if k == 0 || k > sim.d {
+        bail!("cannot form {k} groups from {} channels", sim.d);
+    }
+    let labels = match method {
+        GroupingMethod::Spectral => spectral(sim, k, seed)?,
+        GroupingMethod::Hierarchical => {
+            let dist = SymMatrix { d: sim.d, values: sim.values.iter().map(|s| 1.0 - s).collect() };
+            average_linkage(&dist, k)
+        }
+        GroupingMethod::Kmeans => {
+            let feats = Array2::from_shape_vec((sim.d, sim.d), sim.values.clone())?;
+            kmeans_labels(feats, k, seed)?
+        }
+        GroupingMethod::Random => bail!("random grouping needs group sizes (use random_with_sizes)"),
+    };
+    Ok(canonical(&labels))
+}
+
+/// Chooses K among `candidates` by the best silhouette (on 1 − s).
+pub fn choose_k(sim: &SymMatrix, method: GroupingMethod, candidates: &[usize], seed: u64) -> Result<(usize, Vec<usize>)> {
+    let dist = SymMatrix { d: sim.d, values: sim.values.iter().map(|s| 1.0 - s).collect() };
+    let mut best: Option<(f64, usize, Vec<usize>)> = None;
+    for &k in candidates.iter().filter(|&&k| k >= 2 && k < sim.d) {
+        let labels = cluster(sim, method, k, seed)?;
+        let s = silhouette(&dist, &labels);
+        if best.as_ref().is_none_or(|b| s > b.0) {
+            best = Some((s, k, labels));
+        }
+    }
+    let (_, k, labels) = best.ok_or_else(|| anyhow::anyhow!("no candidate group count fits {} channels", sim.d))?;
+    Ok((k, labels))
+}
+
+/// Adjusted Rand index of two labelings (1 = identical partitions).
+pub fn adjusted_rand_index(a: &[usize], b: &[usize]) -> f64 {
+    let n = a.len();
+    let ka = a.iter().max().map_or(0, |m| m + 1);
+    let kb = b.iter().max().map_or(0, |m| m + 1);
+    let mut table = vec![vec![0f64; kb]; ka];
+    for i in 0..n {
+        table[a[i]][b[i]] += 1.0;
+    }
+    let c2 = |x: f64| x * (x - 1.0) / 2.0;
+    let sum_ij: f64 = table.iter().flatten().map(|&v| c2(v)).sum();
+    let sum_a: f64 = table.iter().map(|r| c2(r.iter().sum())).sum();
+    let sum_b: f64 = (0..kb).map(|j| c2(table.iter().map(|r| r[j]).sum())).sum();
+    let expected = sum_a * sum_b / c2(n as f64);
+    let max = (sum_a + sum_b) / 2.0;
+    if max == expected { 1.0 } else { (sum_ij - expected) / (max - expected) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Planted blocks: within-block similarity ~0.6, across ~0.05, with deterministic noise.
+    fn planted(sizes: &[usize]) -> (SymMatrix, Vec<usize>) {
+        let truth: Vec<usize> = sizes.iter().enumerate().flat_map(|(g, &s)| std::iter::repeat_n(g, s)).collect();
+        let d = truth.len();
+        let mut v = vec![0.0; d * d];
+        for i in 0..d {
+            for j in 0..d {
+                if i != j {
+                    let noise = (((i * 31 + j * 17 + i * j) % 13) as f64) / 13.0 * 0.08;
+                    let base = if truth[i] == truth[j] { 0.6 } else { 0.05 };
+                    v[i * d + j] = base + noise;
+                }
+            }
+        }
+        for i in 0..d {
+            for j in 0..i {
+                let m = (v[i * d + j] + v[j * d + i]) / 2.0;
+                v[i * d + j] = m;
+                v[j * d + i] = m;
+            }
+        }
+        (SymMatrix { d, values: v }, truth)
+    }
+
+    #[test]
+    fn spectral_recovers_planted_blocks_and_auto_k_finds_their_number() {
+        let (sim, truth) = planted(&[12, 20, 8, 24, 16]);
+        let labels = cluster(&sim, GroupingMethod::Spectral, 5, 0).unwrap();
+        assert!(adjusted_rand_index(&labels, &truth) >= 0.95);
+        let (k, _) = choose_k(&sim, GroupingMethod::Spectral, &AUTO_CANDIDATES, 0).unwrap();
+        assert_eq!(k, 5);
+    }
+
+    #[test]
+    fn hierarchical_and_kmeans_recover_planted_blocks() {
+        let (sim, truth) = planted(&[10, 14, 6, 18]);
+        for m in [GroupingMethod::Hierarchical, GroupingMethod::Kmeans] {
+            let labels = cluster(&sim, m, 4, 1).unwrap();
+            assert!(adjusted_rand_index(&labels, &truth) >= 0.95, "{m:?}");
+        }
+    }
+
+    #[test]
+    fn random_partition_keeps_sizes_and_seed() {
+        let l = random_with_sizes(&[3, 5, 2], 9);
+        assert_eq!(group_sizes(&l), vec![3, 5, 2]);
+        assert_eq!(l, random_with_sizes(&[3, 5, 2], 9));
+        assert_ne!(l, random_with_sizes(&[3, 5, 2], 10));
+    }
+
+    #[test]
+    fn quality_scores_prefer_the_true_partition() {
+        let (sim, truth) = planted(&[8, 8, 8]);
+        let dist = SymMatrix { d: sim.d, values: sim.values.iter().map(|s| 1.0 - s).collect() };
+        let shuffled = random_with_sizes(&[8, 8, 8], 3);
+        assert!(silhouette(&dist, &truth) > 0.5);
+        assert!(silhouette(&dist, &truth) > silhouette(&dist, &shuffled));
+        assert!(davies_bouldin(&sim, &truth) < davies_bouldin(&sim, &shuffled));
+        assert!((adjusted_rand_index(&truth, &truth) - 1.0).abs() < 1e-12);
+    }
+}

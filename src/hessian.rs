@@ -1,0 +1,158 @@
+//! The layer-wise Hessian H = 2/n Σ x xᵀ of a linear's inputs over the calibration set,
+//! plus the first moment Σ x (for channel statistics), and the damped Cholesky factor of
+//! H⁻¹ that SparseGPT and GPTQ sweep with.
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Tensor};
+use faer::linalg::solvers::DenseSolveCore;
+use faer::{Mat, Side};
+
+/// Running sums over calibration tokens for one linear input.
+pub struct HessianAccumulator {
+    pub dim: usize,
+    /// Σ x xᵀ in f32 on the compute device (the reference accumulates in f32 too).
+    sum_xxt: Option<Tensor>,
+    /// Σ x in f64 (cheap, and means of small activations lose digits in f32).
+    pub sum_x: Vec<f64>,
+    /// Calibration sequences seen (the reference's `nsamples`, which scales H).
+    pub sequences: usize,
+    pub tokens: usize,
+}
+
+impl HessianAccumulator {
+    pub fn new(dim: usize) -> Self {
+        HessianAccumulator { dim, sum_xxt: None, sum_x: vec![0.0; dim], sequences: 0, tokens: 0 }
+    }
+
+    /// Adds one batch of inputs (batch, seq, dim) or (tokens, dim).
+    pub fn add(&mut self, x: &Tensor) -> Result<()> {
+        let dims = x.dims();
+        let d = *dims.last().unwrap_or(&0);
+        if d != self.dim {
+            bail!("Hessian input width {d} does not match {}", self.dim);
+        }
+        let sequences = if dims.len() == 3 { dims[0] } else { 1 };
+        let x2 = x.reshape(((), d))?.to_dtype(DType::F32)?;
+        let xxt = x2.t()?.matmul(&x2)?;
+        self.sum_xxt = Some(match self.sum_xxt.take() {
+            Some(acc) => (acc + xxt)?,
+            None => xxt,
+        });
+        let sx: Vec<f32> = x2.sum(0)?.to_vec1()?;
+        for (a, b) in self.sum_x.iter_mut().zip(sx) {
+            *a += b as f64;
+        }
+        self.tokens += x2.dims()[0];
+        self.sequences += sequences;
+        Ok(())
+    }
+
+    /// Σ x xᵀ as a row-major f64 matrix.
+    pub fn sum_xxt(&self) -> Result<Vec<f64>> {
+        match &self.sum_xxt {
+            Some(t) => Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?),
+            None => bail!("no calibration data reached this layer"),
+        }
+    }
+
+    /// H = 2/nsamples · Σ x xᵀ, the scale SparseGPT's `add_batch` arrives at. (The
+    /// reference rescales a running average after every sequence; summing first and
+    /// scaling once is the same quantity with less rounding.)
+    pub fn hessian(&self) -> Result<Vec<f64>> {
+        let scale = 2.0 / self.sequences as f64;
+        Ok(self.sum_xxt()?.into_iter().map(|v| v * scale).collect())
+    }
+}
+
+/// Columns whose inputs were always zero (H_jj = 0).
+pub fn dead_columns(h: &[f64], n: usize) -> Vec<bool> {
+    (0..n).map(|j| h[j * n + j] == 0.0).collect()
+}
+
+/// The reference's preparation of H, in place: dead diagonals set to 1, then
+/// `percdamp · mean(diag H)` added to the diagonal.
+pub fn dampen(h: &mut [f64], n: usize, percdamp: f64) {
+    for j in 0..n {
+        if h[j * n + j] == 0.0 {
+            h[j * n + j] = 1.0;
+        }
+    }
+    let mean_diag = (0..n).map(|j| h[j * n + j]).sum::<f64>() / n as f64;
+    let damp = percdamp * mean_diag;
+    for j in 0..n {
+        h[j * n + j] += damp;
+    }
+}
+
+/// Upper Cholesky factor U of H⁻¹ (H⁻¹ = Uᵀ U), row-major: the reference's
+/// `cholesky(cholesky_inverse(cholesky(H)), upper=True)` on an already damped H.
+/// Computed in f64 (the reference uses f32): the sweep reads it in f32 afterwards,
+/// and f64 keeps the factorisation itself out of the error budget.
+pub fn inverse_cholesky_upper(h: &[f64], n: usize) -> Result<Vec<f64>> {
+    let m = Mat::<f64>::from_fn(n, n, |i, j| h[i * n + j]);
+    let llt = m.llt(Side::Lower).map_err(|_| {
+        anyhow::anyhow!("Hessian is not positive definite even after damping; raise --percdamp (e.g. 0.1)")
+    })?;
+    let inv = llt.inverse();
+    let llt_inv = inv.llt(Side::Lower).map_err(|_| {
+        anyhow::anyhow!("inverse Hessian lost positive definiteness; raise --percdamp (e.g. 0.1)")
+    })?;
+    let l = llt_inv.L();
+    // U = Lᵀ: row i of U is column i of L.
+    let mut u = vec![0.0; n * n];
+    for i in 0..n {
+        for j in i..n {
+            u[i * n + j] = l[(j, i)];
+        }
+    }
+    Ok(u)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upper_factor_reconstructs_the_inverse() {
+        // H = A Aᵀ + I, a small SPD matrix.
+        let n = 5;
+        let a: Vec<f64> = (0..n * n).map(|k| ((k * 7 % 11) as f64 - 5.0) / 3.0).collect();
+        let mut h = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                h[i * n + j] = (0..n).map(|k| a[i * n + k] * a[j * n + k]).sum::<f64>() + if i == j { 1.0 } else { 0.0 };
+            }
+        }
+        let u = inverse_cholesky_upper(&h, n).unwrap();
+        // (Uᵀ U) H = I
+        for i in 0..n {
+            for j in 0..n {
+                let hinv_ij = |r: usize, c: usize| (0..n).map(|k| u[k * n + r] * u[k * n + c]).sum::<f64>();
+                let prod: f64 = (0..n).map(|k| hinv_ij(i, k) * h[k * n + j]).sum();
+                assert!((prod - if i == j { 1.0 } else { 0.0 }).abs() < 1e-9, "({i},{j}) = {prod}");
+            }
+            for j in 0..i {
+                assert_eq!(u[i * n + j], 0.0, "U is upper triangular");
+            }
+        }
+    }
+
+    #[test]
+    fn dampening_fixes_dead_inputs_and_adds_relative_damp() {
+        let mut h = vec![4.0, 0.0, 0.0, 0.0];
+        dampen(&mut h, 2, 0.01);
+        // dead → 1, mean diag = 2.5, damp = 0.025
+        assert_eq!(h, vec![4.025, 0.0, 0.0, 1.025]);
+    }
+
+    #[test]
+    fn accumulator_sums_second_and_first_moments() {
+        let x = Tensor::from_vec(vec![1f32, 2., 3., 4., 5., 6.], (1, 3, 2), &candle_core::Device::Cpu).unwrap();
+        let mut acc = HessianAccumulator::new(2);
+        acc.add(&x).unwrap();
+        assert_eq!(acc.sum_xxt().unwrap(), vec![35.0, 44.0, 44.0, 56.0]);
+        assert_eq!(acc.sum_x, vec![9.0, 12.0]);
+        assert_eq!((acc.sequences, acc.tokens), (1, 3));
+        assert_eq!(acc.hessian().unwrap(), vec![70.0, 88.0, 88.0, 112.0]);
+    }
+}

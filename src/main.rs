@@ -1,0 +1,16 @@
+fn main() {
+    // One line, no backtrace, for anything that slips through as a panic.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        eprintln!("error: internal error: {}", msg.replace('\n', " "));
+    }));
+    if let Err(e) = sparsegpt_mi::cli::run() {
+        eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,45 @@
+//! Result files: JSON written atomically (temp file + rename, never half-written).
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::path::Path;
+
+/// Writes `value` as pretty JSON to `path` through a temp file in the same directory.
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    write_atomic(path, text.as_bytes())
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// Checks up front that a file can be created at `path`, so a long run does not fail at its end.
+pub fn check_writable(path: &Path, flag: &str) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if dir.exists() {
+        let probe = dir.join(format!(".sparsegpt-mi-probe{}", std::process::id()));
+        std::fs::write(&probe, b"").with_context(|| format!("{flag} {}: directory {} is not writable", path.display(), dir.display()))?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(())
+    } else {
+        // Creatable? Walk up to the first existing ancestor and test it.
+        let mut anc = dir;
+        while !anc.exists() {
+            match anc.parent() {
+                Some(p) if !p.as_os_str().is_empty() => anc = p,
+                _ => return Ok(()),
+            }
+        }
+        let probe = anc.join(format!(".sparsegpt-mi-probe{}", std::process::id()));
+        std::fs::write(&probe, b"").with_context(|| format!("{flag} {}: cannot create it under {}", path.display(), anc.display()))?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(())
+    }
+}

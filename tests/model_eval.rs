@@ -1,0 +1,108 @@
+//! The OPT forward pass and perplexity protocol against Hugging Face and the published code.
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use sparsegpt_mi::data::{self, Corpus, SEQLEN};
+use sparsegpt_mi::eval;
+
+#[test]
+fn post_ln_model_with_projections_matches_hugging_face_logits() {
+    let (model, _) = common::load("opt-rand-postln");
+    assert!(!model.config.do_layer_norm_before && model.project_in.is_some());
+    let refj: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixture("opt-rand-postln").join("reference_logits.json")).unwrap(),
+    )
+    .unwrap();
+    let ids: Vec<u32> = refj["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let n = ids.len();
+    let logits = model
+        .forward(&Tensor::from_vec(ids.clone(), (1, n), &Device::Cpu).unwrap())
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    let rows: Vec<Vec<f32>> = logits.to_vec2().unwrap();
+    // Tolerance 2e-2 absolute: HF ran in fp16 on a GPU, this runs in f32.
+    for (row, key) in [(0, "logits_first_row_first8"), (n - 1, "logits_last_row_first8")] {
+        for (j, v) in refj[key].as_array().unwrap().iter().enumerate() {
+            let want = v.as_f64().unwrap() as f32;
+            assert!((rows[row][j] - want).abs() <= 2e-2, "{key}[{j}]: {} vs {want}", rows[row][j]);
+        }
+    }
+    let argmax: Vec<u64> = rows
+        .iter()
+        .map(|r| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u64)
+        .collect();
+    let want: Vec<u64> = refj["argmax"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(argmax, want);
+    let x = model.embed(&Tensor::from_vec(ids.clone(), (1, n), &Device::Cpu).unwrap()).unwrap();
+    let mask = model.causal_mask(n).unwrap();
+    let mut h = x;
+    for l in &model.layers {
+        h = l.forward(&h, &mask, None).unwrap();
+    }
+    let (sum, count) = model.sequence_nll(&h, &ids).unwrap();
+    let nll = sum / count as f64;
+    let want = refj["mean_nll"].as_f64().unwrap();
+    assert!((nll - want).abs() <= 1e-3, "mean NLL {nll} vs {want}");
+}
+
+/// Per-window mean NLL of the dense model against the published code's, on the first
+/// windows of each corpus (f32 here vs fp16 there: tolerance 2e-3 nats).
+fn dense_windows_match(fixture: &str, windows: usize) {
+    let (model, tok) = common::load(fixture);
+    let refj = common::reference(fixture, "dense");
+    for corpus in Corpus::ALL {
+        let ids = data::eval_tokens(corpus, &common::data_dir(), &tok).unwrap();
+        let want = refj["window_mean_nll"][corpus.name()].as_array().unwrap();
+        assert_eq!(ids.len() / SEQLEN, want.len(), "{fixture} {}: window count", corpus.name());
+        for w in 0..windows {
+            let got = eval::window_nll(&model, &ids[w * SEQLEN..(w + 1) * SEQLEN]).unwrap();
+            let expect = want[w].as_f64().unwrap();
+            assert!((got - expect).abs() <= 2e-3, "{fixture} {} window {w}: {got} vs {expect}", corpus.name());
+        }
+    }
+}
+
+#[test]
+fn dense_window_nll_matches_reference_model_a() {
+    dense_windows_match("opt-mini-a", 2);
+}
+
+#[test]
+fn dense_window_nll_matches_reference_model_b() {
+    dense_windows_match("opt-mini-b", 2);
+}
+
+#[test]
+fn corpora_have_the_published_sizes() {
+    let tok = sparsegpt_mi::tokenizer::load(&sparsegpt_mi::hub::TokenizerFiles::Json(
+        common::data_dir().join("opt-tokenizer/tokenizer.json"),
+    ))
+    .unwrap();
+    let wiki = data::eval_text(Corpus::WikiText2, &common::data_dir()).unwrap();
+    assert_eq!(wiki.chars().count(), 1294336, "\"\\n\\n\".join(rows) length per SOURCES.md");
+    let ids = data::eval_tokens(Corpus::WikiText2, &common::data_dir(), &tok).unwrap();
+    assert_eq!(ids.len(), 287645);
+    assert_eq!(ids[0], 2, "one BOS at the start");
+    assert_eq!(ids.iter().filter(|&&t| t == 2).count(), 1, "and only there");
+    let c4 = data::eval_tokens(Corpus::C4, &common::data_dir(), &tok).unwrap();
+    assert_eq!(c4.len() / SEQLEN, 254);
+}
+
+#[test]
+fn tokenizer_from_vocab_and_merges_equals_tokenizer_json_on_all_corpora() {
+    let dir = common::data_dir().join("opt-tokenizer");
+    let json = sparsegpt_mi::tokenizer::load(&sparsegpt_mi::hub::TokenizerFiles::Json(dir.join("tokenizer.json"))).unwrap();
+    let built = sparsegpt_mi::tokenizer::from_vocab_merges(&dir.join("vocab.json"), &dir.join("merges.txt")).unwrap();
+    for corpus in Corpus::ALL {
+        let a = data::eval_tokens(corpus, &common::data_dir(), &json).unwrap();
+        let b = data::eval_tokens(corpus, &common::data_dir(), &built).unwrap();
+        assert_eq!(a.len(), b.len(), "{}", corpus.name());
+        assert!(a == b, "{}: ids differ", corpus.name());
+    }
+    assert_eq!(
+        sparsegpt_mi::tokenizer::encode(&built, "Hello, my dog is cute").unwrap(),
+        vec![2, 31414, 6, 127, 2335, 16, 11962]
+    );
+}
