@@ -30,7 +30,7 @@ pub struct MiArgs {
     /// Average bits per weight, scale/zero metadata included; off = uniform --wbits.
     #[arg(long)]
     pub target_avg_bits: Option<f64>,
-    /// Groups per linear: a number, or "auto" (best silhouette among 2,3,4,6,8,10,12,16).
+    /// Groups per linear: a number, or "auto" (best silhouette among 2,3,4,5,6,8,10,12,14,16).
     #[arg(long, default_value = "10")]
     pub n_groups: String,
     #[arg(long, default_value_t = 2)]

@@ -20,7 +20,7 @@ pub struct PruneArgs {
     #[arg(default_value = "c4")]
     pub dataset: String,
     /// Target unstructured sparsity in [0, 1); 0 with --prunen 0 = no pruning.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     pub sparsity: f64,
     /// N of N:M semi-structured sparsity (0 = off).
     #[arg(long, default_value_t = 0)]

@@ -29,7 +29,7 @@ pub enum GroupingMethod {
 }
 
 /// Candidate group counts for `--n-groups auto`.
-pub const AUTO_CANDIDATES: [usize; 8] = [2, 3, 4, 6, 8, 10, 12, 16];
+pub const AUTO_CANDIDATES: [usize; 10] = [2, 3, 4, 5, 6, 8, 10, 12, 14, 16];
 
 fn kmeans_labels(features: Array2<f64>, k: usize, seed: u64) -> Result<Vec<usize>> {
     let n = features.nrows();
@@ -71,21 +71,21 @@ pub fn spectral(aff: &SymMatrix, k: usize, seed: u64) -> Result<Vec<usize>> {
 }
 
 /// Average-linkage agglomerative clustering on a distance matrix, cut at `k` clusters.
-/// Nearest-neighbour chain: average linkage is reducible, so the chain finds the same merges.
+/// Nearest-neighbour chain builds the whole dendrogram (average linkage is reducible, so
+/// the chain finds the same merges as the greedy algorithm, though not in height order);
+/// the merges are then sorted by height and the first n − k applied.
 pub fn average_linkage(dist: &SymMatrix, k: usize) -> Vec<usize> {
     let n = dist.d;
     let mut d = dist.values.clone();
     let mut size = vec![1usize; n];
     let mut active = vec![true; n];
-    let mut parent: Vec<usize> = (0..n).collect();
-    let mut clusters = n;
+    let mut merges: Vec<(f64, usize, usize)> = Vec::with_capacity(n.saturating_sub(1));
     let mut chain: Vec<usize> = Vec::new();
-    while clusters > k {
+    while merges.len() + 1 < n {
         if chain.is_empty() {
             chain.push((0..n).find(|&i| active[i]).expect("an active cluster"));
         }
         let a = *chain.last().unwrap();
-        // Nearest active neighbour of a (ties prefer the previous chain element).
         let prev = if chain.len() > 1 { Some(chain[chain.len() - 2]) } else { None };
         let mut best = usize::MAX;
         let mut best_d = f64::INFINITY;
@@ -112,21 +112,26 @@ pub fn average_linkage(dist: &SymMatrix, k: usize) -> Vec<usize> {
             }
             size[a] += size[best];
             active[best] = false;
-            parent[best] = a;
-            clusters -= 1;
+            merges.push((best_d, a, best));
         } else {
             chain.push(best);
         }
     }
-    // Labels: follow parents to the surviving root, then number roots 0..k.
-    let root = |mut i: usize| {
-        while parent[i] != i {
-            i = parent[i];
+    merges.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn find(p: &mut [usize], mut i: usize) -> usize {
+        while p[i] != i {
+            p[i] = p[p[i]];
+            i = p[i];
         }
         i
-    };
-    let roots: Vec<usize> = (0..n).filter(|&i| active[i]).collect();
-    (0..n).map(|i| roots.iter().position(|&r| r == root(i)).unwrap()).collect()
+    }
+    for &(_, a, b) in merges.iter().take(n.saturating_sub(k)) {
+        let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
+        parent[rb] = ra;
+    }
+    let roots: Vec<usize> = (0..n).map(|i| find(&mut parent, i)).collect();
+    canonical(&roots)
 }
 
 /// A random partition with the given group sizes (seeded Fisher–Yates).

@@ -432,15 +432,36 @@ impl OptModel {
         while start < s - 1 {
             let n = chunk.min(s - 1 - start);
             let logits = states.narrow(0, start, n)?.matmul(&emb_t)?.to_dtype(DType::F32)?;
-            let lse = logits.log_sum_exp(D::Minus1)?;
-            let tgt = targets.narrow(0, start, n)?.unsqueeze(1)?;
-            let picked = logits.gather(&tgt, 1)?.squeeze(1)?;
-            let nll = (lse - picked)?.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+            let tgt = &ids[start + 1..start + 1 + n];
+            let nll = if logits.device().is_cpu() {
+                nll_rows_cpu(&logits, tgt)?
+            } else {
+                let lse = logits.log_sum_exp(D::Minus1)?;
+                let t = targets.narrow(0, start, n)?.unsqueeze(1)?;
+                let picked = logits.gather(&t, 1)?.squeeze(1)?;
+                (lse - picked)?.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?
+            };
             total += nll;
             start += n;
         }
         Ok((total, s - 1))
     }
+}
+
+/// Σ over rows of logsumexp(row) − row[target], one fused pass per row (CPU).
+fn nll_rows_cpu(logits: &Tensor, targets: &[u32]) -> Result<f64> {
+    use rayon::prelude::*;
+    let (_, vocab) = logits.dims2()?;
+    let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+    Ok(flat
+        .par_chunks(vocab)
+        .zip(targets.par_iter())
+        .map(|(row, &t)| {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
+            (max as f64 + sum.ln()) - row[t as usize] as f64
+        })
+        .sum())
 }
 
 /// Loads config and weights of resolved model files onto `device` in `dtype`.

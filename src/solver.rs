@@ -234,7 +234,9 @@ mod tests {
             ((s >> 33) as f64 / (1u64 << 31) as f64) - 0.5
         };
         let t = 3 * n;
-        let x: Vec<f64> = (0..t * n).map(|_| rnd()).collect();
+        // Inputs with a shared component per token: correlated channels, as in real layers.
+        let shared: Vec<f64> = (0..t).map(|_| 2.0 * rnd()).collect();
+        let x: Vec<f64> = (0..t * n).map(|k| rnd() + shared[k / n]).collect();
         let mut h = vec![0.0; n * n];
         for i in 0..n {
             for j in 0..n {
