@@ -21,6 +21,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// One-shot compression (SparseGPT / GPTQ / MI grouping), then evaluation.
     Prune(crate::cli_prune::PruneArgs),
+    /// Mutual-information matrix of one linear's input channels: PNG heatmap and JSON.
+    Mi(crate::cli_mi::MiInspectArgs),
 }
 
 #[derive(Args, Clone)]
@@ -142,5 +144,6 @@ pub fn run() -> Result<()> {
     match cli.command {
         Command::Eval(a) => run_eval(a),
         Command::Prune(a) => crate::cli_prune::run_prune(a),
+        Command::Mi(a) => crate::cli_mi::run_mi_inspect(a),
     }
 }

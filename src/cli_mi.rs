@@ -351,3 +351,165 @@ impl BitSummary {
         }
     }
 }
+
+/// `sparsegpt-mi mi`: the MI matrix of one linear's input channels, ordered by group.
+#[derive(Args, Clone)]
+pub struct MiInspectArgs {
+    /// Model directory (HF layout) or hub id.
+    pub model: String,
+    /// Decoder layer index.
+    #[arg(long)]
+    pub layer: usize,
+    /// Linear: q_proj, k_proj, v_proj, out_proj, fc1 or fc2.
+    #[arg(long)]
+    pub linear: String,
+    #[arg(long, default_value_t = 16)]
+    pub nsamples: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value_t = crate::calibration::SamplerKind::Python)]
+    pub sampler: crate::calibration::SamplerKind,
+    /// Output directory for mi_L<layer>_<linear>.png and .json.
+    #[arg(long, default_value = "test_results/mi")]
+    pub out: std::path::PathBuf,
+    #[command(flatten)]
+    pub mi: MiArgs,
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Maps t ∈ [0, 1] to a dark-to-bright colour ramp (black → purple → orange → yellow).
+fn colour(t: f64) -> [u8; 3] {
+    const STOPS: [(f64, [f64; 3]); 5] = [
+        (0.0, [0.0, 0.0, 4.0]),
+        (0.25, [87.0, 16.0, 110.0]),
+        (0.5, [188.0, 55.0, 84.0]),
+        (0.75, [249.0, 142.0, 9.0]),
+        (1.0, [252.0, 255.0, 164.0]),
+    ];
+    let t = t.clamp(0.0, 1.0);
+    for w in STOPS.windows(2) {
+        let ((t0, c0), (t1, c1)) = (w[0], w[1]);
+        if t <= t1 {
+            let f = (t - t0) / (t1 - t0);
+            return [0, 1, 2].map(|i| (c0[i] + f * (c1[i] - c0[i])).round() as u8);
+        }
+    }
+    [252, 255, 164]
+}
+
+/// Writes `m` (already ordered) as an RGB PNG. The colour scale saturates at the 99th
+/// percentile of the off-diagonal values, so a few near-duplicate channels do not wash
+/// out the block structure.
+pub fn write_heatmap(path: &std::path::Path, m: &SymMatrix) -> Result<()> {
+    let d = m.d;
+    let mut off: Vec<f64> = (0..d * d).filter(|k| k / d != k % d).map(|k| m.values[k]).collect();
+    off.sort_by(|a, b| a.total_cmp(b));
+    let max = off.get((off.len() as f64 * 0.99) as usize).copied().unwrap_or(1.0).max(1e-12);
+    let mut pixels = Vec::with_capacity(d * d * 3);
+    for k in 0..d * d {
+        let v = if k / d == k % d { max } else { m.values[k] };
+        pixels.extend_from_slice(&colour(v / max));
+    }
+    let mut bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut bytes, d as u32, d as u32);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc.write_header()?;
+        w.write_image_data(&pixels)?;
+    }
+    crate::report::write_atomic(path, &bytes)
+}
+
+pub fn run_mi_inspect(args: MiInspectArgs) -> Result<()> {
+    let kind = crate::model::LinearKind::from_path(&args.linear).ok_or_else(|| {
+        anyhow::anyhow!("unknown --linear '{}': use q_proj, k_proj, v_proj, out_proj, fc1 or fc2", args.linear)
+    })?;
+    args.mi.validate(16)?;
+    let device = crate::device_from_name(&args.device)?;
+    let data_dir = args.data_dir.clone().unwrap_or_else(crate::data::default_data_dir);
+    let files = crate::hub::resolve_model(&args.model)?;
+    let tok = crate::tokenizer::load(&files.tokenizer)?;
+    let mut model = crate::model::load_model(&files, &device, crate::cli::compute_dtype(&device))?;
+    if args.layer >= model.layers.len() {
+        bail!("--layer {} is out of range: the model has {} decoder layers", args.layer, model.layers.len());
+    }
+    let docs = crate::data::calibration_documents(crate::data::Corpus::C4, &data_dir)?;
+    let calib = crate::calibration::build(&docs, &tok, args.nsamples, crate::data::SEQLEN, args.seed, args.sampler)?;
+    // Only layers up to the inspected one are needed; nothing is compressed.
+    model.layers.truncate(args.layer + 1);
+    let captured: Mutex<Option<(SymMatrix, ChannelGroups)>> = Mutex::new(None);
+    let mi_args = MiArgs { use_mi_grouping: 1, target_avg_bits: Some(4.0), ..args.mi.clone() };
+    let planner = |ctx: &LinearContext| -> Result<LinearPlan> {
+        if ctx.kind == kind {
+            let mi = mi_matrix(ctx, mi_args.mi_method)?;
+            let groups = mi_groups(ctx, &mi_args, args.seed)?;
+            *captured.lock().expect("capture") = Some((mi, groups));
+        }
+        Ok(LinearPlan { quant: QuantScheme::None, perm: None, report: None, plan_seconds: 0.0 })
+    };
+    let cfg = crate::compress::CompressConfig {
+        solver: crate::solver::SolverConfig {
+            sparsity: 0.0,
+            prunen: 0,
+            prunem: 0,
+            blocksize: 128,
+            percdamp: 0.01,
+            quant: QuantScheme::None,
+            act_order: false,
+        },
+        gmp: false,
+        minlayer: args.layer as i64,
+        maxlayer: args.layer as i64 + 1,
+        reservoir: mi_args.reservoir_needed(),
+        seed: args.seed,
+    };
+    let storage = model.storage_dtype;
+    crate::compress::compress(&mut model, &calib.windows, &cfg, storage, &planner)?;
+    let (mi, groups) = captured
+        .into_inner()
+        .expect("capture")
+        .ok_or_else(|| anyhow::anyhow!("layer {} {} was not reached", args.layer, kind.path()))?;
+    let d = mi.d;
+    let mut order: Vec<usize> = (0..d).collect();
+    order.sort_by_key(|&j| (groups.labels[j], j));
+    let ordered = SymMatrix { d, values: (0..d * d).map(|k| mi.get(order[k / d], order[k % d])).collect() };
+    let stem = format!("mi_L{}_{}", args.layer, kind.path().rsplit('.').next().unwrap_or("linear"));
+    let png_path = args.out.join(format!("{stem}.png"));
+    let json_path = args.out.join(format!("{stem}.json"));
+    write_heatmap(&png_path, &ordered)?;
+    let json = serde_json::json!({
+        "model": args.model,
+        "layer": args.layer,
+        "linear": kind.path(),
+        "channels": d,
+        "nsamples": args.nsamples,
+        "mi_method": mi_args.mi_method,
+        "grouping": mi_args.grouping,
+        "k": groups.sizes().len(),
+        "group_sizes": groups.sizes(),
+        "labels": groups.labels,
+        "silhouette": groups.silhouette,
+        "davies_bouldin": groups.davies_bouldin,
+        "redundancy": groups.redundancy,
+        "mi_seconds": groups.seconds,
+        "order": order,
+        "mi_ordered": ordered.values,
+    });
+    crate::report::write_json_atomic(&json_path, &json)?;
+    println!(
+        "layer {} {}: {} channels, K = {}, sizes {:?}, silhouette {:.3}, Davies-Bouldin {:.3}",
+        args.layer,
+        kind.path(),
+        d,
+        groups.sizes().len(),
+        groups.sizes(),
+        groups.silhouette.unwrap_or(0.0),
+        groups.davies_bouldin.unwrap_or(0.0)
+    );
+    println!("wrote {} and {}", png_path.display(), json_path.display());
+    Ok(())
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Builds the CUDA binary of sparsegpt-mi on a machine without a GPU (see ../shared/cuda/NOTES.md):
+# CUDA 13.0 compiler and libraries from NVIDIA's PyPI wheels into .cuda-venv/, a stub libcuda for
+# the linker, then `cargo build --release --features cuda` for sm_90 (H100/H200).
+# Output: target/release/sparsegpt-mi and target/sparsegpt-mi-cuda.xz (to carry to the GPU machine).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${CUDA_VENV:-.cuda-venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q "cuda-toolkit[nvcc,crt,nvvm,cudart,cublas,curand,nvrtc,cccl]==13.0.2"
+fi
+CUDA_ROOT=$("$VENV/bin/python" - <<'PY'
+import importlib.util, os
+spec = importlib.util.find_spec("nvidia")
+print(os.path.join(list(spec.submodule_search_locations)[0], "cu13"))
+PY
+)
+[ -x "$CUDA_ROOT/bin/nvcc" ] || { echo "error: nvcc not found under $CUDA_ROOT" >&2; exit 1; }
+# Unversioned library names for the linker.
+for lib in cudart cublas cublasLt curand nvrtc; do
+  so=$(ls "$CUDA_ROOT"/lib/lib$lib.so.* 2>/dev/null | head -n1 || true)
+  [ -n "$so" ] && ln -sf "$(basename "$so")" "$CUDA_ROOT/lib/lib$lib.so"
+done
+# A stub libcuda.so: candle links the driver API dynamically; the real driver is used at run time.
+mkdir -p "$CUDA_ROOT/lib/stubs"
+if [ ! -f "$CUDA_ROOT/lib/stubs/libcuda.so" ]; then
+  cargo fetch -q
+  SYS=$(ls -d ~/.cargo/registry/src/*/cudarc-0.19.*/src/driver/sys/mod.rs | head -n1)
+  grep -o 'fn cu[A-Za-z0-9_]*(' "$SYS" | sed 's/^fn //; s/($//' | sort -u \
+    | awk '{print "void " $1 "(void) {}"}' > "$CUDA_ROOT/lib/stubs/cuda_stub.c"
+  gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$CUDA_ROOT/lib/stubs/libcuda.so" "$CUDA_ROOT/lib/stubs/cuda_stub.c"
+fi
+export PATH="$CUDA_ROOT/bin:$PATH" CUDA_HOME="$CUDA_ROOT" CUDA_PATH="$CUDA_ROOT" CUDA_COMPUTE_CAP=90 \
+  CUDARC_CUDA_VERSION=13000 CUDAFORGE_THREADS=${CUDAFORGE_THREADS:-2} \
+  LIBRARY_PATH="$CUDA_ROOT/lib:$CUDA_ROOT/lib/stubs:${LIBRARY_PATH:-}" \
+  RUSTFLAGS="-L $CUDA_ROOT/lib -L $CUDA_ROOT/lib/stubs -C link-arg=-Wl,-rpath,/usr/local/cuda-13.0/targets/x86_64-linux/lib:/usr/local/cuda/lib64"
+cargo build --release --features cuda
+xz -6 -T2 -c target/release/sparsegpt-mi > target/sparsegpt-mi-cuda.xz
+ls -la target/release/sparsegpt-mi target/sparsegpt-mi-cuda.xz
