@@ -7,7 +7,9 @@
 //!   rank (no MI), bits per group by the allocator;
 //! - mi: `--use-mi-grouping 1 --target-avg-bits B`: columns grouped by mutual information;
 //! - random: `--grouping random --target-avg-bits B`: the MI grouping's sizes, channels
-//!   assigned at random (the control MI must beat).
+//!   assigned at random (the control MI must beat). The sizes come from the MI grouping of
+//!   the control run's own activations (equal to MI mode's in layer 0; later layers see
+//!   differently compressed predecessors).
 
 use crate::bit_alloc::{self, BitBudget, BitPolicy};
 use crate::compress::{LinearContext, LinearPlan, LinearReport, Planner};

@@ -64,6 +64,9 @@ pub struct LinearReport {
     /// Bits per weight of the quantization scheme, without and with scale/zero metadata.
     pub avg_bits: Option<f64>,
     pub avg_bits_with_metadata: Option<f64>,
+    /// Most distinct values in one row, and in one (row, quantization group).
+    pub max_distinct_per_row: usize,
+    pub max_distinct_per_group: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<serde_json::Value>,
 }
@@ -169,6 +172,8 @@ pub fn compress(
                     plan_seconds: 0.0,
                     avg_bits: None,
                     avg_bits_with_metadata: None,
+                    max_distinct_per_row: 0,
+                    max_distinct_per_group: 0,
                     plan: None,
                 });
             }
@@ -248,6 +253,7 @@ pub fn compress(
             let solved = solver::solve(&w, rows, cols, &hessians[&site], &solver_cfg, plan.perm.as_deref())
                 .map_err(|e| anyhow::anyhow!("layer {i} {}: {e}", kind.path()))?;
             let wq = to_storage_precision(solved.weight, storage_dtype);
+            let (max_distinct_per_row, max_distinct_per_group) = solver::max_levels(&wq, cols, &plan.quant, plan.perm.as_deref());
             let zero_fraction = wq.iter().filter(|&&x| x == 0.0).count() as f64 / wq.len() as f64;
             model.layers[i].set_weight(kind, Tensor::from_vec(wq, (rows, cols), &model.device)?)?;
             let solve_seconds = ts.elapsed().as_secs_f64();
@@ -264,6 +270,8 @@ pub fn compress(
                 plan_seconds,
                 avg_bits: bits.map(|b| b.0),
                 avg_bits_with_metadata: bits.map(|b| b.1),
+                max_distinct_per_row,
+                max_distinct_per_group,
                 plan: plan.report,
             });
         }

@@ -10,7 +10,8 @@ use faer::{Mat, Side};
 /// Running sums over calibration tokens for one linear input.
 pub struct HessianAccumulator {
     pub dim: usize,
-    /// Σ x xᵀ in f32 on the compute device (the reference accumulates in f32 too).
+    /// Σ x xᵀ on the compute device: each sequence's product in f32 (as the reference),
+    /// summed over sequences in f64, since the MI statistics subtract μμᵀ from it.
     sum_xxt: Option<Tensor>,
     /// Σ x in f64 (cheap, and means of small activations lose digits in f32).
     pub sum_x: Vec<f64>,
@@ -33,7 +34,7 @@ impl HessianAccumulator {
         }
         let sequences = if dims.len() == 3 { dims[0] } else { 1 };
         let x2 = x.reshape(((), d))?.to_dtype(DType::F32)?;
-        let xxt = x2.t()?.matmul(&x2)?;
+        let xxt = x2.t()?.matmul(&x2)?.to_dtype(DType::F64)?;
         self.sum_xxt = Some(match self.sum_xxt.take() {
             Some(acc) => (acc + xxt)?,
             None => xxt,
@@ -50,7 +51,7 @@ impl HessianAccumulator {
     /// Σ x xᵀ as a row-major f64 matrix.
     pub fn sum_xxt(&self) -> Result<Vec<f64>> {
         match &self.sum_xxt {
-            Some(t) => Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?),
+            Some(t) => Ok(t.flatten_all()?.to_vec1()?),
             None => bail!("no calibration data reached this layer"),
         }
     }

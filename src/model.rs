@@ -299,7 +299,8 @@ impl DecoderLayer {
         let k = heads(self.k_proj.forward(x)?)?;
         let v = heads(self.v_proj.forward(x)?)?;
         let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        // Softmax in f32 even for f16 activations, as HF's OPT attention does.
+        let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(v.dtype())?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, hidden))?;
         if let Some(obs) = observe.as_mut() {
             obs(InputSite::OutProj, &ctx)?;

@@ -223,6 +223,33 @@ pub fn solve(w: &[f32], rows: usize, cols: usize, h: &[f64], cfg: &SolverConfig,
     Ok(Solved { weight: out, loss: loss_rows.iter().sum() })
 }
 
+/// Distinct values per row, and per (row, quantization group), maxima over the weight:
+/// the check that a b-bit scheme uses at most 2^b levels. Groups follow the scheme
+/// (contiguous in sweep order, i.e. through `perm` for mixed precision).
+pub fn max_levels(w: &[f32], cols: usize, quant: &QuantScheme, perm: Option<&[usize]>) -> (usize, usize) {
+    let identity: Vec<usize> = (0..cols).collect();
+    let order = perm.unwrap_or(&identity);
+    let ranges: Vec<(usize, usize)> = match quant {
+        QuantScheme::Grouped { size, .. } => (0..cols).step_by(*size).map(|s| (s, (s + size).min(cols))).collect(),
+        QuantScheme::Mixed { groups, .. } => groups.iter().map(|g| (g.start, g.start + g.len)).collect(),
+        _ => vec![(0, cols)],
+    };
+    let count = |vals: &mut Vec<u32>| {
+        vals.sort_unstable();
+        vals.dedup();
+        vals.len()
+    };
+    let mut per_row = 0;
+    let mut per_group = 0;
+    for row in w.chunks(cols) {
+        per_row = per_row.max(count(&mut row.iter().map(|x| x.to_bits()).collect()));
+        for &(a, b) in &ranges {
+            per_group = per_group.max(count(&mut order[a..b].iter().map(|&j| row[j].to_bits()).collect()));
+        }
+    }
+    (per_row, per_group)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
