@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# GPU benchmark, run ON the GPU machine: sparsegpt-mi (CUDA build) and the published code on the
+# same fixture and settings, in one call, one after another on the same card.
+#
+#   scripts/bench_gpu.sh BIN PUBLISHED_SPARSEGPT_DIR PUBLISHED_GPTQ_DIR SHARED_DIR OUT_DIR [FIXTURES]
+#
+# BIN: the CUDA binary (scripts/build_cuda.sh, carried xz-compressed). The published dirs hold
+# IST-DASLab/sparsegpt (sparsegpt.py, quant.py) and IST-DASLab/gptq (gptq.py, quant.py), fetched
+# and carried, never committed. Writes OUT_DIR/bench_*.json and OUT_DIR/bench_gpu.md.
+set -euo pipefail
+BIN=$1; PUB_SGPT=$2; PUB_GPTQ=$3; SHARED=$4; OUT=$5; FIXTURES=${6:-opt-mini-a opt-mini-b}
+HERE=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$OUT/card.txt"
+# Peak device memory of a command, by polling nvidia-smi every 50 ms (context included).
+peak_mem() {
+  local log; log=$(mktemp)
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 50 > "$log" &
+  local mon=$!
+  "$@"; local rc=$?
+  kill $mon 2>/dev/null; wait $mon 2>/dev/null || true
+  sort -n "$log" | tail -n1 > "$log.peak"; cat "$log.peak"; rm -f "$log" "$log.peak"
+  return $rc
+}
+# Warm the driver's PTX cache once (candle's kernels are JIT-compiled on first use).
+"$BIN" eval "$SHARED/fixtures/opt-mini-b" --device cuda --datasets ptb --max-windows 1 \
+  --data-dir "$SHARED/data" --json "$OUT/warmup.json" > /dev/null
+for fx in $FIXTURES; do
+  for cfg in "sgpt50:sparsegpt:--sparsity 0.5" "sgpt50w4:sparsegpt:--sparsity 0.5 --wbits 4" "gptq4:gptq:--wbits 4"; do
+    run=${cfg%%:*}; rest=${cfg#*:}; method=${rest%%:*}; flags=${rest#*:}
+    pub=$PUB_SGPT; [ "$method" = gptq ] && pub=$PUB_GPTQ
+    m=$(peak_mem "$BIN" prune "$SHARED/fixtures/$fx" c4 $flags --device cuda --data-dir "$SHARED/data" \
+        --json "$OUT/bench_ours_${fx}_$run.json" > "$OUT/bench_ours_${fx}_$run.log" 2>&1; true)
+    echo "$m" > "$OUT/bench_ours_${fx}_$run.mem"
+    m=$(peak_mem python3 "$HERE/published_harness.py" "$SHARED/fixtures/$fx" --published "$pub" --method "$method" \
+        $flags --data-dir "$SHARED/data" --json "$OUT/bench_ref_${fx}_$run.json" > "$OUT/bench_ref_${fx}_$run.log" 2>&1; true)
+    echo "$m" > "$OUT/bench_ref_${fx}_$run.mem"
+  done
+done
+# MI mode (ours only; no published counterpart).
+for fx in $FIXTURES; do
+  m=$(peak_mem "$BIN" prune "$SHARED/fixtures/$fx" c4 --sparsity 0.5 --wbits 4 --target-avg-bits 4.0 \
+      --use-mi-grouping 1 --n-groups 10 --device cuda --data-dir "$SHARED/data" \
+      --json "$OUT/bench_ours_${fx}_mi4.json" > "$OUT/bench_ours_${fx}_mi4.log" 2>&1; true)
+  echo "$m" > "$OUT/bench_ours_${fx}_mi4.mem"
+done
+python3 "$HERE/bench_table.py" "$OUT" > "$OUT/bench_gpu.md"
+cat "$OUT/bench_gpu.md"

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Runs the published SparseGPT / GPTQ algorithm classes on a fixture, with opt.py's layer loop,
+local data and the papers' protocol, and writes a JSON comparable to `sparsegpt-mi prune`.
+
+The published modules (sparsegpt.py + quant.py of IST-DASLab/sparsegpt, gptq.py + quant.py of
+IST-DASLab/gptq) are imported at run time from --published DIR; they are fetched, never
+committed. This file is only the driver: opt.py's loop (catch layer-0 inputs; per layer one
+calibration pass with hooks, solve every linear, recompute outputs), written for transformers 5.
+"""
+import argparse, json, os, random, sys, time
+
+import torch
+import torch.nn as nn
+
+
+def calibration(tok, data_dir, nsamples, seed, seqlen=2048):
+    docs = []
+    c4 = os.path.join(data_dir, "c4")
+    for name in sorted(os.listdir(c4)):
+        if name.startswith("c4-train") and name.endswith(".jsonl"):
+            with open(os.path.join(c4, name)) as f:
+                docs += [json.loads(l)["text"] for l in f if l.strip()]
+    random.seed(seed)
+    out = []
+    for _ in range(nsamples):
+        while True:
+            i = random.randint(0, len(docs) - 1)
+            enc = tok(docs[i], return_tensors="pt").input_ids
+            if enc.shape[1] > seqlen:
+                break
+        i = random.randint(0, enc.shape[1] - seqlen - 1)
+        out.append(enc[:, i:i + seqlen])
+    return out
+
+
+def eval_tokens(tok, data_dir, dataset, seqlen=2048):
+    if dataset == "wikitext2":
+        rows = []
+        with open(os.path.join(data_dir, "wikitext2/wiki.test.raw"), newline="") as f:
+            lines = f.read().split("\n")
+        if lines and lines[-1] == "":
+            lines = lines[:-1]
+        for body in lines:
+            rows.append("" if body.strip() == "" else body + "\n")
+        text = "\n\n".join(rows)
+    elif dataset == "ptb":
+        with open(os.path.join(data_dir, "ptb/ptb.test.txt")) as f:
+            text = " ".join(l.strip() for l in f)
+    else:
+        docs = []
+        c4 = os.path.join(data_dir, "c4")
+        for name in sorted(os.listdir(c4)):
+            if name.startswith("c4-validation") and name.endswith(".jsonl"):
+                with open(os.path.join(c4, name)) as f:
+                    docs += [json.loads(l)["text"] for l in f if l.strip()]
+        text = " ".join(docs[:1100])
+    ids = tok(text, return_tensors="pt").input_ids
+    if dataset == "c4":
+        ids = ids[:, :256 * seqlen]
+    return ids
+
+
+def find_linears(module):
+    return {n: m for n, m in module.named_modules() if isinstance(m, nn.Linear)}
+
+
+@torch.no_grad()
+def compress(model, calib, args, dev):
+    if args.method == "sparsegpt":
+        from sparsegpt import SparseGPT as Solver
+    else:
+        from gptq import GPTQ as Solver
+    from quant import Quantizer
+    layers = model.model.decoder.layers
+    cache = {"inps": [], "kwargs": None}
+
+    class Catcher(nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+        def forward(self, inp, *a, **kwargs):
+            cache["inps"].append(inp)
+            cache["kwargs"] = kwargs
+            raise ValueError
+
+    layers[0] = Catcher(layers[0])
+    for batch in calib:
+        try:
+            model(batch.to(dev))
+        except ValueError:
+            pass
+    layers[0] = layers[0].module
+    torch.cuda.synchronize()
+    t0 = time.time()
+    inps, kw = cache["inps"], cache["kwargs"]
+
+    def run(layer, x):
+        out = layer(x, **kw)
+        return out[0] if isinstance(out, tuple) else out
+
+    for i, layer in enumerate(layers):
+        subset = find_linears(layer)
+        solvers = {}
+        for name, lin in subset.items():
+            solvers[name] = Solver(lin)
+            if args.wbits < 16:
+                solvers[name].quantizer = Quantizer()
+                solvers[name].quantizer.configure(args.wbits, perchannel=True, sym=args.sym, mse=False)
+        handles = [subset[n].register_forward_hook(
+            (lambda n: lambda _, inp, out: solvers[n].add_batch(inp[0].data, out.data))(n)) for n in subset]
+        for x in inps:
+            run(layer, x)
+        for h in handles:
+            h.remove()
+        for name in subset:
+            if args.method == "sparsegpt":
+                solvers[name].fasterprune(args.sparsity, prunen=args.prunen, prunem=args.prunem,
+                                          percdamp=args.percdamp, blocksize=args.blocksize)
+            else:
+                solvers[name].fasterquant(percdamp=args.percdamp, groupsize=args.groupsize,
+                                          actorder=args.act_order, blocksize=args.blocksize)
+            solvers[name].free()
+        inps = [run(layer, x) for x in inps]
+    torch.cuda.synchronize()
+    return time.time() - t0
+
+
+@torch.no_grad()
+def perplexity(model, ids, dev, seqlen=2048):
+    n = ids.shape[1] // seqlen
+    nlls = []
+    for w in range(n):
+        x = ids[:, w * seqlen:(w + 1) * seqlen].to(dev)
+        logits = model(x).logits.float()
+        loss = nn.functional.cross_entropy(logits[0, :-1], x[0, 1:])
+        nlls.append(loss.item())
+    return nlls
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("model")
+    p.add_argument("--published", required=True, help="dir with the published sparsegpt.py/gptq.py + quant.py")
+    p.add_argument("--method", choices=["sparsegpt", "gptq"], default="sparsegpt")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--sparsity", type=float, default=0.0)
+    p.add_argument("--prunen", type=int, default=0)
+    p.add_argument("--prunem", type=int, default=0)
+    p.add_argument("--wbits", type=int, default=16)
+    p.add_argument("--groupsize", type=int, default=-1)
+    p.add_argument("--sym", action="store_true")
+    p.add_argument("--act-order", action="store_true")
+    p.add_argument("--nsamples", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--percdamp", type=float, default=0.01)
+    p.add_argument("--blocksize", type=int, default=128)
+    p.add_argument("--eval", default="wikitext2,ptb,c4")
+    p.add_argument("--json", required=True)
+    args = p.parse_args()
+    sys.path.insert(0, args.published)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    from transformers import AutoTokenizer, OPTForCausalLM
+    dev = torch.device("cuda")
+    t = time.time()
+    model = OPTForCausalLM.from_pretrained(args.model, dtype=torch.float16).to(dev).eval()
+    model.config.use_cache = False
+    tok = AutoTokenizer.from_pretrained(args.model, use_fast=False)
+    load_s = time.time() - t
+    t = time.time()
+    calib = calibration(tok, args.data_dir, args.nsamples, args.seed)
+    calib_s = time.time() - t
+    torch.cuda.reset_peak_memory_stats()
+    compress_s = compress(model, calib, args, dev)
+    peak = torch.cuda.max_memory_allocated() / 2**20
+    result = {"args": vars(args), "times": {"load_s": load_s, "calib_s": calib_s, "compress_s": compress_s},
+              "peak_gpu_mib": peak, "ppl": {}, "window_mean_nll": {}, "eval_tokens_per_s": {}}
+    lin = [m.weight for l in model.model.decoder.layers for m in find_linears(l).values()]
+    result["zero_fraction"] = sum((w == 0).sum().item() for w in lin) / sum(w.numel() for w in lin)
+    for ds in [d for d in args.eval.split(",") if d]:
+        ids = eval_tokens(tok, args.data_dir, ds)
+        torch.cuda.synchronize()
+        t = time.time()
+        nlls = perplexity(model, ids, dev)
+        torch.cuda.synchronize()
+        dt = time.time() - t
+        result["ppl"][ds] = float(torch.tensor(nlls).mean().exp())
+        result["window_mean_nll"][ds] = nlls
+        result["eval_tokens_per_s"][ds] = len(nlls) * 2048 / dt
+    with open(args.json, "w") as f:
+        json.dump(result, f, indent=1)
+    print(json.dumps({k: result[k] for k in ("times", "peak_gpu_mib", "ppl", "zero_fraction")}))
+
+
+if __name__ == "__main__":
+    main()
