@@ -230,6 +230,7 @@ pub fn run_prune(args: PruneArgs) -> Result<()> {
         minlayer: args.minlayer,
         maxlayer: args.maxlayer,
         reservoir: args.mi.reservoir_needed(),
+        channel_stats: args.mi.mode() != crate::cli_mi::Mode::Baseline,
         seed: args.seed,
     };
     let base_quant = args.base_quant();

@@ -48,6 +48,8 @@ pub struct CompressConfig {
     pub maxlayer: i64,
     /// Calibration tokens to keep per linear input for sample-based MI (0 = none).
     pub reservoir: usize,
+    /// Keep Σ x xᵀ in f64 too, for channel statistics (MI modes).
+    pub channel_stats: bool,
     pub seed: u64,
 }
 
@@ -209,7 +211,10 @@ pub fn compress(
         let hidden = model.config.hidden_size;
         let mut accs: BTreeMap<InputSite, HessianAccumulator> = InputSite::ALL
             .iter()
-            .map(|&s| (s, HessianAccumulator::new(if s == InputSite::Fc2 { model.config.ffn_dim } else { hidden })))
+            .map(|&s| {
+                let d = if s == InputSite::Fc2 { model.config.ffn_dim } else { hidden };
+                (s, if cfg.channel_stats { HessianAccumulator::with_f64_moments(d) } else { HessianAccumulator::new(d) })
+            })
             .collect();
         let mut reservoirs: BTreeMap<InputSite, Reservoir> = InputSite::ALL
             .iter()

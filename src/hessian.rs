@@ -10,9 +10,12 @@ use faer::{Mat, Side};
 /// Running sums over calibration tokens for one linear input.
 pub struct HessianAccumulator {
     pub dim: usize,
-    /// Σ x xᵀ on the compute device: each sequence's product in f32 (as the reference),
-    /// summed over sequences in f64, since the MI statistics subtract μμᵀ from it.
+    /// Σ x xᵀ in f32 on the compute device, as the reference accumulates H.
     sum_xxt: Option<Tensor>,
+    /// The same sum in f64, kept only for channel statistics (MI subtracts μμᵀ from it,
+    /// where f32 would lose digits).
+    sum_xxt_f64: Option<Tensor>,
+    keep_f64: bool,
     /// Σ x in f64 (cheap, and means of small activations lose digits in f32).
     pub sum_x: Vec<f64>,
     /// Calibration sequences seen (the reference's `nsamples`, which scales H).
@@ -22,7 +25,12 @@ pub struct HessianAccumulator {
 
 impl HessianAccumulator {
     pub fn new(dim: usize) -> Self {
-        HessianAccumulator { dim, sum_xxt: None, sum_x: vec![0.0; dim], sequences: 0, tokens: 0 }
+        HessianAccumulator { dim, sum_xxt: None, sum_xxt_f64: None, keep_f64: false, sum_x: vec![0.0; dim], sequences: 0, tokens: 0 }
+    }
+
+    /// Also keeps Σ x xᵀ in f64 for the channel statistics.
+    pub fn with_f64_moments(dim: usize) -> Self {
+        HessianAccumulator { keep_f64: true, ..Self::new(dim) }
     }
 
     /// Adds one batch of inputs (batch, seq, dim) or (tokens, dim).
@@ -34,7 +42,14 @@ impl HessianAccumulator {
         }
         let sequences = if dims.len() == 3 { dims[0] } else { 1 };
         let x2 = x.reshape(((), d))?.to_dtype(DType::F32)?;
-        let xxt = x2.t()?.matmul(&x2)?.to_dtype(DType::F64)?;
+        let xxt = x2.t()?.matmul(&x2)?;
+        if self.keep_f64 {
+            let x64 = xxt.to_dtype(DType::F64)?;
+            self.sum_xxt_f64 = Some(match self.sum_xxt_f64.take() {
+                Some(acc) => (acc + x64)?,
+                None => x64,
+            });
+        }
         self.sum_xxt = Some(match self.sum_xxt.take() {
             Some(acc) => (acc + xxt)?,
             None => xxt,
@@ -48,11 +63,12 @@ impl HessianAccumulator {
         Ok(())
     }
 
-    /// Σ x xᵀ as a row-major f64 matrix.
+    /// Σ x xᵀ as a row-major f64 matrix: the f64 sum where kept, else the f32 one.
     pub fn sum_xxt(&self) -> Result<Vec<f64>> {
-        match &self.sum_xxt {
-            Some(t) => Ok(t.flatten_all()?.to_vec1()?),
-            None => bail!("no calibration data reached this layer"),
+        match (&self.sum_xxt_f64, &self.sum_xxt) {
+            (Some(t), _) => Ok(t.flatten_all()?.to_vec1()?),
+            (None, Some(t)) => Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?),
+            (None, None) => bail!("no calibration data reached this layer"),
         }
     }
 
@@ -61,7 +77,11 @@ impl HessianAccumulator {
     /// scaling once is the same quantity with less rounding.)
     pub fn hessian(&self) -> Result<Vec<f64>> {
         let scale = 2.0 / self.sequences as f64;
-        Ok(self.sum_xxt()?.into_iter().map(|v| v * scale).collect())
+        let sum = match &self.sum_xxt {
+            Some(t) => t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+            None => bail!("no calibration data reached this layer"),
+        };
+        Ok(sum.into_iter().map(|v| v * scale).collect())
     }
 }
 
@@ -149,7 +169,7 @@ mod tests {
     #[test]
     fn accumulator_sums_second_and_first_moments() {
         let x = Tensor::from_vec(vec![1f32, 2., 3., 4., 5., 6.], (1, 3, 2), &candle_core::Device::Cpu).unwrap();
-        let mut acc = HessianAccumulator::new(2);
+        let mut acc = HessianAccumulator::with_f64_moments(2);
         acc.add(&x).unwrap();
         assert_eq!(acc.sum_xxt().unwrap(), vec![35.0, 44.0, 44.0, 56.0]);
         assert_eq!(acc.sum_x, vec![9.0, 12.0]);

@@ -22,7 +22,7 @@ fn mi_from_accumulated_moments_equals_mi_from_stored_activations() {
             let mut obs = |s: InputSite, a: &Tensor| -> anyhow::Result<()> {
                 if s == site {
                     let d = *a.dims().last().unwrap();
-                    acc.get_or_insert_with(|| HessianAccumulator::new(d)).add(a)?;
+                    acc.get_or_insert_with(|| HessianAccumulator::with_f64_moments(d)).add(a)?;
                     let flat: Vec<f32> = a.flatten_all()?.to_vec1()?;
                     stored.extend(flat.chunks(d).map(|c| c.to_vec()));
                 }
