@@ -50,6 +50,8 @@ pub struct CompressConfig {
     pub reservoir: usize,
     /// Keep Σ x xᵀ in f64 too, for channel statistics (MI modes).
     pub channel_stats: bool,
+    /// Calibration windows per forward pass (larger batches mean fewer, larger GPU launches).
+    pub batch: usize,
     pub seed: u64,
 }
 
@@ -188,8 +190,11 @@ pub fn compress(
     let t0 = Instant::now();
     let mask = model.causal_mask(calibration[0].len())?;
     let mut inps: Vec<Tensor> = calibration
-        .iter()
-        .map(|w| model.embed(&Tensor::from_vec(w.clone(), (1, w.len()), &model.device)?))
+        .chunks(cfg.batch.max(1))
+        .map(|ws| {
+            let ids: Vec<u32> = ws.iter().flatten().copied().collect();
+            model.embed(&Tensor::from_vec(ids, (ws.len(), ws[0].len()), &model.device)?)
+        })
         .collect::<Result<_>>()?;
     times.catch_inputs_s = t0.elapsed().as_secs_f64();
 
