@@ -54,8 +54,25 @@ pub struct EvalArgs {
     /// Comma-separated: wikitext2, ptb, c4.
     #[arg(long, default_value = "wikitext2,ptb,c4")]
     pub datasets: String,
+    /// Also write the logits of the first 128 tokens of the first dataset (first 512 vocabulary
+    /// entries of each row, and every row's argmax) as JSON, for comparison with transformers.
+    #[arg(long)]
+    pub logits_out: Option<PathBuf>,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// Logits of `ids` for comparison with other implementations: a slice of each row plus argmax.
+fn dump_logits(model: &crate::model::OptModel, ids: &[u32], path: &std::path::Path) -> Result<()> {
+    let input = candle_core::Tensor::from_vec(ids.to_vec(), (1, ids.len()), &model.device)?;
+    let logits = model.forward(&input)?.squeeze(0)?.to_dtype(DType::F32)?;
+    let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+    let argmax: Vec<usize> = rows
+        .iter()
+        .map(|r| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |m| m.0))
+        .collect();
+    let slice: Vec<&[f32]> = rows.iter().map(|r| &r[..512.min(r.len())]).collect();
+    crate::report::write_json_atomic(path, &serde_json::json!({"input_ids": ids, "logits": slice, "argmax": argmax}))
 }
 
 #[derive(Serialize)]
@@ -124,6 +141,10 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     let tok = crate::tokenizer::load(&files.tokenizer)?;
     let model = crate::model::load_model(&files, &device, compute_dtype(&device))?;
     let load_seconds = t0.elapsed().as_secs_f64();
+    if let Some(p) = &args.logits_out {
+        let ids = data::eval_tokens(datasets[0], &data_dir, &tok)?;
+        dump_logits(&model, &ids[..128.min(ids.len())], p)?;
+    }
     let results = evaluate_all(&model, &tok, &datasets, &data_dir, args.common.max_windows)?;
     print_ppl_table(&results);
     if let Some(j) = &args.common.json {

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# On the GPU machine (device tool): lay out a ../shared-like tree from what was carried, unpack
+# the CUDA binary, then run the named stages. Writes everything under $OUT (or ./gpu_out).
+#
+#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity bench reference reload mi
+#
+# Carried (ignored, under .carry/): sparsegpt-mi-cuda.xz (scripts/build_cuda.sh), data.tar.xz
+# (evaluation + calibration data), reference/ (../shared/reference), fx/FIXTURE/{config.json,
+# model.safetensors}, published/{sparsegpt,gptq} (the published code, fetched, never committed).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+FX=$1; shift
+# Results go to a work folder, packed at the end into one archive in $OUT (the device tool
+# returns at most 8 files).
+FINAL=${OUT:-$PWD/gpu_out}; mkdir -p "$FINAL"
+OUT=/tmp/gpu_work/$FX; mkdir -p "$OUT"
+S=/tmp/shared; mkdir -p $S/fixtures/$FX $S/data
+[ -d $S/data/c4 ] || tar -xJf .carry/data.tar.xz -C $S/data
+rm -rf $S/reference; cp -r .carry/reference $S/reference
+cp .carry/fx/$FX/* $S/fixtures/$FX/
+cp $S/data/opt-tokenizer/* $S/fixtures/$FX/
+BIN=/tmp/sparsegpt-mi
+[ -x $BIN ] || { xz -dc .carry/sparsegpt-mi-cuda.xz > $BIN; chmod +x $BIN; }
+export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
+for stage in "$@"; do
+  echo "=== $stage $(date +%T)"
+  case $stage in
+    sanity)
+      nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+      t=$(date +%s.%N); $BIN eval $S/fixtures/$FX --device cuda --max-windows 2 --data-dir $S/data --json $OUT/sanity_cuda_$FX.json
+      echo "first CUDA call (PTX JIT included): $(echo "$(date +%s.%N) - $t" | bc) s"
+      $BIN eval $S/fixtures/$FX --device cuda --max-windows 2 --data-dir $S/data --json $OUT/sanity_cuda2_$FX.json | tail -3
+      ;;
+    bench)
+      bash scripts/bench_gpu.sh $BIN .carry/published/sparsegpt .carry/published/gptq $S "$OUT/bench" "$FX"
+      ;;
+    reference)
+      python3 scripts/reference_table.py --bin $BIN --shared $S --device cuda --fixtures $FX --jobs ${JOBS:-4} --out "$OUT/ref" | tail -20
+      ;;
+    reload)
+      $BIN prune $S/fixtures/$FX c4 --sparsity 0.5 --wbits 4 --device cuda --data-dir $S/data --eval-datasets wikitext2 \
+        --save /tmp/saved_$FX --json $OUT/reload_prune_$FX.json | tail -3
+      $BIN eval /tmp/saved_$FX --device cuda --datasets wikitext2 --data-dir $S/data --json $OUT/reload_eval_cuda_$FX.json | tail -2
+      $BIN eval /tmp/saved_$FX --device cpu --datasets wikitext2 --max-windows 1 --data-dir $S/data \
+        --logits-out $OUT/reload_logits_$FX.json --json $OUT/reload_eval_cpu_$FX.json | tail -2
+      python3 scripts/check_transformers.py /tmp/saved_$FX $OUT/reload_logits_$FX.json | tee $OUT/reload_transformers_$FX.json
+      ;;
+    mi)
+      BIN=$BIN bash scripts/test_mi.sh $S/fixtures/$FX --seeds ${SEEDS:-3} --targets "${TARGETS:-4.0 3.0 2.5}" \
+        --device cuda --jobs ${JOBS:-4} > "$OUT/mi_log_$FX.txt" 2>&1
+      cp test_results/mi_$FX.md "$OUT/"; tar -cJf "$OUT/mi_runs_$FX.tar.xz" -C test_results/mi "$FX"
+      tail -30 "$OUT/mi_$FX.md"
+      ;;
+  esac
+done
+tar -cJf "$FINAL/results_$FX.tar.xz" -C /tmp/gpu_work "$FX"
+ls -la "$FINAL"
