@@ -23,7 +23,7 @@ peak_mem() {
   return $rc
 }
 # Warm the driver's PTX cache once (candle's kernels are JIT-compiled on first use).
-"$BIN" eval "$SHARED/fixtures/opt-mini-b" --device cuda --datasets ptb --max-windows 1 \
+"$BIN" eval "$SHARED/fixtures/${FIXTURES%% *}" --device cuda --datasets ptb --max-windows 1 \
   --data-dir "$SHARED/data" --json "$OUT/warmup.json" > /dev/null
 for fx in $FIXTURES; do
   for cfg in "sgpt50:sparsegpt:--sparsity 0.5" "sgpt50w4:sparsegpt:--sparsity 0.5 --wbits 4" "gptq4:gptq:--wbits 4"; do

@@ -27,8 +27,8 @@ for stage in "$@"; do
   case $stage in
     sanity)
       nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-      t=$(date +%s.%N); $BIN eval $S/fixtures/$FX --device cuda --max-windows 2 --data-dir $S/data --json $OUT/sanity_cuda_$FX.json
-      echo "first CUDA call (PTX JIT included): $(echo "$(date +%s.%N) - $t" | bc) s"
+      t=$(date +%s); $BIN eval $S/fixtures/$FX --device cuda --max-windows 2 --data-dir $S/data --json $OUT/sanity_cuda_$FX.json
+      echo "first CUDA call (PTX JIT included): $(( $(date +%s) - t )) s"
       $BIN eval $S/fixtures/$FX --device cuda --max-windows 2 --data-dir $S/data --json $OUT/sanity_cuda2_$FX.json | tail -3
       ;;
     bench)
@@ -44,6 +44,13 @@ for stage in "$@"; do
       $BIN eval /tmp/saved_$FX --device cpu --datasets wikitext2 --max-windows 1 --data-dir $S/data \
         --logits-out $OUT/reload_logits_$FX.json --json $OUT/reload_eval_cpu_$FX.json | tail -2
       python3 scripts/check_transformers.py /tmp/saved_$FX $OUT/reload_logits_$FX.json | tee $OUT/reload_transformers_$FX.json
+      ;;
+    hinv64)
+      # The f64 factorisation on the runs most sensitive to rounding, beside the f32 default.
+      for r in "gptq2g128:--wbits 2 --groupsize 128" "sgpt50w4:--sparsity 0.5 --wbits 4" "gptq3:--wbits 3"; do
+        $BIN prune $S/fixtures/$FX c4 ${r#*:} --hinv-precision f64 --device cuda --data-dir $S/data \
+          --json $OUT/hinv64_${r%%:*}.json | tail -4
+      done
       ;;
     mi)
       BIN=$BIN bash scripts/test_mi.sh $S/fixtures/$FX --seeds ${SEEDS:-3} --targets "${TARGETS:-4.0 3.0 2.5}" \

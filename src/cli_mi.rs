@@ -462,6 +462,7 @@ pub fn run_mi_inspect(args: MiInspectArgs) -> Result<()> {
             percdamp: 0.01,
             quant: QuantScheme::None,
             act_order: false,
+            hinv_precision: crate::hessian::HinvPrecision::F32,
         },
         gmp: false,
         minlayer: args.layer as i64,

@@ -53,6 +53,9 @@ pub struct PruneArgs {
     pub percdamp: f64,
     #[arg(long, default_value_t = 128)]
     pub blocksize: usize,
+    /// Precision of the inverse-Hessian factorisation: f32 as the published code, or f64.
+    #[arg(long, value_enum, default_value_t = crate::hessian::HinvPrecision::F32)]
+    pub hinv_precision: crate::hessian::HinvPrecision,
     /// Compress layers i with minlayer <= i < maxlayer.
     #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
     pub minlayer: i64,
@@ -225,6 +228,7 @@ pub fn run_prune(args: PruneArgs) -> Result<()> {
             percdamp: args.percdamp,
             quant: args.base_quant(),
             act_order: args.act_order,
+            hinv_precision: args.hinv_precision,
         },
         gmp: args.gmp,
         minlayer: args.minlayer,

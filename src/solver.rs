@@ -49,6 +49,8 @@ pub struct SolverConfig {
     pub quant: QuantScheme,
     /// GPTQ act-order: visit columns by decreasing H_jj.
     pub act_order: bool,
+    /// Precision of the H⁻¹ factorisation (the reference: f32).
+    pub hinv_precision: hessian::HinvPrecision,
 }
 
 pub struct Solved {
@@ -122,7 +124,7 @@ pub fn solve(w: &[f32], rows: usize, cols: usize, h: &[f64], cfg: &SolverConfig,
     }
     h.clear();
     hessian::dampen(&mut hp, cols, cfg.percdamp);
-    let u64 = hessian::inverse_cholesky_upper(&hp, cols)?;
+    let u64 = hessian::inverse_cholesky_upper_in(&hp, cols, cfg.hinv_precision)?;
     drop(hp);
     let u: Vec<f32> = u64.iter().map(|&x| x as f32).collect();
     drop(u64);
@@ -278,7 +280,16 @@ mod tests {
     }
 
     fn cfg(sparsity: f64, quant: QuantScheme) -> SolverConfig {
-        SolverConfig { sparsity, prunen: 0, prunem: 0, blocksize: 8, percdamp: 0.01, quant, act_order: false }
+        SolverConfig {
+            sparsity,
+            prunen: 0,
+            prunem: 0,
+            blocksize: 8,
+            percdamp: 0.01,
+            quant,
+            act_order: false,
+            hinv_precision: hessian::HinvPrecision::F32,
+        }
     }
 
     #[test]
