@@ -12,10 +12,11 @@ BIN=$1; PUB_SGPT=$2; PUB_GPTQ=$3; SHARED=$4; OUT=$5; FIXTURES=${6:-opt-mini-a op
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$OUT/card.txt"
-# Peak device memory of a command, by polling nvidia-smi every 50 ms (context included).
+# Peak device memory of a command, by polling nvidia-smi (context included). One query per
+# poll: a killed `nvidia-smi -lms` loses its buffered output.
 peak_mem() {
   local log; log=$(mktemp)
-  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 50 > "$log" &
+  ( while :; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits >> "$log"; sleep 0.05; done ) &
   local mon=$!
   "$@"; local rc=$?
   kill $mon 2>/dev/null; wait $mon 2>/dev/null || true

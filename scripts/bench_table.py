@@ -16,7 +16,7 @@ def main(d):
     rows = ["# GPU benchmark: sparsegpt-mi vs the published SparseGPT/GPTQ code", "",
             f"Card: {card}. Made by `scripts/bench_gpu.sh` (both tools in the same call, one after another). "
             "compress = calibration passes + solving after the layer-0 inputs are caught (the reference's "
-            "`compress_s`). Peak memory: nvidia-smi polled every 50 ms (CUDA context included); "
+            "`compress_s`). Peak memory: nvidia-smi polled about every 0.1 s (CUDA context included); "
             "the published code's own torch.cuda.max_memory_allocated in brackets.", "",
             "| fixture | run | tool | compress s | phases (calib fwd / plan / solve / recompute) | peak GPU MiB | eval tok/s (wt2) | WikiText-2 | PTB | C4 | zeros |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
