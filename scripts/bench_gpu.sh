@@ -12,15 +12,17 @@ BIN=$1; PUB_SGPT=$2; PUB_GPTQ=$3; SHARED=$4; OUT=$5; FIXTURES=${6:-opt-mini-a op
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$OUT/card.txt"
-# Peak device memory of a command, by polling nvidia-smi (context included). One query per
-# poll: a killed `nvidia-smi -lms` loses its buffered output.
+# peak_mem MEMFILE CMD...: runs CMD, writes its peak device memory (MiB, polled with
+# nvidia-smi, context included) to MEMFILE. One query per poll: a killed `nvidia-smi -lms`
+# loses its buffered output.
 peak_mem() {
+  local memfile=$1; shift
   local log; log=$(mktemp)
   ( while :; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits >> "$log"; sleep 0.05; done ) &
   local mon=$!
   "$@"; local rc=$?
   kill $mon 2>/dev/null; wait $mon 2>/dev/null || true
-  sort -n "$log" | tail -n1 > "$log.peak"; cat "$log.peak"; rm -f "$log" "$log.peak"
+  sort -n "$log" | tail -n1 > "$memfile"; rm -f "$log"
   return $rc
 }
 # Warm the driver's PTX cache once (candle's kernels are JIT-compiled on first use).
@@ -30,20 +32,18 @@ for fx in $FIXTURES; do
   for cfg in "sgpt50:sparsegpt:--sparsity 0.5" "sgpt50w4:sparsegpt:--sparsity 0.5 --wbits 4" "gptq4:gptq:--wbits 4"; do
     run=${cfg%%:*}; rest=${cfg#*:}; method=${rest%%:*}; flags=${rest#*:}
     pub=$PUB_SGPT; [ "$method" = gptq ] && pub=$PUB_GPTQ
-    m=$(peak_mem "$BIN" prune "$SHARED/fixtures/$fx" c4 $flags --device cuda --data-dir "$SHARED/data" \
-        --json "$OUT/bench_ours_${fx}_$run.json" > "$OUT/bench_ours_${fx}_$run.log" 2>&1; true)
-    echo "$m" > "$OUT/bench_ours_${fx}_$run.mem"
-    m=$(peak_mem python3 "$HERE/published_harness.py" "$SHARED/fixtures/$fx" --published "$pub" --method "$method" \
-        $flags --data-dir "$SHARED/data" --json "$OUT/bench_ref_${fx}_$run.json" > "$OUT/bench_ref_${fx}_$run.log" 2>&1; true)
-    echo "$m" > "$OUT/bench_ref_${fx}_$run.mem"
+    peak_mem "$OUT/bench_ours_${fx}_$run.mem" "$BIN" prune "$SHARED/fixtures/$fx" c4 $flags --device cuda \
+      --data-dir "$SHARED/data" --json "$OUT/bench_ours_${fx}_$run.json" > "$OUT/bench_ours_${fx}_$run.log" 2>&1 || true
+    peak_mem "$OUT/bench_ref_${fx}_$run.mem" python3 "$HERE/published_harness.py" "$SHARED/fixtures/$fx" \
+      --published "$pub" --method "$method" $flags --data-dir "$SHARED/data" \
+      --json "$OUT/bench_ref_${fx}_$run.json" > "$OUT/bench_ref_${fx}_$run.log" 2>&1 || true
   done
 done
 # MI mode (ours only; no published counterpart).
 for fx in $FIXTURES; do
-  m=$(peak_mem "$BIN" prune "$SHARED/fixtures/$fx" c4 --sparsity 0.5 --wbits 4 --target-avg-bits 4.0 \
-      --use-mi-grouping 1 --n-groups 10 --device cuda --data-dir "$SHARED/data" \
-      --json "$OUT/bench_ours_${fx}_mi4.json" > "$OUT/bench_ours_${fx}_mi4.log" 2>&1; true)
-  echo "$m" > "$OUT/bench_ours_${fx}_mi4.mem"
+  peak_mem "$OUT/bench_ours_${fx}_mi4.mem" "$BIN" prune "$SHARED/fixtures/$fx" c4 --sparsity 0.5 --wbits 4 \
+    --target-avg-bits 4.0 --use-mi-grouping 1 --n-groups 10 --device cuda --data-dir "$SHARED/data" \
+    --json "$OUT/bench_ours_${fx}_mi4.json" > "$OUT/bench_ours_${fx}_mi4.log" 2>&1 || true
 done
 python3 "$HERE/bench_table.py" "$OUT" > "$OUT/bench_gpu.md"
 cat "$OUT/bench_gpu.md"

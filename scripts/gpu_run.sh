@@ -21,6 +21,7 @@ cp .carry/fx/$FX/* $S/fixtures/$FX/
 cp $S/data/opt-tokenizer/* $S/fixtures/$FX/
 BIN=/tmp/sparsegpt-mi
 [ -x $BIN ] || { xz -dc .carry/sparsegpt-mi-cuda.xz > $BIN; chmod +x $BIN; }
+export SPARSEGPT_MI_DATA_DIR=$S/data
 export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"

@@ -9,7 +9,8 @@
 # test_results/mi/<model>/, the table (PPL per dataset, bits incl. metadata, time; with several seeds
 # mean ± sd and Welch t-tests of MI against every other mode) to test_results/mi_<model>.md.
 # Baseline runs at floor(target) bits, and also at ceil(target) when the target is fractional.
-# BIN selects the binary (default: target/debug/sparsegpt-mi, built if missing).
+# BIN selects the binary (default: target/debug/sparsegpt-mi, built if missing); the data
+# directory is the tool's default ($SPARSEGPT_MI_DATA_DIR, else ../shared/data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=../shared/fixtures/opt-mini-a
@@ -48,7 +49,8 @@ for seed in $(seq 0 $((SEEDS - 1))); do
   done
 done
 echo "$(wc -l < "$CMDS") runs, $JOBS at a time"
-xargs -P "$JOBS" -I{} sh -c '{} > /dev/null 2>&1 || echo "FAILED: {}" >&2' < "$CMDS"
+# Each run's output goes to its JSON's .log; a failure prints that log's last line.
+xargs -P "$JOBS" -I{} sh -c 'log=$(echo "{}" | sed "s/.*--json \([^ ]*\).*/\1/").log; {} > "$log" 2>&1 || echo "FAILED: {}: $(tail -n1 "$log")" >&2' < "$CMDS"
 rm -f "$CMDS"
 python3 scripts/mi_table.py "$OUT" > "test_results/mi_$NAME.md"
 cat "test_results/mi_$NAME.md"
