@@ -53,8 +53,15 @@ for stage in "$@"; do
           --json $OUT/hinv64_${r%%:*}.json | tail -4
       done
       ;;
+    mi25)
+      # 2.5 bits cannot pay for 10 groups' scale/zero metadata on these widths: K = 4 there.
+      BIN=$BIN bash scripts/test_mi.sh $S/fixtures/$FX --seeds ${SEEDS:-3} --targets 2.5 --n-groups 4 \
+        --device cuda --jobs ${JOBS:-4} > "$OUT/mi25_log_$FX.txt" 2>&1
+      cp test_results/mi_$FX.md "$OUT/"; tar -cJf "$OUT/mi_runs_$FX.tar.xz" -C test_results/mi "$FX"
+      tail -12 "$OUT/mi_$FX.md"
+      ;;
     mi)
-      BIN=$BIN bash scripts/test_mi.sh $S/fixtures/$FX --seeds ${SEEDS:-3} --targets "${TARGETS:-4.0 3.0 2.5}" \
+      BIN=$BIN bash scripts/test_mi.sh $S/fixtures/$FX --seeds ${SEEDS:-3} --targets "${TARGETS:-4.0 3.0 2.5}" --n-groups ${NGROUPS:-10} \
         --device cuda --jobs ${JOBS:-4} > "$OUT/mi_log_$FX.txt" 2>&1
       cp test_results/mi_$FX.md "$OUT/"; tar -cJf "$OUT/mi_runs_$FX.tar.xz" -C test_results/mi "$FX"
       tail -30 "$OUT/mi_$FX.md"

@@ -78,8 +78,8 @@ def main(d):
            "PPL mean ± sd over seeds (seed = calibration windows and clustering seed); bits = average bits "
            "per weight over all quantized linears, scale (fp16) and zero point metadata included; "
            "baseline_wB = plain SparseGPT + uniform B-bit GPTQ grid.", "",
-           "| target | mode | seeds | " + " | ".join(f"{x} PPL" for x in dsets) + " | bits (incl. meta) | compress s | MI+grouping s |",
-           "|---|---|---|" + "---|" * len(dsets) + "---|---|---|"]
+           "| target | mode | K | seeds | " + " | ".join(f"{x} PPL" for x in dsets) + " | bits (incl. meta) | compress s | MI+grouping s |",
+           "|---|---|---|---|" + "---|" * len(dsets) + "---|---|---|"]
     targets = sorted({t for t, _ in runs}, key=float, reverse=True)
     order = lambda m: (0 if m.startswith("baseline") else 1, ["enhanced", "random", "mi"].index(m) if not m.startswith("baseline") else 0, m)
     for t in targets:
@@ -89,7 +89,8 @@ def main(d):
             bits = " / ".join(f"{j['bits']['avg_bits_with_metadata']:.3f}" for j in js)
             comp = stat([j["times"]["total_s"] for j in js])
             mi_s = stat([sum((l.get("plan") or {}).get("mi_seconds", 0.0) for l in j["linears"]) for j in js])
-            out.append(f"| {t} | {mode} | {len(js)} | " + " | ".join(cells) + f" | {bits} | {comp} | {mi_s} |")
+            k = "–" if mode.startswith("baseline") else ",".join(sorted({str(j["args"].get("n_groups")) for j in js}))
+            out.append(f"| {t} | {mode} | {k} | {len(js)} | " + " | ".join(cells) + f" | {bits} | {comp} | {mi_s} |")
     out += ["", "## Welch t-tests: MI vs each mode (two-sided; negative t = MI has lower PPL)", "",
             "| target | vs | " + " | ".join(f"{x}: t, p" for x in dsets) + " |", "|---|---|" + "---|" * len(dsets)]
     for t in targets:
