@@ -130,6 +130,16 @@ impl MiArgs {
             if k > min_width {
                 bail!("--n-groups {k} exceeds the layer width {min_width}");
             }
+            // The narrowest linear must afford K groups at min bits with their metadata.
+            let floor = self.min_bits as f64 + k as f64 * bit_alloc::metadata_bits(self.min_bits) / min_width as f64;
+            if let Some(t) = self.target_avg_bits {
+                if floor > t + 1e-9 {
+                    bail!(
+                        "--target-avg-bits {t} cannot pay for {k} groups on {min_width}-wide layers: their scale/zero metadata at --min-bits {} alone cost {floor:.4} bits/weight; use fewer --n-groups or a higher target",
+                        self.min_bits
+                    );
+                }
+            }
         }
         Ok(())
     }

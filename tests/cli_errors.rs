@@ -129,6 +129,7 @@ fn prune_flags_are_checked_before_any_work() {
         (vec!["--target-avg-bits", "4", "--n-groups", "0"], "at least one group"),
         (vec!["--target-avg-bits", "4", "--n-groups", "5000"], "exceeds the layer width"),
         (vec!["--use-mi-grouping", "1"], "give --target-avg-bits"),
+        (vec!["--target-avg-bits", "2.5", "--n-groups", "10"], "cannot pay for 10 groups"),
         (vec!["--save", "/proc/forbidden/model"], "--save"),
     ];
     for (extra, needle) in cases {
