@@ -13,13 +13,19 @@ import torch
 import torch.nn as nn
 
 
-def calibration(tok, data_dir, nsamples, seed, seqlen=2048):
+def c4_documents(data_dir, prefix):
+    """The "text" of every JSON line of data_dir/c4/<prefix>*.jsonl, files in name order."""
     docs = []
     c4 = os.path.join(data_dir, "c4")
     for name in sorted(os.listdir(c4)):
-        if name.startswith("c4-train") and name.endswith(".jsonl"):
+        if name.startswith(prefix) and name.endswith(".jsonl"):
             with open(os.path.join(c4, name)) as f:
                 docs += [json.loads(l)["text"] for l in f if l.strip()]
+    return docs
+
+
+def calibration(tok, data_dir, nsamples, seed, seqlen=2048):
+    docs = c4_documents(data_dir, "c4-train")
     random.seed(seed)
     out = []
     for _ in range(nsamples):
@@ -47,13 +53,7 @@ def eval_tokens(tok, data_dir, dataset, seqlen=2048):
         with open(os.path.join(data_dir, "ptb/ptb.test.txt")) as f:
             text = " ".join(l.strip() for l in f)
     else:
-        docs = []
-        c4 = os.path.join(data_dir, "c4")
-        for name in sorted(os.listdir(c4)):
-            if name.startswith("c4-validation") and name.endswith(".jsonl"):
-                with open(os.path.join(c4, name)) as f:
-                    docs += [json.loads(l)["text"] for l in f if l.strip()]
-        text = " ".join(docs[:1100])
+        text = " ".join(c4_documents(data_dir, "c4-validation")[:1100])
     ids = tok(text, return_tensors="pt").input_ids
     if dataset == "c4":
         ids = ids[:, :256 * seqlen]

@@ -99,6 +99,16 @@ fn to_storage_precision(w: Vec<f32>, storage: DType) -> Vec<f32> {
     }
 }
 
+/// Rounds a compressed weight to storage precision, puts it into the layer, and returns it
+/// with its zero fraction.
+fn install(layer: &mut crate::model::DecoderLayer, kind: LinearKind, w: Vec<f32>, shape: (usize, usize), storage: DType) -> Result<(Vec<f32>, f64)> {
+    let w = to_storage_precision(w, storage);
+    let zero_fraction = w.iter().filter(|&&x| x == 0.0).count() as f64 / w.len() as f64;
+    let device = layer.linear(kind).weight().device().clone();
+    layer.set_weight(kind, Tensor::from_vec(w.clone(), shape, &device)?)?;
+    Ok((w, zero_fraction))
+}
+
 fn in_range(cfg: &CompressConfig, layer: usize) -> bool {
     (cfg.minlayer..cfg.maxlayer).contains(&(layer as i64))
 }
@@ -162,9 +172,7 @@ pub fn compress(
                 let (rows, cols) = wt.dims2()?;
                 let mut w = weight_vec(&wt)?;
                 solver::magnitude_prune(&mut w, cfg.solver.sparsity);
-                let w = to_storage_precision(w, storage_dtype);
-                let zero_fraction = w.iter().filter(|&&x| x == 0.0).count() as f64 / w.len() as f64;
-                layer.set_weight(kind, Tensor::from_vec(w, (rows, cols), &model.device)?)?;
+                let (_, zero_fraction) = install(layer, kind, w, (rows, cols), storage_dtype)?;
                 reports.push(LinearReport {
                     layer: i,
                     name: kind.path().to_string(),
@@ -262,10 +270,8 @@ pub fn compress(
             let solver_cfg = SolverConfig { quant: plan.quant.clone(), ..cfg.solver.clone() };
             let solved = solver::solve(&w, rows, cols, &hessians[&site], &solver_cfg, plan.perm.as_deref())
                 .map_err(|e| anyhow::anyhow!("layer {i} {}: {e}", kind.path()))?;
-            let wq = to_storage_precision(solved.weight, storage_dtype);
+            let (wq, zero_fraction) = install(&mut model.layers[i], kind, solved.weight, (rows, cols), storage_dtype)?;
             let (max_distinct_per_row, max_distinct_per_group) = solver::max_levels(&wq, cols, &plan.quant, plan.perm.as_deref());
-            let zero_fraction = wq.iter().filter(|&&x| x == 0.0).count() as f64 / wq.len() as f64;
-            model.layers[i].set_weight(kind, Tensor::from_vec(wq, (rows, cols), &model.device)?)?;
             let solve_seconds = ts.elapsed().as_secs_f64();
             let bits = crate::bit_alloc::scheme_bits(&plan.quant, cols);
             times.solve_s += solve_seconds;
