@@ -124,6 +124,8 @@ fn mi_subcommand_writes_heatmap_and_matrix() {
     let model = common::fixture("opt-mini-b");
     let out = Command::new(common::bin())
         .args(["mi", model.to_str().unwrap(), "--layer", "1", "--linear", "fc1", "--nsamples", "2", "--n-groups", "3"])
+        // The reservoir path: histogram MI from 512 stored tokens.
+        .args(["--mi-method", "hist", "--reservoir", "512"])
         .args(["--out", t.path().to_str().unwrap(), "--data-dir", common::data_dir().to_str().unwrap()])
         .output()
         .unwrap();
@@ -134,6 +136,10 @@ fn mi_subcommand_writes_heatmap_and_matrix() {
     assert_eq!(j["channels"], 192);
     assert_eq!(j["k"], 3);
     assert_eq!(j["mi_ordered"].as_array().unwrap().len(), 192 * 192);
+    assert_eq!(j["mi_method"], "hist");
+    let mi: Vec<f64> = j["mi_ordered"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(mi.iter().all(|&v| v >= 0.0 && v.is_finite()));
+    assert!(mi.iter().any(|&v| v > 0.05), "some channel pairs share information");
     let sizes: u64 = j["group_sizes"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
     assert_eq!(sizes, 192);
 }
