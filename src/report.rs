@@ -20,26 +20,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Checks up front that a file can be created at `path`, so a long run does not fail at its end.
+/// Checks up front that a file can be created at `path`, so a long run does not fail at its end:
+/// probes the file's directory, or, if that does not exist yet, its nearest existing ancestor
+/// (where the directory would be created).
 pub fn check_writable(path: &Path, flag: &str) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if dir.exists() {
-        let probe = dir.join(format!(".sparsegpt-mi-probe{}", std::process::id()));
-        std::fs::write(&probe, b"").with_context(|| format!("{flag} {}: directory {} is not writable", path.display(), dir.display()))?;
-        let _ = std::fs::remove_file(&probe);
-        Ok(())
-    } else {
-        // Creatable? Walk up to the first existing ancestor and test it.
-        let mut anc = dir;
-        while !anc.exists() {
-            match anc.parent() {
-                Some(p) if !p.as_os_str().is_empty() => anc = p,
-                _ => return Ok(()),
-            }
+    let mut dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    while !dir.exists() {
+        match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => dir = p,
+            _ => dir = Path::new("."),
         }
-        let probe = anc.join(format!(".sparsegpt-mi-probe{}", std::process::id()));
-        std::fs::write(&probe, b"").with_context(|| format!("{flag} {}: cannot create it under {}", path.display(), anc.display()))?;
-        let _ = std::fs::remove_file(&probe);
-        Ok(())
     }
+    let probe = dir.join(format!(".sparsegpt-mi-probe{}", std::process::id()));
+    std::fs::write(&probe, b"").with_context(|| format!("{flag} {}: cannot write under {}", path.display(), dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }

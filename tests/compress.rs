@@ -39,6 +39,16 @@ fn linear_weights(dir: &std::path::Path) -> Vec<(String, Vec<Vec<f32>>)> {
 
 const FAST: [&str; 6] = ["--nsamples", "4", "--eval-datasets", "wikitext2", "--max-windows", "1"];
 
+/// A fast run (4 calibration windows, one WikiText-2 window) that also saves the model;
+/// returns the result and the saved directory.
+fn prune_fast_and_save(flags: &[&str], dir: &std::path::Path) -> (serde_json::Value, std::path::PathBuf) {
+    let saved = dir.join("saved");
+    let mut args = flags.to_vec();
+    args.extend_from_slice(&["--save", saved.to_str().unwrap()]);
+    args.extend_from_slice(&FAST);
+    (prune(&args, dir), saved)
+}
+
 #[test]
 fn published_sparsegpt_50_percent_with_16_samples() {
     // The reference run sgpt50n16: same windows (Python sampler, seed 0), same protocol.
@@ -91,10 +101,7 @@ fn sparse_4bit_model_saves_reloads_identically_and_has_16_levels_per_row() {
     // recorded: sparsegpt-mi prune opt-mini-b c4 --sparsity 0.5 --wbits 4 --nsamples 4
     //           --eval-datasets wikitext2 --max-windows 1  → window NLL 6.415535, zeros 0.504145
     let t = tempfile::tempdir().unwrap();
-    let saved = t.path().join("saved");
-    let mut args = vec!["--sparsity", "0.5", "--wbits", "4", "--save", saved.to_str().unwrap()];
-    args.extend_from_slice(&FAST);
-    let r = prune(&args, t.path());
+    let (r, saved) = prune_fast_and_save(&["--sparsity", "0.5", "--wbits", "4"], t.path());
     let got = nll(&r, "wikitext2")[0];
     assert!((got - 6.415535).abs() < 2e-3, "{got}");
     assert!((r["zero_fraction"].as_f64().unwrap() - 0.504145).abs() < 1e-3);
@@ -122,10 +129,7 @@ fn sparse_4bit_model_saves_reloads_identically_and_has_16_levels_per_row() {
 fn grouped_3bit_gptq_has_8_levels_per_group() {
     // recorded: --wbits 3 --groupsize 64 --nsamples 4 … → window NLL 6.342306
     let t = tempfile::tempdir().unwrap();
-    let saved = t.path().join("saved");
-    let mut args = vec!["--wbits", "3", "--groupsize", "64", "--save", saved.to_str().unwrap()];
-    args.extend_from_slice(&FAST);
-    let r = prune(&args, t.path());
+    let (r, saved) = prune_fast_and_save(&["--wbits", "3", "--groupsize", "64"], t.path());
     assert!((nll(&r, "wikitext2")[0] - 6.342306).abs() < 2e-3);
     for (name, w) in linear_weights(&saved) {
         for row in &w {
@@ -141,10 +145,7 @@ fn grouped_3bit_gptq_has_8_levels_per_group() {
 fn two_four_sparsity_holds_in_every_group_of_four() {
     // recorded: --prunen 2 --prunem 4 --nsamples 4 … → window NLL 6.476341
     let t = tempfile::tempdir().unwrap();
-    let saved = t.path().join("saved");
-    let mut args = vec!["--prunen", "2", "--prunem", "4", "--save", saved.to_str().unwrap()];
-    args.extend_from_slice(&FAST);
-    let r = prune(&args, t.path());
+    let (r, saved) = prune_fast_and_save(&["--prunen", "2", "--prunem", "4"], t.path());
     assert!((nll(&r, "wikitext2")[0] - 6.476341).abs() < 2e-3);
     assert_eq!(r["zero_fraction"].as_f64().unwrap(), 0.5);
     for (name, w) in linear_weights(&saved) {
