@@ -478,7 +478,7 @@ pub fn run_mi_inspect(args: MiInspectArgs) -> Result<()> {
         minlayer: args.layer as i64,
         maxlayer: args.layer as i64 + 1,
         reservoir: mi_args.reservoir_needed(),
-        batch: if device.is_cuda() { 8 } else { 1 },
+        batch: crate::eval::windows_per_pass(&device),
         channel_stats: true,
         seed: args.seed,
     };

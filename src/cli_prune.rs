@@ -234,7 +234,7 @@ pub fn run_prune(args: PruneArgs) -> Result<()> {
         minlayer: args.minlayer,
         maxlayer: args.maxlayer,
         reservoir: args.mi.reservoir_needed(),
-        batch: if device.is_cuda() { 8 } else { 1 },
+        batch: crate::eval::windows_per_pass(&device),
         channel_stats: args.mi.mode() != crate::cli_mi::Mode::Baseline,
         seed: args.seed,
     };

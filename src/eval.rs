@@ -45,10 +45,11 @@ pub fn windows_nll(model: &OptModel, windows: &[&[u32]]) -> Result<Vec<f64>> {
         .collect()
 }
 
-/// Windows per forward pass: batches amortise kernel launches on the GPU; on the CPU one
-/// window at a time keeps memory low and results independent of batching.
-fn eval_batch(model: &OptModel) -> usize {
-    if model.device.is_cuda() {
+/// Windows per forward pass (evaluation and calibration): batches amortise kernel launches
+/// on the GPU; on the CPU one window at a time keeps memory low and results independent of
+/// batching.
+pub fn windows_per_pass(device: &candle_core::Device) -> usize {
+    if device.is_cuda() {
         8
     } else {
         1
@@ -76,7 +77,7 @@ pub fn perplexity(
     let pb = crate::progress::bar(windows, dataset);
     let mut nlls = Vec::with_capacity(windows);
     let all: Vec<&[u32]> = (0..windows).map(|w| &tokens[w * seqlen..(w + 1) * seqlen]).collect();
-    for batch in all.chunks(eval_batch(model)) {
+    for batch in all.chunks(windows_per_pass(&model.device)) {
         nlls.extend(windows_nll(model, batch)?);
         pb.inc(batch.len() as u64);
     }
