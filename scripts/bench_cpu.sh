@@ -11,4 +11,4 @@ cargo build -q
 grep -E "Elapsed|Maximum resident" /tmp/cpu_bench_time.txt
 python3 -c "
 import json,sys; d=json.load(open('test_results/cpu_bench_$(basename "$MODEL").json'))
-print('cores:', $(nproc), 'phases (s):', {k: round(v, 1) for k, v in d['times'].items()})"
+print('cores:', $(nproc), 'phases (s):', {k: round(v, 1) for k, v in d['times'].items() if not isinstance(v, list)})"

@@ -12,19 +12,7 @@ BIN=$1; PUB_SGPT=$2; PUB_GPTQ=$3; SHARED=$4; OUT=$5; FIXTURES=${6:-opt-mini-a op
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$OUT/card.txt"
-# peak_mem MEMFILE CMD...: runs CMD, writes its peak device memory (MiB, polled with
-# nvidia-smi, context included) to MEMFILE. One query per poll: a killed `nvidia-smi -lms`
-# loses its buffered output.
-peak_mem() {
-  local memfile=$1; shift
-  local log; log=$(mktemp)
-  ( while :; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits >> "$log"; sleep 0.05; done ) &
-  local mon=$!
-  "$@"; local rc=$?
-  kill $mon 2>/dev/null; wait $mon 2>/dev/null || true
-  sort -n "$log" | tail -n1 > "$memfile"; rm -f "$log"
-  return $rc
-}
+source "$HERE/peak_mem.sh"
 # Warm the driver's PTX cache once (candle's kernels are JIT-compiled on first use).
 "$BIN" eval "$SHARED/fixtures/${FIXTURES%% *}" --device cuda --datasets ptb --max-windows 1 \
   --data-dir "$SHARED/data" --json "$OUT/warmup.json" > /dev/null

@@ -16,10 +16,11 @@ def main(d):
     rows = ["# GPU benchmark: sparsegpt-mi vs the published SparseGPT/GPTQ code", "",
             f"Card: {card}. Made by `scripts/bench_gpu.sh` (both tools in the same call, one after another). "
             "compress = calibration passes + solving after the layer-0 inputs are caught (the reference's "
-            "`compress_s`). Peak memory: nvidia-smi polled about every 0.1 s (CUDA context included); "
-            "the published code's own torch.cuda.max_memory_allocated in brackets.", "",
-            "| fixture | run | tool | compress s | phases (calib fwd / plan / solve / recompute) | peak GPU MiB | eval tok/s (wt2) | WikiText-2 | PTB | C4 | zeros |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "`compress_s`). Peak memory: nvidia-smi polled about every 0.05 s (CUDA context included), for both tools; "
+            "the published code's own torch.cuda.max_memory_allocated in brackets. MI share = MI statistics, grouping "
+            "and bit allocation (the plan phase) over compress time.", "",
+            "| fixture | run | tool | compress s | phases (calib fwd / plan / solve / recompute) | MI share | peak GPU MiB | eval tok/s (wt2) | WikiText-2 | PTB | C4 | zeros |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in sorted(glob.glob(os.path.join(d, "bench_ours_*.json"))):
         key = os.path.basename(p)[len("bench_ours_"):-5]
         fx, run = key.rsplit("_", 1)
@@ -30,17 +31,18 @@ def main(d):
         ppl = [o["ppl"].get(x, float("nan")) for x in ("wikitext2", "ptb", "c4")]
         compress = t["calibration_forward_s"] + t["plan_s"] + t["solve_s"] + t["recompute_s"]
         rows.append(f"| {fx} | {run} | sparsegpt-mi | {compress:.2f} | {t['calibration_forward_s']:.2f} / {t['plan_s']:.2f} / "
-                    f"{t['solve_s']:.2f} / {t['recompute_s']:.2f} | {mem(p[:-5] + '.mem'):.0f} | {tps:.0f} | "
+                    f"{t['solve_s']:.2f} / {t['recompute_s']:.2f} | {100 * t['plan_s'] / compress:.1f}% | {mem(p[:-5] + '.mem'):.0f} | {tps:.0f} | "
                     + " | ".join(f"{v:.2f}" for v in ppl) + f" | {o['zero_fraction']:.4f} |")
         rp = os.path.join(d, f"bench_ref_{key}.json")
         if os.path.exists(rp):
             r = json.load(open(rp))
             rppl = [r["ppl"].get(x, float("nan")) for x in ("wikitext2", "ptb", "c4")]
             rtps = r["eval_tokens_per_s"].get("wikitext2", float("nan"))
-            rows.append(f"| {fx} | {run} | published | {r['times']['compress_s']:.2f} | – | {mem(rp[:-5] + '.mem'):.0f} "
+            rows.append(f"| {fx} | {run} | published | {r['times']['compress_s']:.2f} | – | – | {mem(rp[:-5] + '.mem'):.0f} "
                         f"({r['peak_gpu_mib']:.0f}) | {rtps:.0f} | " + " | ".join(f"{v:.2f}" for v in rppl)
                         + f" | {r['zero_fraction']:.4f} |")
-            rows.append(f"| {fx} | {run} | ratio ours/published | {compress / r['times']['compress_s']:.2f}× | | | | | | | |")
+            rows.append(f"| {fx} | {run} | ratio ours/published | {compress / r['times']['compress_s']:.2f}× | | | "
+                        f"{mem(p[:-5] + '.mem') / mem(rp[:-5] + '.mem'):.2f}× | | | | | |")
     print("\n".join(rows))
 
 

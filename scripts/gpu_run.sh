@@ -2,7 +2,7 @@
 # On the GPU machine (device tool): lay out a ../shared-like tree from what was carried, unpack
 # the CUDA binary, then run the named stages. Writes everything under $OUT (or ./gpu_out).
 #
-#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity bench reference reload mi
+#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity bench reference reload hinv64 mi mi25 scale
 #
 # Carried (ignored, under .carry/): sparsegpt-mi-cuda.xz (scripts/build_cuda.sh), data.tar.xz
 # (evaluation + calibration data), reference/ (../shared/reference), fx/FIXTURE/{config.json,
@@ -51,6 +51,22 @@ for stage in "$@"; do
       for r in "gptq2g128:--wbits 2 --groupsize 128" "sgpt50w4:--sparsity 0.5 --wbits 4" "gptq3:--wbits 3"; do
         $BIN prune $S/fixtures/$FX c4 ${r#*:} --hinv-precision f64 --device cuda --data-dir $S/data \
           --json $OUT/hinv64_${r%%:*}.json | tail -4
+      done
+      ;;
+    scale)
+      # Offloaded compression of random-weight checkpoints with opt-1.3b / opt-6.7b shapes
+      # (scripts/make_random_opt.py): time per layer and peak GPU memory. SCALE="shape:layers ...".
+      source scripts/peak_mem.sh
+      for spec in ${SCALE:-1.3b:4 6.7b:2}; do
+        shape=${spec%%:*}; layers=${spec#*:}
+        t=$(date +%s); python3 scripts/make_random_opt.py $shape /tmp/rand-$shape --tokenizer-from $S/fixtures/$FX
+        echo "generated in $(( $(date +%s) - t )) s"; df -h /tmp | tail -1
+        peak_mem $OUT/scale_$shape.mem /usr/bin/time -v $BIN prune /tmp/rand-$shape c4 --sparsity 0.5 --wbits 4 \
+          --device cuda --offload --maxlayer $layers --eval-datasets "" --data-dir $S/data \
+          --json $OUT/scale_$shape.json > $OUT/scale_$shape.log 2>&1
+        echo "rc $? peak GPU MiB $(cat $OUT/scale_$shape.mem)"; grep -E "Elapsed|Maximum resident" $OUT/scale_$shape.log
+        python3 -c "import json; d=json.load(open('$OUT/scale_$shape.json')); print({k: (round(v, 2) if isinstance(v, float) else [round(x, 2) for x in v]) for k, v in d['times'].items()}, 'load', round(d['load_s'], 1))"
+        rm -rf /tmp/rand-$shape
       done
       ;;
     mi25)

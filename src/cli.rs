@@ -39,11 +39,24 @@ pub struct CommonArgs {
     /// Write the result as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Keep decoder layers in host memory and bring one at a time to the device: for models
+    /// whose weights do not fit on the GPU (slower: each layer crosses PCIe per pass).
+    #[arg(long)]
+    pub offload: bool,
 }
 
 impl CommonArgs {
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(data::default_data_dir)
+    }
+
+    /// Loads the model onto `device`, offloaded if asked.
+    pub fn load_model(&self, files: &crate::hub::ModelFiles, device: &candle_core::Device) -> anyhow::Result<crate::model::OptModel> {
+        if self.offload {
+            crate::model::load_model_offloaded(files, device, compute_dtype(device))
+        } else {
+            crate::model::load_model(files, device, compute_dtype(device))
+        }
     }
 }
 
@@ -139,7 +152,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
     let files = crate::hub::resolve_model(&args.model)?;
     let tok = crate::tokenizer::load(&files.tokenizer)?;
-    let model = crate::model::load_model(&files, &device, compute_dtype(&device))?;
+    let model = args.common.load_model(&files, &device)?;
     let load_seconds = t0.elapsed().as_secs_f64();
     if let Some(p) = &args.logits_out {
         let ids = data::eval_tokens(datasets[0], &data_dir, &tok)?;

@@ -1,7 +1,7 @@
 //! `sparsegpt-mi prune`: flags and defaults as the published `opt.py`.
 
 use crate::calibration::{self, SamplerKind, WindowSource};
-use crate::cli::{command_line, compute_dtype, evaluate_all, print_ppl_table, CommonArgs};
+use crate::cli::{command_line, evaluate_all, print_ppl_table, CommonArgs};
 use crate::compress::{self, CompressConfig, LinearPlan, LinearReport, PhaseTimes};
 use crate::data::{self, Corpus};
 use crate::eval::Perplexity;
@@ -203,7 +203,7 @@ pub fn run_prune(args: PruneArgs) -> Result<()> {
     let config = crate::model::OptConfig::from_file(&files.config)?;
     args.validate_shapes(&config)?;
     let tok = crate::tokenizer::load(&files.tokenizer)?;
-    let mut model = crate::model::load_model(&files, &device, compute_dtype(&device))?;
+    let mut model = args.common.load_model(&files, &device)?;
     let load_s = t0.elapsed().as_secs_f64();
 
     let t0 = Instant::now();

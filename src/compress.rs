@@ -83,6 +83,9 @@ pub struct PhaseTimes {
     pub solve_s: f64,
     pub recompute_s: f64,
     pub total_s: f64,
+    /// Wall time of each decoder layer (calibration pass, planning, solving, recompute,
+    /// and with `--offload` the transfers), to predict the cost of deeper models.
+    pub per_layer_s: Vec<f64>,
 }
 
 fn weight_vec(t: &Tensor) -> Result<Vec<f32>> {
@@ -208,19 +211,22 @@ pub fn compress(
 
     let pb = crate::progress::bar(model.layers.len(), "compress");
     for i in 0..model.layers.len() {
+        let t_layer = Instant::now();
+        // The layer being worked on, on the compute device (a no-op unless offloaded).
+        let mut layer = model.layers[i].to_device(&model.device)?;
         if !in_range(cfg, i) {
             // Untouched layer: its outputs still feed the next one.
             let t = Instant::now();
             for x in inps.iter_mut() {
-                *x = model.layers[i].forward(x, &mask, None)?;
+                *x = layer.forward(x, &mask, None)?;
             }
             times.recompute_s += t.elapsed().as_secs_f64();
+            times.per_layer_s.push(t_layer.elapsed().as_secs_f64());
             pb.inc(1);
             continue;
         }
         // One calibration pass: statistics of the four linear inputs.
         let t = Instant::now();
-        let layer = &model.layers[i];
         let hidden = model.config.hidden_size;
         let mut accs: BTreeMap<InputSite, HessianAccumulator> = InputSite::ALL
             .iter()
@@ -249,7 +255,7 @@ pub fn compress(
             accs.iter().map(|(&s, a)| Ok((s, a.hessian()?))).collect::<Result<_>>()?;
         for kind in LinearKind::ALL {
             let site = kind.input_site();
-            let wt = model.layers[i].linear(kind).weight().clone();
+            let wt = layer.linear(kind).weight().clone();
             let (rows, cols) = wt.dims2()?;
             let w = weight_vec(&wt)?;
             let tp = Instant::now();
@@ -270,7 +276,7 @@ pub fn compress(
             let solver_cfg = SolverConfig { quant: plan.quant.clone(), ..cfg.solver.clone() };
             let solved = solver::solve(&w, rows, cols, &hessians[&site], &solver_cfg, plan.perm.as_deref())
                 .map_err(|e| anyhow::anyhow!("layer {i} {}: {e}", kind.path()))?;
-            let (wq, zero_fraction) = install(&mut model.layers[i], kind, solved.weight, (rows, cols), storage_dtype)?;
+            let (wq, zero_fraction) = install(&mut layer, kind, solved.weight, (rows, cols), storage_dtype)?;
             let (max_distinct_per_row, max_distinct_per_group) = solver::max_levels(&wq, cols, &plan.quant, plan.perm.as_deref());
             let solve_seconds = ts.elapsed().as_secs_f64();
             let bits = crate::bit_alloc::scheme_bits(&plan.quant, cols);
@@ -295,9 +301,11 @@ pub fn compress(
         // Outputs of the compressed layer become the next layer's inputs.
         let t = Instant::now();
         for x in inps.iter_mut() {
-            *x = model.layers[i].forward(x, &mask, None)?;
+            *x = layer.forward(x, &mask, None)?;
         }
         times.recompute_s += t.elapsed().as_secs_f64();
+        model.layers[i] = layer.to_device(&model.layer_home)?;
+        times.per_layer_s.push(t_layer.elapsed().as_secs_f64());
         pb.inc(1);
     }
     pb.finish_and_clear();

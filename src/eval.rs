@@ -33,7 +33,7 @@ pub fn windows_nll(model: &OptModel, windows: &[&[u32]]) -> Result<Vec<f64>> {
     let mask = model.causal_mask(s)?;
     let mut h = model.embed(&input)?;
     for layer in &model.layers {
-        h = layer.forward(&h, &mask, None)?;
+        h = layer.to_device(&model.device)?.forward(&h, &mask, None)?;
     }
     windows
         .iter()

@@ -10,11 +10,12 @@ use faer::{Mat, Side};
 /// Running sums over calibration tokens for one linear input.
 pub struct HessianAccumulator {
     pub dim: usize,
-    /// Σ x xᵀ in f32 on the compute device, as the reference accumulates H.
-    sum_xxt: Option<Tensor>,
+    /// Σ x xᵀ in f32, as the reference accumulates H.
+    sum_xxt: Option<GramSum>,
     /// The same sum in f64, kept only for channel statistics (MI subtracts μμᵀ from it,
-    /// where f32 would lose digits).
-    sum_xxt_f64: Option<Tensor>,
+    /// where f32 would lose digits). On the device it stays there until read.
+    sum_xxt_f64: Option<Vec<f64>>,
+    sum_xxt_f64_device: Option<Tensor>,
     keep_f64: bool,
     /// Σ x in f64 (cheap, and means of small activations lose digits in f32).
     pub sum_x: Vec<f64>,
@@ -25,7 +26,7 @@ pub struct HessianAccumulator {
 
 impl HessianAccumulator {
     pub fn new(dim: usize) -> Self {
-        HessianAccumulator { dim, sum_xxt: None, sum_xxt_f64: None, keep_f64: false, sum_x: vec![0.0; dim], sequences: 0, tokens: 0 }
+        HessianAccumulator { dim, sum_xxt: None, sum_xxt_f64: None, sum_xxt_f64_device: None, keep_f64: false, sum_x: vec![0.0; dim], sequences: 0, tokens: 0 }
     }
 
     /// Also keeps Σ x xᵀ in f64 for the channel statistics.
@@ -42,32 +43,71 @@ impl HessianAccumulator {
         }
         let sequences = if dims.len() == 3 { dims[0] } else { 1 };
         let x2 = x.reshape(((), d))?.to_dtype(DType::F32)?;
-        let xxt = x2.t()?.matmul(&x2)?;
-        if self.keep_f64 {
-            let x64 = xxt.to_dtype(DType::F64)?;
-            self.sum_xxt_f64 = Some(match self.sum_xxt_f64.take() {
-                Some(acc) => (acc + x64)?,
-                None => x64,
+        let tokens = x2.dims()[0];
+        if x2.device().is_cpu() {
+            // On the host: only the lower block triangle of XᵀX (a symmetric rank-k update),
+            // about half the multiply-adds of the full product.
+            let copied;
+            let xs: &[f32] = match crate::cpu_kernels::with_host_f32(&x2, |s| s.as_ptr() as usize) {
+                // Borrow the tensor's own buffer (no copy of a 2048×1024 batch); x2 outlives it.
+                Some(ptr) => unsafe { std::slice::from_raw_parts(ptr as *const f32, tokens * d) },
+                None => {
+                    copied = x2.flatten_all()?.to_vec1::<f32>()?;
+                    &copied
+                }
+            };
+            let n = self.dim;
+            let acc = match self.sum_xxt.get_or_insert_with(|| GramSum::Host(vec![0.0; n * n])) {
+                GramSum::Host(v) => v,
+                GramSum::Device(_) => bail!("Hessian inputs moved between devices"),
+            };
+            if self.keep_f64 {
+                let mut batch = vec![0f32; n * n];
+                gram_lower_accumulate(xs, tokens, n, &mut batch);
+                let acc64 = self.sum_xxt_f64.get_or_insert_with(|| vec![0.0; n * n]);
+                for ((a, a64), b) in acc.iter_mut().zip(acc64.iter_mut()).zip(&batch) {
+                    *a += b;
+                    *a64 += *b as f64;
+                }
+            } else {
+                gram_lower_accumulate(xs, tokens, n, acc);
+            }
+            for (a, col) in self.sum_x.iter_mut().zip(column_sums(xs, n)) {
+                *a += col;
+            }
+        } else {
+            let xxt = x2.t()?.matmul(&x2)?;
+            if self.keep_f64 {
+                let batch = xxt.to_dtype(DType::F64)?;
+                self.sum_xxt_f64_device = Some(match self.sum_xxt_f64_device.take() {
+                    Some(acc) => (acc + batch)?,
+                    None => batch,
+                });
+            }
+            self.sum_xxt = Some(match self.sum_xxt.take() {
+                Some(GramSum::Device(acc)) => GramSum::Device((acc + xxt)?),
+                None => GramSum::Device(xxt),
+                Some(GramSum::Host(_)) => bail!("Hessian inputs moved between devices"),
             });
+            let sx: Vec<f32> = x2.sum(0)?.to_vec1()?;
+            for (a, b) in self.sum_x.iter_mut().zip(sx) {
+                *a += b as f64;
+            }
         }
-        self.sum_xxt = Some(match self.sum_xxt.take() {
-            Some(acc) => (acc + xxt)?,
-            None => xxt,
-        });
-        let sx: Vec<f32> = x2.sum(0)?.to_vec1()?;
-        for (a, b) in self.sum_x.iter_mut().zip(sx) {
-            *a += b as f64;
-        }
-        self.tokens += x2.dims()[0];
+        self.tokens += tokens;
         self.sequences += sequences;
         Ok(())
     }
 
     /// Σ x xᵀ as a row-major f64 matrix: the f64 sum where kept, else the f32 one.
     pub fn sum_xxt(&self) -> Result<Vec<f64>> {
+        if let Some(t) = &self.sum_xxt_f64_device {
+            return Ok(t.flatten_all()?.to_vec1()?);
+        }
         match (&self.sum_xxt_f64, &self.sum_xxt) {
-            (Some(t), _) => Ok(t.flatten_all()?.to_vec1()?),
-            (None, Some(t)) => Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?),
+            (Some(v), Some(GramSum::Host(_))) => Ok(symmetric_from_lower(v.clone(), self.dim)),
+            (Some(v), _) => Ok(v.clone()),
+            (None, Some(sum)) => sum.to_f64(self.dim),
             (None, None) => bail!("no calibration data reached this layer"),
         }
     }
@@ -78,11 +118,104 @@ impl HessianAccumulator {
     pub fn hessian(&self) -> Result<Vec<f64>> {
         let scale = 2.0 / self.sequences as f64;
         let sum = match &self.sum_xxt {
-            Some(t) => t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+            Some(sum) => sum.to_f64(self.dim)?,
             None => bail!("no calibration data reached this layer"),
         };
         Ok(sum.into_iter().map(|v| v * scale).collect())
     }
+}
+
+/// Σ x xᵀ in f32: a tensor on the compute device, or on the host only its lower triangle
+/// is valid (see `gram_lower_accumulate`).
+enum GramSum {
+    Device(Tensor),
+    Host(Vec<f32>),
+}
+
+impl GramSum {
+    fn to_f64(&self, n: usize) -> Result<Vec<f64>> {
+        Ok(match self {
+            GramSum::Device(t) => t.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?,
+            GramSum::Host(v) => symmetric_from_lower(v.iter().map(|&x| x as f64).collect(), n),
+        })
+    }
+}
+
+/// Tile edge of the blocked Gram product: 64×64 tiles keep the skipped upper triangle
+/// close to half of the work while each tile is still a well-shaped GEMM.
+const GRAM_TILE: usize = 64;
+
+#[derive(Clone, Copy)]
+struct TilePtr(*mut f32);
+unsafe impl Send for TilePtr {}
+unsafe impl Sync for TilePtr {}
+
+impl TilePtr {
+    fn at(self, offset: usize) -> *mut f32 {
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// acc += XᵀX for row-major X (tokens × n), computing only the tiles on and below the
+/// diagonal (entries strictly above the diagonal tiles are left untouched; read the
+/// lower triangle). Tiles are independent GEMMs, run in parallel.
+pub fn gram_lower_accumulate(x: &[f32], tokens: usize, n: usize, acc: &mut [f32]) {
+    use rayon::prelude::*;
+    assert_eq!(x.len(), tokens * n);
+    assert_eq!(acc.len(), n * n);
+    let tiles = n.div_ceil(GRAM_TILE);
+    let dst = TilePtr(acc.as_mut_ptr());
+    // One GEMM per row panel: rows r0..r0+64 against columns 0..r0+64. Largest panels first.
+    (0..tiles).rev().collect::<Vec<_>>().into_par_iter().for_each(|bi| {
+        let r0 = bi * GRAM_TILE;
+        let rows = GRAM_TILE.min(n - r0);
+        let cols = r0 + rows;
+        unsafe {
+            // acc[r0.., 0..cols] (rows × cols) += X[:, r0..]ᵀ (rows × tokens) · X[:, ..cols] (tokens × cols)
+            gemm::gemm(
+                rows,
+                cols,
+                tokens,
+                dst.at(r0 * n),
+                1,
+                n as isize,
+                true,
+                x.as_ptr().add(r0),
+                n as isize,
+                1,
+                x.as_ptr(),
+                1,
+                n as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    });
+}
+
+/// Fills the upper triangle of a row-major n×n matrix from its lower triangle.
+fn symmetric_from_lower(mut m: Vec<f64>, n: usize) -> Vec<f64> {
+    for i in 0..n {
+        for j in 0..i {
+            m[j * n + i] = m[i * n + j];
+        }
+    }
+    m
+}
+
+/// Σ over rows of a row-major (rows × n) matrix, per column, in f64.
+fn column_sums(x: &[f32], n: usize) -> Vec<f64> {
+    let mut sums = vec![0f64; n];
+    for row in x.chunks_exact(n) {
+        for (s, &v) in sums.iter_mut().zip(row) {
+            *s += v as f64;
+        }
+    }
+    sums
 }
 
 /// Columns whose inputs were always zero (H_jj = 0).
@@ -201,5 +334,22 @@ mod tests {
         assert_eq!(acc.sum_x, vec![9.0, 12.0]);
         assert_eq!((acc.sequences, acc.tokens), (1, 3));
         assert_eq!(acc.hessian().unwrap(), vec![70.0, 88.0, 88.0, 112.0]);
+    }
+
+    #[test]
+    fn blocked_lower_gram_equals_full_product_across_tiles() {
+        // n spans two tiles, the second partial; accumulate twice.
+        let (tokens, n) = (37, GRAM_TILE + 9);
+        let x: Vec<f32> = (0..tokens * n).map(|i| ((i * 7919 % 1013) as f32 / 506.5) - 1.0).collect();
+        let mut acc = vec![0f32; n * n];
+        gram_lower_accumulate(&x, tokens, n, &mut acc);
+        gram_lower_accumulate(&x, tokens, n, &mut acc);
+        let full = symmetric_from_lower(acc.iter().map(|&v| v as f64).collect(), n);
+        for i in 0..n {
+            for j in 0..n {
+                let want: f64 = 2.0 * (0..tokens).map(|t| x[t * n + i] as f64 * x[t * n + j] as f64).sum::<f64>();
+                assert!((full[i * n + j] - want).abs() < 1e-4 * want.abs().max(1.0), "({i},{j}): {} vs {want}", full[i * n + j]);
+            }
+        }
     }
 }

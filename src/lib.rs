@@ -13,6 +13,7 @@ pub mod cli;
 pub mod cli_mi;
 pub mod cli_prune;
 pub mod compress;
+pub mod cpu_kernels;
 pub mod data;
 pub mod eval;
 pub mod export;

@@ -167,6 +167,7 @@ impl InputSite {
 /// Receives each linear input during a forward pass (calibration statistics).
 pub type Observer<'a> = dyn FnMut(InputSite, &Tensor) -> Result<()> + 'a;
 
+#[derive(Clone)]
 pub struct DecoderLayer {
     pub q_proj: Linear,
     pub k_proj: Linear,
@@ -229,6 +230,29 @@ impl DecoderLayer {
         })
     }
 
+    /// A copy of this layer with its tensors on `device` (a cheap handle copy where they
+    /// already are there): offloaded models bring one layer at a time to the GPU this way.
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        let lin = |l: &Linear| -> Result<Linear> {
+            Ok(Linear::new(l.weight().to_device(device)?, l.bias().map(|b| b.to_device(device)).transpose()?))
+        };
+        let ln = |l: &LayerNorm| -> Result<LayerNorm> {
+            let bias = l.bias().ok_or_else(|| anyhow::anyhow!("layer norm without bias"))?;
+            Ok(LayerNorm::new(l.weight().to_device(device)?, bias.to_device(device)?, LAYER_NORM_EPS))
+        };
+        Ok(DecoderLayer {
+            q_proj: lin(&self.q_proj)?,
+            k_proj: lin(&self.k_proj)?,
+            v_proj: lin(&self.v_proj)?,
+            out_proj: lin(&self.out_proj)?,
+            fc1: lin(&self.fc1)?,
+            fc2: lin(&self.fc2)?,
+            self_attn_layer_norm: ln(&self.self_attn_layer_norm)?,
+            final_layer_norm: ln(&self.final_layer_norm)?,
+            ..self.clone()
+        })
+    }
+
     pub fn linear(&self, kind: LinearKind) -> &Linear {
         match kind {
             LinearKind::Q => &self.q_proj,
@@ -274,11 +298,11 @@ impl DecoderLayer {
         if let Some(obs) = observe.as_mut() {
             obs(InputSite::Fc1, &f)?;
         }
-        let f = self.fc1.forward(&f)?.relu()?;
+        let f = linear_forward(&self.fc1, &f, true)?;
         if let Some(obs) = observe.as_mut() {
             obs(InputSite::Fc2, &f)?;
         }
-        let f = self.fc2.forward(&f)?;
+        let f = linear_forward(&self.fc2, &f, false)?;
         let mut out = (residual + f)?;
         if !self.pre_ln {
             out = self.final_layer_norm.forward(&out)?;
@@ -295,6 +319,19 @@ impl DecoderLayer {
             Ok(t.reshape((b, s, self.num_heads, self.head_dim))?.transpose(1, 2)?.contiguous()?)
         };
         let scaling = (self.head_dim as f64).powf(-0.5);
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            let flat = |t: Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+            let mut q = flat(linear_forward(&self.q_proj, x, false)?)?;
+            q.iter_mut().for_each(|v| *v *= scaling as f32);
+            let k = flat(linear_forward(&self.k_proj, x, false)?)?;
+            let v = flat(linear_forward(&self.v_proj, x, false)?)?;
+            let ctx = crate::cpu_kernels::causal_attention(&q, &k, &v, b, s, self.num_heads, self.head_dim);
+            let ctx = Tensor::from_vec(ctx, (b, s, hidden), x.device())?;
+            if let Some(obs) = observe.as_mut() {
+                obs(InputSite::OutProj, &ctx)?;
+            }
+            return linear_forward(&self.out_proj, &ctx, false);
+        }
         let q = heads((self.q_proj.forward(x)? * scaling)?)?;
         let k = heads(self.k_proj.forward(x)?)?;
         let v = heads(self.v_proj.forward(x)?)?;
@@ -309,6 +346,29 @@ impl DecoderLayer {
     }
 }
 
+/// `lin(x)`, ReLU'd if asked: the fused host kernel for contiguous f32 host tensors,
+/// candle's ops otherwise.
+fn linear_forward(lin: &Linear, x: &Tensor, relu: bool) -> Result<Tensor> {
+    use crate::cpu_kernels::{linear, with_host_f32};
+    let dims = x.dims().to_vec();
+    let in_dim = *dims.last().unwrap_or(&0);
+    let rows = x.elem_count() / in_dim.max(1);
+    let out_dim = lin.weight().dims()[0];
+    let fused = with_host_f32(x, |xs| {
+        with_host_f32(lin.weight(), |w| match lin.bias() {
+            Some(b) => with_host_f32(b, |b| linear(xs, rows, w, Some(b), out_dim, relu)),
+            None => Some(linear(xs, rows, w, None, out_dim, relu)),
+        })
+    });
+    if let Some(Some(Some(y))) = fused {
+        let mut shape = dims;
+        *shape.last_mut().unwrap() = out_dim;
+        return Ok(Tensor::from_vec(y, shape, x.device())?);
+    }
+    let y = lin.forward(x)?;
+    Ok(if relu { y.relu()? } else { y })
+}
+
 pub struct OptModel {
     pub config: OptConfig,
     pub embed_tokens: Tensor,
@@ -317,7 +377,11 @@ pub struct OptModel {
     pub project_out: Option<Linear>,
     pub final_layer_norm: Option<LayerNorm>,
     pub layers: Vec<DecoderLayer>,
+    /// Where computation runs (embeddings, head and the layer being worked on live here).
     pub device: Device,
+    /// Where decoder layers are kept between uses: `device`, or the host when offloaded
+    /// (`--offload`: models whose weights do not fit on the GPU).
+    pub layer_home: Device,
     pub dtype: DType,
     /// The checkpoint's storage dtype: compressed weights are rounded to it and saved in it.
     pub storage_dtype: DType,
@@ -364,6 +428,7 @@ impl OptModel {
             final_layer_norm,
             layers,
             device: device.clone(),
+            layer_home: device.clone(),
             dtype,
             storage_dtype: w.source_dtype,
         })
@@ -415,7 +480,7 @@ impl OptModel {
         let mask = self.causal_mask(s)?;
         let mut h = self.embed(ids)?;
         for layer in &self.layers {
-            h = layer.forward(&h, &mask, None)?;
+            h = layer.to_device(&self.device)?.forward(&h, &mask, None)?;
         }
         self.logits(&h)
     }
@@ -470,4 +535,27 @@ pub fn load_model(files: &crate::hub::ModelFiles, device: &Device, dtype: DType)
     let config = OptConfig::from_file(&files.config)?;
     let weights = Weights::load(&files.weights, dtype, device)?;
     OptModel::load(config, &weights, device, dtype)
+}
+
+/// Loads a model whose decoder layers stay in host memory (in `dtype`) and visit `device`
+/// one at a time; embeddings, final norm and projections go to `device`. GPU memory then
+/// holds one layer plus activations, whatever the model's size.
+pub fn load_model_offloaded(files: &crate::hub::ModelFiles, device: &Device, dtype: DType) -> Result<OptModel> {
+    let config = OptConfig::from_file(&files.config)?;
+    let weights = Weights::load(&files.weights, dtype, &Device::Cpu)?;
+    let mut m = OptModel::load(config, &weights, &Device::Cpu, dtype)?;
+    let lin = |l: &Linear| -> Result<Linear> {
+        Ok(Linear::new(l.weight().to_device(device)?, l.bias().map(|b| b.to_device(device)).transpose()?))
+    };
+    m.embed_tokens = m.embed_tokens.to_device(device)?;
+    m.embed_positions = m.embed_positions.to_device(device)?;
+    m.project_in = m.project_in.as_ref().map(lin).transpose()?;
+    m.project_out = m.project_out.as_ref().map(lin).transpose()?;
+    if let Some(ln) = &m.final_layer_norm {
+        let bias = ln.bias().ok_or_else(|| anyhow::anyhow!("layer norm without bias"))?;
+        m.final_layer_norm = Some(LayerNorm::new(ln.weight().to_device(device)?, bias.to_device(device)?, LAYER_NORM_EPS));
+    }
+    m.device = device.clone();
+    m.layer_home = Device::Cpu;
+    Ok(m)
 }

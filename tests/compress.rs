@@ -3,6 +3,9 @@
 //! Values marked "recorded" were produced once by this tool with the command shown
 //! (mini-b, 4 calibration windows, first WikiText-2 window) and guard against regressions;
 //! the `published_` tests compare with the published SparseGPT code's own numbers.
+//! Re-recorded after the fused CPU kernels (blocked attention, lower-triangle Gram): f32
+//! summation order alone moved them by up to 9e-3 nats (near-tied mask and rounding
+//! decisions flip with 4 windows); dense NLLs stayed within 1e-4 of the reference.
 
 mod common;
 
@@ -53,7 +56,8 @@ fn prune_fast_and_save(flags: &[&str], dir: &std::path::Path) -> (serde_json::Va
 fn published_sparsegpt_50_percent_with_16_samples() {
     // The reference run sgpt50n16: same windows (Python sampler, seed 0), same protocol.
     let t = tempfile::tempdir().unwrap();
-    let r = prune(&["--sparsity", "0.5", "--nsamples", "16", "--eval-datasets", "wikitext2,ptb,c4", "--max-windows", "2"], t.path());
+    // 8 windows per corpus: with 2 the PPL ratio moved by ±0.1% with f32 summation order alone.
+    let r = prune(&["--sparsity", "0.5", "--nsamples", "16", "--eval-datasets", "wikitext2,ptb,c4", "--max-windows", "8"], t.path());
     let refj = common::reference("opt-mini-b", "sgpt50n16");
     for ds in ["wikitext2", "ptb", "c4"] {
         let want = refj["window_mean_nll"][ds].as_array().unwrap();
@@ -99,12 +103,12 @@ fn published_magnitude_pruning() {
 #[test]
 fn sparse_4bit_model_saves_reloads_identically_and_has_16_levels_per_row() {
     // recorded: sparsegpt-mi prune opt-mini-b c4 --sparsity 0.5 --wbits 4 --nsamples 4
-    //           --eval-datasets wikitext2 --max-windows 1  → window NLL 6.415535, zeros 0.504145
+    //           --eval-datasets wikitext2 --max-windows 1  → window NLL 6.406453, zeros 0.504131
     let t = tempfile::tempdir().unwrap();
     let (r, saved) = prune_fast_and_save(&["--sparsity", "0.5", "--wbits", "4"], t.path());
     let got = nll(&r, "wikitext2")[0];
-    assert!((got - 6.415535).abs() < 2e-3, "{got}");
-    assert!((r["zero_fraction"].as_f64().unwrap() - 0.504145).abs() < 1e-3);
+    assert!((got - 6.406453).abs() < 2e-3, "{got}");
+    assert!((r["zero_fraction"].as_f64().unwrap() - 0.504131).abs() < 1e-3);
     assert_eq!(r["bits"]["avg_bits"].as_f64().unwrap(), 4.0);
     for (name, w) in linear_weights(&saved) {
         for (i, row) in w.iter().enumerate() {
@@ -127,10 +131,10 @@ fn sparse_4bit_model_saves_reloads_identically_and_has_16_levels_per_row() {
 
 #[test]
 fn grouped_3bit_gptq_has_8_levels_per_group() {
-    // recorded: --wbits 3 --groupsize 64 --nsamples 4 … → window NLL 6.342306
+    // recorded: --wbits 3 --groupsize 64 --nsamples 4 … → window NLL 6.340476
     let t = tempfile::tempdir().unwrap();
     let (r, saved) = prune_fast_and_save(&["--wbits", "3", "--groupsize", "64"], t.path());
-    assert!((nll(&r, "wikitext2")[0] - 6.342306).abs() < 2e-3);
+    assert!((nll(&r, "wikitext2")[0] - 6.340476).abs() < 2e-3);
     for (name, w) in linear_weights(&saved) {
         for row in &w {
             for g in row.chunks(64) {
@@ -143,10 +147,10 @@ fn grouped_3bit_gptq_has_8_levels_per_group() {
 
 #[test]
 fn two_four_sparsity_holds_in_every_group_of_four() {
-    // recorded: --prunen 2 --prunem 4 --nsamples 4 … → window NLL 6.476341
+    // recorded: --prunen 2 --prunem 4 --nsamples 4 … → window NLL 6.473201
     let t = tempfile::tempdir().unwrap();
     let (r, saved) = prune_fast_and_save(&["--prunen", "2", "--prunem", "4"], t.path());
-    assert!((nll(&r, "wikitext2")[0] - 6.476341).abs() < 2e-3);
+    assert!((nll(&r, "wikitext2")[0] - 6.473201).abs() < 2e-3);
     assert_eq!(r["zero_fraction"].as_f64().unwrap(), 0.5);
     for (name, w) in linear_weights(&saved) {
         for row in &w {

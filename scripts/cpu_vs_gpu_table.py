@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""Table for scripts/cpu_vs_gpu.sh: PPL of the CPU path and of the GPU path on the same first
+windows of each corpus (the GPU run's per-window NLLs, cut to the CPU run's window count)."""
+import glob, json, math, os, sys
+
+
+def main(gpu_dir, cpu_dir):
+    rows = ["# CPU path vs GPU path, same runs", "",
+            "Made by `scripts/cpu_vs_gpu.sh` (CPU: f32, this repository's 2-core machine) against "
+            "`scripts/bench_gpu.sh`'s runs on the H100 (f16), both with 128 calibration windows. PPL over the "
+            "first N windows of each corpus (N as the CPU run evaluated); Δ = GPU/CPU − 1. Bar: |Δ| ≤ 0.5%.", "",
+            "| fixture | run | corpus | windows | CPU PPL | GPU PPL | Δ | zeros CPU / GPU |", "|---|---|---|---|---|---|---|---|"]
+    worst = 0.0
+    for cp in sorted(glob.glob(os.path.join(cpu_dir, "cpu_*.json"))):
+        key = os.path.basename(cp)[4:-5]
+        gp = os.path.join(gpu_dir, f"bench_ours_{key}.json")
+        if not os.path.exists(gp):
+            continue
+        fx, run = key.rsplit("_", 1)
+        c, g = json.load(open(cp)), json.load(open(gp))
+        geval = {e["dataset"]: e for e in g["eval"]}
+        for e in c["eval"]:
+            n = e["windows"]
+            gn = geval[e["dataset"]]["window_mean_nll"][:n]
+            cppl = math.exp(sum(e["window_mean_nll"]) / n)
+            gppl = math.exp(sum(gn) / len(gn))
+            d = gppl / cppl - 1
+            worst = max(worst, abs(d))
+            rows.append(f"| {fx} | {run} | {e['dataset']} | {n} | {cppl:.3f} | {gppl:.3f} | {100 * d:+.2f}% | "
+                        f"{c['zero_fraction']:.4f} / {g['zero_fraction']:.4f} |")
+    rows += ["", f"Largest |Δ|: {100 * worst:.2f}%."]
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
