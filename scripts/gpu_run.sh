@@ -2,7 +2,7 @@
 # On the GPU machine (device tool): lay out a ../shared-like tree from what was carried, unpack
 # the CUDA binary, then run the named stages. Writes everything under $OUT (or ./gpu_out).
 #
-#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity bench reference reload hinv64 mi mi25 scale
+#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity bench cpu reference reload hinv64 mi mi25 scale
 #
 # Carried (ignored, under .carry/): sparsegpt-mi-cuda.xz (scripts/build_cuda.sh), data.tar.xz
 # (evaluation + calibration data), reference/ (../shared/reference), fx/FIXTURE/{config.json,
@@ -34,6 +34,16 @@ for stage in "$@"; do
       ;;
     bench)
       bash scripts/bench_gpu.sh $BIN .carry/published/sparsegpt .carry/published/gptq $S "$OUT/bench" "$FX"
+      ;;
+    cpu)
+      # The CPU path (this host's cores) of the bench runs, evaluated on the first 32 windows of
+      # each corpus, for scripts/cpu_vs_gpu_table.py (issue 5: GPU PPL = CPU PPL within 0.5%).
+      for cfg in "sgpt50:--sparsity 0.5" "sgpt50w4:--sparsity 0.5 --wbits 4" \
+                 "mi4:--sparsity 0.5 --wbits 4 --target-avg-bits 4.0 --use-mi-grouping 1 --n-groups 10"; do
+        run=${cfg%%:*}
+        $BIN prune $S/fixtures/$FX c4 ${cfg#*:} --device cpu --max-windows 32 --data-dir $S/data \
+          --json $OUT/cpu_${FX}_$run.json | tail -5
+      done
       ;;
     reference)
       python3 scripts/reference_table.py --bin $BIN --shared $S --device cuda --fixtures $FX --jobs ${JOBS:-4} --out "$OUT/ref" | tail -20

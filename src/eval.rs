@@ -29,11 +29,17 @@ pub fn window_nll(model: &OptModel, ids: &[u32]) -> Result<f64> {
 pub fn windows_nll(model: &OptModel, windows: &[&[u32]]) -> Result<Vec<f64>> {
     let s = windows[0].len();
     let flat: Vec<u32> = windows.iter().flat_map(|w| w.iter().copied()).collect();
-    let input = Tensor::from_vec(flat, (windows.len(), s), &model.device)?;
+    let input = Tensor::from_vec(flat.clone(), (windows.len(), s), &model.device)?;
     let mask = model.causal_mask(s)?;
     let mut h = model.embed(&input)?;
     for layer in &model.layers {
         h = layer.to_device(&model.device)?.forward(&h, &mask, None)?;
+    }
+    if model.device.is_cuda() {
+        // All windows' losses on the device, one transfer (per-window calls synchronise
+        // the GPU several times per window).
+        let sums = model.batch_nll_sums(&h, &flat, s)?;
+        return Ok(sums.into_iter().map(|sum| sum / (s - 1) as f64).collect());
     }
     windows
         .iter()

@@ -487,6 +487,33 @@ impl OptModel {
 
     /// Sum of next-token negative log-likelihoods of one sequence, computed in row chunks
     /// so the (seq × vocab) logits never exist at once. Returns (sum, count).
+    /// Σ next-token NLL of each sequence of a batch: `h` (batch, seq, hidden), `ids` the
+    /// batch's token ids flattened. Computed on the model's device in chunks of rows, with
+    /// one transfer of the per-sequence sums at the end (the GPU evaluation path).
+    pub fn batch_nll_sums(&self, h: &Tensor, ids: &[u32], s: usize) -> Result<Vec<f64>> {
+        let b = h.dims()[0];
+        let states = self.head_states(&h.narrow(1, 0, s - 1)?.contiguous()?)?;
+        let e = states.dims()[2];
+        let states = states.reshape((b * (s - 1), e))?;
+        let targets: Vec<u32> = ids.chunks(s).flat_map(|w| w[1..].iter().copied()).collect();
+        let targets = Tensor::from_vec(targets, b * (s - 1), &self.device)?;
+        let emb_t = self.embed_tokens.t()?;
+        let rows = b * (s - 1);
+        let chunk = 4096;
+        let mut per_row = Vec::new();
+        let mut start = 0;
+        while start < rows {
+            let n = chunk.min(rows - start);
+            let logits = states.narrow(0, start, n)?.matmul(&emb_t)?.to_dtype(DType::F32)?;
+            let lse = logits.log_sum_exp(D::Minus1)?;
+            let picked = logits.gather(&targets.narrow(0, start, n)?.unsqueeze(1)?, 1)?.squeeze(1)?;
+            per_row.push((lse - picked)?);
+            start += n;
+        }
+        let per_row = Tensor::cat(&per_row, 0)?.to_dtype(DType::F64)?.reshape((b, s - 1))?;
+        Ok(per_row.sum(1)?.to_vec1::<f64>()?)
+    }
+
     pub fn sequence_nll(&self, h: &Tensor, ids: &[u32]) -> Result<(f64, usize)> {
         let states = self.head_states(h)?.squeeze(0)?; // (seq, embed)
         let s = ids.len();

@@ -106,3 +106,26 @@ fn tokenizer_from_vocab_and_merges_equals_tokenizer_json_on_all_corpora() {
         vec![2, 31414, 6, 127, 2335, 16, 11962]
     );
 }
+
+#[test]
+fn batched_device_style_nll_equals_per_window_nll() {
+    // The GPU evaluation path (all windows' losses in one pass) against the per-window one,
+    // run here on the CPU: same sums up to f32 rounding; post-LN with projections included.
+    for fixture in ["opt-mini-a", "opt-rand-postln"] {
+        let (model, _) = common::load(fixture);
+        let s = 96;
+        let ids: Vec<u32> = (0..2 * s as u32).map(|i| (i * 7919 + 13) % 50000).collect();
+        let input = Tensor::from_vec(ids.clone(), (2, s), &Device::Cpu).unwrap();
+        let mut h = model.embed(&input).unwrap();
+        let mask = model.causal_mask(s).unwrap();
+        for layer in &model.layers {
+            h = layer.forward(&h, &mask, None).unwrap();
+        }
+        let batched = model.batch_nll_sums(&h, &ids, s).unwrap();
+        for b in 0..2 {
+            let (sum, n) = model.sequence_nll(&h.narrow(0, b, 1).unwrap(), &ids[b * s..(b + 1) * s]).unwrap();
+            assert_eq!(n, s - 1);
+            assert!((batched[b] - sum).abs() < 1e-4 * sum.abs(), "{fixture} window {b}: {} vs {sum}", batched[b]);
+        }
+    }
+}
