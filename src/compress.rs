@@ -253,28 +253,66 @@ pub fn compress(
 
         let hessians: BTreeMap<InputSite, Vec<f64>> =
             accs.iter().map(|(&s, a)| Ok((s, a.hessian()?))).collect::<Result<_>>()?;
-        for kind in LinearKind::ALL {
+        // Plans first. The planner works per input site (q/k/v share theirs, and it caches
+        // per site), so the first linear of each site is planned in parallel with the others
+        // (MI statistics and grouping are host work while the GPU waits); the rest then
+        // find their site's result cached.
+        let weights: Vec<(Tensor, (usize, usize), Vec<f32>)> = LinearKind::ALL
+            .iter()
+            .map(|&kind| {
+                let wt = layer.linear(kind).weight().clone();
+                let shape = wt.dims2()?;
+                let w = weight_vec(&wt)?;
+                Ok((wt, shape, w))
+            })
+            .collect::<Result<_>>()?;
+        let plan_for = |idx: usize| -> Result<LinearPlan> {
+            let kind = LinearKind::ALL[idx];
             let site = kind.input_site();
-            let wt = layer.linear(kind).weight().clone();
-            let (rows, cols) = wt.dims2()?;
-            let w = weight_vec(&wt)?;
+            let (_, (rows, cols), w) = &weights[idx];
             let tp = Instant::now();
             let reservoir = (cfg.reservoir > 0).then(|| reservoirs[&site].rows.as_slice());
-            let plan = planner(&LinearContext {
+            let mut plan = planner(&LinearContext {
                 layer: i,
                 kind,
-                rows,
-                cols,
-                weight: &w,
+                rows: *rows,
+                cols: *cols,
+                weight: w,
                 hessian: &hessians[&site],
                 stats: &accs[&site],
                 reservoir,
             })?;
-            let plan_seconds = tp.elapsed().as_secs_f64();
-            times.plan_s += plan_seconds;
+            plan.plan_seconds = tp.elapsed().as_secs_f64();
+            Ok(plan)
+        };
+        let tp = Instant::now();
+        let first_of_site: Vec<usize> = (0..LinearKind::ALL.len())
+            .filter(|&k| LinearKind::ALL[..k].iter().all(|e| e.input_site() != LinearKind::ALL[k].input_site()))
+            .collect();
+        let mut plans: Vec<Option<LinearPlan>> = (0..LinearKind::ALL.len()).map(|_| None).collect();
+        {
+            use rayon::prelude::*;
+            let firsts: Vec<(usize, LinearPlan)> =
+                first_of_site.par_iter().map(|&k| Ok((k, plan_for(k)?))).collect::<Result<_>>()?;
+            for (k, p) in firsts {
+                plans[k] = Some(p);
+            }
+        }
+        for (k, slot) in plans.iter_mut().enumerate() {
+            if slot.is_none() {
+                *slot = Some(plan_for(k)?);
+            }
+        }
+        times.plan_s += tp.elapsed().as_secs_f64();
+        for (idx, kind) in LinearKind::ALL.into_iter().enumerate() {
+            let site = kind.input_site();
+            let (_, (rows, cols), w) = &weights[idx];
+            let (rows, cols) = (*rows, *cols);
+            let plan = plans[idx].take().expect("planned above");
+            let plan_seconds = plan.plan_seconds;
             let ts = Instant::now();
             let solver_cfg = SolverConfig { quant: plan.quant.clone(), ..cfg.solver.clone() };
-            let solved = solver::solve(&w, rows, cols, &hessians[&site], &solver_cfg, plan.perm.as_deref())
+            let solved = solver::solve(w, rows, cols, &hessians[&site], &solver_cfg, plan.perm.as_deref())
                 .map_err(|e| anyhow::anyhow!("layer {i} {}: {e}", kind.path()))?;
             let (wq, zero_fraction) = install(&mut layer, kind, solved.weight, (rows, cols), storage_dtype)?;
             let (max_distinct_per_row, max_distinct_per_group) = solver::max_levels(&wq, cols, &plan.quant, plan.perm.as_deref());

@@ -11,9 +11,30 @@
 use candle_core::{Storage, Tensor};
 use rayon::prelude::*;
 
+thread_local! {
+    static GENERIC_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the fused kernels switched off on this thread, so the generic (GPU)
+/// code path runs on the host: for tests that compare the two.
+pub fn with_generic_path<R>(f: impl FnOnce() -> R) -> R {
+    GENERIC_ONLY.with(|g| g.set(true));
+    let r = f();
+    GENERIC_ONLY.with(|g| g.set(false));
+    r
+}
+
+/// Whether f32 host tensors take the fused kernels (always, outside `with_generic_path`).
+pub fn fused_enabled() -> bool {
+    !GENERIC_ONLY.with(|g| g.get())
+}
+
 /// Runs `f` on a contiguous f32 host tensor's data without copying it; `None` for any
 /// other tensor (device, dtype or strided), where callers fall back to candle's ops.
 pub fn with_host_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    if !fused_enabled() {
+        return None;
+    }
     let (storage, layout) = t.storage_and_layout();
     let (start, end) = layout.contiguous_offsets()?;
     match &*storage {

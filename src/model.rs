@@ -319,7 +319,7 @@ impl DecoderLayer {
             Ok(t.reshape((b, s, self.num_heads, self.head_dim))?.transpose(1, 2)?.contiguous()?)
         };
         let scaling = (self.head_dim as f64).powf(-0.5);
-        if x.device().is_cpu() && x.dtype() == DType::F32 {
+        if x.device().is_cpu() && x.dtype() == DType::F32 && crate::cpu_kernels::fused_enabled() {
             let flat = |t: Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
             let mut q = flat(linear_forward(&self.q_proj, x, false)?)?;
             q.iter_mut().for_each(|v| *v *= scaling as f32);
@@ -335,16 +335,28 @@ impl DecoderLayer {
         let q = heads((self.q_proj.forward(x)? * scaling)?)?;
         let k = heads(self.k_proj.forward(x)?)?;
         let v = heads(self.v_proj.forward(x)?)?;
-        let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
-        // Softmax in f32 even for f16 activations, as HF's OPT attention does.
-        let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(v.dtype())?;
-        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, hidden))?;
+        // Scores and probabilities of a few windows at a time: the (heads, seq, seq) tensors,
+        // with their f32 copies, are most of the GPU memory at 8 windows per pass; the
+        // projections around them stay batched.
+        let mut parts = Vec::new();
+        for w0 in (0..b).step_by(ATTENTION_WINDOWS) {
+            let n = ATTENTION_WINDOWS.min(b - w0);
+            let (q, k, v) = (q.narrow(0, w0, n)?, k.narrow(0, w0, n)?, v.narrow(0, w0, n)?);
+            let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
+            // Softmax in f32 even for f16 activations, as HF's OPT attention does.
+            let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(v.dtype())?;
+            parts.push(probs.matmul(&v)?);
+        }
+        let ctx = Tensor::cat(&parts, 0)?.transpose(1, 2)?.reshape((b, s, hidden))?;
         if let Some(obs) = observe.as_mut() {
             obs(InputSite::OutProj, &ctx)?;
         }
         Ok(self.out_proj.forward(&ctx)?)
     }
 }
+
+/// Windows whose attention scores are formed at once on the generic (GPU) path.
+const ATTENTION_WINDOWS: usize = 2;
 
 /// `lin(x)`, ReLU'd if asked: the fused host kernel for contiguous f32 host tensors,
 /// candle's ops otherwise.
@@ -499,7 +511,8 @@ impl OptModel {
         let targets = Tensor::from_vec(targets, b * (s - 1), &self.device)?;
         let emb_t = self.embed_tokens.t()?;
         let rows = b * (s - 1);
-        let chunk = 4096;
+        // 1024 rows of f32 logits are 200 MiB; larger chunks raise peak memory, not speed.
+        let chunk = 1024;
         let mut per_row = Vec::new();
         let mut start = 0;
         while start < rows {

@@ -74,6 +74,7 @@ pub fn gaussian_mi_of(rho: f64) -> f64 {
 pub fn gaussian_mi(rho: &SymMatrix) -> SymMatrix {
     let d = rho.d;
     let values = (0..d * d)
+        .into_par_iter()
         .map(|k| if k / d == k % d { 0.0 } else { gaussian_mi_of(rho.values[k]) })
         .collect();
     SymMatrix { d, values }
@@ -234,7 +235,7 @@ pub fn sample_mi(tokens: &[Vec<f32>], method: MiMethod) -> SymMatrix {
 /// Similarity in [0, 1] from MI: 1 − exp(−2 MI) (Linfoot's informational coefficient
 /// squared; equal to ρ² for Gaussians). Used as affinity, and 1 − it as distance.
 pub fn similarity(mi: &SymMatrix) -> SymMatrix {
-    SymMatrix { d: mi.d, values: mi.values.iter().map(|&m| 1.0 - (-2.0 * m).exp()).collect() }
+    SymMatrix { d: mi.d, values: mi.values.par_iter().map(|&m| 1.0 - (-2.0 * m).exp()).collect() }
 }
 
 #[cfg(test)]
