@@ -6,8 +6,9 @@ import glob, json, math, os, sys
 
 def main(gpu_dir, cpu_dir):
     rows = ["# CPU path vs GPU path, same runs", "",
-            "Made by `scripts/cpu_vs_gpu.sh` (CPU: f32, this repository's 2-core machine) against "
-            "`scripts/bench_gpu.sh`'s runs on the H100 (f16), both with 128 calibration windows. PPL over the "
+            "CPU runs: f32, `--device cpu`, by `scripts/cpu_vs_gpu.sh` on the 2-core development machine or by "
+            "`scripts/gpu_run.sh FIXTURE cpu` on the GPU machine's host CPU (the JSON's `command` says which binary "
+            "ran). GPU runs: `scripts/bench_gpu.sh` on the H100 (f16). Both with 128 calibration windows. PPL over the "
             "first N windows of each corpus (N as the CPU run evaluated); Δ = GPU/CPU − 1. Bar: |Δ| ≤ 0.5%.", "",
             "| fixture | run | corpus | windows | CPU PPL | GPU PPL | Δ | zeros CPU / GPU |", "|---|---|---|---|---|---|---|---|"]
     worst = 0.0

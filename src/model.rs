@@ -182,6 +182,15 @@ pub struct DecoderLayer {
     pre_ln: bool,
 }
 
+fn linear_to_device(l: &Linear, device: &Device) -> Result<Linear> {
+    Ok(Linear::new(l.weight().to_device(device)?, l.bias().map(|b| b.to_device(device)).transpose()?))
+}
+
+fn layer_norm_to_device(l: &LayerNorm, device: &Device) -> Result<LayerNorm> {
+    let bias = l.bias().ok_or_else(|| anyhow::anyhow!("layer norm without bias"))?;
+    Ok(LayerNorm::new(l.weight().to_device(device)?, bias.to_device(device)?, LAYER_NORM_EPS))
+}
+
 fn load_linear(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
     let weight = w.get_shaped(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
     let bias = if bias {
@@ -233,13 +242,8 @@ impl DecoderLayer {
     /// A copy of this layer with its tensors on `device` (a cheap handle copy where they
     /// already are there): offloaded models bring one layer at a time to the GPU this way.
     pub fn to_device(&self, device: &Device) -> Result<Self> {
-        let lin = |l: &Linear| -> Result<Linear> {
-            Ok(Linear::new(l.weight().to_device(device)?, l.bias().map(|b| b.to_device(device)).transpose()?))
-        };
-        let ln = |l: &LayerNorm| -> Result<LayerNorm> {
-            let bias = l.bias().ok_or_else(|| anyhow::anyhow!("layer norm without bias"))?;
-            Ok(LayerNorm::new(l.weight().to_device(device)?, bias.to_device(device)?, LAYER_NORM_EPS))
-        };
+        let lin = |l: &Linear| linear_to_device(l, device);
+        let ln = |l: &LayerNorm| layer_norm_to_device(l, device);
         Ok(DecoderLayer {
             q_proj: lin(&self.q_proj)?,
             k_proj: lin(&self.k_proj)?,
@@ -584,17 +588,11 @@ pub fn load_model_offloaded(files: &crate::hub::ModelFiles, device: &Device, dty
     let config = OptConfig::from_file(&files.config)?;
     let weights = Weights::load(&files.weights, dtype, &Device::Cpu)?;
     let mut m = OptModel::load(config, &weights, &Device::Cpu, dtype)?;
-    let lin = |l: &Linear| -> Result<Linear> {
-        Ok(Linear::new(l.weight().to_device(device)?, l.bias().map(|b| b.to_device(device)).transpose()?))
-    };
     m.embed_tokens = m.embed_tokens.to_device(device)?;
     m.embed_positions = m.embed_positions.to_device(device)?;
-    m.project_in = m.project_in.as_ref().map(lin).transpose()?;
-    m.project_out = m.project_out.as_ref().map(lin).transpose()?;
-    if let Some(ln) = &m.final_layer_norm {
-        let bias = ln.bias().ok_or_else(|| anyhow::anyhow!("layer norm without bias"))?;
-        m.final_layer_norm = Some(LayerNorm::new(ln.weight().to_device(device)?, bias.to_device(device)?, LAYER_NORM_EPS));
-    }
+    m.project_in = m.project_in.as_ref().map(|l| linear_to_device(l, device)).transpose()?;
+    m.project_out = m.project_out.as_ref().map(|l| linear_to_device(l, device)).transpose()?;
+    m.final_layer_norm = m.final_layer_norm.as_ref().map(|l| layer_norm_to_device(l, device)).transpose()?;
     m.device = device.clone();
     m.layer_home = Device::Cpu;
     Ok(m)

@@ -145,3 +145,17 @@ fn generic_attention_path_equals_fused_cpu_kernels() {
     assert!(max_diff < 1e-3, "max |logit fused − generic| = {max_diff}");
     assert!(max_diff > 0.0, "the two paths should differ in rounding (is the generic path running?)");
 }
+
+#[test]
+fn offloaded_model_gives_the_same_losses() {
+    // `--offload` keeps layers at `layer_home` and moves each to the compute device per use;
+    // on a CPU-only machine both are the host, which still runs the offload code path.
+    let files = sparsegpt_mi::hub::resolve_model(common::fixture("opt-mini-a").to_str().unwrap()).unwrap();
+    let plain = sparsegpt_mi::model::load_model(&files, &Device::Cpu, candle_core::DType::F32).unwrap();
+    let off = sparsegpt_mi::model::load_model_offloaded(&files, &Device::Cpu, candle_core::DType::F32).unwrap();
+    assert!(off.layer_home.is_cpu());
+    let ids: Vec<u32> = (0..128u32).map(|i| (i * 7907 + 3) % 50000).collect();
+    let a = eval::window_nll(&plain, &ids).unwrap();
+    let b = eval::window_nll(&off, &ids).unwrap();
+    assert_eq!(a, b);
+}
