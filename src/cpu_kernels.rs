@@ -85,15 +85,16 @@ pub fn linear(x: &[f32], rows: usize, w: &[f32], bias: Option<&[f32]>, out_dim: 
 /// Queries per task: 128 rows × 2048 keys of f32 scores is 1 MiB, within L2.
 const QUERY_BLOCK: usize = 128;
 
-/// Raw output pointer shared by tasks that write disjoint (rows × head) tiles.
+/// Raw output pointer shared by parallel tasks that each write their own disjoint tile
+/// (attention: rows × head; Gram: row panels).
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
+pub(crate) struct TilePtr(pub(crate) *mut f32);
+unsafe impl Send for TilePtr {}
+unsafe impl Sync for TilePtr {}
 
-impl OutPtr {
+impl TilePtr {
     /// Taking `self` whole keeps closures from capturing the bare (non-Send) pointer field.
-    fn at(self, offset: usize) -> *mut f32 {
+    pub(crate) fn at(self, offset: usize) -> *mut f32 {
         unsafe { self.0.add(offset) }
     }
 }
@@ -107,7 +108,7 @@ pub fn causal_attention(q: &[f32], k: &[f32], v: &[f32], batch: usize, seq: usiz
     assert_eq!(k.len(), q.len());
     assert_eq!(v.len(), q.len());
     let mut out = vec![0f32; q.len()];
-    let out_ptr = OutPtr(out.as_mut_ptr());
+    let out_ptr = TilePtr(out.as_mut_ptr());
     let blocks = seq.div_ceil(QUERY_BLOCK);
     // Largest tasks (last query blocks see the most keys) first, for load balance.
     let mut tasks: Vec<(usize, usize, usize)> = (0..batch)
