@@ -473,6 +473,7 @@ pub fn run_mi_inspect(args: MiInspectArgs) -> Result<()> {
             quant: QuantScheme::None,
             act_order: false,
             hinv_precision: crate::hessian::HinvPrecision::F32,
+            lazy_updates: false,
         },
         gmp: false,
         minlayer: args.layer as i64,

@@ -56,6 +56,10 @@ pub struct PruneArgs {
     /// Precision of the inverse-Hessian factorisation: f32 as the published code, or f64.
     #[arg(long, value_enum, default_value_t = crate::hessian::HinvPrecision::F32)]
     pub hinv_precision: crate::hessian::HinvPrecision,
+    /// The published code's update order (errors to later blocks once per block, one GEMM)
+    /// instead of the default eager one: same arithmetic, other rounding.
+    #[arg(long)]
+    pub lazy_updates: bool,
     /// Compress layers i with minlayer <= i < maxlayer.
     #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
     pub minlayer: i64,
@@ -229,6 +233,7 @@ pub fn run_prune(args: PruneArgs) -> Result<()> {
             quant: args.base_quant(),
             act_order: args.act_order,
             hinv_precision: args.hinv_precision,
+            lazy_updates: args.lazy_updates,
         },
         gmp: args.gmp,
         minlayer: args.minlayer,

@@ -6,9 +6,10 @@
 //! columns through the row of the upper Cholesky factor of H⁻¹ (the OBS update). Rows are
 //! independent given the mask, so they run in parallel.
 //!
-//! Deviation from the reference, on purpose: the reference applies the error to the rest
-//! of the block at once and to later blocks lazily (one GEMM per block, for GPU speed);
-//! here each row applies it to all remaining columns at once. The arithmetic is the same
+//! Deviation from the reference, on purpose (by default; `lazy_updates` follows the
+//! reference): the reference applies the error to the rest of the block at once and to
+//! later blocks lazily (one GEMM per block, for GPU speed); here each row applies it to all
+//! remaining columns at once. The arithmetic is the same
 //! (up to summation order), and the current value of every column is known when a
 //! quantization group starts. For GPTQ `--groupsize` not aligned with the blocks the
 //! reference reads stale (block-start) values for the group's grid; this code reads the
@@ -51,6 +52,12 @@ pub struct SolverConfig {
     pub act_order: bool,
     /// Precision of the H⁻¹ factorisation (the reference: f32).
     pub hinv_precision: hessian::HinvPrecision,
+    /// The reference's update order: errors go to the rest of the block column by column
+    /// and to later columns once per block, as one GEMM (Err · U[block, after]). Same
+    /// arithmetic, other rounding; groups that start beyond the block then read values not
+    /// yet updated by it, as the reference's `--groupsize` grid does. (512 × 4096 layer,
+    /// 2 cores: 2.16 s against 2.48 s eager; the H⁻¹ factorisation is most of either.)
+    pub lazy_updates: bool,
 }
 
 pub struct Solved {
@@ -143,6 +150,8 @@ pub fn solve(w: &[f32], rows: usize, cols: usize, h: &[f64], cfg: &SolverConfig,
     };
     const CHUNK_ROWS: usize = 8;
     let mut loss_rows = vec![0f64; rows];
+    // Lazy mode: this block's scaled errors (rows × block), for the tail GEMM.
+    let mut block_err: Vec<f32> = Vec::new();
 
     for i1 in (0..cols).step_by(cfg.blocksize) {
         let i2 = (i1 + cfg.blocksize).min(cols);
@@ -161,10 +170,22 @@ pub fn solve(w: &[f32], rows: usize, cols: usize, h: &[f64], cfg: &SolverConfig,
             vec![false; rows * count]
         };
 
+        // Columns an error reaches inside the column loop: the whole remainder (eager) or
+        // the rest of the block (lazy; later columns get the tail GEMM below).
+        let reach = if cfg.lazy_updates { i2 } else { cols };
+        block_err.clear();
+        block_err.resize(if cfg.lazy_updates { rows * count } else { 0 }, 0.0);
+        let err_chunk = if cfg.lazy_updates { count * CHUNK_ROWS } else { 1 };
+        let mut err_chunks: Vec<&mut [f32]> = if cfg.lazy_updates {
+            block_err.chunks_mut(err_chunk).collect()
+        } else {
+            (0..rows.div_ceil(CHUNK_ROWS)).map(|_| &mut [][..]).collect()
+        };
         wp.par_chunks_mut(cols * CHUNK_ROWS)
             .zip(loss_rows.par_chunks_mut(CHUNK_ROWS))
+            .zip(err_chunks.par_iter_mut())
             .enumerate()
-            .for_each(|(chunk, (wrows, losses))| {
+            .for_each(|(chunk, ((wrows, losses), errs))| {
                 let n_rows = wrows.len() / cols;
                 let r0 = chunk * CHUNK_ROWS;
                 let mut row_mask: Vec<Vec<bool>> = (0..n_rows)
@@ -205,14 +226,44 @@ pub fn solve(w: &[f32], rows: usize, cols: usize, h: &[f64], cfg: &SolverConfig,
                         row[i] = q;
                         let err = (w - q) / d;
                         losses[r] += ((w - q) as f64 / d as f64).powi(2) / 2.0;
+                        if !errs.is_empty() {
+                            errs[r * count + (i - i1)] = err;
+                        }
                         if err != 0.0 {
-                            for (x, &hu) in row[i + 1..].iter_mut().zip(&urow[i + 1..]) {
+                            for (x, &hu) in row[i + 1..reach].iter_mut().zip(&urow[i + 1..reach]) {
                                 *x -= err * hu;
                             }
                         }
                     }
                 }
             });
+        drop(err_chunks);
+        if cfg.lazy_updates && i2 < cols {
+            // W[:, i2..] −= Err (rows × count) · U[i1..i2, i2..]
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    cols - i2,
+                    count,
+                    wp.as_mut_ptr().add(i2),
+                    1,
+                    cols as isize,
+                    true,
+                    block_err.as_ptr(),
+                    1,
+                    count as isize,
+                    u.as_ptr().add(i1 * cols + i2),
+                    1,
+                    cols as isize,
+                    1.0,
+                    -1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(rayon::current_num_threads()),
+                );
+            }
+        }
     }
 
     // Back to the original column order.
@@ -289,6 +340,7 @@ mod tests {
             quant,
             act_order: false,
             hinv_precision: hessian::HinvPrecision::F32,
+            lazy_updates: false,
         }
     }
 
@@ -370,6 +422,22 @@ mod tests {
             if k % cols != 3 {
                 assert_eq!(a, b);
             }
+        }
+    }
+
+    #[test]
+    fn lazy_block_updates_equal_eager_ones() {
+        // Rows not a multiple of the row chunk, columns not a multiple of the block.
+        let (rows, cols) = (13, 27);
+        let h = spd(cols, 5);
+        let w = weights(rows, cols);
+        for (sparsity, quant) in [(0.5, QuantScheme::None), (0.0, QuantScheme::None), (0.5, QuantScheme::PerRow { bits: 4, sym: false })] {
+            let eager = solve(&w, rows, cols, &h, &cfg(sparsity, quant.clone()), None).unwrap();
+            let lazy = solve(&w, rows, cols, &h, &SolverConfig { lazy_updates: true, ..cfg(sparsity, quant.clone()) }, None).unwrap();
+            // Same masks and grid points (summation order only); values within f32 rounding.
+            let differ = eager.weight.iter().zip(&lazy.weight).filter(|(a, b)| (*a - *b).abs() > 1e-4 * a.abs().max(1.0)).count();
+            assert_eq!(differ, 0, "{quant:?}, sparsity {sparsity}: {differ} weights differ");
+            assert!((eager.loss - lazy.loss).abs() <= 1e-4 * eager.loss.max(1e-9), "{quant:?}: loss {} vs {}", eager.loss, lazy.loss);
         }
     }
 
