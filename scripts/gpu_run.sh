@@ -46,7 +46,9 @@ for stage in "$@"; do
       done
       ;;
     reference)
-      python3 scripts/reference_table.py --bin $BIN --shared $S --device cuda --fixtures $FX --jobs ${JOBS:-4} --out "$OUT/ref" | tail -20
+      # REF_EXTRA (e.g. --lazy-updates) is added to every prune run.
+      python3 scripts/reference_table.py --bin $BIN --shared $S --device cuda --fixtures $FX --jobs ${JOBS:-4} \
+        --extra="${REF_EXTRA:-}" --out "$OUT/ref" | tail -20
       ;;
     reload)
       $BIN prune $S/fixtures/$FX c4 --sparsity 0.5 --wbits 4 --device cuda --data-dir $S/data --eval-datasets wikitext2 \

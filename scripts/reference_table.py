@@ -32,7 +32,7 @@ def flags(a):
     return f
 
 
-def run_one(bin_, shared, fixture, run, device, out, force):
+def run_one(bin_, shared, fixture, run, device, out, force, extra=()):
     if os.path.exists(out) and not force:
         return out, 0.0, "cached"
     ref = json.load(open(os.path.join(shared, "reference", fixture, run + ".json")))
@@ -42,7 +42,7 @@ def run_one(bin_, shared, fixture, run, device, out, force):
     if f is None:
         cmd = [bin_, "eval", model, "--device", device, "--data-dir", data, "--json", out]
     else:
-        cmd = [bin_, "prune", model, "c4", *f, "--device", device, "--data-dir", data, "--json", out]
+        cmd = [bin_, "prune", model, "c4", *f, *extra, "--device", device, "--data-dir", data, "--json", out]
     t = time.time()
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
@@ -68,7 +68,9 @@ def main():
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--out", default=os.path.join(ROOT, "test_results"))
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--extra", default="", help="flags added to every prune run, e.g. --extra=--lazy-updates")
     a = ap.parse_args()
+    extra = a.extra.split()
     todo = []
     for fx in a.fixtures.split(","):
         names = sorted(n[:-5] for n in os.listdir(os.path.join(a.shared, "reference", fx)) if n.endswith(".json"))
@@ -80,14 +82,15 @@ def main():
             todo.append((fx, run, out))
     commands = {}
     with cf.ThreadPoolExecutor(a.jobs) as ex:
-        futs = {ex.submit(run_one, a.bin, a.shared, fx, run, a.device, out, a.force): (fx, run) for fx, run, out in todo}
+        futs = {ex.submit(run_one, a.bin, a.shared, fx, run, a.device, out, a.force, extra): (fx, run) for fx, run, out in todo}
         for fut in cf.as_completed(futs):
             fx, run = futs[fut]
             out, dt, msg = fut.result()
             commands[(fx, run)] = msg
             print(f"{fx:12s} {run:16s} {dt:7.1f}s {msg[:100]}", flush=True)
     lines = ["# sparsegpt-mi vs the published SparseGPT/GPTQ code", "",
-             f"Made by `scripts/reference_table.py --device {a.device} --fixtures {a.fixtures}` "
+             f"Made by `scripts/reference_table.py --device {a.device} --fixtures {a.fixtures}"
+             + (f" --extra='{a.extra}'" if a.extra else "") + "` "
              "(full protocol: 128 C4 calibration windows drawn with the Python-compatible sampler, seed 0; "
              "all evaluation windows). Reference: ../shared/reference (published code, H100, fp16).", "",
              "| fixture | run | WikiText-2 ours / ref (Δ%) | PTB ours / ref (Δ%) | C4 ours / ref (Δ%) | zeros ours / ref | max levels/row ours / ref |",
