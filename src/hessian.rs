@@ -47,33 +47,32 @@ impl HessianAccumulator {
         if x2.device().is_cpu() {
             // On the host: only the lower block triangle of XᵀX (a symmetric rank-k update),
             // about half the multiply-adds of the full product.
-            let copied;
-            let xs: &[f32] = match crate::cpu_kernels::with_host_f32(&x2, |s| s.as_ptr() as usize) {
-                // Borrow the tensor's own buffer (no copy of a 2048×1024 batch); x2 outlives it.
-                Some(ptr) => unsafe { std::slice::from_raw_parts(ptr as *const f32, tokens * d) },
-                None => {
-                    copied = x2.flatten_all()?.to_vec1::<f32>()?;
-                    &copied
-                }
-            };
             let n = self.dim;
             let acc = match self.sum_xxt.get_or_insert_with(|| GramSum::Host(vec![0.0; n * n])) {
                 GramSum::Host(v) => v,
                 GramSum::Device(_) => bail!("Hessian inputs moved between devices"),
             };
-            if self.keep_f64 {
-                let mut batch = vec![0f32; n * n];
-                gram_lower_accumulate(xs, tokens, n, &mut batch);
-                let acc64 = self.sum_xxt_f64.get_or_insert_with(|| vec![0.0; n * n]);
-                for ((a, a64), b) in acc.iter_mut().zip(acc64.iter_mut()).zip(&batch) {
-                    *a += b;
-                    *a64 += *b as f64;
+            let mut acc64 = if self.keep_f64 { Some(self.sum_xxt_f64.get_or_insert_with(|| vec![0.0; n * n])) } else { None };
+            let sum_x = &mut self.sum_x;
+            let mut add = |xs: &[f32]| {
+                match acc64.as_deref_mut() {
+                    Some(acc64) => {
+                        let mut batch = vec![0f32; n * n];
+                        gram_lower_accumulate(xs, tokens, n, &mut batch);
+                        for ((a, a64), b) in acc.iter_mut().zip(acc64.iter_mut()).zip(&batch) {
+                            *a += b;
+                            *a64 += *b as f64;
+                        }
+                    }
+                    None => gram_lower_accumulate(xs, tokens, n, acc),
                 }
-            } else {
-                gram_lower_accumulate(xs, tokens, n, acc);
-            }
-            for (a, col) in self.sum_x.iter_mut().zip(column_sums(xs, n)) {
-                *a += col;
+                for (a, col) in sum_x.iter_mut().zip(column_sums(xs, n)) {
+                    *a += col;
+                }
+            };
+            // The tensor's own buffer where possible (no copy of a 2048×1024 batch).
+            if crate::cpu_kernels::with_host_f32(&x2, &mut add).is_none() {
+                add(&x2.flatten_all()?.to_vec1::<f32>()?);
             }
         } else {
             let xxt = x2.t()?.matmul(&x2)?;
