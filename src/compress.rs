@@ -257,19 +257,17 @@ pub fn compress(
         // per site), so the first linear of each site is planned in parallel with the others
         // (MI statistics and grouping are host work while the GPU waits); the rest then
         // find their site's result cached.
-        let weights: Vec<(Tensor, (usize, usize), Vec<f32>)> = LinearKind::ALL
+        let weights: Vec<((usize, usize), Vec<f32>)> = LinearKind::ALL
             .iter()
             .map(|&kind| {
-                let wt = layer.linear(kind).weight().clone();
-                let shape = wt.dims2()?;
-                let w = weight_vec(&wt)?;
-                Ok((wt, shape, w))
+                let wt = layer.linear(kind).weight();
+                Ok((wt.dims2()?, weight_vec(wt)?))
             })
             .collect::<Result<_>>()?;
         let plan_for = |idx: usize| -> Result<LinearPlan> {
             let kind = LinearKind::ALL[idx];
             let site = kind.input_site();
-            let (_, (rows, cols), w) = &weights[idx];
+            let ((rows, cols), w) = &weights[idx];
             let tp = Instant::now();
             let reservoir = (cfg.reservoir > 0).then(|| reservoirs[&site].rows.as_slice());
             let mut plan = planner(&LinearContext {
@@ -306,7 +304,7 @@ pub fn compress(
         times.plan_s += tp.elapsed().as_secs_f64();
         for (idx, kind) in LinearKind::ALL.into_iter().enumerate() {
             let site = kind.input_site();
-            let (_, (rows, cols), w) = &weights[idx];
+            let ((rows, cols), w) = &weights[idx];
             let (rows, cols) = (*rows, *cols);
             let plan = plans[idx].take().expect("planned above");
             let plan_seconds = plan.plan_seconds;
