@@ -43,6 +43,65 @@ pub fn with_host_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     }
 }
 
+/// A strided f32 matrix operand of `gemm_into`.
+#[derive(Clone, Copy)]
+pub(crate) struct View {
+    ptr: *const f32,
+    row_stride: isize,
+    col_stride: isize,
+}
+
+impl View {
+    /// A row-major matrix whose rows start `ld` elements apart.
+    pub(crate) fn rows(ptr: *const f32, ld: usize) -> Self {
+        View { ptr, row_stride: ld as isize, col_stride: 1 }
+    }
+    /// The transpose of a row-major matrix whose rows start `ld` elements apart.
+    pub(crate) fn transposed(ptr: *const f32, ld: usize) -> Self {
+        View { ptr, row_stride: 1, col_stride: ld as isize }
+    }
+}
+
+/// dst (m × n, row-major, rows `dst_ld` apart) = [dst +] scale · a (m × k) · b (k × n):
+/// the `gemm` crate's call with its column-first strides and conjugation flags spelled once.
+///
+/// # Safety
+/// The pointers must cover the described extents, and `dst` must not overlap `a` or `b`
+/// nor be written by anyone else during the call.
+#[allow(clippy::too_many_arguments)] // shape, destination, two operands, scale, threads
+pub(crate) unsafe fn gemm_into(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_ld: usize,
+    accumulate: bool,
+    a: View,
+    b: View,
+    scale: f32,
+    par: gemm::Parallelism,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_ld as isize,
+        accumulate,
+        a.ptr,
+        a.col_stride,
+        a.row_stride,
+        b.ptr,
+        b.col_stride,
+        b.row_stride,
+        if accumulate { 1.0 } else { 0.0 },
+        scale,
+        false,
+        false,
+        false,
+        par,
+    )
+}
+
 /// y = x·Wᵀ + b (optionally ReLU'd) for row-major `x` (rows × in), `w` (out × in), `bias`
 /// (out): the bias is written first and the GEMM accumulates onto it, so the product
 /// and the bias add are one pass over the output, and the ReLU one more, in parallel.
@@ -54,25 +113,14 @@ pub fn linear(x: &[f32], rows: usize, w: &[f32], bias: Option<&[f32]>, out_dim: 
         y.par_chunks_mut(out_dim).for_each(|row| row.copy_from_slice(b));
     }
     unsafe {
-        gemm::gemm(
-            rows,
-            out_dim,
-            in_dim,
+        gemm_into(
+            (rows, out_dim, in_dim),
             y.as_mut_ptr(),
-            1,
-            out_dim as isize,
+            out_dim,
             bias.is_some(),
-            x.as_ptr(),
-            1,
-            in_dim as isize,
-            w.as_ptr(),
-            in_dim as isize,
-            1,
+            View::rows(x.as_ptr(), in_dim),
+            View::transposed(w.as_ptr(), in_dim),
             1.0,
-            1.0,
-            false,
-            false,
-            false,
             gemm::Parallelism::Rayon(rayon::current_num_threads()),
         );
     }
@@ -126,25 +174,14 @@ pub fn causal_attention(q: &[f32], k: &[f32], v: &[f32], batch: usize, seq: usiz
         let base = b * seq * width + h * head_dim;
         unsafe {
             // scores (rows × keys) = Q[i0..i1] · K[0..keys]ᵀ
-            gemm::gemm(
-                rows,
-                keys,
-                head_dim,
+            gemm_into(
+                (rows, keys, head_dim),
                 scores.as_mut_ptr(),
-                1,
-                keys as isize,
+                keys,
                 false,
-                q.as_ptr().add(base + i0 * width),
-                1,
-                width as isize,
-                k.as_ptr().add(base),
-                width as isize,
-                1,
-                0.0,
+                View::rows(q.as_ptr().add(base + i0 * width), width),
+                View::transposed(k.as_ptr().add(base), width),
                 1.0,
-                false,
-                false,
-                false,
                 gemm::Parallelism::None,
             );
         }
@@ -154,25 +191,14 @@ pub fn causal_attention(q: &[f32], k: &[f32], v: &[f32], batch: usize, seq: usiz
         }
         unsafe {
             // ctx[i0..i1, head] (rows × head_dim) = P (rows × keys) · V[0..keys, head]
-            gemm::gemm(
-                rows,
-                head_dim,
-                keys,
+            gemm_into(
+                (rows, head_dim, keys),
                 out_ptr.at(base + i0 * width),
-                1,
-                width as isize,
+                width,
                 false,
-                scores.as_ptr(),
-                1,
-                keys as isize,
-                v.as_ptr().add(base),
-                1,
-                width as isize,
-                0.0,
+                View::rows(scores.as_ptr(), keys),
+                View::rows(v.as_ptr().add(base), width),
                 1.0,
-                false,
-                false,
-                false,
                 gemm::Parallelism::None,
             );
         }

@@ -145,7 +145,7 @@ impl GramSum {
 /// 32 is 2× slower, 128 no faster).
 const GRAM_TILE: usize = 64;
 
-use crate::cpu_kernels::TilePtr;
+use crate::cpu_kernels::{TilePtr, View};
 
 /// acc += XᵀX for row-major X (tokens × n), computing only the tiles on and below the
 /// diagonal (entries strictly above the diagonal tiles are left untouched; read the
@@ -163,25 +163,14 @@ pub fn gram_lower_accumulate(x: &[f32], tokens: usize, n: usize, acc: &mut [f32]
         let cols = r0 + rows;
         unsafe {
             // acc[r0.., 0..cols] (rows × cols) += X[:, r0..]ᵀ (rows × tokens) · X[:, ..cols] (tokens × cols)
-            gemm::gemm(
-                rows,
-                cols,
-                tokens,
+            crate::cpu_kernels::gemm_into(
+                (rows, cols, tokens),
                 dst.at(r0 * n),
-                1,
-                n as isize,
+                n,
                 true,
-                x.as_ptr().add(r0),
-                n as isize,
-                1,
-                x.as_ptr(),
-                1,
-                n as isize,
+                View::transposed(x.as_ptr().add(r0), n),
+                View::rows(x.as_ptr(), n),
                 1.0,
-                1.0,
-                false,
-                false,
-                false,
                 gemm::Parallelism::None,
             );
         }

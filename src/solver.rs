@@ -15,6 +15,7 @@
 //! reference reads stale (block-start) values for the group's grid; this code reads the
 //! current ones. With the published settings (groupsize 128, blocksize 128) they agree.
 
+use crate::cpu_kernels::View;
 use crate::hessian;
 use crate::quantizer::{find_params, quantize, QuantParams};
 use anyhow::{bail, Result};
@@ -241,25 +242,14 @@ pub fn solve(w: &[f32], rows: usize, cols: usize, h: &[f64], cfg: &SolverConfig,
         if cfg.lazy_updates && i2 < cols {
             // W[:, i2..] −= Err (rows × count) · U[i1..i2, i2..]
             unsafe {
-                gemm::gemm(
-                    rows,
-                    cols - i2,
-                    count,
+                crate::cpu_kernels::gemm_into(
+                    (rows, cols - i2, count),
                     wp.as_mut_ptr().add(i2),
-                    1,
-                    cols as isize,
+                    cols,
                     true,
-                    block_err.as_ptr(),
-                    1,
-                    count as isize,
-                    u.as_ptr().add(i1 * cols + i2),
-                    1,
-                    cols as isize,
-                    1.0,
+                    View::rows(block_err.as_ptr(), count),
+                    View::rows(u.as_ptr().add(i1 * cols + i2), cols),
                     -1.0,
-                    false,
-                    false,
-                    false,
                     gemm::Parallelism::Rayon(rayon::current_num_threads()),
                 );
             }
