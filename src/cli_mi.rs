@@ -191,6 +191,8 @@ impl MiArgs {
             report["silhouette"] = serde_json::json!(groups.silhouette);
             report["davies_bouldin"] = serde_json::json!(groups.davies_bouldin);
             report["mi_seconds"] = serde_json::json!(if fresh { groups.seconds } else { 0.0 });
+            report["mi_similarity_seconds"] = serde_json::json!(if fresh { groups.similarity_seconds } else { 0.0 });
+            report["mi_clustering_seconds"] = serde_json::json!(if fresh { groups.clustering_seconds } else { 0.0 });
             report["mi_memory_bytes"] = serde_json::json!(groups.memory_bytes);
             Ok(LinearPlan { quant: plan.0.quant, perm: plan.0.perm, report: Some(report), plan_seconds: t0.elapsed().as_secs_f64() })
         }))
@@ -204,7 +206,11 @@ pub struct ChannelGroups {
     pub redundancy: Vec<f64>,
     pub silhouette: Option<f64>,
     pub davies_bouldin: Option<f64>,
+    /// Wall time of the whole grouping, and of its similarity and clustering steps (the
+    /// rest is the quality scores and redundancy).
     pub seconds: f64,
+    pub similarity_seconds: f64,
+    pub clustering_seconds: f64,
     pub memory_bytes: usize,
 }
 
@@ -224,7 +230,16 @@ fn rank_groups(importance: &[f64], k: usize) -> ChannelGroups {
     for (rank, &j) in order.iter().enumerate() {
         labels[j] = rank * k / d;
     }
-    ChannelGroups { labels, redundancy: vec![0.0; k], silhouette: None, davies_bouldin: None, seconds: 0.0, memory_bytes: 0 }
+    ChannelGroups {
+        labels,
+        redundancy: vec![0.0; k],
+        silhouette: None,
+        davies_bouldin: None,
+        seconds: 0.0,
+        similarity_seconds: 0.0,
+        clustering_seconds: 0.0,
+        memory_bytes: 0,
+    }
 }
 
 /// The MI matrix of a linear input, from the accumulated moments or the reservoir.
@@ -243,9 +258,17 @@ pub fn mi_matrix(ctx: &LinearContext, method: MiMethod) -> Result<SymMatrix> {
 
 /// MI (or random-control) grouping of one linear input.
 pub fn mi_groups(ctx: &LinearContext, args: &MiArgs, seed: u64) -> Result<ChannelGroups> {
+    use rayon::prelude::*;
     let t0 = Instant::now();
-    let mi = mi_matrix(ctx, args.mi_method)?;
-    let sim = mutual_info::similarity(&mi);
+    let sim = match args.mi_method {
+        MiMethod::Corr => mutual_info::gaussian_similarity(&mutual_info::correlation_from_moments(
+            &ctx.stats.sum_xxt()?,
+            &ctx.stats.sum_x,
+            ctx.stats.tokens,
+        )),
+        _ => mutual_info::similarity(&mi_matrix(ctx, args.mi_method)?),
+    };
+    let similarity_seconds = t0.elapsed().as_secs_f64();
     let method = if args.grouping == GroupingMethod::Random { GroupingMethod::Spectral } else { args.grouping };
     let mut labels = match args.fixed_groups()? {
         Some(k) => grouping::cluster(&sim, method, k.min(sim.d), seed)?,
@@ -254,30 +277,45 @@ pub fn mi_groups(ctx: &LinearContext, args: &MiArgs, seed: u64) -> Result<Channe
     if args.grouping == GroupingMethod::Random {
         labels = grouping::random_with_sizes(&grouping::group_sizes(&labels), seed.wrapping_add(ctx.layer as u64 * 7919 + ctx.cols as u64));
     }
-    let dist = SymMatrix { d: sim.d, values: sim.values.iter().map(|s| 1.0 - s).collect() };
+    let clustering_seconds = t0.elapsed().as_secs_f64() - similarity_seconds;
+    let dist = SymMatrix { d: sim.d, values: sim.values.par_iter().map(|s| 1.0 - s).collect() };
     let silhouette = grouping::silhouette(&dist, &labels);
     let davies_bouldin = grouping::davies_bouldin(&sim, &labels);
-    let k = grouping::group_sizes(&labels).len();
-    let mut red_sum = vec![0.0; k];
-    let mut red_n = vec![0.0; k];
-    for i in 0..sim.d {
-        for j in 0..sim.d {
-            if i != j && labels[i] == labels[j] {
-                red_sum[labels[i]] += sim.get(i, j);
-                red_n[labels[i]] += 1.0;
-            }
-        }
-    }
-    let redundancy = red_sum.iter().zip(&red_n).map(|(s, n)| if *n > 0.0 { s / n } else { 0.0 }).collect();
+    let redundancy = group_redundancy(&sim, &labels);
     let memory_bytes = 3 * sim.d * sim.d * std::mem::size_of::<f64>();
+    let seconds = t0.elapsed().as_secs_f64();
     Ok(ChannelGroups {
         labels,
         redundancy,
         silhouette: Some(silhouette),
         davies_bouldin: Some(davies_bouldin),
-        seconds: t0.elapsed().as_secs_f64(),
+        seconds,
+        similarity_seconds,
+        clustering_seconds,
         memory_bytes,
     })
+}
+
+/// Mean pairwise similarity inside each group (0 for singletons). Rows are summed in
+/// parallel, each in column order, then added up in row order (deterministic).
+fn group_redundancy(sim: &SymMatrix, labels: &[usize]) -> Vec<f64> {
+    use rayon::prelude::*;
+    let k = grouping::group_sizes(labels).len();
+    let row_sums: Vec<f64> = sim
+        .values
+        .par_chunks(sim.d)
+        .enumerate()
+        .map(|(i, row)| row.iter().enumerate().filter(|&(j, _)| j != i && labels[j] == labels[i]).map(|(_, s)| s).sum())
+        .collect();
+    let sizes = grouping::group_sizes(labels);
+    let mut sums = vec![0.0; k];
+    for (i, s) in row_sums.iter().enumerate() {
+        sums[labels[i]] += s;
+    }
+    sums.iter()
+        .zip(&sizes)
+        .map(|(s, &n)| if n > 1 { s / (n * (n - 1)) as f64 } else { 0.0 })
+        .collect()
 }
 
 /// Bits per group and the sweep order. A group's importance is the sum of its columns'

@@ -16,6 +16,7 @@ use faer::{Mat, Side};
 use linfa::prelude::*;
 use linfa_clustering::KMeans;
 use ndarray::Array2;
+use rayon::prelude::*;
 use rand_xoshiro::rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256Plus;
 use serde::Serialize;
@@ -63,35 +64,50 @@ pub fn spectral(aff: &SymMatrix, k: usize, seed: u64) -> Result<Vec<usize>> {
 }
 
 /// Widths from which the Krylov–Schur partial eigensolver replaces the dense one. The
-/// dense solver's d³ cost is ~0.1 s at d = 1024 but minutes at opt-1.3b's fc2 input (8192);
-/// below this width the dense one is kept, as it gives the groupings of the committed MI
-/// tables exactly (the partial one converges to the same subspace where the K-th eigengap
-/// is clear, but real MI spectra are often crowded there, and k-means then lands elsewhere).
-const PARTIAL_EIGEN_MIN_DIM: usize = 2048;
+/// dense solver's d³ cost was 0.19 s of a 0.23 s plan at d = 1024 on the H100 host (the MI
+/// planning then took 38% of compress time) and takes minutes at opt-1.3b's fc2 input
+/// (8192); the partial one takes a few ms at 1024. Below 512 channels the dense one is as
+/// fast. Where the K-th eigengap is crowded (real MI spectra often are) the two converge to
+/// different bases of a near-degenerate subspace, and k-means may group differently.
+const PARTIAL_EIGEN_MIN_DIM: usize = 512;
 
 /// The `k` eigenvectors of the normalised Laplacian L = I − D^-½ A D^-½ with the smallest
 /// eigenvalues, as columns (d × k), smallest first: dense below `PARTIAL_EIGEN_MIN_DIM`,
 /// else from a Krylov–Schur iteration (falling back to dense if it does not converge).
 pub fn laplacian_bottom_eigenvectors(aff: &SymMatrix, k: usize) -> Result<Mat<f64>> {
     let d = aff.d;
-    let deg: Vec<f64> = (0..d).map(|i| (0..d).map(|j| aff.get(i, j)).sum()).collect();
-    let inv_sqrt: Vec<f64> = deg.iter().map(|&g| if g > 0.0 { 1.0 / g.sqrt() } else { 0.0 }).collect();
-    let normalised = |i: usize, j: usize| aff.get(i, j) * inv_sqrt[i] * inv_sqrt[j];
+    let rows = || aff.values.par_chunks(d);
+    let inv_sqrt: Vec<f64> = rows()
+        .map(|row| row.iter().sum::<f64>())
+        .map(|g| if g > 0.0 { 1.0 / g.sqrt() } else { 0.0 })
+        .collect();
+    // N = D^-½ A D^-½ written column by column (faer is column-major; A is symmetric, so
+    // column j is row j of A, read contiguously).
+    let mut normalised = Mat::<f64>::zeros(d, d);
+    normalised.par_col_chunks_mut(1).zip(rows()).enumerate().for_each(|(j, (mut col, row))| {
+        for (i, &a) in row.iter().enumerate() {
+            col[(i, 0)] = a * inv_sqrt[i] * inv_sqrt[j];
+        }
+    });
     if d >= PARTIAL_EIGEN_MIN_DIM && k < d / 4 {
-        if let Some(u) = partial_bottom_eigenvectors(d, k, normalised) {
+        if let Some(u) = partial_bottom_eigenvectors(&normalised, k) {
             return Ok(u);
         }
     }
-    dense_bottom_eigenvectors(d, k, normalised)
+    dense_bottom_eigenvectors(&normalised, k)
 }
 
-/// L's bottom `k` eigenvectors as B = 2I − L's (spectrum in [0, 2], so its largest-
-/// magnitude eigenvalues are L's smallest) top ones, by faer's Krylov–Schur iteration.
-/// `None` if it did not converge.
-fn partial_bottom_eigenvectors(d: usize, k: usize, normalised: impl Fn(usize, usize) -> f64) -> Option<Mat<f64>> {
+/// L's bottom `k` eigenvectors as B = I + N's (= 2I − L: spectrum in [0, 2], so its
+/// largest-magnitude eigenvalues are L's smallest) top ones, by faer's Krylov–Schur
+/// iteration. `None` if it did not converge.
+fn partial_bottom_eigenvectors(normalised: &Mat<f64>, k: usize) -> Option<Mat<f64>> {
     use faer::dyn_stack::{MemBuffer, MemStack};
     use faer::matrix_free::eigen::{partial_self_adjoint_eigen, partial_self_adjoint_eigen_scratch};
-    let b = Mat::<f64>::from_fn(d, d, |i, j| normalised(i, j) + if i == j { 1.0 } else { 0.0 });
+    let d = normalised.nrows();
+    let mut b = normalised.clone();
+    for i in 0..d {
+        b[(i, i)] += 1.0;
+    }
     // A fixed, generic start vector (not D^½·1, which is already an eigenvector).
     let mut v0 = faer::Col::<f64>::from_fn(d, |i| ((i as f64 + 1.0) * 0.754_877_666).fract() - 0.5);
     let norm = v0.norm_l2();
@@ -114,8 +130,9 @@ fn partial_bottom_eigenvectors(d: usize, k: usize, normalised: impl Fn(usize, us
     (info.n_converged_eigen == k).then_some(vecs)
 }
 
-fn dense_bottom_eigenvectors(d: usize, k: usize, normalised: impl Fn(usize, usize) -> f64) -> Result<Mat<f64>> {
-    let lap = Mat::<f64>::from_fn(d, d, |i, j| if i == j { 1.0 - normalised(i, j) } else { -normalised(i, j) });
+fn dense_bottom_eigenvectors(normalised: &Mat<f64>, k: usize) -> Result<Mat<f64>> {
+    let d = normalised.nrows();
+    let lap = Mat::<f64>::from_fn(d, d, |i, j| if i == j { 1.0 } else { 0.0 } - normalised[(i, j)]);
     let eig = lap
         .self_adjoint_eigen(Side::Lower)
         .map_err(|e| anyhow::anyhow!("eigendecomposition failed: {e:?}"))?;
@@ -239,7 +256,9 @@ pub fn silhouette(dist: &SymMatrix, labels: &[usize]) -> f64 {
         return 0.0;
     }
     let sizes = group_sizes(labels);
-    let total: f64 = (0..n)
+    // Points in parallel, summed in point order (deterministic).
+    let per_point: Vec<f64> = (0..n)
+        .into_par_iter()
         .map(|i| {
             let mut sums = vec![0.0; k];
             for j in 0..n {
@@ -258,8 +277,8 @@ pub fn silhouette(dist: &SymMatrix, labels: &[usize]) -> f64 {
                 .fold(f64::INFINITY, f64::min);
             if a.max(b) > 0.0 { (b - a) / a.max(b) } else { 0.0 }
         })
-        .sum();
-    total / n as f64
+        .collect();
+    per_point.iter().sum::<f64>() / n as f64
 }
 
 /// Davies–Bouldin index with the rows of `features` as points (lower is better).
@@ -270,20 +289,19 @@ pub fn davies_bouldin(features: &SymMatrix, labels: &[usize]) -> f64 {
         return 0.0;
     }
     let sizes = group_sizes(labels);
+    let rows = || features.values.chunks(n);
     let mut cent = vec![vec![0.0; n]; k];
-    for i in 0..n {
-        for j in 0..n {
-            cent[labels[i]][j] += features.get(i, j);
-        }
+    for (row, &l) in rows().zip(labels) {
+        cent[l].iter_mut().zip(row).for_each(|(c, v)| *c += v);
     }
     for (c, s) in cent.iter_mut().zip(&sizes) {
         c.iter_mut().for_each(|v| *v /= (*s).max(1) as f64);
     }
     let dist = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
+    let to_centroid: Vec<f64> = features.values.par_chunks(n).zip(labels).map(|(row, &l)| dist(row, &cent[l])).collect();
     let mut scatter = vec![0.0; k];
-    for i in 0..n {
-        let row: Vec<f64> = (0..n).map(|j| features.get(i, j)).collect();
-        scatter[labels[i]] += dist(&row, &cent[labels[i]]);
+    for (d, &l) in to_centroid.iter().zip(labels) {
+        scatter[l] += d;
     }
     for (s, &z) in scatter.iter_mut().zip(&sizes) {
         *s /= z.max(1) as f64;
@@ -402,9 +420,9 @@ mod tests {
         let d = sim.d;
         let k = 10;
         let deg: Vec<f64> = (0..d).map(|i| (0..d).map(|j| sim.get(i, j)).sum()).collect();
-        let normalised = |i: usize, j: usize| sim.get(i, j) / (deg[i] * deg[j]).sqrt();
-        let partial = partial_bottom_eigenvectors(d, k, normalised).expect("converges on a clear eigengap");
-        let dense = dense_bottom_eigenvectors(d, k, normalised).unwrap();
+        let normalised = Mat::<f64>::from_fn(d, d, |i, j| sim.get(i, j) / (deg[i] * deg[j]).sqrt());
+        let partial = partial_bottom_eigenvectors(&normalised, k).expect("converges on a clear eigengap");
+        let dense = dense_bottom_eigenvectors(&normalised, k).unwrap();
         // Same invariant subspace: the projectors U Uᵀ agree.
         let mut max_diff: f64 = 0.0;
         for i in 0..d {

@@ -232,6 +232,18 @@ pub fn sample_mi(tokens: &[Vec<f32>], method: MiMethod) -> SymMatrix {
     SymMatrix { d, values }
 }
 
+/// The similarity of Gaussian channels straight from their correlation: 1 − exp(−2·MI) with
+/// MI = −½ log(1 − ρ²) is ρ² (clamped as `gaussian_mi_of` clamps it; diagonal 0). Equal to
+/// `similarity(&gaussian_mi(rho))` up to rounding, without a log and an exp per pair.
+pub fn gaussian_similarity(rho: &SymMatrix) -> SymMatrix {
+    let d = rho.d;
+    let values = (0..d * d)
+        .into_par_iter()
+        .map(|k| if k / d == k % d { 0.0 } else { (rho.values[k] * rho.values[k]).min(MAX_RHO2) })
+        .collect();
+    SymMatrix { d, values }
+}
+
 /// Similarity in [0, 1] from MI: 1 − exp(−2 MI) (Linfoot's informational coefficient
 /// squared; equal to ρ² for Gaussians). Used as affinity, and 1 − it as distance.
 pub fn similarity(mi: &SymMatrix) -> SymMatrix {
@@ -281,6 +293,24 @@ mod tests {
             let hist = histogram_mi(&x, &y, default_bins(x.len()));
             assert!((hist - truth).abs() / truth < 0.05, "hist rho={rho}: {hist} vs {truth}");
         }
+    }
+
+    #[test]
+    fn gaussian_similarity_is_the_similarity_of_the_gaussian_mi() {
+        let d = 5;
+        let values: Vec<f64> = (0..d * d)
+            .map(|k| {
+                let (i, j) = (k / d, k % d);
+                if i == j { 1.0 } else { ((i * j + i + j) as f64 * 0.37).sin() * if i + j == 3 { 1.0 } else { 0.9 } }
+            })
+            .collect();
+        let rho = SymMatrix { d, values };
+        let direct = gaussian_similarity(&rho);
+        let via_mi = similarity(&gaussian_mi(&rho));
+        for (a, b) in direct.values.iter().zip(&via_mi.values) {
+            assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+        }
+        assert_eq!(direct.get(2, 2), 0.0);
     }
 
     #[test]
