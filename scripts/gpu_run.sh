@@ -2,7 +2,7 @@
 # On the GPU machine (device tool): lay out a ../shared-like tree from what was carried, unpack
 # the CUDA binary, then run the named stages. Writes everything under $OUT (or ./gpu_out).
 #
-#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity bench cpu reference reload hinv64 mi mi25 scale
+#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity bench cpu reference noise reload hinv64 mi mi25 scale
 #
 # Carried (ignored, under .carry/): sparsegpt-mi-cuda.xz (scripts/build_cuda.sh), data.tar.xz
 # (evaluation + calibration data), reference/ (../shared/reference), fx/FIXTURE/{config.json,
@@ -49,6 +49,11 @@ for stage in "$@"; do
       # REF_EXTRA (e.g. --lazy-updates) is added to every prune run.
       python3 scripts/reference_table.py --bin $BIN --shared $S --device cuda --fixtures $FX --jobs ${JOBS:-4} \
         --extra="${REF_EXTRA:-}" --out "$OUT/ref" | tail -20
+      ;;
+    noise)
+      # The published code's own rounding spread: H summed in reverse window order.
+      python3 scripts/published_noise.py --shared $S --published-sgpt .carry/published/sparsegpt \
+        --published-gptq .carry/published/gptq --fixture $FX --jobs ${JOBS:-3} --out "$OUT/noise" | tail -40
       ;;
     reload)
       $BIN prune $S/fixtures/$FX c4 --sparsity 0.5 --wbits 4 --device cuda --data-dir $S/data --eval-datasets wikitext2 \

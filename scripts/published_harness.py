@@ -108,7 +108,10 @@ def compress(model, calib, args, dev):
                 solvers[name].quantizer.configure(args.wbits, perchannel=True, sym=args.sym, mse=False)
         handles = [subset[n].register_forward_hook(
             (lambda n: lambda _, inp, out: solvers[n].add_batch(inp[0].data, out.data))(n)) for n in subset]
-        for x in inps:
+        # --reverse-hessian-order: the same Hessian up to f32 rounding (add_batch keeps a
+        # running average, so only the order of the additions changes), to measure how far
+        # rounding alone moves the published code's results.
+        for x in (inps[::-1] if args.reverse_hessian_order else inps):
             run(layer, x)
         for h in handles:
             h.remove()
@@ -155,6 +158,8 @@ def main():
     p.add_argument("--percdamp", type=float, default=0.01)
     p.add_argument("--blocksize", type=int, default=128)
     p.add_argument("--eval", default="wikitext2,ptb,c4")
+    p.add_argument("--reverse-hessian-order", action="store_true",
+                   help="feed the calibration windows to add_batch last to first (a rounding-only change)")
     p.add_argument("--json", required=True)
     args = p.parse_args()
     sys.path.insert(0, args.published)

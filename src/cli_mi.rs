@@ -14,6 +14,7 @@
 use crate::bit_alloc::{self, BitBudget, BitPolicy};
 use crate::compress::{LinearContext, LinearPlan, LinearReport, Planner};
 use crate::grouping::{self, GroupingMethod};
+use crate::grouping_tensor;
 use crate::model::InputSite;
 use crate::mutual_info::{self, MiMethod, SymMatrix};
 use crate::solver::{ColumnGroup, QuantScheme};
@@ -258,31 +259,48 @@ pub fn mi_matrix(ctx: &LinearContext, method: MiMethod) -> Result<SymMatrix> {
 
 /// MI (or random-control) grouping of one linear input.
 pub fn mi_groups(ctx: &LinearContext, args: &MiArgs, seed: u64) -> Result<ChannelGroups> {
-    use rayon::prelude::*;
     let t0 = Instant::now();
-    let sim = match args.mi_method {
-        MiMethod::Corr => mutual_info::gaussian_similarity(&mutual_info::correlation_from_moments(
-            &ctx.stats.sum_xxt()?,
-            &ctx.stats.sum_x,
-            ctx.stats.tokens,
-        )),
-        _ => mutual_info::similarity(&mi_matrix(ctx, args.mi_method)?),
-    };
-    let similarity_seconds = t0.elapsed().as_secs_f64();
+    let d = ctx.cols;
     let method = if args.grouping == GroupingMethod::Random { GroupingMethod::Spectral } else { args.grouping };
-    let mut labels = match args.fixed_groups()? {
-        Some(k) => grouping::cluster(&sim, method, k.min(sim.d), seed)?,
-        None => grouping::choose_k(&sim, method, &grouping::AUTO_CANDIDATES, seed)?.1,
+    let fixed_k = args.fixed_groups()?;
+    let randomise = |labels: Vec<usize>| {
+        if args.grouping == GroupingMethod::Random {
+            grouping::random_with_sizes(&grouping::group_sizes(&labels), seed.wrapping_add(ctx.layer as u64 * 7919 + ctx.cols as u64))
+        } else {
+            labels
+        }
     };
-    if args.grouping == GroupingMethod::Random {
-        labels = grouping::random_with_sizes(&grouping::group_sizes(&labels), seed.wrapping_add(ctx.layer as u64 * 7919 + ctx.cols as u64));
-    }
-    let clustering_seconds = t0.elapsed().as_secs_f64() - similarity_seconds;
-    let dist = SymMatrix { d: sim.d, values: sim.values.par_iter().map(|s| 1.0 - s).collect() };
-    let silhouette = grouping::silhouette(&dist, &labels);
-    let davies_bouldin = grouping::davies_bouldin(&sim, &labels);
-    let redundancy = group_redundancy(&sim, &labels);
-    let memory_bytes = 3 * sim.d * sim.d * std::mem::size_of::<f64>();
+    // Where the moments are on the GPU, the default recipe (Gaussian MI, spectral, fixed K)
+    // runs there (`grouping_tensor`); everything else on the host.
+    let device_moments = ctx.stats.sum_xxt_device().filter(|_| args.mi_method == MiMethod::Corr && method == GroupingMethod::Spectral);
+    let (labels, quality, similarity_seconds, clustering_seconds) = match (device_moments, fixed_k) {
+        (Some(sxx), Some(k)) => {
+            let sim = mutual_info::gaussian_similarity_tensor(sxx, &ctx.stats.sum_x, ctx.stats.tokens)?;
+            let similarity_seconds = t0.elapsed().as_secs_f64();
+            let labels = randomise(grouping_tensor::spectral(&sim, k.min(d), seed)?);
+            let clustering_seconds = t0.elapsed().as_secs_f64() - similarity_seconds;
+            (labels.clone(), grouping_tensor::quality(&sim, &labels)?, similarity_seconds, clustering_seconds)
+        }
+        _ => {
+            let sim = match args.mi_method {
+                MiMethod::Corr => mutual_info::gaussian_similarity(mutual_info::correlation_from_moments(
+                    &ctx.stats.sum_xxt()?,
+                    &ctx.stats.sum_x,
+                    ctx.stats.tokens,
+                )),
+                _ => mutual_info::similarity(&mi_matrix(ctx, args.mi_method)?),
+            };
+            let similarity_seconds = t0.elapsed().as_secs_f64();
+            let labels = randomise(match fixed_k {
+                Some(k) => grouping::cluster(&sim, method, k.min(d), seed)?,
+                None => grouping::choose_k(&sim, method, &grouping::AUTO_CANDIDATES, seed)?.1,
+            });
+            let clustering_seconds = t0.elapsed().as_secs_f64() - similarity_seconds;
+            (labels.clone(), grouping::quality(&sim, &labels), similarity_seconds, clustering_seconds)
+        }
+    };
+    let grouping::GroupQuality { silhouette, davies_bouldin, redundancy } = quality;
+    let memory_bytes = 3 * d * d * std::mem::size_of::<f64>();
     let seconds = t0.elapsed().as_secs_f64();
     Ok(ChannelGroups {
         labels,
@@ -294,28 +312,6 @@ pub fn mi_groups(ctx: &LinearContext, args: &MiArgs, seed: u64) -> Result<Channe
         clustering_seconds,
         memory_bytes,
     })
-}
-
-/// Mean pairwise similarity inside each group (0 for singletons). Rows are summed in
-/// parallel, each in column order, then added up in row order (deterministic).
-fn group_redundancy(sim: &SymMatrix, labels: &[usize]) -> Vec<f64> {
-    use rayon::prelude::*;
-    let k = grouping::group_sizes(labels).len();
-    let row_sums: Vec<f64> = sim
-        .values
-        .par_chunks(sim.d)
-        .enumerate()
-        .map(|(i, row)| row.iter().enumerate().filter(|&(j, _)| j != i && labels[j] == labels[i]).map(|(_, s)| s).sum())
-        .collect();
-    let sizes = grouping::group_sizes(labels);
-    let mut sums = vec![0.0; k];
-    for (i, s) in row_sums.iter().enumerate() {
-        sums[labels[i]] += s;
-    }
-    sums.iter()
-        .zip(&sizes)
-        .map(|(s, &n)| if n > 1 { s / (n * (n - 1)) as f64 } else { 0.0 })
-        .collect()
 }
 
 /// Bits per group and the sweep order. A group's importance is the sum of its columns'

@@ -3,22 +3,18 @@
 //! All methods work on the similarity s = 1 − exp(−2·MI) ∈ [0, 1] (see `mutual_info`):
 //! - `spectral`: normalised Laplacian of s, its K smallest eigenvectors (faer's dense
 //!   symmetric eigensolver, or its partial Krylov–Schur one for wide inputs), rows
-//!   normalised, k-means (linfa) on them;
+//!   normalised, k-means (`kmeans`) on them;
 //! - `hierarchical`: average-linkage agglomeration on the distance 1 − s (nearest-neighbour
 //!   chain, O(d²) memory and time per merge step);
 //! - `kmeans`: k-means on the rows of s;
 //! - `random`: a seeded random partition with given group sizes (the control).
+//!
 //! Quality: mean silhouette on 1 − s, and Davies–Bouldin on the rows of s.
 
 use crate::mutual_info::SymMatrix;
 use anyhow::{bail, Result};
 use faer::{Mat, Side};
-use linfa::prelude::*;
-use linfa_clustering::KMeans;
-use ndarray::Array2;
 use rayon::prelude::*;
-use rand_xoshiro::rand_core::SeedableRng;
-use rand_xoshiro::Xoshiro256Plus;
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -33,34 +29,30 @@ pub enum GroupingMethod {
 /// Candidate group counts for `--n-groups auto`.
 pub const AUTO_CANDIDATES: [usize; 10] = [2, 3, 4, 5, 6, 8, 10, 12, 14, 16];
 
-fn kmeans_labels(features: Array2<f64>, k: usize, seed: u64) -> Result<Vec<usize>> {
-    let n = features.nrows();
-    if k >= n {
-        return Ok((0..n).collect());
-    }
-    let dataset = DatasetBase::from(features.clone());
-    let model = KMeans::params_with_rng(k, Xoshiro256Plus::seed_from_u64(seed))
-        .n_runs(4)
-        .max_n_iterations(300)
-        .tolerance(1e-6)
-        .fit(&dataset)
-        .map_err(|e| anyhow::anyhow!("k-means failed: {e}"))?;
-    Ok(model.predict(&features).to_vec())
+/// k-means on the rows of a row-major `n × dim` matrix: best of 4 seeded runs.
+fn kmeans_labels(features: &[f64], dim: usize, k: usize, seed: u64) -> Vec<usize> {
+    crate::kmeans::kmeans(features, dim, k, 4, 300, seed)
 }
 
 /// Spectral clustering on an affinity matrix (non-negative, symmetric).
 pub fn spectral(aff: &SymMatrix, k: usize, seed: u64) -> Result<Vec<usize>> {
-    let d = aff.d;
-    let k_use = k.min(d);
+    let k_use = k.min(aff.d);
     let u = laplacian_bottom_eigenvectors(aff, k_use)?;
-    let mut feats = Array2::<f64>::zeros((d, k_use));
-    for i in 0..d {
+    Ok(labels_from_embedding(&u, k, seed))
+}
+
+/// k-means on the rows of the spectral embedding U (d × k), each row normalised to unit
+/// length (Ng–Jordan–Weiss).
+pub(crate) fn labels_from_embedding(u: &Mat<f64>, k: usize, seed: u64) -> Vec<usize> {
+    let (d, k_use) = (u.nrows(), u.ncols());
+    let mut feats = vec![0.0; d * k_use];
+    for (i, row) in feats.chunks_mut(k_use).enumerate() {
         let norm = (0..k_use).map(|c| u[(i, c)] * u[(i, c)]).sum::<f64>().sqrt();
-        for c in 0..k_use {
-            feats[(i, c)] = if norm > 0.0 { u[(i, c)] / norm } else { 0.0 };
+        for (c, f) in row.iter_mut().enumerate() {
+            *f = if norm > 0.0 { u[(i, c)] / norm } else { 0.0 };
         }
     }
-    kmeans_labels(feats, k, seed)
+    kmeans_labels(&feats, k_use, k, seed)
 }
 
 /// Widths from which the Krylov–Schur partial eigensolver replaces the dense one. The
@@ -89,38 +81,43 @@ pub fn laplacian_bottom_eigenvectors(aff: &SymMatrix, k: usize) -> Result<Mat<f6
             col[(i, 0)] = a * inv_sqrt[i] * inv_sqrt[j];
         }
     });
-    if d >= PARTIAL_EIGEN_MIN_DIM && k < d / 4 {
-        if let Some(u) = partial_bottom_eigenvectors(&normalised, k) {
+    if uses_partial_eigensolver(d, k) {
+        let mut b = normalised.clone();
+        for i in 0..d {
+            b[(i, i)] += 1.0;
+        }
+        if let Some(u) = top_eigenvectors(&b, k) {
             return Ok(u);
         }
     }
     dense_bottom_eigenvectors(&normalised, k)
 }
 
-/// L's bottom `k` eigenvectors as B = I + N's (= 2I − L: spectrum in [0, 2], so its
-/// largest-magnitude eigenvalues are L's smallest) top ones, by faer's Krylov–Schur
-/// iteration. `None` if it did not converge.
-fn partial_bottom_eigenvectors(normalised: &Mat<f64>, k: usize) -> Option<Mat<f64>> {
+pub(crate) fn uses_partial_eigensolver(d: usize, k: usize) -> bool {
+    d >= PARTIAL_EIGEN_MIN_DIM && k < d / 4
+}
+
+/// L's bottom `k` eigenvectors as the top ones of the operator B = I + N (= 2I − L:
+/// spectrum in [0, 2], so its largest-magnitude eigenvalues are L's smallest), by faer's
+/// Krylov–Schur iteration; B may live anywhere (a host matrix, or a tensor on the GPU in
+/// `grouping_tensor`). `None` if it did not converge.
+pub(crate) fn top_eigenvectors(b: &dyn faer::matrix_free::LinOp<f64>, k: usize) -> Option<Mat<f64>> {
     use faer::dyn_stack::{MemBuffer, MemStack};
     use faer::matrix_free::eigen::{partial_self_adjoint_eigen, partial_self_adjoint_eigen_scratch};
-    let d = normalised.nrows();
-    let mut b = normalised.clone();
-    for i in 0..d {
-        b[(i, i)] += 1.0;
-    }
+    let d = b.nrows();
     // A fixed, generic start vector (not D^½·1, which is already an eigenvector).
     let mut v0 = faer::Col::<f64>::from_fn(d, |i| ((i as f64 + 1.0) * 0.754_877_666).fract() - 0.5);
     let norm = v0.norm_l2();
     v0 /= norm;
     let par = faer::get_global_parallelism();
     let params = Default::default();
-    let mut mem = MemBuffer::new(partial_self_adjoint_eigen_scratch(&b, k, par, params));
+    let mut mem = MemBuffer::new(partial_self_adjoint_eigen_scratch(b, k, par, params));
     let mut vecs = Mat::<f64>::zeros(d, k);
     let mut vals = vec![0.0; k];
     let info = partial_self_adjoint_eigen(
         vecs.as_mut(),
         &mut vals,
-        &b,
+        b,
         v0.as_ref(),
         f64::EPSILON * 128.0,
         par,
@@ -130,7 +127,7 @@ fn partial_bottom_eigenvectors(normalised: &Mat<f64>, k: usize) -> Option<Mat<f6
     (info.n_converged_eigen == k).then_some(vecs)
 }
 
-fn dense_bottom_eigenvectors(normalised: &Mat<f64>, k: usize) -> Result<Mat<f64>> {
+pub(crate) fn dense_bottom_eigenvectors(normalised: &Mat<f64>, k: usize) -> Result<Mat<f64>> {
     let d = normalised.nrows();
     let lap = Mat::<f64>::from_fn(d, d, |i, j| if i == j { 1.0 } else { 0.0 } - normalised[(i, j)]);
     let eig = lap
@@ -322,6 +319,39 @@ pub fn davies_bouldin(features: &SymMatrix, labels: &[usize]) -> f64 {
     db / k as f64
 }
 
+/// How well a partition fits the similarity: mean silhouette on 1 − s (higher is better),
+/// Davies–Bouldin on the rows of s (lower is better), and each group's redundancy, the
+/// mean pairwise similarity inside it (0 for singletons).
+#[derive(Clone, Debug)]
+pub struct GroupQuality {
+    pub silhouette: f64,
+    pub davies_bouldin: f64,
+    pub redundancy: Vec<f64>,
+}
+
+/// `GroupQuality` of `labels` on a host similarity matrix.
+pub fn quality(sim: &SymMatrix, labels: &[usize]) -> GroupQuality {
+    let dist = SymMatrix { d: sim.d, values: sim.values.par_iter().map(|s| 1.0 - s).collect() };
+    GroupQuality { silhouette: silhouette(&dist, labels), davies_bouldin: davies_bouldin(sim, labels), redundancy: redundancy(sim, labels) }
+}
+
+/// Mean pairwise similarity inside each group (0 for singletons). Rows are summed in
+/// parallel, each in column order, then added up in row order (deterministic).
+pub fn redundancy(sim: &SymMatrix, labels: &[usize]) -> Vec<f64> {
+    let row_sums: Vec<f64> = sim
+        .values
+        .par_chunks(sim.d)
+        .enumerate()
+        .map(|(i, row)| row.iter().enumerate().filter(|&(j, _)| j != i && labels[j] == labels[i]).map(|(_, s)| s).sum())
+        .collect();
+    let sizes = group_sizes(labels);
+    let mut sums = vec![0.0; sizes.len()];
+    for (i, s) in row_sums.iter().enumerate() {
+        sums[labels[i]] += s;
+    }
+    sums.iter().zip(&sizes).map(|(s, &n)| if n > 1 { s / (n * (n - 1)) as f64 } else { 0.0 }).collect()
+}
+
 /// Groups channels with `method` into `k` groups (affinity = similarity matrix).
 pub fn cluster(sim: &SymMatrix, method: GroupingMethod, k: usize, seed: u64) -> Result<Vec<usize>> {
     if k == 0 || k > sim.d {
@@ -334,8 +364,7 @@ pub fn cluster(sim: &SymMatrix, method: GroupingMethod, k: usize, seed: u64) -> 
             average_linkage(&dist, k)
         }
         GroupingMethod::Kmeans => {
-            let feats = Array2::from_shape_vec((sim.d, sim.d), sim.values.clone())?;
-            kmeans_labels(feats, k, seed)?
+            kmeans_labels(&sim.values, sim.d, k, seed)
         }
         GroupingMethod::Random => bail!("random grouping needs group sizes (use random_with_sizes)"),
     };
@@ -421,7 +450,8 @@ mod tests {
         let k = 10;
         let deg: Vec<f64> = (0..d).map(|i| (0..d).map(|j| sim.get(i, j)).sum()).collect();
         let normalised = Mat::<f64>::from_fn(d, d, |i, j| sim.get(i, j) / (deg[i] * deg[j]).sqrt());
-        let partial = partial_bottom_eigenvectors(&normalised, k).expect("converges on a clear eigengap");
+        let b = Mat::<f64>::from_fn(d, d, |i, j| normalised[(i, j)] + if i == j { 1.0 } else { 0.0 });
+        let partial = top_eigenvectors(&b, k).expect("converges on a clear eigengap");
         let dense = dense_bottom_eigenvectors(&normalised, k).unwrap();
         // Same invariant subspace: the projectors U Uᵀ agree.
         let mut max_diff: f64 = 0.0;

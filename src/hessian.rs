@@ -98,6 +98,11 @@ impl HessianAccumulator {
         Ok(())
     }
 
+    /// The f64 Σ x xᵀ where it is kept on a device (CUDA runs), as a d × d tensor.
+    pub fn sum_xxt_device(&self) -> Option<&Tensor> {
+        self.sum_xxt_f64_device.as_ref()
+    }
+
     /// Σ x xᵀ as a row-major f64 matrix: the f64 sum where kept, else the f32 one.
     pub fn sum_xxt(&self) -> Result<Vec<f64>> {
         if let Some(t) = &self.sum_xxt_f64_device {

@@ -3,7 +3,7 @@
 //! The modules follow the pipeline: `hub`/`weights`/`model` load an OPT checkpoint,
 //! `tokenizer`/`data` read the corpora, `eval` measures perplexity the way the published
 //! SparseGPT/GPTQ code does; `calibration`, `hessian`, `quantizer`, `solver` and `compress`
-//! are the one-shot compressor; `mutual_info`, `grouping` and `bit_alloc` add
+//! are the one-shot compressor; `mutual_info`, `grouping` (with `kmeans`, and `grouping_tensor` for the GPU) and `bit_alloc` add
 //! mutual-information channel grouping with mixed precision; `report` and `export` write
 //! what a run produced; `cli` ties it together.
 
@@ -18,8 +18,10 @@ pub mod data;
 pub mod eval;
 pub mod export;
 pub mod grouping;
+pub mod grouping_tensor;
 pub mod hessian;
 pub mod hub;
+pub mod kmeans;
 pub mod model;
 pub mod mutual_info;
 pub mod progress;

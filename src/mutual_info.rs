@@ -235,13 +235,37 @@ pub fn sample_mi(tokens: &[Vec<f32>], method: MiMethod) -> SymMatrix {
 /// The similarity of Gaussian channels straight from their correlation: 1 − exp(−2·MI) with
 /// MI = −½ log(1 − ρ²) is ρ² (clamped as `gaussian_mi_of` clamps it; diagonal 0). Equal to
 /// `similarity(&gaussian_mi(rho))` up to rounding, without a log and an exp per pair.
-pub fn gaussian_similarity(rho: &SymMatrix) -> SymMatrix {
+/// Works in place (the d × d correlation is not needed afterwards).
+pub fn gaussian_similarity(mut rho: SymMatrix) -> SymMatrix {
     let d = rho.d;
-    let values = (0..d * d)
-        .into_par_iter()
-        .map(|k| if k / d == k % d { 0.0 } else { (rho.values[k] * rho.values[k]).min(MAX_RHO2) })
-        .collect();
-    SymMatrix { d, values }
+    rho.values.par_chunks_mut(d).enumerate().for_each(|(i, row)| {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = if i == j { 0.0 } else { (*v * *v).min(MAX_RHO2) };
+        }
+    });
+    rho
+}
+
+/// `gaussian_similarity(correlation_from_moments(..))` with Σ x xᵀ as a d × d f64 tensor,
+/// computed where it lives (the GPU on CUDA runs); only its diagonal comes back, for the
+/// variances and the dead-channel test.
+pub fn gaussian_similarity_tensor(sum_xxt: &candle_core::Tensor, sum_x: &[f64], tokens: usize) -> candle_core::Result<candle_core::Tensor> {
+    use candle_core::{DType, Tensor};
+    let d = sum_x.len();
+    let dev = sum_xxt.device();
+    let t = tokens as f64;
+    let eye = Tensor::eye(d, DType::F64, dev)?;
+    let diag: Vec<f64> = (sum_xxt * &eye)?.sum(1)?.to_vec1()?;
+    let mean: Vec<f64> = sum_x.iter().map(|s| s / t).collect();
+    let var: Vec<f64> = (0..d).map(|i| (diag[i] / t - mean[i] * mean[i]).max(0.0)).collect();
+    let vmax = var.iter().cloned().fold(0.0, f64::max);
+    // Dead channels get 1/σ = 0: zero correlation with everything, as on the host.
+    let inv_std: Vec<f64> = var.iter().map(|&v| if v <= DEAD_VARIANCE * vmax.max(f64::MIN_POSITIVE) { 0.0 } else { 1.0 / v.sqrt() }).collect();
+    let mean = Tensor::from_vec(mean, (d, 1), dev)?;
+    let inv_std = Tensor::from_vec(inv_std, (d, 1), dev)?;
+    let cov = ((sum_xxt / t)? - mean.matmul(&mean.t()?)?)?;
+    let rho = cov.broadcast_mul(&inv_std)?.broadcast_mul(&inv_std.t()?)?;
+    rho.sqr()?.clamp(0.0, MAX_RHO2)? * (Tensor::ones((d, d), DType::F64, dev)? - eye)?
 }
 
 /// Similarity in [0, 1] from MI: 1 − exp(−2 MI) (Linfoot's informational coefficient
@@ -305,12 +329,36 @@ mod tests {
             })
             .collect();
         let rho = SymMatrix { d, values };
-        let direct = gaussian_similarity(&rho);
+        let direct = gaussian_similarity(rho.clone());
         let via_mi = similarity(&gaussian_mi(&rho));
         for (a, b) in direct.values.iter().zip(&via_mi.values) {
             assert!((a - b).abs() < 1e-9, "{a} vs {b}");
         }
         assert_eq!(direct.get(2, 2), 0.0);
+    }
+
+    #[test]
+    fn similarity_tensor_equals_the_host_similarity() {
+        // Moments of 6 tokens over 4 channels, channel 2 dead (constant).
+        let xs = [[1.0, 2.0, 5.0, -1.0], [0.5, 1.0, 5.0, 0.0], [2.0, 3.5, 5.0, 1.0], [-1.0, 0.0, 5.0, 0.5], [0.0, 1.5, 5.0, -0.5], [1.5, 2.0, 5.0, 2.0]];
+        let d = 4;
+        let mut sxx = vec![0.0; d * d];
+        let mut sx = vec![0.0; d];
+        for x in &xs {
+            for i in 0..d {
+                sx[i] += x[i];
+                for j in 0..d {
+                    sxx[i * d + j] += x[i] * x[j];
+                }
+            }
+        }
+        let host = gaussian_similarity(correlation_from_moments(&sxx, &sx, xs.len()));
+        let t = candle_core::Tensor::from_vec(sxx, (d, d), &candle_core::Device::Cpu).unwrap();
+        let dev: Vec<f64> = gaussian_similarity_tensor(&t, &sx, xs.len()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        for (a, b) in host.values.iter().zip(&dev) {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
+        assert!(host.get(0, 1) > 0.5 && host.get(0, 2) == 0.0);
     }
 
     #[test]
