@@ -198,6 +198,11 @@ pub fn compress(
         return Ok((reports, times));
     }
 
+    if cfg.channel_stats && model.device.is_cuda() {
+        // Loads the MI grouping's f64 device kernels now rather than inside the first
+        // layer's planning (counted in compress time, not in plan_s).
+        crate::grouping_tensor::warm_up(&model.device)?;
+    }
     let t0 = Instant::now();
     let mask = model.causal_mask(calibration[0].len())?;
     let mut inps: Vec<Tensor> = calibration
