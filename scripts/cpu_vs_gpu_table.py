@@ -5,11 +5,15 @@ import glob, json, math, os, sys
 
 
 def main(gpu_dir, cpu_dir):
+    card_path = os.path.join(gpu_dir, "card.txt")
+    card = open(card_path).read().split(",")[0].strip() if os.path.exists(card_path) else "GPU"
     rows = ["# CPU path vs GPU path, same runs", "",
             "CPU runs: f32, `--device cpu`, by `scripts/cpu_vs_gpu.sh` on the 2-core development machine or by "
             "`scripts/gpu_run.sh FIXTURE cpu` on the GPU machine's host CPU (the JSON's `command` says which binary "
-            "ran). GPU runs: `scripts/bench_gpu.sh` on the H100 (f16). Both with 128 calibration windows. PPL over the "
-            "first N windows of each corpus (N as the CPU run evaluated); Δ = GPU/CPU − 1. Bar: |Δ| ≤ 0.5%.", "",
+            f"ran). GPU runs: `scripts/bench_gpu.sh` on the {card} (f16). Both with 128 calibration windows. PPL over the "
+            "first N windows of each corpus (N as the CPU run evaluated); Δ = GPU/CPU − 1. Bar: |Δ| ≤ 0.5%. MI runs "
+            "group channels from f16 statistics with the GPU's eigensolver (Chebyshev-filtered subspace iteration) on "
+            "the GPU, from f32 statistics with Krylov–Schur (dense below 512 channels) on the CPU.", "",
             "| fixture | run | corpus | windows | CPU PPL | GPU PPL | Δ | zeros CPU / GPU |", "|---|---|---|---|---|---|---|---|"]
     worst = 0.0
     for cp in sorted(glob.glob(os.path.join(cpu_dir, "cpu_*.json"))):
