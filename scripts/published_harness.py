@@ -108,11 +108,16 @@ def compress(model, calib, args, dev):
                 solvers[name].quantizer.configure(args.wbits, perchannel=True, sym=args.sym, mse=False)
         handles = [subset[n].register_forward_hook(
             (lambda n: lambda _, inp, out: solvers[n].add_batch(inp[0].data, out.data))(n)) for n in subset]
-        # --reverse-hessian-order: the same Hessian up to f32 rounding (add_batch keeps a
+        # --reverse-/--shuffle-hessian-order: the same Hessian up to f32 rounding (add_batch keeps a
         # running average, so only the order of the additions changes), to measure how far
         # rounding alone moves the published code's results.
-        for x in (inps[::-1] if args.reverse_hessian_order else inps):
-            run(layer, x)
+        order = list(range(len(inps)))
+        if args.reverse_hessian_order:
+            order.reverse()
+        if args.shuffle_hessian_order is not None:
+            random.Random(args.shuffle_hessian_order).shuffle(order)
+        for j in order:
+            run(layer, inps[j])
         for h in handles:
             h.remove()
         for name in subset:
@@ -160,6 +165,8 @@ def main():
     p.add_argument("--eval", default="wikitext2,ptb,c4")
     p.add_argument("--reverse-hessian-order", action="store_true",
                    help="feed the calibration windows to add_batch last to first (a rounding-only change)")
+    p.add_argument("--shuffle-hessian-order", type=int, default=None, metavar="SEED",
+                   help="feed the calibration windows to add_batch in a seeded random order (rounding-only)")
     p.add_argument("--json", required=True)
     args = p.parse_args()
     sys.path.insert(0, args.published)

@@ -19,19 +19,24 @@ from reference_table import flags  # noqa: E402  (the reference args as prune fl
 DATASETS = ("wikitext2", "ptb", "c4")
 
 
-def run_reversed(a, run):
+def run_reordered(a, run, draw=None):
+    """The published code on `run`'s args with H's windows reversed (draw None) or shuffled
+    with seed `draw`."""
     ref = json.load(open(os.path.join(a.shared, "reference", a.fixture, run + ".json")))
     args = ref["args"]
     method = args["method"]
     pub = a.published_gptq if method == "gptq" else a.published_sgpt
-    out = os.path.join(a.out, f"noise_{a.fixture}_{run}.json")
+    if draw is None:
+        out, order = os.path.join(a.out, f"noise_{a.fixture}_{run}.json"), ["--reverse-hessian-order"]
+    else:
+        out, order = os.path.join(a.out, f"noise_{a.fixture}_{run}_s{draw}.json"), ["--shuffle-hessian-order", str(draw)]
     cmd = [sys.executable, os.path.join(HERE, "published_harness.py"), os.path.join(a.shared, "fixtures", a.fixture),
-           "--published", pub, "--method", method, *flags(args), "--reverse-hessian-order",
+           "--published", pub, "--method", method, *flags(args), *order,
            "--data-dir", os.path.join(a.shared, "data"), "--json", out]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
-        return run, None, p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"rc {p.returncode}"
-    return run, out, " ".join(cmd[2:])
+        return (run, draw), None, p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"rc {p.returncode}"
+    return (run, draw), out, " ".join(cmd[2:])
 
 
 def main():
@@ -43,6 +48,8 @@ def main():
     ap.add_argument("--runs", default="")
     ap.add_argument("--ours", default=os.path.join(HERE, "..", "test_results", "reference"))
     ap.add_argument("--jobs", type=int, default=3)
+    ap.add_argument("--draws", type=int, default=0,
+                    help="instead of one reversed order, this many seeded shuffles per run (seeds 1..N): a spread")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
@@ -51,10 +58,13 @@ def main():
             and json.load(open(os.path.join(a.shared, "reference", a.fixture, r + ".json")))["args"]["method"] != "dense"
             and not json.load(open(os.path.join(a.shared, "reference", a.fixture, r + ".json")))["args"].get("gmp")]
     results = {}
+    todo = [(r, d) for r in runs for d in (range(1, a.draws + 1) if a.draws else [None])]
     with cf.ThreadPoolExecutor(a.jobs) as ex:
-        for run, out, msg in ex.map(lambda r: run_reversed(a, r), runs):
-            results[run] = out
-            print(f"{run:16s} {msg[:160]}", flush=True)
+        for key, out, msg in ex.map(lambda rd: run_reordered(a, *rd), todo):
+            results[key] = out
+            print(f"{key[0]:16s} {key[1]} {msg[:160]}", flush=True)
+    if a.draws:
+        return spread_table(a, runs, results)
     lines = [f"# Rounding noise of the published code on {a.fixture}", "",
              "Published SparseGPT/GPTQ (scripts/published_harness.py) with the calibration windows added to H in "
              "reverse order (same H up to f32 rounding) vs the reference (same code, same card type, windows in "
@@ -64,7 +74,7 @@ def main():
     worst = {"noise": 0.0, "ours": 0.0}
     for run in runs:
         ref = json.load(open(os.path.join(a.shared, "reference", a.fixture, run + ".json")))["ppl"]
-        noise = json.load(open(results[run]))["ppl"] if results.get(run) else {}
+        noise = json.load(open(results[(run, None)]))["ppl"] if results.get((run, None)) else {}
         ours_path = os.path.join(a.ours, a.fixture, run + ".json")
         ours = json.load(open(ours_path))["ppl"] if os.path.exists(ours_path) else {}
         for ds in DATASETS:
@@ -81,6 +91,37 @@ def main():
             lines.append(f"| {run} | {ds} | {r:.2f} | {cells[0]} | {cells[1]} |")
     lines += ["", f"Largest |Δ|: published with H reversed {worst['noise']:.2f}%, sparsegpt-mi {worst['ours']:.2f}%."]
     md = os.path.join(a.out, f"noise_{a.fixture}.md")
+    with open(md, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def spread_table(a, runs, results):
+    """Per run and corpus: the reference, the shuffled draws' Δ% (mean ± sd, range), ours."""
+    import statistics
+    lines = [f"# Rounding spread of the published code on {a.fixture}", "",
+             f"Published SparseGPT/GPTQ (scripts/published_harness.py) with the calibration windows added to H in "
+             f"{a.draws} seeded random orders (seeds 1..{a.draws}; the same H up to f32 rounding), relative to the reference "
+             "(windows in order), beside sparsegpt-mi's committed full-protocol results. Made by "
+             f"`DRAWS={a.draws} scripts/gpu_run.sh {a.fixture} noise` (scripts/published_noise.py --draws {a.draws}).", "",
+             "| run | dataset | reference | published, shuffled H: Δ% mean ± sd | range | sparsegpt-mi Δ% | ours within range |",
+             "|---|---|---|---|---|---|---|"]
+    for run in runs:
+        ref = json.load(open(os.path.join(a.shared, "reference", a.fixture, run + ".json")))["ppl"]
+        ours_path = os.path.join(a.ours, a.fixture, run + ".json")
+        ours = json.load(open(ours_path))["ppl"] if os.path.exists(ours_path) else {}
+        draws = [json.load(open(results[(run, d)]))["ppl"] for d in range(1, a.draws + 1) if results.get((run, d))]
+        for ds in DATASETS:
+            r = ref.get(ds)
+            ds_d = [100.0 * (x[ds] - r) / r for x in draws if ds in x]
+            if not ds_d or r is None:
+                continue
+            sd = statistics.stdev(ds_d) if len(ds_d) > 1 else 0.0
+            o = 100.0 * (ours[ds] - r) / r if ds in ours else None
+            inside = "–" if o is None else ("yes" if min(ds_d) <= o <= max(ds_d) else "no")
+            lines.append(f"| {run} | {ds} | {r:.2f} | {statistics.mean(ds_d):+.2f} ± {sd:.2f} | [{min(ds_d):+.2f}, {max(ds_d):+.2f}] | "
+                         + (f"{o:+.2f}" if o is not None else "–") + f" | {inside} |")
+    md = os.path.join(a.out, f"spread_{a.fixture}.md")
     with open(md, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
