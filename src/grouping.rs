@@ -405,32 +405,33 @@ pub fn adjusted_rand_index(a: &[usize], b: &[usize]) -> f64 {
 }
 
 #[cfg(test)]
+/// Test data shared by the grouping tests. Planted blocks: within-block similarity ~0.6, across ~0.05, with deterministic noise.
+pub(crate) fn planted(sizes: &[usize]) -> (SymMatrix, Vec<usize>) {
+    let truth: Vec<usize> = sizes.iter().enumerate().flat_map(|(g, &s)| std::iter::repeat_n(g, s)).collect();
+    let d = truth.len();
+    let mut v = vec![0.0; d * d];
+    for i in 0..d {
+        for j in 0..d {
+            if i != j {
+                let noise = (((i * 31 + j * 17 + i * j) % 13) as f64) / 13.0 * 0.08;
+                let base = if truth[i] == truth[j] { 0.6 } else { 0.05 };
+                v[i * d + j] = base + noise;
+            }
+        }
+    }
+    for i in 0..d {
+        for j in 0..i {
+            let m = (v[i * d + j] + v[j * d + i]) / 2.0;
+            v[i * d + j] = m;
+            v[j * d + i] = m;
+        }
+    }
+    (SymMatrix { d, values: v }, truth)
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Planted blocks: within-block similarity ~0.6, across ~0.05, with deterministic noise.
-    fn planted(sizes: &[usize]) -> (SymMatrix, Vec<usize>) {
-        let truth: Vec<usize> = sizes.iter().enumerate().flat_map(|(g, &s)| std::iter::repeat_n(g, s)).collect();
-        let d = truth.len();
-        let mut v = vec![0.0; d * d];
-        for i in 0..d {
-            for j in 0..d {
-                if i != j {
-                    let noise = (((i * 31 + j * 17 + i * j) % 13) as f64) / 13.0 * 0.08;
-                    let base = if truth[i] == truth[j] { 0.6 } else { 0.05 };
-                    v[i * d + j] = base + noise;
-                }
-            }
-        }
-        for i in 0..d {
-            for j in 0..i {
-                let m = (v[i * d + j] + v[j * d + i]) / 2.0;
-                v[i * d + j] = m;
-                v[j * d + i] = m;
-            }
-        }
-        (SymMatrix { d, values: v }, truth)
-    }
 
     #[test]
     fn spectral_recovers_planted_blocks_and_auto_k_finds_their_number() {

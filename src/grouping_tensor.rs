@@ -203,23 +203,8 @@ pub fn quality(sim: &Tensor, labels: &[usize]) -> Result<GroupQuality> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grouping::planted;
     use crate::mutual_info::SymMatrix;
-
-    /// Planted blocks (within ~0.6, across ~0.05, deterministic noise), diagonal 0.
-    fn planted(sizes: &[usize]) -> (SymMatrix, Vec<usize>) {
-        let truth: Vec<usize> = sizes.iter().enumerate().flat_map(|(g, &n)| std::iter::repeat_n(g, n)).collect();
-        let d = truth.len();
-        let mut v = vec![0.0; d * d];
-        for i in 0..d {
-            for j in 0..i {
-                let noise = (((i * 31 + j * 17) % 97) as f64 / 97.0 - 0.5) * 0.1;
-                let s = if truth[i] == truth[j] { 0.6 } else { 0.05 } + noise;
-                v[i * d + j] = s.max(0.0);
-                v[j * d + i] = s.max(0.0);
-            }
-        }
-        (SymMatrix { d, values: v }, truth)
-    }
 
     fn tensor(m: &SymMatrix) -> Tensor {
         Tensor::from_vec(m.values.clone(), (m.d, m.d), &Device::Cpu).unwrap()
