@@ -429,6 +429,22 @@ pub(crate) fn planted(sizes: &[usize]) -> (SymMatrix, Vec<usize>) {
     (SymMatrix { d, values: v }, truth)
 }
 
+/// Largest entry of |A Aᵀ − B Bᵀ|: zero when the columns of A and B span the same subspace
+/// (with orthonormal columns), whatever basis each solver picked.
+#[cfg(test)]
+pub(crate) fn projector_difference(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
+    let (d, k) = (a.nrows(), a.ncols());
+    let mut max_diff: f64 = 0.0;
+    for i in 0..d {
+        for j in 0..d {
+            let pa: f64 = (0..k).map(|c| a[(i, c)] * a[(j, c)]).sum();
+            let pb: f64 = (0..k).map(|c| b[(i, c)] * b[(j, c)]).sum();
+            max_diff = max_diff.max((pa - pb).abs());
+        }
+    }
+    max_diff
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,15 +471,8 @@ mod tests {
         let partial = top_eigenvectors(&b, k).expect("converges on a clear eigengap");
         let dense = dense_bottom_eigenvectors(&normalised, k).unwrap();
         // Same invariant subspace: the projectors U Uᵀ agree.
-        let mut max_diff: f64 = 0.0;
-        for i in 0..d {
-            for j in 0..d {
-                let pp: f64 = (0..k).map(|c| partial[(i, c)] * partial[(j, c)]).sum();
-                let pd: f64 = (0..k).map(|c| dense[(i, c)] * dense[(j, c)]).sum();
-                max_diff = max_diff.max((pp - pd).abs());
-            }
-        }
-        assert!(max_diff < 1e-8, "projector difference {max_diff}");
+        let diff = projector_difference(&partial, &dense);
+        assert!(diff < 1e-8, "projector difference {diff}");
         assert!(adjusted_rand_index(&spectral(&sim, k, 0).unwrap(), &truth) > 0.99);
     }
 

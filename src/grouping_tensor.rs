@@ -240,15 +240,8 @@ mod tests {
         let u = bottom_eigenvectors(&n, k).unwrap().expect("converges on a clear eigengap");
         let nv: Vec<f64> = n.flatten_all().unwrap().to_vec1().unwrap();
         let dense = grouping::dense_bottom_eigenvectors(&Mat::from_fn(d, d, |i, j| nv[i * d + j]), k).unwrap();
-        let mut max_diff: f64 = 0.0;
-        for i in 0..d {
-            for j in 0..d {
-                let pu: f64 = (0..k).map(|c| u[(i, c)] * u[(j, c)]).sum();
-                let pd: f64 = (0..k).map(|c| dense[(i, c)] * dense[(j, c)]).sum();
-                max_diff = max_diff.max((pu - pd).abs());
-            }
-        }
-        assert!(max_diff < 1e-8, "projector difference {max_diff}");
+        let diff = grouping::projector_difference(&u, &dense);
+        assert!(diff < 1e-8, "projector difference {diff}");
     }
 
     #[test]
