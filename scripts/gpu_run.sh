@@ -54,7 +54,7 @@ for stage in "$@"; do
       # The published code's own rounding spread: H summed in reverse window order.
       python3 scripts/published_noise.py --shared $S --published-sgpt .carry/published/sparsegpt \
         --published-gptq .carry/published/gptq --fixture $FX --jobs ${JOBS:-3} --draws ${DRAWS:-0} \
-        ${NOISE_RUNS:+--runs $NOISE_RUNS} --out "$OUT/noise" | tail -40
+        ${NOISE_RUNS:+--runs $NOISE_RUNS} ${PERTURB:+--perturb-inputs} --out "$OUT/noise" | tail -40
       ;;
     reload)
       $BIN prune $S/fixtures/$FX c4 --sparsity 0.5 --wbits 4 --device cuda --data-dir $S/data --eval-datasets wikitext2 \

@@ -90,6 +90,12 @@ def compress(model, calib, args, dev):
         except ValueError:
             pass
     layers[0] = layers[0].module
+    if args.perturb_inputs is not None:
+        # One f16 rounding's worth of noise on the layer-0 inputs (relative 2^-11, then rounded
+        # back to f16): the size of the difference between two f16 forward implementations.
+        g = torch.Generator(device=dev).manual_seed(args.perturb_inputs)
+        cache["inps"] = [(x.float() * (1 + 2.0 ** -11 * torch.randn(x.shape, generator=g, device=dev))).to(x.dtype)
+                         for x in cache["inps"]]
     torch.cuda.synchronize()
     t0 = time.time()
     inps, kw = cache["inps"], cache["kwargs"]
@@ -165,6 +171,8 @@ def main():
     p.add_argument("--eval", default="wikitext2,ptb,c4")
     p.add_argument("--reverse-hessian-order", action="store_true",
                    help="feed the calibration windows to add_batch last to first (a rounding-only change)")
+    p.add_argument("--perturb-inputs", type=int, default=None, metavar="SEED",
+                   help="seeded relative noise of 2^-11 on the layer-0 inputs (one f16 rounding's worth)")
     p.add_argument("--shuffle-hessian-order", type=int, default=None, metavar="SEED",
                    help="feed the calibration windows to add_batch in a seeded random order (rounding-only)")
     p.add_argument("--json", required=True)

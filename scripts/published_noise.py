@@ -28,6 +28,8 @@ def run_reordered(a, run, draw=None):
     pub = a.published_gptq if method == "gptq" else a.published_sgpt
     if draw is None:
         out, order = os.path.join(a.out, f"noise_{a.fixture}_{run}.json"), ["--reverse-hessian-order"]
+    elif a.perturb_inputs:
+        out, order = os.path.join(a.out, f"noise_{a.fixture}_{run}_p{draw}.json"), ["--perturb-inputs", str(draw)]
     else:
         out, order = os.path.join(a.out, f"noise_{a.fixture}_{run}_s{draw}.json"), ["--shuffle-hessian-order", str(draw)]
     cmd = [sys.executable, os.path.join(HERE, "published_harness.py"), os.path.join(a.shared, "fixtures", a.fixture),
@@ -50,6 +52,8 @@ def main():
     ap.add_argument("--jobs", type=int, default=3)
     ap.add_argument("--draws", type=int, default=0,
                     help="instead of one reversed order, this many seeded shuffles per run (seeds 1..N): a spread")
+    ap.add_argument("--perturb-inputs", action="store_true",
+                    help="with --draws: perturb the layer-0 inputs by one f16 rounding (seeds 1..N) instead of shuffling")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
@@ -99,12 +103,15 @@ def main():
 def spread_table(a, runs, results):
     """Per run and corpus: the reference, the shuffled draws' Δ% (mean ± sd, range), ours."""
     import statistics
-    lines = [f"# Rounding spread of the published code on {a.fixture}", "",
-             f"Published SparseGPT/GPTQ (scripts/published_harness.py) with the calibration windows added to H in "
-             f"{a.draws} seeded random orders (seeds 1..{a.draws}; the same H up to f32 rounding), relative to the reference "
-             "(windows in order), beside sparsegpt-mi's committed full-protocol results. Made by "
-             f"`DRAWS={a.draws} scripts/gpu_run.sh {a.fixture} noise` (scripts/published_noise.py --draws {a.draws}).", "",
-             "| run | dataset | reference | published, shuffled H: Δ% mean ± sd | range | sparsegpt-mi Δ% | ours within range |",
+    what = ("the layer-0 inputs perturbed by one f16 rounding (relative 2^-11 Gaussian noise, seeds 1..N)" if a.perturb_inputs
+            else "the calibration windows added to H in seeded random orders (seeds 1..N; the same H up to f32 rounding)")
+    short = "perturbed inputs" if a.perturb_inputs else "shuffled H"
+    lines = [f"# Rounding spread of the published code on {a.fixture}" + (": f16-perturbed inputs" if a.perturb_inputs else ""), "",
+             f"Published SparseGPT/GPTQ (scripts/published_harness.py), {a.draws} runs with {what}, relative to the "
+             "reference, beside sparsegpt-mi's committed full-protocol results. Made by "
+             f"`DRAWS={a.draws}{' PERTURB=1' if a.perturb_inputs else ''} scripts/gpu_run.sh {a.fixture} noise` "
+             f"(scripts/published_noise.py --draws {a.draws}{' --perturb-inputs' if a.perturb_inputs else ''}).", "",
+             f"| run | dataset | reference | published, {short}: Δ% mean ± sd | range | sparsegpt-mi Δ% | ours within range |",
              "|---|---|---|---|---|---|---|"]
     for run in runs:
         ref = json.load(open(os.path.join(a.shared, "reference", a.fixture, run + ".json")))["ppl"]
@@ -121,7 +128,7 @@ def spread_table(a, runs, results):
             inside = "–" if o is None else ("yes" if min(ds_d) <= o <= max(ds_d) else "no")
             lines.append(f"| {run} | {ds} | {r:.2f} | {statistics.mean(ds_d):+.2f} ± {sd:.2f} | [{min(ds_d):+.2f}, {max(ds_d):+.2f}] | "
                          + (f"{o:+.2f}" if o is not None else "–") + f" | {inside} |")
-    md = os.path.join(a.out, f"spread_{a.fixture}.md")
+    md = os.path.join(a.out, f"spread{'_perturbed' if a.perturb_inputs else ''}_{a.fixture}.md")
     with open(md, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
