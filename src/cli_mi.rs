@@ -279,7 +279,8 @@ pub fn mi_groups(ctx: &LinearContext, args: &MiArgs, seed: u64) -> Result<Channe
             let similarity_seconds = t0.elapsed().as_secs_f64();
             let labels = randomise(grouping_tensor::spectral(&sim, k.min(d), seed)?);
             let clustering_seconds = t0.elapsed().as_secs_f64() - similarity_seconds;
-            (labels.clone(), grouping_tensor::quality(&sim, &labels)?, similarity_seconds, clustering_seconds)
+            let quality = grouping_tensor::quality(&sim, &labels)?;
+            (labels, quality, similarity_seconds, clustering_seconds)
         }
         _ => {
             let sim = match args.mi_method {
@@ -296,7 +297,8 @@ pub fn mi_groups(ctx: &LinearContext, args: &MiArgs, seed: u64) -> Result<Channe
                 None => grouping::choose_k(&sim, method, &grouping::AUTO_CANDIDATES, seed)?.1,
             });
             let clustering_seconds = t0.elapsed().as_secs_f64() - similarity_seconds;
-            (labels.clone(), grouping::quality(&sim, &labels), similarity_seconds, clustering_seconds)
+            let quality = grouping::quality(&sim, &labels);
+            (labels, quality, similarity_seconds, clustering_seconds)
         }
     };
     let grouping::GroupQuality { silhouette, davies_bouldin, redundancy } = quality;

@@ -97,11 +97,10 @@ pub(crate) fn uses_partial_eigensolver(d: usize, k: usize) -> bool {
     d >= PARTIAL_EIGEN_MIN_DIM && k < d / 4
 }
 
-/// L's bottom `k` eigenvectors as the top ones of the operator B = I + N (= 2I − L:
-/// spectrum in [0, 2], so its largest-magnitude eigenvalues are L's smallest), by faer's
-/// Krylov–Schur iteration; B may live anywhere (a host matrix, or a tensor on the GPU in
-/// `grouping_tensor`). `None` if it did not converge.
-pub(crate) fn top_eigenvectors(b: &dyn faer::matrix_free::LinOp<f64>, k: usize) -> Option<Mat<f64>> {
+/// L's bottom `k` eigenvectors as the top ones of B = I + N (= 2I − L: spectrum in [0, 2],
+/// so its largest-magnitude eigenvalues are L's smallest), by faer's Krylov–Schur
+/// iteration. `None` if it did not converge.
+fn top_eigenvectors(b: &Mat<f64>, k: usize) -> Option<Mat<f64>> {
     use faer::dyn_stack::{MemBuffer, MemStack};
     use faer::matrix_free::eigen::{partial_self_adjoint_eigen, partial_self_adjoint_eigen_scratch};
     let d = b.nrows();
@@ -263,19 +262,25 @@ pub fn silhouette(dist: &SymMatrix, labels: &[usize]) -> f64 {
                     sums[labels[j]] += dist.get(i, j);
                 }
             }
-            let own = labels[i];
-            if sizes[own] <= 1 {
-                return 0.0;
-            }
-            let a = sums[own] / (sizes[own] - 1) as f64;
-            let b = (0..k)
-                .filter(|&c| c != own && sizes[c] > 0)
-                .map(|c| sums[c] / sizes[c] as f64)
-                .fold(f64::INFINITY, f64::min);
-            if a.max(b) > 0.0 { (b - a) / a.max(b) } else { 0.0 }
+            point_silhouette(&sums, labels[i], &sizes)
         })
         .collect();
     per_point.iter().sum::<f64>() / n as f64
+}
+
+/// One point's silhouette from its summed distances to each group (to its own group
+/// without itself): (b − a) / max(a, b) with a, b the mean distances to its own and to the
+/// nearest other group; 0 in a singleton group.
+pub(crate) fn point_silhouette(dist_sums: &[f64], own: usize, sizes: &[usize]) -> f64 {
+    if sizes[own] <= 1 {
+        return 0.0;
+    }
+    let a = dist_sums[own] / (sizes[own] - 1) as f64;
+    let b = (0..sizes.len())
+        .filter(|&c| c != own && sizes[c] > 0)
+        .map(|c| dist_sums[c] / sizes[c] as f64)
+        .fold(f64::INFINITY, f64::min);
+    if a.max(b) > 0.0 { (b - a) / a.max(b) } else { 0.0 }
 }
 
 /// Davies–Bouldin index with the rows of `features` as points (lower is better).
@@ -294,8 +299,23 @@ pub fn davies_bouldin(features: &SymMatrix, labels: &[usize]) -> f64 {
     for (c, s) in cent.iter_mut().zip(&sizes) {
         c.iter_mut().for_each(|v| *v /= (*s).max(1) as f64);
     }
-    let dist = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
-    let to_centroid: Vec<f64> = features.values.par_chunks(n).zip(labels).map(|(row, &l)| dist(row, &cent[l])).collect();
+    let to_centroid: Vec<f64> = features.values.par_chunks(n).zip(labels).map(|(row, &l)| euclidean(row, &cent[l])).collect();
+    davies_bouldin_from(&to_centroid, labels, &cent)
+}
+
+fn euclidean(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt()
+}
+
+/// Davies–Bouldin from each point's distance to its group's centroid and the centroids:
+/// the mean over groups of the worst (scatter_a + scatter_b) / ‖c_a − c_b‖, scatter being
+/// a group's mean distance to its centroid.
+pub(crate) fn davies_bouldin_from(to_centroid: &[f64], labels: &[usize], centroids: &[Vec<f64>]) -> f64 {
+    let sizes = group_sizes(labels);
+    let k = sizes.len();
+    if k < 2 {
+        return 0.0;
+    }
     let mut scatter = vec![0.0; k];
     for (d, &l) in to_centroid.iter().zip(labels) {
         scatter[l] += d;
@@ -308,7 +328,7 @@ pub fn davies_bouldin(features: &SymMatrix, labels: &[usize]) -> f64 {
         let mut worst: f64 = 0.0;
         for b in 0..k {
             if a != b {
-                let m = dist(&cent[a], &cent[b]);
+                let m = euclidean(&centroids[a], &centroids[b]);
                 if m > 0.0 {
                     worst = worst.max((scatter[a] + scatter[b]) / m);
                 }
@@ -349,7 +369,12 @@ pub fn redundancy(sim: &SymMatrix, labels: &[usize]) -> Vec<f64> {
     for (i, s) in row_sums.iter().enumerate() {
         sums[labels[i]] += s;
     }
-    sums.iter().zip(&sizes).map(|(s, &n)| if n > 1 { s / (n * (n - 1)) as f64 } else { 0.0 }).collect()
+    mean_over_pairs(&sums, &sizes)
+}
+
+/// Per group, a sum over its ordered pairs (i ≠ j) divided by their number (0 for singletons).
+pub(crate) fn mean_over_pairs(sums: &[f64], sizes: &[usize]) -> Vec<f64> {
+    sums.iter().zip(sizes).map(|(s, &n)| if n > 1 { s / (n * (n - 1)) as f64 } else { 0.0 }).collect()
 }
 
 /// Groups channels with `method` into `k` groups (affinity = similarity matrix).

@@ -161,43 +161,20 @@ pub fn quality(sim: &Tensor, labels: &[usize]) -> Result<GroupQuality> {
 
     let mut silhouette = 0.0;
     let mut red_sums = vec![0.0; k];
-    let mut scatter = vec![0.0; k];
     for i in 0..d {
         let own = labels[i];
         let own_sum = m[i][own] - diag[i];
         red_sums[own] += own_sum;
-        scatter[own] += to_centroid[i];
-        if k < 2 || sizes[own] <= 1 {
-            continue;
-        }
-        // Mean distance 1 − s to the own group (j ≠ i) and to the nearest other group.
-        let a = ((sizes[own] - 1) as f64 - own_sum) / (sizes[own] - 1) as f64;
-        let b = (0..k)
-            .filter(|&c| c != own && sizes[c] > 0)
-            .map(|c| (sizes[c] as f64 - m[i][c]) / sizes[c] as f64)
-            .fold(f64::INFINITY, f64::min);
-        if a.max(b) > 0.0 {
-            silhouette += (b - a) / a.max(b);
-        }
+        // Summed distances 1 − s to each group (to the own one without i itself).
+        let dist_sums: Vec<f64> =
+            (0..k).map(|c| if c == own { (sizes[c] - 1) as f64 - own_sum } else { sizes[c] as f64 - m[i][c] }).collect();
+        silhouette += grouping::point_silhouette(&dist_sums, own, &sizes);
     }
-    let redundancy = red_sums.iter().zip(&sizes).map(|(s, &n)| if n > 1 { s / (n * (n - 1)) as f64 } else { 0.0 }).collect();
-    let mut davies_bouldin = 0.0;
-    if k >= 2 {
-        for a in 0..k {
-            let sa = scatter[a] / sizes[a].max(1) as f64;
-            let mut worst: f64 = 0.0;
-            for b in (0..k).filter(|&b| b != a) {
-                let sb = scatter[b] / sizes[b].max(1) as f64;
-                let dist = centroids[a].iter().zip(&centroids[b]).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
-                if dist > 0.0 {
-                    worst = worst.max((sa + sb) / dist);
-                }
-            }
-            davies_bouldin += worst;
-        }
-        davies_bouldin /= k as f64;
-    }
-    Ok(GroupQuality { silhouette: if k < 2 { 0.0 } else { silhouette / d as f64 }, davies_bouldin, redundancy })
+    Ok(GroupQuality {
+        silhouette: if k < 2 { 0.0 } else { silhouette / d as f64 },
+        davies_bouldin: grouping::davies_bouldin_from(&to_centroid, labels, &centroids),
+        redundancy: grouping::mean_over_pairs(&red_sums, &sizes),
+    })
 }
 
 #[cfg(test)]

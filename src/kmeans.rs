@@ -2,11 +2,11 @@
 //! points.
 //!
 //! Written here instead of calling linfa-clustering's `KMeans`: on the 1024 × 10 spectral
-//! features of an fc2 input, linfa took 34 ms for 4 runs on one core (an ndarray view and a
-//! rayon dispatch per point and iteration) and 80–120 ms on the 16-core GPU host, where it
-//! was most of the MI planning time; these flat loops take well under a millisecond per
-//! run there. Runs go in parallel, each sequential, and the best is chosen in run order, so
-//! the result depends only on the seed.
+//! features of an fc2 input, linfa took 34 ms for 4 runs on one core, and the clustering
+//! step took 80–120 ms per input on the 16-core GPU host, the largest part of the MI
+//! planning; linfa dispatches each iteration's per-point work in parallel, which these flat
+//! loops do not. Runs go in parallel, each sequential, and the best is chosen in run order,
+//! so the result depends only on the seed.
 
 use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256Plus;

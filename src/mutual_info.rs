@@ -44,10 +44,7 @@ impl SymMatrix {
 pub fn correlation_from_moments(sum_xxt: &[f64], sum_x: &[f64], tokens: usize) -> SymMatrix {
     let d = sum_x.len();
     let t = tokens as f64;
-    let mean: Vec<f64> = sum_x.iter().map(|s| s / t).collect();
-    let var: Vec<f64> = (0..d).map(|i| (sum_xxt[i * d + i] / t - mean[i] * mean[i]).max(0.0)).collect();
-    let vmax = var.iter().cloned().fold(0.0, f64::max);
-    let dead: Vec<bool> = var.iter().map(|&v| v <= DEAD_VARIANCE * vmax.max(f64::MIN_POSITIVE)).collect();
+    let ChannelMoments { mean, var, dead } = channel_moments(|i| sum_xxt[i * d + i], sum_x, tokens);
     let mut rho = vec![0.0; d * d];
     rho.par_chunks_mut(d).enumerate().for_each(|(i, row)| {
         for j in 0..d {
@@ -62,6 +59,23 @@ pub fn correlation_from_moments(sum_xxt: &[f64], sum_x: &[f64], tokens: usize) -
         }
     });
     SymMatrix { d, values: rho }
+}
+
+/// Per-channel mean and variance from the moments, and which channels count as dead.
+struct ChannelMoments {
+    mean: Vec<f64>,
+    var: Vec<f64>,
+    dead: Vec<bool>,
+}
+
+/// `ChannelMoments` from Σ x² (the diagonal of Σ x xᵀ, by index), Σ x and the token count.
+fn channel_moments(sum_sq: impl Fn(usize) -> f64, sum_x: &[f64], tokens: usize) -> ChannelMoments {
+    let t = tokens as f64;
+    let mean: Vec<f64> = sum_x.iter().map(|s| s / t).collect();
+    let var: Vec<f64> = (0..sum_x.len()).map(|i| (sum_sq(i) / t - mean[i] * mean[i]).max(0.0)).collect();
+    let vmax = var.iter().cloned().fold(0.0, f64::max);
+    let dead = var.iter().map(|&v| v <= DEAD_VARIANCE * vmax.max(f64::MIN_POSITIVE)).collect();
+    ChannelMoments { mean, var, dead }
 }
 
 /// Gaussian MI of a correlation: −½ log(1 − ρ²), ρ² clamped below 1.
@@ -256,11 +270,9 @@ pub fn gaussian_similarity_tensor(sum_xxt: &candle_core::Tensor, sum_x: &[f64], 
     let t = tokens as f64;
     let eye = Tensor::eye(d, DType::F64, dev)?;
     let diag: Vec<f64> = (sum_xxt * &eye)?.sum(1)?.to_vec1()?;
-    let mean: Vec<f64> = sum_x.iter().map(|s| s / t).collect();
-    let var: Vec<f64> = (0..d).map(|i| (diag[i] / t - mean[i] * mean[i]).max(0.0)).collect();
-    let vmax = var.iter().cloned().fold(0.0, f64::max);
+    let ChannelMoments { mean, var, dead } = channel_moments(|i| diag[i], sum_x, tokens);
     // Dead channels get 1/σ = 0: zero correlation with everything, as on the host.
-    let inv_std: Vec<f64> = var.iter().map(|&v| if v <= DEAD_VARIANCE * vmax.max(f64::MIN_POSITIVE) { 0.0 } else { 1.0 / v.sqrt() }).collect();
+    let inv_std: Vec<f64> = var.iter().zip(&dead).map(|(&v, &dead)| if dead { 0.0 } else { 1.0 / v.sqrt() }).collect();
     let mean = Tensor::from_vec(mean, (d, 1), dev)?;
     let inv_std = Tensor::from_vec(inv_std, (d, 1), dev)?;
     let cov = ((sum_xxt / t)? - mean.matmul(&mean.t()?)?)?;
