@@ -17,11 +17,10 @@ def main(d):
             f"Card: {card}. Made by `scripts/bench_gpu.sh` (both tools in the same call, one after another). "
             "compress = calibration passes + solving after the layer-0 inputs are caught (the reference's "
             "`compress_s`). Peak memory: nvidia-smi polled about every 0.05 s (CUDA context included), for both tools; "
-            "the published code's own torch.cuda.max_memory_allocated in brackets. Phases: plan = the time the solves "
-            "waited for MI statistics, grouping and bit allocation (in brackets: the site plans' own wall time, mostly "
-            "overlapped with solving); other = Hessians, weight transfers and the rest of the layer loop. MI share = "
-            "plan (waited) over compress time.", "",
-            "| fixture | run | tool | compress s | phases (calib fwd / plan (busy) / solve / recompute / other) | MI share | peak GPU MiB | eval tok/s (wt2) | WikiText-2 | PTB | C4 | zeros |",
+            "the published code's own torch.cuda.max_memory_allocated in brackets. Phases: plan = MI statistics, "
+            "grouping and bit allocation; other = Hessians, weight transfers, the MI kernels' one-time warm-up and the "
+            "rest of the layer loop. MI share = plan over compress time.", "",
+            "| fixture | run | tool | compress s | phases (calib fwd / plan / solve / recompute / other) | MI share | peak GPU MiB | eval tok/s (wt2) | WikiText-2 | PTB | C4 | zeros |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in sorted(glob.glob(os.path.join(d, "bench_ours_*.json"))):
         key = os.path.basename(p)[len("bench_ours_"):-5]
@@ -34,8 +33,7 @@ def main(d):
         # Wall time after the layer-0 inputs are caught, as the reference's compress_s.
         compress = t["total_s"] - t["catch_inputs_s"]
         phases = t["calibration_forward_s"] + t["plan_s"] + t["solve_s"] + t["recompute_s"]
-        busy = f" ({t['plan_busy_s']:.2f})" if "plan_busy_s" in t else ""
-        rows.append(f"| {fx} | {run} | sparsegpt-mi | {compress:.2f} | {t['calibration_forward_s']:.2f} / {t['plan_s']:.2f}{busy} / "
+        rows.append(f"| {fx} | {run} | sparsegpt-mi | {compress:.2f} | {t['calibration_forward_s']:.2f} / {t['plan_s']:.2f} / "
                     f"{t['solve_s']:.2f} / {t['recompute_s']:.2f} / {compress - phases:.2f} | {100 * t['plan_s'] / compress:.1f}% | {mem(p[:-5] + '.mem'):.0f} | {tps:.0f} | "
                     + " | ".join(f"{v:.2f}" for v in ppl) + f" | {o['zero_fraction']:.4f} |")
         rp = os.path.join(d, f"bench_ref_{key}.json")

@@ -51,7 +51,8 @@ for stage in "$@"; do
         --extra="${REF_EXTRA:-}" --out "$OUT/ref" | tail -20
       ;;
     noise)
-      # The published code's own rounding spread: H summed in reverse window order.
+      # The published code's own rounding spread: H summed in reverse window order, or DRAWS=N
+      # seeded shuffled orders (PERTURB=1: N perturbations of the layer-0 inputs instead).
       python3 scripts/published_noise.py --shared $S --published-sgpt .carry/published/sparsegpt \
         --published-gptq .carry/published/gptq --fixture $FX --jobs ${JOBS:-3} --draws ${DRAWS:-0} \
         ${NOISE_RUNS:+--runs $NOISE_RUNS} ${PERTURB:+--perturb-inputs} --out "$OUT/noise" | tail -40

@@ -19,11 +19,21 @@ from reference_table import flags  # noqa: E402  (the reference args as prune fl
 DATASETS = ("wikitext2", "ptb", "c4")
 
 
+def reference(a, run):
+    """The reference run's JSON (args, ppl)."""
+    return json.load(open(os.path.join(a.shared, "reference", a.fixture, run + ".json")))
+
+
+def ours_ppl(a, run):
+    """sparsegpt-mi's committed full-protocol PPL for the run ({} if none)."""
+    path = os.path.join(a.ours, a.fixture, run + ".json")
+    return json.load(open(path))["ppl"] if os.path.exists(path) else {}
+
+
 def run_reordered(a, run, draw=None):
     """The published code on `run`'s args with H's windows reversed (draw None) or shuffled
     with seed `draw`."""
-    ref = json.load(open(os.path.join(a.shared, "reference", a.fixture, run + ".json")))
-    args = ref["args"]
+    args = reference(a, run)["args"]
     method = args["method"]
     pub = a.published_gptq if method == "gptq" else a.published_sgpt
     if draw is None:
@@ -59,8 +69,7 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     names = sorted(n[:-5] for n in os.listdir(os.path.join(a.shared, "reference", a.fixture)) if n.endswith(".json"))
     runs = [r for r in names if (not a.runs or r in a.runs.split(","))
-            and json.load(open(os.path.join(a.shared, "reference", a.fixture, r + ".json")))["args"]["method"] != "dense"
-            and not json.load(open(os.path.join(a.shared, "reference", a.fixture, r + ".json")))["args"].get("gmp")]
+            and reference(a, r)["args"]["method"] != "dense" and not reference(a, r)["args"].get("gmp")]
     results = {}
     todo = [(r, d) for r in runs for d in (range(1, a.draws + 1) if a.draws else [None])]
     with cf.ThreadPoolExecutor(a.jobs) as ex:
@@ -77,10 +86,9 @@ def main():
              "| run | dataset | reference | published, H reversed (Δ%) | sparsegpt-mi (Δ%) |", "|---|---|---|---|---|"]
     worst = {"noise": 0.0, "ours": 0.0}
     for run in runs:
-        ref = json.load(open(os.path.join(a.shared, "reference", a.fixture, run + ".json")))["ppl"]
+        ref = reference(a, run)["ppl"]
         noise = json.load(open(results[(run, None)]))["ppl"] if results.get((run, None)) else {}
-        ours_path = os.path.join(a.ours, a.fixture, run + ".json")
-        ours = json.load(open(ours_path))["ppl"] if os.path.exists(ours_path) else {}
+        ours = ours_ppl(a, run)
         for ds in DATASETS:
             r = ref.get(ds)
             cells = []
@@ -114,9 +122,8 @@ def spread_table(a, runs, results):
              f"| run | dataset | reference | published, {short}: Δ% mean ± sd | range | sparsegpt-mi Δ% | ours within range |",
              "|---|---|---|---|---|---|---|"]
     for run in runs:
-        ref = json.load(open(os.path.join(a.shared, "reference", a.fixture, run + ".json")))["ppl"]
-        ours_path = os.path.join(a.ours, a.fixture, run + ".json")
-        ours = json.load(open(ours_path))["ppl"] if os.path.exists(ours_path) else {}
+        ref = reference(a, run)["ppl"]
+        ours = ours_ppl(a, run)
         draws = [json.load(open(results[(run, d)]))["ppl"] for d in range(1, a.draws + 1) if results.get((run, d))]
         for ds in DATASETS:
             r = ref.get(ds)
