@@ -11,6 +11,9 @@ FX=${FX:-opt-mini-a}
 bash scripts/gpu_run.sh $FX sanity > /dev/null 2>&1
 B=/tmp/sparsegpt-mi; S=/tmp/shared
 export SPARSEGPT_MI_DATA_DIR=$S/data LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
+CUSOLVER=$(ls /usr/local/cuda-13.0/targets/x86_64-linux/lib/libcusolver.so.1[0-9]* 2>/dev/null | head -n1)
+[ -n "$CUSOLVER" ] || CUSOLVER=$(python3 -c "import glob, site; print(next(iter(sorted(g for p in site.getsitepackages() for g in glob.glob(p + '/nvidia/**/libcusolver.so.1*', recursive=True))), ''))" 2>/dev/null)
+[ -n "$CUSOLVER" ] && export LD_LIBRARY_PATH=$(dirname "$CUSOLVER"):$LD_LIBRARY_PATH
 mkdir -p /tmp/gpu_work/$FX
 $B prune $S/fixtures/$FX c4 --sparsity 0.5 --wbits 4 --target-avg-bits 4.0 --use-mi-grouping 1 --n-groups 10 \
   --device cuda --eval-datasets "" --data-dir $S/data --json /tmp/gpu_work/$FX/quick_mi4.json > /tmp/gpu_work/$FX/quick_mi4.log 2>&1

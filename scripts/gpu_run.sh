@@ -2,7 +2,7 @@
 # On the GPU machine (device tool): lay out a ../shared-like tree from what was carried, unpack
 # the CUDA binary, then run the named stages. Writes everything under $OUT (or ./gpu_out).
 #
-#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity bench cpu reference noise reload hinv64 mi mi25 scale
+#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity selfcheck bench cpu reference noise reload hinv64 mi mi25 scale
 #
 # Carried (ignored, under .carry/): sparsegpt-mi-cuda.xz (scripts/build_cuda.sh), data.tar.xz
 # (evaluation + calibration data), reference/ (../shared/reference), fx/FIXTURE/{config.json,
@@ -23,6 +23,10 @@ BIN=/tmp/sparsegpt-mi
 [ -x $BIN ] || { xz -dc .carry/sparsegpt-mi-cuda.xz > $BIN; chmod +x $BIN; }
 export SPARSEGPT_MI_DATA_DIR=$S/data
 export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
+# cuSOLVER (the GPU solver opens it at run time): the toolkit's, else the Python wheels'.
+CUSOLVER=$(ls /usr/local/cuda-13.0/targets/x86_64-linux/lib/libcusolver.so.1[0-9]* 2>/dev/null | head -n1)
+[ -n "$CUSOLVER" ] || CUSOLVER=$(python3 -c "import glob, site; print(next(iter(sorted(g for p in site.getsitepackages() for g in glob.glob(p + '/nvidia/**/libcusolver.so.1*', recursive=True))), ''))" 2>/dev/null)
+[ -n "$CUSOLVER" ] && export LD_LIBRARY_PATH=$(dirname "$CUSOLVER"):$LD_LIBRARY_PATH
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
@@ -31,6 +35,13 @@ for stage in "$@"; do
       t=$(date +%s); $BIN eval $S/fixtures/$FX --device cuda --max-windows 2 --data-dir $S/data --json $OUT/sanity_cuda_$FX.json
       echo "first CUDA call (PTX JIT included): $(( $(date +%s) - t )) s"
       $BIN eval $S/fixtures/$FX --device cuda --max-windows 2 --data-dir $S/data --json $OUT/sanity_cuda2_$FX.json | tail -3
+      ;;
+    selfcheck)
+      # The GPU solver against the host one on random layers (all settings), then its time at
+      # opt-6.7b shapes (q/k/v/out, fc1, fc2) beside the host solver's on this machine's cores.
+      echo "cuSOLVER: ${CUSOLVER:-not found}"
+      $BIN self-check --json $OUT/selfcheck.json
+      $BIN self-check --shapes 4096x4096,16384x4096,4096x16384 --settings sgpt50w4 --json $OUT/selfcheck_6.7b.json
       ;;
     bench)
       bash scripts/bench_gpu.sh $BIN .carry/published/sparsegpt .carry/published/gptq $S "$OUT/bench" "$FX"

@@ -1,4 +1,4 @@
-//! Command-line interface: `eval`, `prune`, `mi`.
+//! Command-line interface: `eval`, `prune`, `mi`, `self-check`.
 
 use crate::data::{self, Corpus};
 use crate::eval::Perplexity;
@@ -23,6 +23,8 @@ pub enum Command {
     Prune(crate::cli_prune::PruneArgs),
     /// Mutual-information matrix of one linear's input channels: PNG heatmap and JSON.
     Mi(crate::cli_mi::MiInspectArgs),
+    /// GPU builds: the device solver against the host solver on random layers.
+    SelfCheck(crate::cli_check::SelfCheckArgs),
 }
 
 #[derive(Args, Clone)]
@@ -179,5 +181,6 @@ pub fn run() -> Result<()> {
         Command::Eval(a) => run_eval(a),
         Command::Prune(a) => crate::cli_prune::run_prune(a),
         Command::Mi(a) => crate::cli_mi::run_mi_inspect(a),
+        Command::SelfCheck(a) => crate::cli_check::run_self_check(a),
     }
 }

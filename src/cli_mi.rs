@@ -169,7 +169,7 @@ impl MiArgs {
         let cache: Mutex<HashMap<(usize, InputSite), Arc<ChannelGroups>>> = Mutex::new(HashMap::new());
         Ok(Box::new(move |ctx: &LinearContext| {
             let t0 = Instant::now();
-            let importance = bit_alloc::column_importance(ctx.weight, ctx.rows, ctx.cols, ctx.hessian);
+            let importance = bit_alloc::column_importance(ctx.weight, ctx.rows, ctx.cols, ctx.hessian_diag);
             let (groups, fresh) = match args.mode() {
                 Mode::Enhanced => (Arc::new(rank_groups(&importance, args.fixed_groups()?.unwrap_or(10))), true),
                 _ => {
@@ -270,11 +270,20 @@ pub fn mi_groups(ctx: &LinearContext, args: &MiArgs, seed: u64) -> Result<Channe
             labels
         }
     };
-    // Where the moments are on the GPU, the default recipe (Gaussian MI, spectral, fixed K)
-    // runs there (`grouping_tensor`); everything else on the host.
-    let device_moments = ctx.stats.sum_xxt_device().filter(|_| args.mi_method == MiMethod::Corr && method == GroupingMethod::Spectral);
-    let (labels, quality, similarity_seconds, clustering_seconds) = match (device_moments, fixed_k) {
-        (Some(sxx), Some(k)) => {
+    // The default recipe (Gaussian MI, spectral, fixed K) runs as tensor ops
+    // (`grouping_tensor`): on the GPU where the moments are, else on the host's tensors, so
+    // that both paths group with the same eigensolver. Everything else runs on the host.
+    let default_recipe = args.mi_method == MiMethod::Corr && method == GroupingMethod::Spectral;
+    let (labels, quality, similarity_seconds, clustering_seconds) = match fixed_k.filter(|_| default_recipe) {
+        Some(k) => {
+            let host_moments;
+            let sxx = match ctx.stats.sum_xxt_device() {
+                Some(t) => t,
+                None => {
+                    host_moments = candle_core::Tensor::from_vec(ctx.stats.sum_xxt()?, (d, d), &candle_core::Device::Cpu)?;
+                    &host_moments
+                }
+            };
             let sim = mutual_info::gaussian_similarity_tensor(sxx, &ctx.stats.sum_x, ctx.stats.tokens)?;
             let similarity_seconds = t0.elapsed().as_secs_f64();
             let labels = randomise(grouping_tensor::spectral(&sim, k.min(d), seed)?);
@@ -282,7 +291,7 @@ pub fn mi_groups(ctx: &LinearContext, args: &MiArgs, seed: u64) -> Result<Channe
             let quality = grouping_tensor::quality(&sim, &labels)?;
             (labels, quality, similarity_seconds, clustering_seconds)
         }
-        _ => {
+        None => {
             let sim = match args.mi_method {
                 MiMethod::Corr => mutual_info::gaussian_similarity(mutual_info::correlation_from_moments(
                     &ctx.stats.sum_xxt()?,
@@ -344,7 +353,7 @@ fn plan_bits(
     };
     let mut group_order: Vec<usize> = (0..k).collect();
     group_order.sort_by(|&a, &b| (gimp[b] / sizes[b] as f64).total_cmp(&(gimp[a] / sizes[a] as f64)));
-    let hdiag = |j: usize| ctx.hessian[j * ctx.cols + j];
+    let hdiag = |j: usize| ctx.hessian_diag[j];
     let mut perm = Vec::with_capacity(ctx.cols);
     let mut col_groups = Vec::with_capacity(k);
     for &g in &group_order {
@@ -518,6 +527,7 @@ pub fn run_mi_inspect(args: MiInspectArgs) -> Result<()> {
         batch: crate::eval::windows_per_pass(&device),
         channel_stats: true,
         seed: args.seed,
+        host_solver: true,
     };
     let storage = model.storage_dtype;
     crate::compress::compress(&mut model, &calib.windows, &cfg, storage, &planner)?;

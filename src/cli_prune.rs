@@ -57,9 +57,13 @@ pub struct PruneArgs {
     #[arg(long, value_enum, default_value_t = crate::hessian::HinvPrecision::F32)]
     pub hinv_precision: crate::hessian::HinvPrecision,
     /// The published code's update order (errors to later blocks once per block, one GEMM)
-    /// instead of the default eager one: same arithmetic, other rounding.
+    /// instead of the default eager one: same arithmetic, other rounding. Host solver only
+    /// (the GPU solver always sweeps in that order).
     #[arg(long)]
     pub lazy_updates: bool,
+    /// Solve on the host CPU even when the model runs on a GPU (the GPU solver needs cuSOLVER).
+    #[arg(long)]
+    pub host_solver: bool,
     /// Compress layers i with minlayer <= i < maxlayer.
     #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
     pub minlayer: i64,
@@ -242,6 +246,7 @@ pub fn run_prune(args: PruneArgs) -> Result<()> {
         batch: crate::eval::windows_per_pass(&device),
         channel_stats: args.mi.mode() != crate::cli_mi::Mode::Baseline,
         seed: args.seed,
+        host_solver: args.host_solver,
     };
     let base_quant = args.base_quant();
     let planner = args.mi.planner(base_quant, args.sym, args.seed)?;

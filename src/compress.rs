@@ -20,8 +20,8 @@ pub struct LinearContext<'a> {
     pub rows: usize,
     pub cols: usize,
     pub weight: &'a [f32],
-    /// H = 2/n Σ x xᵀ (cols × cols, row-major), undamped.
-    pub hessian: &'a [f64],
+    /// The diagonal of H = 2/n Σ x xᵀ, undamped.
+    pub hessian_diag: &'a [f64],
     pub stats: &'a HessianAccumulator,
     /// Stored calibration tokens of this input (for non-Gaussian MI estimators), if kept.
     pub reservoir: Option<&'a [Vec<f32>]>,
@@ -53,6 +53,8 @@ pub struct CompressConfig {
     /// Calibration windows per forward pass (larger batches mean fewer, larger GPU launches).
     pub batch: usize,
     pub seed: u64,
+    /// Solve on the host even when the model runs on a GPU.
+    pub host_solver: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -150,6 +152,23 @@ impl Reservoir {
         }
         Ok(())
     }
+}
+
+/// The device Σ x xᵀ to solve with on the GPU, or None where the host solves: no GPU, the
+/// user asked for the host, or a setting only the host solver has.
+fn device_solver_input<'a>(cfg: &CompressConfig, solver_cfg: &SolverConfig, acc: &'a HessianAccumulator) -> Option<&'a Tensor> {
+    #[cfg(feature = "cuda")]
+    if !cfg.host_solver && acc.sum_xxt_f32_device().is_some() {
+        match crate::solver_cuda::unsupported(solver_cfg) {
+            None => return acc.sum_xxt_f32_device(),
+            Some(why) => {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| eprintln!("note: solving on the host: {why}"));
+            }
+        }
+    }
+    let _ = (cfg, solver_cfg, acc);
+    None
 }
 
 /// Compresses `model` in place. `planner` decides each linear's quantization.
@@ -256,8 +275,10 @@ pub fn compress(
         }
         times.calibration_forward_s += t.elapsed().as_secs_f64();
 
-        let hessians: BTreeMap<InputSite, Vec<f64>> =
-            accs.iter().map(|(&s, a)| Ok((s, a.hessian()?))).collect::<Result<_>>()?;
+        let hessian_diags: BTreeMap<InputSite, Vec<f64>> =
+            accs.iter().map(|(&s, a)| Ok((s, a.hessian_diagonal()?))).collect::<Result<_>>()?;
+        // Full host Hessians only for linears the host solves, formed once per site.
+        let mut host_hessians: BTreeMap<InputSite, Vec<f64>> = BTreeMap::new();
         // Plans first. The planner works per input site (q/k/v share theirs, and it caches
         // per site), so the first linear of each site is planned in parallel with the others
         // (MI statistics and grouping are host work while the GPU waits); the rest then
@@ -281,7 +302,7 @@ pub fn compress(
                 rows: *rows,
                 cols: *cols,
                 weight: w,
-                hessian: &hessians[&site],
+                hessian_diag: &hessian_diags[&site],
                 stats: &accs[&site],
                 reservoir,
             })?;
@@ -315,8 +336,23 @@ pub fn compress(
             let plan_seconds = plan.plan_seconds;
             let ts = Instant::now();
             let solver_cfg = SolverConfig { quant: plan.quant.clone(), ..cfg.solver.clone() };
-            let solved = solver::solve(w, rows, cols, &hessians[&site], &solver_cfg, plan.perm.as_deref())
-                .map_err(|e| anyhow::anyhow!("layer {i} {}: {e}", kind.path()))?;
+            let solved = match device_solver_input(cfg, &solver_cfg, &accs[&site]) {
+                #[cfg(feature = "cuda")]
+                Some(h_sum) => crate::solver_cuda::solve(
+                    layer.linear(kind).weight(),
+                    h_sum,
+                    accs[&site].hessian_scale(),
+                    &solver_cfg,
+                    plan.perm.as_deref(),
+                ),
+                _ => {
+                    if !host_hessians.contains_key(&site) {
+                        host_hessians.insert(site, accs[&site].hessian()?);
+                    }
+                    solver::solve(w, rows, cols, &host_hessians[&site], &solver_cfg, plan.perm.as_deref())
+                }
+            }
+            .map_err(|e| anyhow::anyhow!("layer {i} {}: {e}", kind.path()))?;
             let (wq, zero_fraction) = install(&mut layer, kind, solved.weight, (rows, cols), storage_dtype)?;
             let (max_distinct_per_row, max_distinct_per_group) = solver::max_levels(&wq, cols, &plan.quant, plan.perm.as_deref());
             let solve_seconds = ts.elapsed().as_secs_f64();

@@ -98,6 +98,35 @@ impl HessianAccumulator {
         Ok(())
     }
 
+    /// The f32 Σ x xᵀ where it is accumulated on a device (CUDA runs), as a d × d tensor:
+    /// what the device solver scales by `hessian_scale` into H.
+    pub fn sum_xxt_f32_device(&self) -> Option<&Tensor> {
+        match &self.sum_xxt {
+            Some(GramSum::Device(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// 2 / nsamples, the factor from Σ x xᵀ to the reference's H.
+    pub fn hessian_scale(&self) -> f64 {
+        2.0 / self.sequences as f64
+    }
+
+    /// The diagonal of `hessian()`, without forming the matrix on the host.
+    pub fn hessian_diagonal(&self) -> Result<Vec<f64>> {
+        let n = self.dim;
+        let diag: Vec<f64> = match &self.sum_xxt {
+            Some(GramSum::Device(t)) => {
+                let idx = Tensor::from_vec((0..n).map(|j| (j * (n + 1)) as u32).collect::<Vec<_>>(), n, t.device())?;
+                t.flatten_all()?.index_select(&idx, 0)?.to_dtype(DType::F64)?.to_vec1()?
+            }
+            Some(GramSum::Host(v)) => (0..n).map(|j| v[j * n + j] as f64).collect(),
+            None => bail!("no calibration data reached this layer"),
+        };
+        let scale = self.hessian_scale();
+        Ok(diag.into_iter().map(|v| v * scale).collect())
+    }
+
     /// The f64 Σ x xᵀ where it is kept on a device (CUDA runs), as a d × d tensor.
     pub fn sum_xxt_device(&self) -> Option<&Tensor> {
         self.sum_xxt_f64_device.as_ref()
@@ -120,7 +149,7 @@ impl HessianAccumulator {
     /// reference rescales a running average after every sequence; summing first and
     /// scaling once is the same quantity with less rounding.)
     pub fn hessian(&self) -> Result<Vec<f64>> {
-        let scale = 2.0 / self.sequences as f64;
+        let scale = self.hessian_scale();
         let sum = match &self.sum_xxt {
             Some(sum) => sum.to_f64(self.dim)?,
             None => bail!("no calibration data reached this layer"),

@@ -10,6 +10,7 @@
 pub mod bit_alloc;
 pub mod calibration;
 pub mod cli;
+pub mod cli_check;
 pub mod cli_mi;
 pub mod cli_prune;
 pub mod compress;
@@ -29,6 +30,8 @@ pub mod py_random;
 pub mod quantizer;
 pub mod report;
 pub mod solver;
+#[cfg(feature = "cuda")]
+pub mod solver_cuda;
 pub mod tokenizer;
 pub mod weights;
 

@@ -69,7 +69,7 @@ pub struct Solved {
 }
 
 /// Column order of a sweep: act-order (H_jj descending), a given permutation, or identity.
-fn sweep_order(h_diag: &[f64], cfg: &SolverConfig, perm: Option<&[usize]>) -> Vec<usize> {
+pub(crate) fn sweep_order(h_diag: &[f64], cfg: &SolverConfig, perm: Option<&[usize]>) -> Vec<usize> {
     if let Some(p) = perm {
         return p.to_vec();
     }
@@ -78,6 +78,37 @@ fn sweep_order(h_diag: &[f64], cfg: &SolverConfig, perm: Option<&[usize]>) -> Ve
         order.sort_by(|&a, &b| h_diag[b].total_cmp(&h_diag[a]));
     }
     order
+}
+
+/// Where a sweep (re)computes its quantization grid: (first column, columns the grid spans,
+/// bits), in sweep order. Per-row grids come from the untouched weight instead (none here).
+pub fn grid_starts(quant: &QuantScheme, cols: usize) -> Vec<(usize, usize, u32)> {
+    match quant {
+        QuantScheme::Grouped { bits, size, .. } => (0..cols).step_by(*size).map(|s| (s, (*size).min(cols - s), *bits)).collect(),
+        QuantScheme::Mixed { groups, .. } => groups.iter().map(|g| (g.start, g.len, g.bits)).collect(),
+        QuantScheme::None | QuantScheme::PerRow { .. } => Vec::new(),
+    }
+}
+
+/// One stretch of a lazily updated sweep: columns `start..end` inside the mask block that
+/// begins at `block`. The device solver splits each `blocksize` block where a quantization
+/// grid starts, and applies the stretch's errors to all later columns before the next one
+/// begins, so a grid always sees current values (as the eager host sweep does; the
+/// reference's `--groupsize` grid can read stale ones, see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub block: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+pub fn sweep_segments(cols: usize, blocksize: usize, grid_starts: &[(usize, usize, u32)]) -> Vec<Segment> {
+    let mut cuts: Vec<usize> = (0..cols).step_by(blocksize).chain(grid_starts.iter().map(|g| g.0)).chain([cols]).collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts.windows(2)
+        .map(|c| Segment { block: c[0] / blocksize * blocksize, start: c[0], end: c[1] })
+        .collect()
 }
 
 /// Kth smallest value (0-based) of `v`: torch.sort(v)[0][k].
@@ -429,6 +460,20 @@ mod tests {
             assert_eq!(differ, 0, "{quant:?}, sparsity {sparsity}: {differ} weights differ");
             assert!((eager.loss - lazy.loss).abs() <= 1e-4 * eager.loss.max(1e-9), "{quant:?}: loss {} vs {}", eager.loss, lazy.loss);
         }
+    }
+
+    #[test]
+    fn segments_cut_blocks_at_grid_starts() {
+        let groups = vec![ColumnGroup { start: 0, len: 100, bits: 4 }, ColumnGroup { start: 100, len: 200, bits: 3 }, ColumnGroup { start: 300, len: 20, bits: 2 }];
+        let starts = grid_starts(&QuantScheme::Mixed { groups, sym: false }, 320);
+        let segs = sweep_segments(320, 128, &starts);
+        let se: Vec<(usize, usize, usize)> = segs.iter().map(|s| (s.block, s.start, s.end)).collect();
+        assert_eq!(se, vec![(0, 0, 100), (0, 100, 128), (128, 128, 256), (256, 256, 300), (256, 300, 320)]);
+        // GPTQ's groupsize 128 with blocksize 128: the reference's blocks, uncut.
+        let g = grid_starts(&QuantScheme::Grouped { bits: 3, sym: false, size: 128 }, 300);
+        assert_eq!(g, vec![(0, 128, 3), (128, 128, 3), (256, 44, 3)]);
+        assert_eq!(sweep_segments(300, 128, &g).len(), 3);
+        assert_eq!(sweep_segments(300, 128, &[]).last(), Some(&Segment { block: 256, start: 256, end: 300 }));
     }
 
     #[test]

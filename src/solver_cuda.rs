@@ -1,0 +1,388 @@
+//! The one-shot solver on a CUDA device: `solver::solve` in the reference's lazy block order.
+//!
+//! H⁻¹'s upper Cholesky factor comes from cuSOLVER, as the reference's torch calls do:
+//! `potrf` (L of H), `potri` (H⁻¹ from L, torch's `cholesky_inverse`), `potrf` again; all
+//! in f32 on the damped H. The sweep then runs per stretch of columns (`solver::Segment`):
+//! one kernel sweeps the stretch with one warp per row (mask, quantize, OBS update inside
+//! the stretch, all in shared memory), and one cuBLAS GEMM applies the stretch's errors to
+//! every later column (`W[:, end:] −= Err · U[stretch, end:]`, the reference's lazy update).
+//! The block's adaptive mask threshold is a radix select on the device.
+//!
+//! Against the host solver (eager by default) the arithmetic is the same up to summation
+//! order. cuSOLVER is opened at run time (it is not among the libraries candle links), so
+//! a machine without it still runs everything else and says what is missing.
+
+use crate::hessian;
+use crate::solver::{self, QuantScheme, Solved, SolverConfig};
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::cuda_backend::cudarc::cublas;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::CudaDevice;
+use candle_core::{DType, Device, Storage, Tensor};
+use std::ffi::c_void;
+use std::sync::{Mutex, OnceLock};
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/solver.ptx"));
+const MODULE: &str = "sparsegpt_mi_solver";
+/// Rows per thread block of the sweep kernel (one warp each).
+const SWEEP_WARPS: u32 = 4;
+/// Longest stretch the sweep kernel holds in shared memory.
+pub const MAX_BLOCKSIZE: usize = 1024;
+
+/// Why this configuration must be solved on the host, if it must.
+pub fn unsupported(cfg: &SolverConfig) -> Option<String> {
+    if cfg.hinv_precision != hessian::HinvPrecision::F32 {
+        return Some("--hinv-precision f64 is solved on the host (cuSOLVER is used in f32, as the reference)".into());
+    }
+    if cfg.lazy_updates {
+        return Some("--lazy-updates selects the host's reference-order sweep".into());
+    }
+    if cfg.blocksize > MAX_BLOCKSIZE {
+        return Some(format!("--blocksize above {MAX_BLOCKSIZE} is solved on the host"));
+    }
+    if cfg.prunen != 0 {
+        let cut_inside_window = solver::grid_starts(&cfg.quant, usize::MAX / 2)
+            .iter()
+            .any(|&(s, _, _)| (s % cfg.blocksize) % cfg.prunem != 0);
+        if cut_inside_window {
+            return Some("n:m pruning with quantization groups that start inside an n:m window is solved on the host".into());
+        }
+    }
+    None
+}
+
+fn cuda_device(t: &Tensor) -> Result<CudaDevice> {
+    match t.device() {
+        Device::Cuda(d) => Ok(d.clone()),
+        _ => bail!("solver_cuda: tensor is not on a CUDA device"),
+    }
+}
+
+/// A fresh device buffer holding `t` (converted to f32, row-major).
+fn f32_buffer(dev: &CudaDevice, t: &Tensor) -> Result<CudaSlice<f32>> {
+    let t = t.to_dtype(DType::F32)?.contiguous()?;
+    let n = t.elem_count();
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cuda(cs) = &*storage else { bail!("solver_cuda: tensor is not on a CUDA device") };
+    let src = cs.as_cuda_slice::<f32>()?.slice(layout.start_offset()..layout.start_offset() + n);
+    let mut dst = unsafe { dev.alloc::<f32>(n)? };
+    dev.memcpy_dtod(&src, &mut dst)?;
+    Ok(dst)
+}
+
+fn ptr<T>(dev: &CudaDevice, s: &CudaSlice<T>) -> u64 {
+    let stream = dev.cuda_stream();
+    let (p, _sync) = s.device_ptr(&stream);
+    p
+}
+
+/// Launches one of this module's kernels; arguments are locals (the launch keeps pointers
+/// to them).
+macro_rules! launch {
+    ($dev:expr, $name:expr, grid = $grid:expr, block = $block:expr, smem = $smem:expr; $($arg:expr),* $(,)?) => {{
+        let func = $dev.get_or_load_custom_func($name, MODULE, PTX)?;
+        let mut b = func.builder();
+        $( b.arg(&$arg); )*
+        let cfg = LaunchConfig { grid_dim: (($grid as u32).max(1), 1, 1), block_dim: ($block, 1, 1), shared_mem_bytes: $smem };
+        unsafe { b.launch(cfg) }.map_err(|e| anyhow!("solver kernel {}: {e:?}", $name))?;
+    }};
+}
+
+/// cuSOLVER's dense Cholesky routines, opened at run time.
+struct Cusolver {
+    _lib: libloading::Library,
+    handle: Mutex<usize>,
+    set_stream: unsafe extern "C" fn(*mut c_void, *mut c_void) -> i32,
+    potrf_buffer_size: unsafe extern "C" fn(*mut c_void, i32, i32, *mut f32, i32, *mut i32) -> i32,
+    potrf: unsafe extern "C" fn(*mut c_void, i32, i32, *mut f32, i32, *mut f32, i32, *mut i32) -> i32,
+    potri_buffer_size: unsafe extern "C" fn(*mut c_void, i32, i32, *mut f32, i32, *mut i32) -> i32,
+    potri: unsafe extern "C" fn(*mut c_void, i32, i32, *mut f32, i32, *mut f32, i32, *mut i32) -> i32,
+}
+
+const LIBCUSOLVER: [&str; 3] = ["libcusolver.so.12", "libcusolver.so.11", "libcusolver.so"];
+/// cublasFillMode_t: the lower triangle of a column-major matrix.
+const FILL_LOWER: i32 = 0;
+
+fn cusolver() -> Result<&'static Cusolver> {
+    static LIB: OnceLock<std::result::Result<Cusolver, String>> = OnceLock::new();
+    LIB.get_or_init(|| unsafe {
+        let lib = LIBCUSOLVER.iter().find_map(|n| libloading::Library::new(n).ok()).ok_or_else(|| {
+            format!(
+                "cuSOLVER ({}) not found: add the folder of the CUDA libraries to LD_LIBRARY_PATH, or solve on the host with --host-solver",
+                LIBCUSOLVER[0]
+            )
+        })?;
+        let sym = |name: &str| -> std::result::Result<*const c_void, String> {
+            lib.get::<*const c_void>(name.as_bytes()).map(|s| *s).map_err(|e| format!("cuSOLVER lacks {name}: {e}"))
+        };
+        let create: unsafe extern "C" fn(*mut *mut c_void) -> i32 = std::mem::transmute(sym("cusolverDnCreate")?);
+        let mut handle: *mut c_void = std::ptr::null_mut();
+        let status = create(&mut handle);
+        if status != 0 {
+            return Err(format!("cusolverDnCreate failed (status {status})"));
+        }
+        Ok(Cusolver {
+            set_stream: std::mem::transmute(sym("cusolverDnSetStream")?),
+            potrf_buffer_size: std::mem::transmute(sym("cusolverDnSpotrf_bufferSize")?),
+            potrf: std::mem::transmute(sym("cusolverDnSpotrf")?),
+            potri_buffer_size: std::mem::transmute(sym("cusolverDnSpotri_bufferSize")?),
+            potri: std::mem::transmute(sym("cusolverDnSpotri")?),
+            handle: Mutex::new(handle as usize),
+            _lib: lib,
+        })
+    })
+    .as_ref()
+    .map_err(|e| anyhow!("{e}"))
+}
+
+/// In place: the damped, symmetric n × n `h` becomes a matrix whose upper triangle
+/// (row-major) is U, H⁻¹ = Uᵀ U — `cholesky(cholesky_inverse(cholesky(H)), upper=True)`.
+/// Row-major U is column-major Uᵀ = L₂, the lower factor of H⁻¹, so all three calls work on
+/// the column-major lower triangle. The strict lower triangle is left as scratch.
+pub fn inverse_cholesky_upper(dev: &CudaDevice, h: &mut CudaSlice<f32>, n: usize) -> Result<()> {
+    let cs = cusolver()?;
+    let handle = cs.handle.lock().map_err(|_| anyhow!("cuSOLVER handle poisoned"))?;
+    let hd = *handle as *mut c_void;
+    let stream = dev.cuda_stream();
+    let a = ptr(dev, h) as *mut f32;
+    let ni = n as i32;
+    let info = dev.alloc_zeros::<i32>(1)?;
+    let info_p = ptr(dev, &info) as *mut i32;
+    unsafe {
+        check((cs.set_stream)(hd, stream.cu_stream() as *mut c_void), "cusolverDnSetStream")?;
+        let (mut l1, mut l2) = (0i32, 0i32);
+        check((cs.potrf_buffer_size)(hd, FILL_LOWER, ni, a, ni, &mut l1), "potrf_bufferSize")?;
+        check((cs.potri_buffer_size)(hd, FILL_LOWER, ni, a, ni, &mut l2), "potri_bufferSize")?;
+        let work = dev.alloc_zeros::<f32>(l1.max(l2).max(1) as usize)?;
+        let wp = ptr(dev, &work) as *mut f32;
+        let steps: [(&str, &str); 3] = [
+            ("potrf", "Hessian is not positive definite even after damping; raise --percdamp (e.g. 0.1)"),
+            ("potri", "Hessian inverse failed"),
+            ("potrf", "inverse Hessian lost positive definiteness; raise --percdamp (e.g. 0.1)"),
+        ];
+        for (step, why) in steps {
+            let status = if step == "potri" {
+                (cs.potri)(hd, FILL_LOWER, ni, a, ni, wp, l2, info_p)
+            } else {
+                (cs.potrf)(hd, FILL_LOWER, ni, a, ni, wp, l1, info_p)
+            };
+            check(status, step)?;
+            let dev_info = dev.clone_dtoh(&info)?[0];
+            if dev_info != 0 {
+                bail!("{why} (cuSOLVER {step} info {dev_info})");
+            }
+        }
+        drop(work);
+    }
+    Ok(())
+}
+
+fn check(status: i32, what: &str) -> Result<()> {
+    if status != 0 {
+        bail!("cuSOLVER {what} failed (status {status})");
+    }
+    Ok(())
+}
+
+/// Compresses one linear on the device. `w`: rows × cols (any float dtype), `h_sum`: the f32
+/// Σ x xᵀ of its inputs, `h_scale`: 2 / sequences. Same contract as `solver::solve`.
+pub fn solve(w: &Tensor, h_sum: &Tensor, h_scale: f64, cfg: &SolverConfig, perm: Option<&[usize]>) -> Result<Solved> {
+    if let Some(why) = unsupported(cfg) {
+        bail!("{why}");
+    }
+    let dev = cuda_device(w)?;
+    let (rows, cols) = w.dims2()?;
+    if h_sum.dims2()? != (cols, cols) {
+        bail!("solver: weight {rows}×{cols} and Hessian {:?} do not fit", h_sum.dims());
+    }
+    let w = w.to_dtype(DType::F32)?;
+    let h = h_sum.to_dtype(DType::F32)?.affine(h_scale, 0.0)?;
+    let diag_idx = Tensor::from_vec((0..cols).map(|j| (j * (cols + 1)) as u32).collect::<Vec<_>>(), cols, h.device())?;
+    let diag: Vec<f32> = h.flatten_all()?.index_select(&diag_idx, 0)?.to_vec1()?;
+    let dead: Vec<bool> = diag.iter().map(|&d| d == 0.0).collect();
+    let diag_fixed: Vec<f64> = diag.iter().map(|&d| if d == 0.0 { 1.0 } else { d as f64 }).collect();
+    let order = solver::sweep_order(&diag_fixed, cfg, perm);
+
+    // Per-row grids from the untouched weight (as the reference), before dead columns go.
+    let grids = dev.alloc_zeros::<f32>(rows * 3)?;
+    let quantized = !matches!(cfg.quant, QuantScheme::None);
+    let mut wbuf;
+    {
+        let w_live = if dead.iter().any(|&d| d) {
+            let keep: Vec<f32> = dead.iter().map(|&d| if d { 0.0 } else { 1.0 }).collect();
+            w.broadcast_mul(&Tensor::from_vec(keep, (1, cols), w.device())?)?
+        } else {
+            w.clone()
+        };
+        let identity = order.iter().enumerate().all(|(k, &j)| k == j);
+        let order_t = Tensor::from_vec(order.iter().map(|&j| j as u32).collect::<Vec<_>>(), cols, w.device())?;
+        let (wp, hp) = if identity {
+            (w_live, h)
+        } else {
+            (w_live.index_select(&order_t, 1)?, h.index_select(&order_t, 0)?.index_select(&order_t, 1)?)
+        };
+        if let QuantScheme::PerRow { bits, sym } = cfg.quant {
+            let w0 = f32_buffer(&dev, &w)?;
+            row_grids(&dev, &w0, cols, rows, 0, cols, bits, sym, &grids)?;
+        }
+        wbuf = f32_buffer(&dev, &wp)?;
+        let mut hbuf = f32_buffer(&dev, &hp)?;
+        drop((wp, hp));
+        let mean_diag = order.iter().map(|&j| diag_fixed[j]).sum::<f64>() / cols as f64;
+        let damp = (cfg.percdamp * mean_diag) as f32;
+        let hp_ptr = ptr(&dev, &hbuf);
+        let ci = cols as i32;
+        launch!(dev, "prepare_diag", grid = cols.div_ceil(256), block = 256, smem = 0; hp_ptr, ci, damp);
+        inverse_cholesky_upper(&dev, &mut hbuf, cols)?;
+        sweep(&dev, &mut wbuf, &hbuf, rows, cols, cfg, quantized.then_some(&grids))?
+    }
+    .finish(&dev, wbuf, rows, cols, &order)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn row_grids(dev: &CudaDevice, w: &CudaSlice<f32>, ld: usize, rows: usize, c0: usize, len: usize, bits: u32, sym: bool, grids: &CudaSlice<f32>) -> Result<()> {
+    let (wp, gp) = (ptr(dev, w), ptr(dev, grids));
+    let (ld, rows_i, c0, len, bits, sym) = (ld as i32, rows as i32, c0 as i32, len as i32, bits as i32, sym as i32);
+    let threads = 256u32;
+    launch!(dev, "row_grids", grid = (rows * 32).div_ceil(threads as usize), block = threads, smem = 0; wp, ld, rows_i, c0, len, bits, sym, gp);
+    Ok(())
+}
+
+/// The sweep's loss per row, still on the device, to be summed at the end.
+struct SweepLoss(CudaSlice<f32>);
+
+impl SweepLoss {
+    fn finish(self, dev: &CudaDevice, wbuf: CudaSlice<f32>, rows: usize, cols: usize, order: &[usize]) -> Result<Solved> {
+        use rayon::prelude::*;
+        let wp = dev.clone_dtoh(&wbuf)?;
+        let loss: f64 = dev.clone_dtoh(&self.0)?.iter().map(|&x| x as f64).sum();
+        let mut out = vec![0f32; rows * cols];
+        out.par_chunks_mut(cols).zip(wp.par_chunks(cols)).for_each(|(o, p)| {
+            for (k, &j) in order.iter().enumerate() {
+                o[j] = p[k];
+            }
+        });
+        Ok(Solved { weight: out, loss })
+    }
+}
+
+fn sweep(dev: &CudaDevice, w: &mut CudaSlice<f32>, u: &CudaSlice<f32>, rows: usize, cols: usize, cfg: &SolverConfig, grids: Option<&CudaSlice<f32>>) -> Result<SweepLoss> {
+    let bs = cfg.blocksize;
+    let starts = solver::grid_starts(&cfg.quant, cols);
+    let segments = solver::sweep_segments(cols, bs, &starts);
+    let prune_unstructured = cfg.prunen == 0 && cfg.sparsity > 0.0;
+    let loss = dev.alloc_zeros::<f32>(rows)?;
+    let err = dev.alloc_zeros::<f32>(rows * bs)?;
+    let metric = dev.alloc_zeros::<f32>(if prune_unstructured { rows * bs } else { 1 })?;
+    let thresh = dev.alloc_zeros::<f32>(1)?;
+    let (wp, up, ep, mp, tp, lp) = (ptr(dev, w), ptr(dev, u), ptr(dev, &err), ptr(dev, &metric), ptr(dev, &thresh), ptr(dev, &loss));
+    let gp = grids.map(|g| ptr(dev, g)).unwrap_or(0);
+    let sym = match &cfg.quant {
+        QuantScheme::PerRow { sym, .. } | QuantScheme::Grouped { sym, .. } | QuantScheme::Mixed { sym, .. } => *sym,
+        QuantScheme::None => false,
+    };
+    let blas = dev.cublas_handle();
+    let (ld, rows_i) = (cols as i32, rows as i32);
+    for seg in segments {
+        let mcount = (seg.block + bs).min(cols) - seg.block;
+        if prune_unstructured && seg.start == seg.block {
+            let (c0, cnt) = (seg.block as i32, mcount as i32);
+            let n = rows * mcount;
+            launch!(dev, "block_metric", grid = n.div_ceil(256), block = 256, smem = 0; wp, ld, rows_i, c0, cnt, up, mp);
+            let k = ((n as f64 * cfg.sparsity) as usize).min(n - 1) as i64;
+            let n64 = n as i64;
+            launch!(dev, "kth_smallest", grid = 1, block = 1024, smem = 0; mp, n64, k, tp);
+        }
+        if let Some(&(s, len, bits)) = starts.iter().find(|g| g.0 == seg.start) {
+            row_grids(dev, w, cols, rows, s, len, bits, sym, grids.expect("grid starts only when quantized"))?;
+        }
+        let len = seg.end - seg.start;
+        let (s1, len_i, mcount_i, moff) = (seg.start as i32, len as i32, mcount as i32, (seg.start - seg.block) as i32);
+        let (prunen, prunem) = (cfg.prunen as i32, if cfg.prunen != 0 { cfg.prunem as i32 } else { 0 });
+        let metric_arg = if prune_unstructured { mp } else { 0u64 };
+        let maxlen = bs as i32;
+        let smem = SWEEP_WARPS * bs as u32 * 2 * 4;
+        launch!(dev, "obs_sweep", grid = rows.div_ceil(SWEEP_WARPS as usize), block = SWEEP_WARPS * 32, smem = smem;
+            wp, ld, rows_i, s1, len_i, up, metric_arg, mcount_i, moff, tp, prunen, prunem, gp, ep, lp, maxlen);
+        if seg.end < cols {
+            // W[:, end:] −= Err (rows × len) · U[start..end, end:], as column-major
+            // Wᵀ[end:, :] −= U[start..end, end:]ᵀ · Errᵀ.
+            let n2 = (cols - seg.end) as i32;
+            let (alpha, beta) = (-1.0f32, 1.0f32);
+            unsafe {
+                cublas::result::sgemm(
+                    *blas.handle(),
+                    cublas::sys::cublasOperation_t::CUBLAS_OP_N,
+                    cublas::sys::cublasOperation_t::CUBLAS_OP_N,
+                    n2,
+                    rows_i,
+                    len_i,
+                    &alpha,
+                    (up as *const f32).add(seg.start * cols + seg.end),
+                    ld,
+                    ep as *const f32,
+                    len_i,
+                    &beta,
+                    (wp as *mut f32).add(seg.end),
+                    ld,
+                )
+                .map_err(|e| anyhow!("cuBLAS sgemm (lazy update): {e:?}"))?;
+            }
+        }
+    }
+    Ok(SweepLoss(loss))
+}
+
+/// The device solver against the host one (reference order) on one random layer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Comparison {
+    pub rows: usize,
+    pub cols: usize,
+    /// Fraction of weights where the two differ by more than 1e-4 (relative): rounding-order
+    /// differences flip a few near-tied mask or grid decisions, which then propagate.
+    pub fraction_differing: f64,
+    pub max_abs_difference: f64,
+    /// |loss_device − loss_host| / loss_host, the reference's summed OBS loss.
+    pub loss_relative_difference: f64,
+    pub device_s: f64,
+    pub host_s: f64,
+}
+
+/// Solves one random layer (correlated inputs, as activations are) on the device and on the
+/// host with the same H and compares: the `self-check` subcommand.
+pub fn compare_with_host(device: &Device, rows: usize, cols: usize, cfg: &SolverConfig, seed: u64) -> Result<Comparison> {
+    use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut uniform = move || ((rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32;
+    let w: Vec<f32> = (0..rows * cols).map(|_| uniform() * 0.1).collect();
+    let tokens = 2 * cols;
+    let m: Vec<f32> = (0..cols * cols).map(|k| if k % (cols + 1) == 0 { 1.0 } else { uniform() * 0.1 }).collect();
+    let z: Vec<f32> = (0..tokens * cols).map(|_| uniform()).collect();
+    let x = Tensor::from_vec(z, (tokens, cols), device)?.matmul(&Tensor::from_vec(m, (cols, cols), device)?)?;
+    let h_sum = x.t()?.matmul(&x)?;
+    let scale = 2.0 / 16.0;
+    let wt = Tensor::from_vec(w.clone(), (rows, cols), device)?;
+    let t = std::time::Instant::now();
+    let dev_solved = solve(&wt, &h_sum, scale, cfg, None).context("device solve")?;
+    let device_s = t.elapsed().as_secs_f64();
+    let h_host: Vec<f64> = h_sum.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?.into_iter().map(|v| v * scale).collect();
+    // The host's reference order where grids align with blocks (then the two sweeps do the
+    // same arithmetic in the same order); its eager order for mixed groups, whose grids the
+    // device reads from current values as the eager sweep does.
+    let lazy_updates = !matches!(cfg.quant, QuantScheme::Mixed { .. });
+    let host_cfg = SolverConfig { lazy_updates, ..cfg.clone() };
+    let t = std::time::Instant::now();
+    let host_solved = solver::solve(&w, rows, cols, &h_host, &host_cfg, None)?;
+    let host_s = t.elapsed().as_secs_f64();
+    let pairs = || dev_solved.weight.iter().zip(&host_solved.weight);
+    let differing = pairs().filter(|(a, b)| (*a - *b).abs() > 1e-4 * (1.0 + b.abs())).count();
+    Ok(Comparison {
+        rows,
+        cols,
+        fraction_differing: differing as f64 / w.len() as f64,
+        max_abs_difference: pairs().map(|(a, b)| (a - b).abs() as f64).fold(0.0, f64::max),
+        loss_relative_difference: (dev_solved.loss - host_solved.loss).abs() / host_solved.loss.max(1e-30),
+        device_s,
+        host_s,
+    })
+}
