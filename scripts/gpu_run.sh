@@ -49,9 +49,11 @@ for stage in "$@"; do
     cpu)
       # The CPU path (this host's cores) of the bench runs, evaluated on the first 32 windows of
       # each corpus, for scripts/cpu_vs_gpu_table.py (issue 5: GPU PPL = CPU PPL within 0.5%).
+      # CPU_RUNS="mi4 ..." runs only those.
       for cfg in "sgpt50:--sparsity 0.5" "sgpt50w4:--sparsity 0.5 --wbits 4" \
                  "mi4:--sparsity 0.5 --wbits 4 --target-avg-bits 4.0 --use-mi-grouping 1 --n-groups 10"; do
         run=${cfg%%:*}
+        [[ -z "${CPU_RUNS:-}" || " $CPU_RUNS " == *" $run "* ]] || continue
         $BIN prune $S/fixtures/$FX c4 ${cfg#*:} --device cpu --max-windows 32 --data-dir $S/data \
           --json $OUT/cpu_${FX}_$run.json | tail -5
       done

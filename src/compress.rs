@@ -81,7 +81,10 @@ pub struct LinearReport {
 pub struct PhaseTimes {
     pub catch_inputs_s: f64,
     pub calibration_forward_s: f64,
+    /// Time the layer loop waited for plans (MI statistics, grouping, bit allocation).
     pub plan_s: f64,
+    /// Summed duration of the planning calls, which may overlap solves and each other.
+    pub plan_thread_s: f64,
     pub solve_s: f64,
     pub recompute_s: f64,
     pub total_s: f64,
@@ -309,71 +312,99 @@ pub fn compress(
             plan.plan_seconds = tp.elapsed().as_secs_f64();
             Ok(plan)
         };
-        let tp = Instant::now();
+        // Planning runs on its own threads, the first linear of each input site in parallel
+        // (the planner caches per site). Where the GPU solves, linears are solved as soon as
+        // their site's plan is in, so the MI work of later sites overlaps the solves of earlier
+        // ones; `plan_s` counts only the time solving waits for plans, `plan_thread_s` the
+        // planning calls themselves. On the host, solves wait for all plans (planning and
+        // solving beside each other fought for the same cores: 2.02 s against 1.75 s on B).
         let first_of_site: Vec<usize> = (0..LinearKind::ALL.len())
-            .filter(|&k| LinearKind::ALL[..k].iter().all(|e| e.input_site() != LinearKind::ALL[k].input_site()))
+            .map(|k| (0..LinearKind::ALL.len()).find(|&f| LinearKind::ALL[f].input_site() == LinearKind::ALL[k].input_site()).expect("k itself"))
             .collect();
+        let firsts: Vec<usize> = (0..LinearKind::ALL.len()).filter(|&k| first_of_site[k] == k).collect();
+        let overlap = model.device.is_cuda() && !cfg.host_solver;
         let mut plans: Vec<Option<LinearPlan>> = (0..LinearKind::ALL.len()).map(|_| None).collect();
-        {
-            use rayon::prelude::*;
-            let firsts: Vec<(usize, LinearPlan)> =
-                first_of_site.par_iter().map(|&k| Ok((k, plan_for(k)?))).collect::<Result<_>>()?;
-            for (k, p) in firsts {
-                plans[k] = Some(p);
-            }
-        }
-        for (k, slot) in plans.iter_mut().enumerate() {
-            if slot.is_none() {
-                *slot = Some(plan_for(k)?);
-            }
-        }
-        times.plan_s += tp.elapsed().as_secs_f64();
-        for (idx, kind) in LinearKind::ALL.into_iter().enumerate() {
-            let site = kind.input_site();
-            let ((rows, cols), w) = &weights[idx];
-            let (rows, cols) = (*rows, *cols);
-            let plan = plans[idx].take().expect("planned above");
-            let plan_seconds = plan.plan_seconds;
-            let ts = Instant::now();
-            let solver_cfg = SolverConfig { quant: plan.quant.clone(), ..cfg.solver.clone() };
-            let solved = match device_solver_input(cfg, &solver_cfg, &accs[&site]) {
-                #[cfg(feature = "cuda")]
-                Some(h_sum) => crate::solver_cuda::solve(
-                    layer.linear(kind).weight(),
-                    h_sum,
-                    accs[&site].hessian_scale(),
-                    &solver_cfg,
-                    plan.perm.as_deref(),
-                ),
-                _ => {
-                    if !host_hessians.contains_key(&site) {
-                        host_hessians.insert(site, accs[&site].hessian()?);
-                    }
-                    solver::solve(w, rows, cols, &host_hessians[&site], &solver_cfg, plan.perm.as_deref())
-                }
-            }
-            .map_err(|e| anyhow::anyhow!("layer {i} {}: {e}", kind.path()))?;
-            let (wq, zero_fraction) = install(&mut layer, kind, solved.weight, (rows, cols), storage_dtype)?;
-            let (max_distinct_per_row, max_distinct_per_group) = solver::max_levels(&wq, cols, &plan.quant, plan.perm.as_deref());
-            let solve_seconds = ts.elapsed().as_secs_f64();
-            let bits = crate::bit_alloc::scheme_bits(&plan.quant, cols);
-            times.solve_s += solve_seconds;
-            reports.push(LinearReport {
-                layer: i,
-                name: kind.path().to_string(),
-                rows,
-                cols,
-                zero_fraction,
-                loss: solved.loss,
-                solve_seconds,
-                plan_seconds,
-                avg_bits: bits.map(|b| b.0),
-                avg_bits_with_metadata: bits.map(|b| b.1),
-                max_distinct_per_row,
-                max_distinct_per_group,
-                plan: plan.report,
+        let mut received = vec![false; LinearKind::ALL.len()];
+        std::thread::scope(|scope| -> Result<()> {
+            let (send, planned) = std::sync::mpsc::channel::<(usize, Result<LinearPlan>)>();
+            let plan_for = &plan_for;
+            let firsts = &firsts;
+            scope.spawn(move || {
+                use rayon::prelude::*;
+                firsts.par_iter().for_each_with(send, |send, &k| {
+                    let _ = send.send((k, plan_for(k)));
+                });
             });
-        }
+            if !overlap {
+                let tw = Instant::now();
+                for _ in 0..firsts.len() {
+                    let (k, p) = planned.recv().map_err(|_| anyhow::anyhow!("planning thread ended early"))?;
+                    plans[k] = Some(p?);
+                    received[k] = true;
+                }
+                times.plan_s += tw.elapsed().as_secs_f64();
+            }
+            for (idx, kind) in LinearKind::ALL.into_iter().enumerate() {
+                let site = kind.input_site();
+                let ((rows, cols), w) = &weights[idx];
+                let (rows, cols) = (*rows, *cols);
+                let first = first_of_site[idx];
+                let tw = Instant::now();
+                while !received[first] {
+                    let (k, p) = planned.recv().map_err(|_| anyhow::anyhow!("planning thread ended early"))?;
+                    plans[k] = Some(p?);
+                    received[k] = true;
+                }
+                let plan = match plans[idx].take() {
+                    Some(p) => p,
+                    // Later linears of a site: the planner's per-site cache answers at once.
+                    None => plan_for(idx)?,
+                };
+                times.plan_s += tw.elapsed().as_secs_f64();
+                let plan_seconds = plan.plan_seconds;
+                let ts = Instant::now();
+                let solver_cfg = SolverConfig { quant: plan.quant.clone(), ..cfg.solver.clone() };
+                let solved = match device_solver_input(cfg, &solver_cfg, &accs[&site]) {
+                    #[cfg(feature = "cuda")]
+                    Some(h_sum) => crate::solver_cuda::solve(
+                        layer.linear(kind).weight(),
+                        h_sum,
+                        accs[&site].hessian_scale(),
+                        &solver_cfg,
+                        plan.perm.as_deref(),
+                    ),
+                    _ => {
+                        if !host_hessians.contains_key(&site) {
+                            host_hessians.insert(site, accs[&site].hessian()?);
+                        }
+                        solver::solve(w, rows, cols, &host_hessians[&site], &solver_cfg, plan.perm.as_deref())
+                    }
+                }
+                .map_err(|e| anyhow::anyhow!("layer {i} {}: {e}", kind.path()))?;
+                let (wq, zero_fraction) = install(&mut layer, kind, solved.weight, (rows, cols), storage_dtype)?;
+                let (max_distinct_per_row, max_distinct_per_group) = solver::max_levels(&wq, cols, &plan.quant, plan.perm.as_deref());
+                let solve_seconds = ts.elapsed().as_secs_f64();
+                let bits = crate::bit_alloc::scheme_bits(&plan.quant, cols);
+                times.solve_s += solve_seconds;
+                reports.push(LinearReport {
+                    layer: i,
+                    name: kind.path().to_string(),
+                    rows,
+                    cols,
+                    zero_fraction,
+                    loss: solved.loss,
+                    solve_seconds,
+                    plan_seconds,
+                    avg_bits: bits.map(|b| b.0),
+                    avg_bits_with_metadata: bits.map(|b| b.1),
+                    max_distinct_per_row,
+                    max_distinct_per_group,
+                    plan: plan.report,
+                });
+            }
+            Ok(())
+        })?;
+        times.plan_thread_s += reports[reports.len() - LinearKind::ALL.len()..].iter().map(|r| r.plan_seconds).sum::<f64>();
         drop(accs);
         // Outputs of the compressed layer become the next layer's inputs.
         let t = Instant::now();
