@@ -21,8 +21,8 @@ def main(d):
             "grouping and bit allocation; other = Hessians, weight transfers, the MI kernels' one-time warm-up and the "
             "rest of the layer loop. Planning runs on its own threads; where the GPU solves, a linear is solved as soon as "
             "its input's plan is in, so later inputs' planning overlaps earlier solves. plan = the time solving waited for "
-            "plans; MI share = plan over compress time, and in brackets the planning calls' summed duration over compress "
-            "time (what MI would cost without the overlap).", "",
+            "plans; MI share = plan over compress time, and in brackets the planning threads' wall time over compress time "
+            "(what MI would cost without the overlap).", "",
             "| fixture | run | tool | compress s | phases (calib fwd / plan / solve / recompute / other) | MI share (all planning) | peak GPU MiB | eval tok/s (wt2) | WikiText-2 | PTB | C4 | zeros |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in sorted(glob.glob(os.path.join(d, "bench_ours_*.json"))):

@@ -83,7 +83,8 @@ pub struct PhaseTimes {
     pub calibration_forward_s: f64,
     /// Time the layer loop waited for plans (MI statistics, grouping, bit allocation).
     pub plan_s: f64,
-    /// Summed duration of the planning calls, which may overlap solves and each other.
+    /// Wall time of the planning threads (all inputs' plans, in parallel), which on the GPU
+    /// overlaps the solves: what planning would add with no overlap.
     pub plan_thread_s: f64,
     pub solve_s: f64,
     pub recompute_s: f64,
@@ -316,7 +317,7 @@ pub fn compress(
         // (the planner caches per site). Where the GPU solves, linears are solved as soon as
         // their site's plan is in, so the MI work of later sites overlaps the solves of earlier
         // ones; `plan_s` counts only the time solving waits for plans, `plan_thread_s` the
-        // planning calls themselves. On the host, solves wait for all plans (planning and
+        // planning threads' wall time. On the host, solves wait for all plans (planning and
         // solving beside each other fought for the same cores: 2.02 s against 1.75 s on B).
         let first_of_site: Vec<usize> = (0..LinearKind::ALL.len())
             .map(|k| (0..LinearKind::ALL.len()).find(|&f| LinearKind::ALL[f].input_site() == LinearKind::ALL[k].input_site()).expect("k itself"))
@@ -329,11 +330,13 @@ pub fn compress(
             let (send, planned) = std::sync::mpsc::channel::<(usize, Result<LinearPlan>)>();
             let plan_for = &plan_for;
             let firsts = &firsts;
-            scope.spawn(move || {
+            let planning = scope.spawn(move || {
                 use rayon::prelude::*;
+                let t = Instant::now();
                 firsts.par_iter().for_each_with(send, |send, &k| {
                     let _ = send.send((k, plan_for(k)));
                 });
+                t.elapsed().as_secs_f64()
             });
             if !overlap {
                 let tw = Instant::now();
@@ -402,9 +405,9 @@ pub fn compress(
                     plan: plan.report,
                 });
             }
+            times.plan_thread_s += planning.join().map_err(|_| anyhow::anyhow!("planning thread panicked"))?;
             Ok(())
         })?;
-        times.plan_thread_s += reports[reports.len() - LinearKind::ALL.len()..].iter().map(|r| r.plan_seconds).sum::<f64>();
         drop(accs);
         // Outputs of the compressed layer become the next layer's inputs.
         let t = Instant::now();
