@@ -182,6 +182,9 @@ pub fn solve(w: &[f32], rows: usize, cols: usize, h: &[f64], cfg: &SolverConfig,
     };
     const CHUNK_ROWS: usize = 8;
     let mut loss_rows = vec![0f64; rows];
+    // Each row's current grid. It lives across blocks: a group (GPTQ's --groupsize above
+    // the blocksize, or a mixed-precision group) may start in one block and run on.
+    let mut grids: Vec<Option<QuantParams>> = (0..rows).map(|r| row_params.as_ref().map(|p| p[r])).collect();
     // Lazy mode: this block's scaled errors (rows × block), for the tail GEMM.
     let mut block_err: Vec<f32> = Vec::new();
 
@@ -216,15 +219,14 @@ pub fn solve(w: &[f32], rows: usize, cols: usize, h: &[f64], cfg: &SolverConfig,
         wp.par_chunks_mut(cols * CHUNK_ROWS)
             .zip(loss_rows.par_chunks_mut(CHUNK_ROWS))
             .zip(err_chunks.par_iter_mut())
+            .zip(grids.par_chunks_mut(CHUNK_ROWS))
             .enumerate()
-            .for_each(|(chunk, ((wrows, losses), errs))| {
+            .for_each(|(chunk, (((wrows, losses), errs), params))| {
                 let n_rows = wrows.len() / cols;
                 let r0 = chunk * CHUNK_ROWS;
                 let mut row_mask: Vec<Vec<bool>> = (0..n_rows)
                     .map(|r| mask[(r0 + r) * count..(r0 + r + 1) * count].to_vec())
                     .collect();
-                let mut params: Vec<Option<QuantParams>> =
-                    (0..n_rows).map(|r| row_params.as_ref().map(|p| p[r0 + r])).collect();
                 for i in i1..i2 {
                     let d = udiag[i];
                     let urow = &u[i * cols..(i + 1) * cols];
@@ -396,6 +398,20 @@ mod tests {
         for r in 0..rows {
             let set: std::collections::BTreeSet<u32> = out.weight[r * cols..(r + 1) * cols].iter().map(|x| x.to_bits()).collect();
             assert!(set.len() <= 8, "row {r}: {} values", set.len());
+        }
+    }
+
+    #[test]
+    fn mixed_groups_spanning_blocks_stay_on_their_grid() {
+        // Groups that start inside one block and run into the next: every column of a group
+        // is on that group's grid (at most 2^bits values per row and group), in both orders.
+        let (rows, cols) = (6, 40);
+        let groups = vec![ColumnGroup { start: 0, len: 5, bits: 2 }, ColumnGroup { start: 5, len: 22, bits: 3 }, ColumnGroup { start: 27, len: 13, bits: 2 }];
+        for lazy in [false, true] {
+            let c = SolverConfig { blocksize: 8, lazy_updates: lazy, ..cfg(0.0, QuantScheme::Mixed { groups: groups.clone(), sym: false }) };
+            let out = solve(&weights(rows, cols), rows, cols, &spd(cols, 5), &c, None).unwrap();
+            let (_, per_group) = max_levels(&out.weight, cols, &c.quant, None);
+            assert!(per_group <= 8, "lazy {lazy}: {per_group} values in a group");
         }
     }
 
