@@ -313,8 +313,8 @@ pub fn compress(
             plan.plan_seconds = tp.elapsed().as_secs_f64();
             Ok(plan)
         };
-        // Planning runs on its own threads, the first linear of each input site in parallel
-        // (the planner caches per site). Where the GPU solves, linears are solved as soon as
+        // Planning runs on its own threads, the first linear of each input site (the planner
+        // caches per site): the layer's first input alone, then the others in parallel. Where the GPU solves, linears are solved as soon as
         // their site's plan is in, so the MI work of later sites overlaps the solves of earlier
         // ones; `plan_s` counts only the time solving waits for plans, `plan_thread_s` the
         // planning threads' wall time. On the host, solves wait for all plans (planning and
@@ -333,7 +333,10 @@ pub fn compress(
             let planning = scope.spawn(move || {
                 use rayon::prelude::*;
                 let t = Instant::now();
-                firsts.par_iter().for_each_with(send, |send, &k| {
+                // The first linear's plan alone (solving waits for it), then the rest in
+                // parallel while it is solved.
+                let _ = send.send((firsts[0], plan_for(firsts[0])));
+                firsts[1..].par_iter().for_each_with(send, |send, &k| {
                     let _ = send.send((k, plan_for(k)));
                 });
                 t.elapsed().as_secs_f64()
