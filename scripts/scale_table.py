@@ -11,7 +11,7 @@ def main(d):
             "rest are only run forward), 50% + 4-bit, 128 calibration windows of C4, no evaluation. Layers stay in host "
             "memory (f16) and visit the GPU one at a time. Peak GPU memory by nvidia-smi polling (context included). "
             "Full-model estimate = layers × compressed-layer time.", "",
-            "| shape | params | layers compressed | s per compressed layer | of which solve (host CPU) | calibration pass | other (transfers, H to host) | forward-only layer s | load s | peak GPU MiB | host RSS GiB | full-model estimate |",
+            "| shape | params | layers compressed | s per compressed layer | of which solve (GPU solver, then install and level count on the host) | calibration pass | other (weight transfers, Hessian diagonals) | forward-only layer s | load s | peak GPU MiB | host RSS GiB | full-model estimate |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in sorted(glob.glob(os.path.join(d, "scale_*.json"))):
         shape = os.path.basename(p)[6:-5]
