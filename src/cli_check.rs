@@ -24,17 +24,7 @@ pub struct SelfCheckArgs {
 #[cfg(feature = "cuda")]
 fn settings(cols: usize) -> Vec<(&'static str, crate::solver::SolverConfig)> {
     use crate::solver::{ColumnGroup, QuantScheme, SolverConfig};
-    let base = SolverConfig {
-        sparsity: 0.5,
-        prunen: 0,
-        prunem: 0,
-        blocksize: 128,
-        percdamp: 0.01,
-        quant: QuantScheme::None,
-        act_order: false,
-        hinv_precision: crate::hessian::HinvPrecision::F32,
-        lazy_updates: false,
-    };
+    let base = SolverConfig { sparsity: 0.5, ..SolverConfig::published() };
     let mut groups = Vec::new();
     let (mut start, mut k) = (0, 0);
     while start < cols {

@@ -509,17 +509,7 @@ pub fn run_mi_inspect(args: MiInspectArgs) -> Result<()> {
         Ok(LinearPlan { quant: QuantScheme::None, perm: None, report: None, plan_seconds: 0.0 })
     };
     let cfg = crate::compress::CompressConfig {
-        solver: crate::solver::SolverConfig {
-            sparsity: 0.0,
-            prunen: 0,
-            prunem: 0,
-            blocksize: 128,
-            percdamp: 0.01,
-            quant: QuantScheme::None,
-            act_order: false,
-            hinv_precision: crate::hessian::HinvPrecision::F32,
-            lazy_updates: false,
-        },
+        solver: crate::solver::SolverConfig::published(),
         gmp: false,
         minlayer: args.layer as i64,
         maxlayer: args.layer as i64 + 1,

@@ -380,10 +380,11 @@ pub fn compress(
                         plan.perm.as_deref(),
                     ),
                     _ => {
-                        if !host_hessians.contains_key(&site) {
-                            host_hessians.insert(site, accs[&site].hessian()?);
-                        }
-                        solver::solve(w, rows, cols, &host_hessians[&site], &solver_cfg, plan.perm.as_deref())
+                        let h = match host_hessians.entry(site) {
+                            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::btree_map::Entry::Vacant(e) => e.insert(accs[&site].hessian()?),
+                        };
+                        solver::solve(w, rows, cols, h, &solver_cfg, plan.perm.as_deref())
                     }
                 }
                 .map_err(|e| anyhow::anyhow!("layer {i} {}: {e}", kind.path()))?;

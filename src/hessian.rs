@@ -348,6 +348,8 @@ mod tests {
         assert_eq!(acc.sum_x, vec![9.0, 12.0]);
         assert_eq!((acc.sequences, acc.tokens), (1, 3));
         assert_eq!(acc.hessian().unwrap(), vec![70.0, 88.0, 88.0, 112.0]);
+        assert_eq!(acc.hessian_diagonal().unwrap(), vec![70.0, 112.0], "what the planner sees");
+        assert!(acc.sum_xxt_f32_device().is_none(), "host sums are not the device solver's input");
     }
 
     #[test]

@@ -61,6 +61,24 @@ pub struct SolverConfig {
     pub lazy_updates: bool,
 }
 
+impl SolverConfig {
+    /// The published code's defaults: no pruning, no quantization, blocksize 128,
+    /// percdamp 0.01, f32 factorisation; the caller sets what its run changes.
+    pub fn published() -> Self {
+        SolverConfig {
+            sparsity: 0.0,
+            prunen: 0,
+            prunem: 0,
+            blocksize: 128,
+            percdamp: 0.01,
+            quant: QuantScheme::None,
+            act_order: false,
+            hinv_precision: hessian::HinvPrecision::F32,
+            lazy_updates: false,
+        }
+    }
+}
+
 pub struct Solved {
     /// The compressed weight, rows × cols, row-major, in the original column order.
     pub weight: Vec<f32>,
