@@ -64,6 +64,11 @@ pub struct PruneArgs {
     /// Solve on the host CPU even when the model runs on a GPU (the GPU solver needs cuSOLVER).
     #[arg(long)]
     pub host_solver: bool,
+    /// Accumulate H as the published code's `add_batch` does (a running average, rescaled
+    /// after every calibration sequence, in f32) instead of one sum scaled at the end: the
+    /// same H up to rounding. Not with MI modes.
+    #[arg(long)]
+    pub hessian_running_average: bool,
     /// Compress layers i with minlayer <= i < maxlayer.
     #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
     pub minlayer: i64,
@@ -130,6 +135,9 @@ impl PruneArgs {
         }
         if self.blocksize == 0 {
             bail!("--blocksize must be at least 1");
+        }
+        if self.hessian_running_average && self.mi.mode() != crate::cli_mi::Mode::Baseline {
+            bail!("--hessian-running-average is for plain SparseGPT/GPTQ runs; MI modes keep f64 sums for their statistics");
         }
         if !(self.percdamp > 0.0) {
             bail!("--percdamp must be positive");
@@ -247,6 +255,7 @@ pub fn run_prune(args: PruneArgs) -> Result<()> {
         channel_stats: args.mi.mode() != crate::cli_mi::Mode::Baseline,
         seed: args.seed,
         host_solver: args.host_solver,
+        running_average_hessian: args.hessian_running_average,
     };
     let base_quant = args.base_quant();
     let planner = args.mi.planner(base_quant, args.sym, args.seed)?;

@@ -55,6 +55,8 @@ pub struct CompressConfig {
     pub seed: u64,
     /// Solve on the host even when the model runs on a GPU.
     pub host_solver: bool,
+    /// H as the reference's running average (see `HessianAccumulator::with_running_average`).
+    pub running_average_hessian: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -260,7 +262,7 @@ pub fn compress(
             .iter()
             .map(|&s| {
                 let d = if s == InputSite::Fc2 { model.config.ffn_dim } else { hidden };
-                (s, if cfg.channel_stats { HessianAccumulator::with_f64_moments(d) } else { HessianAccumulator::new(d) })
+                (s, if cfg.channel_stats { HessianAccumulator::with_f64_moments(d) } else { HessianAccumulator::new(d).with_running_average(cfg.running_average_hessian) })
             })
             .collect();
         let mut reservoirs: BTreeMap<InputSite, Reservoir> = InputSite::ALL

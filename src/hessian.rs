@@ -17,6 +17,9 @@ pub struct HessianAccumulator {
     sum_xxt_f64: Option<Vec<f64>>,
     sum_xxt_f64_device: Option<Tensor>,
     keep_f64: bool,
+    /// Keep H itself as the reference's `add_batch` does, sequence by sequence in f32:
+    /// H ← H · n/(n+1), then H += (√(2/(n+1)) X)ᵀ(√(2/(n+1)) X). Device sums only.
+    running_average: bool,
     /// Σ x in f64 (cheap, and means of small activations lose digits in f32).
     pub sum_x: Vec<f64>,
     /// Calibration sequences seen (the reference's `nsamples`, which scales H).
@@ -26,7 +29,23 @@ pub struct HessianAccumulator {
 
 impl HessianAccumulator {
     pub fn new(dim: usize) -> Self {
-        HessianAccumulator { dim, sum_xxt: None, sum_xxt_f64: None, sum_xxt_f64_device: None, keep_f64: false, sum_x: vec![0.0; dim], sequences: 0, tokens: 0 }
+        HessianAccumulator {
+            dim,
+            sum_xxt: None,
+            sum_xxt_f64: None,
+            sum_xxt_f64_device: None,
+            keep_f64: false,
+            running_average: false,
+            sum_x: vec![0.0; dim],
+            sequences: 0,
+            tokens: 0,
+        }
+    }
+
+    /// The reference's running average instead of one sum scaled at the end (same H up to
+    /// f32 rounding; `--hessian-running-average`).
+    pub fn with_running_average(self, on: bool) -> Self {
+        HessianAccumulator { running_average: on, ..self }
     }
 
     /// Also keeps Σ x xᵀ in f64 for the channel statistics.
@@ -44,7 +63,7 @@ impl HessianAccumulator {
         let sequences = if dims.len() == 3 { dims[0] } else { 1 };
         let x2 = x.reshape(((), d))?.to_dtype(DType::F32)?;
         let tokens = x2.dims()[0];
-        if x2.device().is_cpu() {
+        if x2.device().is_cpu() && !self.running_average {
             // On the host: only the lower block triangle of XᵀX (a symmetric rank-k update),
             // about half the multiply-adds of the full product.
             let n = self.dim;
@@ -73,6 +92,25 @@ impl HessianAccumulator {
             // The tensor's own buffer where possible (no copy of a 2048×1024 batch).
             if crate::cpu_kernels::with_host_f32(&x2, &mut add).is_none() {
                 add(&x2.flatten_all()?.to_vec1::<f32>()?);
+            }
+        } else if self.running_average {
+            if self.keep_f64 {
+                bail!("the running-average Hessian is not kept beside MI statistics");
+            }
+            let seq_len = tokens / sequences.max(1);
+            for s in 0..sequences.max(1) {
+                let n = self.sequences + s;
+                let xs = (x2.narrow(0, s * seq_len, seq_len)? * (2.0 / (n + 1) as f64).sqrt() as f32 as f64)?;
+                let xxt = xs.t()?.matmul(&xs)?;
+                self.sum_xxt = Some(match self.sum_xxt.take() {
+                    Some(GramSum::Device(h)) => GramSum::Device(((h * (n as f64 / (n + 1) as f64) as f32 as f64)? + xxt)?),
+                    None => GramSum::Device(xxt),
+                    Some(GramSum::Host(_)) => bail!("Hessian inputs moved between devices"),
+                });
+            }
+            let sx: Vec<f32> = x2.sum(0)?.to_vec1()?;
+            for (a, b) in self.sum_x.iter_mut().zip(sx) {
+                *a += b as f64;
             }
         } else {
             let xxt = x2.t()?.matmul(&x2)?;
@@ -107,9 +145,13 @@ impl HessianAccumulator {
         }
     }
 
-    /// 2 / nsamples, the factor from Σ x xᵀ to the reference's H.
+    /// 2 / nsamples, the factor from Σ x xᵀ to the reference's H (1 where H itself is kept).
     pub fn hessian_scale(&self) -> f64 {
-        2.0 / self.sequences as f64
+        if self.running_average {
+            1.0
+        } else {
+            2.0 / self.sequences as f64
+        }
     }
 
     /// The diagonal of `hessian()`, without forming the matrix on the host.
@@ -350,6 +392,26 @@ mod tests {
         assert_eq!(acc.hessian().unwrap(), vec![70.0, 88.0, 88.0, 112.0]);
         assert_eq!(acc.hessian_diagonal().unwrap(), vec![70.0, 112.0], "what the planner sees");
         assert!(acc.sum_xxt_f32_device().is_none(), "host sums are not the device solver's input");
+    }
+
+    #[test]
+    fn running_average_hessian_equals_the_scaled_sum() {
+        // Three sequences in two batches: the reference's add_batch recursion lands on
+        // 2/n Σ x xᵀ up to f32 rounding.
+        let dev = candle_core::Device::Cpu;
+        let x: Vec<f32> = (0..3 * 4 * 3).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+        let batches = [Tensor::from_vec(x[..24].to_vec(), (2, 4, 3), &dev).unwrap(), Tensor::from_vec(x[24..].to_vec(), (1, 4, 3), &dev).unwrap()];
+        let mut summed = HessianAccumulator::new(3);
+        let mut running = HessianAccumulator::new(3).with_running_average(true);
+        for b in &batches {
+            summed.add(b).unwrap();
+            running.add(b).unwrap();
+        }
+        assert_eq!(running.hessian_scale(), 1.0);
+        for (a, b) in running.hessian().unwrap().iter().zip(summed.hessian().unwrap()) {
+            assert!((a - b).abs() < 1e-5 * b.abs().max(1.0), "{a} vs {b}");
+        }
+        assert_eq!(running.hessian_diagonal().unwrap().len(), 3);
     }
 
     #[test]
