@@ -165,7 +165,7 @@ impl Reservoir {
 fn device_solver_input<'a>(cfg: &CompressConfig, solver_cfg: &SolverConfig, acc: &'a HessianAccumulator) -> Option<&'a Tensor> {
     #[cfg(feature = "cuda")]
     if !cfg.host_solver && acc.sum_xxt_f32_device().is_some() {
-        match crate::solver_cuda::unsupported(solver_cfg) {
+        match crate::solver_cuda::unsupported(solver_cfg, acc.dim) {
             None => return acc.sum_xxt_f32_device(),
             Some(why) => {
                 static SAID: std::sync::Once = std::sync::Once::new();

@@ -29,8 +29,9 @@ const SWEEP_WARPS: u32 = 4;
 /// Longest stretch the sweep kernel holds in shared memory.
 pub const MAX_BLOCKSIZE: usize = 1024;
 
-/// Why this configuration must be solved on the host, if it must.
-pub fn unsupported(cfg: &SolverConfig) -> Option<String> {
+/// Why this configuration must be solved on the host, if it must (`cols`: the linear's
+/// input width, where its grids start).
+pub fn unsupported(cfg: &SolverConfig, cols: usize) -> Option<String> {
     if cfg.hinv_precision != hessian::HinvPrecision::F32 {
         return Some("--hinv-precision f64 is solved on the host (cuSOLVER is used in f32, as the reference)".into());
     }
@@ -41,7 +42,7 @@ pub fn unsupported(cfg: &SolverConfig) -> Option<String> {
         return Some(format!("--blocksize above {MAX_BLOCKSIZE} is solved on the host"));
     }
     if cfg.prunen != 0 {
-        let cut_inside_window = solver::grid_starts(&cfg.quant, usize::MAX / 2)
+        let cut_inside_window = solver::grid_starts(&cfg.quant, cols)
             .iter()
             .any(|&(s, _, _)| (s % cfg.blocksize) % cfg.prunem != 0);
         if cut_inside_window {
@@ -187,11 +188,11 @@ fn check(status: i32, what: &str) -> Result<()> {
 /// Compresses one linear on the device. `w`: rows × cols (any float dtype), `h_sum`: the f32
 /// Σ x xᵀ of its inputs, `h_scale`: 2 / sequences. Same contract as `solver::solve`.
 pub fn solve(w: &Tensor, h_sum: &Tensor, h_scale: f64, cfg: &SolverConfig, perm: Option<&[usize]>) -> Result<Solved> {
-    if let Some(why) = unsupported(cfg) {
+    let (rows, cols) = w.dims2()?;
+    if let Some(why) = unsupported(cfg, cols) {
         bail!("{why}");
     }
     let dev = cuda_device(w)?;
-    let (rows, cols) = w.dims2()?;
     if h_sum.dims2()? != (cols, cols) {
         bail!("solver: weight {rows}×{cols} and Hessian {:?} do not fit", h_sum.dims());
     }
