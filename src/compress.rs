@@ -285,10 +285,7 @@ pub fn compress(
             accs.iter().map(|(&s, a)| Ok((s, a.hessian_diagonal()?))).collect::<Result<_>>()?;
         // Full host Hessians only for linears the host solves, formed once per site.
         let mut host_hessians: BTreeMap<InputSite, Vec<f64>> = BTreeMap::new();
-        // Plans first. The planner works per input site (q/k/v share theirs, and it caches
-        // per site), so the first linear of each site is planned in parallel with the others
-        // (MI statistics and grouping are host work while the GPU waits); the rest then
-        // find their site's result cached.
+        // Host copies of the weights, for the planner and the host solver.
         let weights: Vec<((usize, usize), Vec<f32>)> = LinearKind::ALL
             .iter()
             .map(|&kind| {
@@ -315,10 +312,11 @@ pub fn compress(
             plan.plan_seconds = tp.elapsed().as_secs_f64();
             Ok(plan)
         };
-        // Planning runs on its own threads, the first linear of each input site (the planner
-        // caches per site): the layer's first input alone, then the others in parallel. Where the GPU solves, linears are solved as soon as
-        // their site's plan is in, so the MI work of later sites overlaps the solves of earlier
-        // ones; `plan_s` counts only the time solving waits for plans, `plan_thread_s` the
+        // Planning runs on its own threads, for the first linear of each input site (q/k/v
+        // share theirs, and the planner caches per site): the layer's first input alone,
+        // then the others in parallel. Where the GPU solves, linears are solved as soon as
+        // their site's plan is in, so the MI work of later sites overlaps the solves of
+        // earlier ones; `plan_s` counts only the time solving waits for plans, `plan_thread_s` the
         // planning threads' wall time. On the host, solves wait for all plans (planning and
         // solving beside each other fought for the same cores: 2.02 s against 1.75 s on B).
         let first_of_site: Vec<usize> = (0..LinearKind::ALL.len())

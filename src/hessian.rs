@@ -108,10 +108,7 @@ impl HessianAccumulator {
                     Some(GramSum::Host(_)) => bail!("Hessian inputs moved between devices"),
                 });
             }
-            let sx: Vec<f32> = x2.sum(0)?.to_vec1()?;
-            for (a, b) in self.sum_x.iter_mut().zip(sx) {
-                *a += b as f64;
-            }
+            self.add_column_sums(&x2)?;
         } else {
             let xxt = x2.t()?.matmul(&x2)?;
             if self.keep_f64 {
@@ -126,13 +123,19 @@ impl HessianAccumulator {
                 None => GramSum::Device(xxt),
                 Some(GramSum::Host(_)) => bail!("Hessian inputs moved between devices"),
             });
-            let sx: Vec<f32> = x2.sum(0)?.to_vec1()?;
-            for (a, b) in self.sum_x.iter_mut().zip(sx) {
-                *a += b as f64;
-            }
+            self.add_column_sums(&x2)?;
         }
         self.tokens += tokens;
         self.sequences += sequences;
+        Ok(())
+    }
+
+    /// Σ x += the column sums of a tensor (tokens × dim), taken where it lives.
+    fn add_column_sums(&mut self, x2: &Tensor) -> Result<()> {
+        let sx: Vec<f32> = x2.sum(0)?.to_vec1()?;
+        for (a, b) in self.sum_x.iter_mut().zip(sx) {
+            *a += b as f64;
+        }
         Ok(())
     }
 
@@ -158,10 +161,7 @@ impl HessianAccumulator {
     pub fn hessian_diagonal(&self) -> Result<Vec<f64>> {
         let n = self.dim;
         let diag: Vec<f64> = match &self.sum_xxt {
-            Some(GramSum::Device(t)) => {
-                let idx = Tensor::from_vec((0..n).map(|j| (j * (n + 1)) as u32).collect::<Vec<_>>(), n, t.device())?;
-                t.flatten_all()?.index_select(&idx, 0)?.to_dtype(DType::F64)?.to_vec1()?
-            }
+            Some(GramSum::Device(t)) => diagonal(t)?.to_dtype(DType::F64)?.to_vec1()?,
             Some(GramSum::Host(v)) => (0..n).map(|j| v[j * n + j] as f64).collect(),
             None => bail!("no calibration data reached this layer"),
         };
@@ -272,6 +272,14 @@ fn column_sums(x: &[f32], n: usize) -> Vec<f64> {
         }
     }
     sums
+}
+
+/// The diagonal of a square tensor, gathered where it lives (one vector comes back, not the
+/// matrix).
+pub fn diagonal(t: &Tensor) -> Result<Tensor> {
+    let n = t.dims2()?.0;
+    let idx = Tensor::from_vec((0..n).map(|j| (j * (n + 1)) as u32).collect::<Vec<_>>(), n, t.device())?;
+    Ok(t.flatten_all()?.index_select(&idx, 0)?)
 }
 
 /// Columns whose inputs were always zero (H_jj = 0).

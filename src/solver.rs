@@ -307,14 +307,19 @@ pub fn solve(w: &[f32], rows: usize, cols: usize, h: &[f64], cfg: &SolverConfig,
         }
     }
 
-    // Back to the original column order.
-    let mut out = vec![0f32; rows * cols];
-    for r in 0..rows {
+    Ok(Solved { weight: unpermute_columns(&wp, cols, &order), loss: loss_rows.iter().sum() })
+}
+
+/// A row-major weight swept in `order` (column k of `wp` is column order[k]) back in the
+/// original column order.
+pub(crate) fn unpermute_columns(wp: &[f32], cols: usize, order: &[usize]) -> Vec<f32> {
+    let mut out = vec![0f32; wp.len()];
+    out.par_chunks_mut(cols).zip(wp.par_chunks(cols)).for_each(|(o, p)| {
         for (k, &j) in order.iter().enumerate() {
-            out[r * cols + j] = wp[r * cols + k];
+            o[j] = p[k];
         }
-    }
-    Ok(Solved { weight: out, loss: loss_rows.iter().sum() })
+    });
+    out
 }
 
 /// Distinct values per row, and per (row, quantization group), maxima over the weight:

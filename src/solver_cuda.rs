@@ -186,7 +186,8 @@ fn check(status: i32, what: &str) -> Result<()> {
 }
 
 /// Compresses one linear on the device. `w`: rows × cols (any float dtype), `h_sum`: the f32
-/// Σ x xᵀ of its inputs, `h_scale`: 2 / sequences. Same contract as `solver::solve`.
+/// Σ x xᵀ of its inputs, `h_scale`: its factor to H (`HessianAccumulator::hessian_scale`).
+/// Same contract as `solver::solve`.
 pub fn solve(w: &Tensor, h_sum: &Tensor, h_scale: f64, cfg: &SolverConfig, perm: Option<&[usize]>) -> Result<Solved> {
     let (rows, cols) = w.dims2()?;
     if let Some(why) = unsupported(cfg, cols) {
@@ -198,8 +199,7 @@ pub fn solve(w: &Tensor, h_sum: &Tensor, h_scale: f64, cfg: &SolverConfig, perm:
     }
     let w = w.to_dtype(DType::F32)?;
     let h = h_sum.to_dtype(DType::F32)?.affine(h_scale, 0.0)?;
-    let diag_idx = Tensor::from_vec((0..cols).map(|j| (j * (cols + 1)) as u32).collect::<Vec<_>>(), cols, h.device())?;
-    let diag: Vec<f32> = h.flatten_all()?.index_select(&diag_idx, 0)?.to_vec1()?;
+    let diag: Vec<f32> = hessian::diagonal(&h)?.to_vec1()?;
     let dead: Vec<bool> = diag.iter().map(|&d| d == 0.0).collect();
     let diag_fixed: Vec<f64> = diag.iter().map(|&d| if d == 0.0 { 1.0 } else { d as f64 }).collect();
     let order = solver::sweep_order(&diag_fixed, cfg, perm);
@@ -207,37 +207,35 @@ pub fn solve(w: &Tensor, h_sum: &Tensor, h_scale: f64, cfg: &SolverConfig, perm:
     // Per-row grids from the untouched weight (as the reference), before dead columns go.
     let grids = dev.alloc_zeros::<f32>(rows * 3)?;
     let quantized = !matches!(cfg.quant, QuantScheme::None);
-    let mut wbuf;
-    {
-        let w_live = if dead.iter().any(|&d| d) {
-            let keep: Vec<f32> = dead.iter().map(|&d| if d { 0.0 } else { 1.0 }).collect();
-            w.broadcast_mul(&Tensor::from_vec(keep, (1, cols), w.device())?)?
-        } else {
-            w.clone()
-        };
-        let identity = order.iter().enumerate().all(|(k, &j)| k == j);
-        let order_t = Tensor::from_vec(order.iter().map(|&j| j as u32).collect::<Vec<_>>(), cols, w.device())?;
-        let (wp, hp) = if identity {
-            (w_live, h)
-        } else {
-            (w_live.index_select(&order_t, 1)?, h.index_select(&order_t, 0)?.index_select(&order_t, 1)?)
-        };
-        if let QuantScheme::PerRow { bits, sym } = cfg.quant {
-            let w0 = f32_buffer(&dev, &w)?;
-            row_grids(&dev, &w0, cols, rows, 0, cols, bits, sym, &grids)?;
-        }
-        wbuf = f32_buffer(&dev, &wp)?;
-        let mut hbuf = f32_buffer(&dev, &hp)?;
-        drop((wp, hp));
-        let mean_diag = order.iter().map(|&j| diag_fixed[j]).sum::<f64>() / cols as f64;
-        let damp = (cfg.percdamp * mean_diag) as f32;
-        let hp_ptr = ptr(&dev, &hbuf);
-        let ci = cols as i32;
-        launch!(dev, "prepare_diag", grid = cols.div_ceil(256), block = 256, smem = 0; hp_ptr, ci, damp);
-        inverse_cholesky_upper(&dev, &mut hbuf, cols)?;
-        sweep(&dev, &mut wbuf, &hbuf, rows, cols, cfg, quantized.then_some(&grids))?
+    if let QuantScheme::PerRow { bits, sym } = cfg.quant {
+        let w0 = f32_buffer(&dev, &w)?;
+        row_grids(&dev, &w0, cols, rows, 0, cols, bits, sym, &grids)?;
     }
-    .finish(&dev, wbuf, rows, cols, &order)
+    let w_live = if dead.iter().any(|&d| d) {
+        let keep: Vec<f32> = dead.iter().map(|&d| if d { 0.0 } else { 1.0 }).collect();
+        w.broadcast_mul(&Tensor::from_vec(keep, (1, cols), w.device())?)?
+    } else {
+        w
+    };
+    let identity = order.iter().enumerate().all(|(k, &j)| k == j);
+    let order_t = Tensor::from_vec(order.iter().map(|&j| j as u32).collect::<Vec<_>>(), cols, w_live.device())?;
+    let (wp, hp) = if identity {
+        (w_live, h)
+    } else {
+        (w_live.index_select(&order_t, 1)?, h.index_select(&order_t, 0)?.index_select(&order_t, 1)?)
+    };
+    let mut wbuf = f32_buffer(&dev, &wp)?;
+    let mut hbuf = f32_buffer(&dev, &hp)?;
+    drop((wp, hp));
+    let mean_diag = order.iter().map(|&j| diag_fixed[j]).sum::<f64>() / cols as f64;
+    let damp = (cfg.percdamp * mean_diag) as f32;
+    let hp_ptr = ptr(&dev, &hbuf);
+    let ci = cols as i32;
+    launch!(dev, "prepare_diag", grid = cols.div_ceil(256), block = 256, smem = 0; hp_ptr, ci, damp);
+    inverse_cholesky_upper(&dev, &mut hbuf, cols)?;
+    let row_loss = sweep(&dev, &mut wbuf, &hbuf, rows, cols, cfg, quantized.then_some(&grids))?;
+    let loss: f64 = dev.clone_dtoh(&row_loss)?.iter().map(|&x| x as f64).sum();
+    Ok(Solved { weight: solver::unpermute_columns(&dev.clone_dtoh(&wbuf)?, cols, &order), loss })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -249,25 +247,8 @@ fn row_grids(dev: &CudaDevice, w: &CudaSlice<f32>, ld: usize, rows: usize, c0: u
     Ok(())
 }
 
-/// The sweep's loss per row, still on the device, to be summed at the end.
-struct SweepLoss(CudaSlice<f32>);
-
-impl SweepLoss {
-    fn finish(self, dev: &CudaDevice, wbuf: CudaSlice<f32>, rows: usize, cols: usize, order: &[usize]) -> Result<Solved> {
-        use rayon::prelude::*;
-        let wp = dev.clone_dtoh(&wbuf)?;
-        let loss: f64 = dev.clone_dtoh(&self.0)?.iter().map(|&x| x as f64).sum();
-        let mut out = vec![0f32; rows * cols];
-        out.par_chunks_mut(cols).zip(wp.par_chunks(cols)).for_each(|(o, p)| {
-            for (k, &j) in order.iter().enumerate() {
-                o[j] = p[k];
-            }
-        });
-        Ok(Solved { weight: out, loss })
-    }
-}
-
-fn sweep(dev: &CudaDevice, w: &mut CudaSlice<f32>, u: &CudaSlice<f32>, rows: usize, cols: usize, cfg: &SolverConfig, grids: Option<&CudaSlice<f32>>) -> Result<SweepLoss> {
+/// Sweeps the permuted, factorised layer in place; returns the loss per row (on the device).
+fn sweep(dev: &CudaDevice, w: &mut CudaSlice<f32>, u: &CudaSlice<f32>, rows: usize, cols: usize, cfg: &SolverConfig, grids: Option<&CudaSlice<f32>>) -> Result<CudaSlice<f32>> {
     let bs = cfg.blocksize;
     let starts = solver::grid_starts(&cfg.quant, cols);
     let segments = solver::sweep_segments(cols, bs, &starts);
@@ -331,7 +312,7 @@ fn sweep(dev: &CudaDevice, w: &mut CudaSlice<f32>, u: &CudaSlice<f32>, rows: usi
             }
         }
     }
-    Ok(SweepLoss(loss))
+    Ok(loss)
 }
 
 /// The device solver against the host one (reference order) on one random layer.
