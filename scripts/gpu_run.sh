@@ -2,7 +2,7 @@
 # On the GPU machine (device tool): lay out a ../shared-like tree from what was carried, unpack
 # the CUDA binary, then run the named stages. Writes everything under $OUT (or ./gpu_out).
 #
-#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity selfcheck bench cpu reference noise reload hinv64 mi mi25 scale
+#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity selfcheck bench cpu mishare reference noise reload hinv64 mi mi25 scale
 #
 # Carried (ignored, under .carry/): sparsegpt-mi-cuda.xz (scripts/build_cuda.sh), data.tar.xz
 # (evaluation + calibration data), reference/ (../shared/reference), fx/FIXTURE/{config.json,
@@ -46,17 +46,33 @@ for stage in "$@"; do
     bench)
       bash scripts/bench_gpu.sh $BIN .carry/published/sparsegpt .carry/published/gptq $S "$OUT/bench" "$FX"
       ;;
-    cpu)
+    cpu|cpu16)
       # The CPU path (this host's cores) of the bench runs, evaluated on the first 32 windows of
       # each corpus, for scripts/cpu_vs_gpu_table.py (issue 5: GPU PPL = CPU PPL within 0.5%).
-      # CPU_RUNS="mi4 ..." runs only those.
+      # CPU_RUNS="mi4 ..." runs only those. cpu16: in f16 as the GPU runs (files end in _f16),
+      # CPU16_RUNS (default mi4).
+      runs=${CPU_RUNS:-}; dtype=auto; suffix=
+      [ $stage = cpu16 ] && { runs=${CPU16_RUNS:-mi4}; dtype=f16; suffix=_f16; }
       for cfg in "sgpt50:--sparsity 0.5" "sgpt50w4:--sparsity 0.5 --wbits 4" \
                  "mi4:--sparsity 0.5 --wbits 4 --target-avg-bits 4.0 --use-mi-grouping 1 --n-groups 10"; do
         run=${cfg%%:*}
-        [[ -z "${CPU_RUNS:-}" || " $CPU_RUNS " == *" $run "* ]] || continue
-        $BIN prune $S/fixtures/$FX c4 ${cfg#*:} --device cpu --max-windows 32 --data-dir $S/data \
-          --json $OUT/cpu_${FX}_$run.json | tail -5
+        [[ -z "$runs" || " $runs " == *" $run "* ]] || continue
+        $BIN prune $S/fixtures/$FX c4 ${cfg#*:} --device cpu --dtype $dtype --max-windows 32 --data-dir $S/data \
+          --json $OUT/cpu_${FX}_$run$suffix.json | tail -5
       done
+      ;;
+    mishare)
+      # Issue 5's MI check, repeated: REPEATS (default 8) MI compresses (no evaluation) in a row,
+      # each one's waited-for planning (plan_s) over its compress time; then one with the host
+      # solver, where planning runs with no solve beside it (its per-input plan times are the
+      # planning's own cost).
+      mkdir -p $OUT/mishare
+      MI="--sparsity 0.5 --wbits 4 --target-avg-bits 4.0 --use-mi-grouping 1 --n-groups 10 --eval-datasets ''"
+      for r in $(seq 1 ${REPEATS:-8}); do
+        eval $BIN prune $S/fixtures/$FX c4 $MI --device cuda --data-dir $S/data --json $OUT/mishare/run$r.json > /dev/null 2>&1
+      done
+      eval $BIN prune $S/fixtures/$FX c4 $MI --device cuda --host-solver --data-dir $S/data --json $OUT/mishare/host_solver.json > /dev/null 2>&1
+      python3 scripts/mi_share_table.py $OUT/mishare | tee $OUT/mishare/README.md
       ;;
     reference)
       # REF_EXTRA (e.g. --lazy-updates) is added to every prune run.

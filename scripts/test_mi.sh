@@ -4,6 +4,7 @@
 #
 #   scripts/test_mi.sh [MODEL] [--seeds N] [--targets "4.0 3.0 2.5"] [--sparsity 0.5]
 #                      [--n-groups 10] [--device cpu|cuda] [--jobs J] [--nsamples 128] [--max-windows N]
+#                      [--extra "FLAGS"]   (added to every prune run, e.g. "--hessian-accumulation sum")
 #
 # MODEL defaults to the shipped fixture ../shared/fixtures/opt-mini-a. Each run's JSON goes to
 # test_results/mi/<model>/, the table (PPL per dataset, bits incl. metadata, time; with several seeds
@@ -15,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=../shared/fixtures/opt-mini-a
 if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then MODEL=$1; shift; fi
-SEEDS=1; TARGETS="4.0"; SPARSITY=0.5; NGROUPS=10; DEVICE=cpu; JOBS=1; NSAMPLES=128; MAXW=""
+SEEDS=1; TARGETS="4.0"; SPARSITY=0.5; NGROUPS=10; DEVICE=cpu; JOBS=1; NSAMPLES=128; MAXW=""; EXTRA=""
 while [ $# -gt 0 ]; do
   case $1 in
     --seeds) SEEDS=$2; shift 2;;
@@ -26,6 +27,7 @@ while [ $# -gt 0 ]; do
     --jobs) JOBS=$2; shift 2;;
     --nsamples) NSAMPLES=$2; shift 2;;
     --max-windows) MAXW="--max-windows $2"; shift 2;;
+    --extra) EXTRA=$2; shift 2;;
     *) echo "error: unknown option $1" >&2; exit 2;;
   esac
 done
@@ -37,7 +39,7 @@ mkdir -p "$OUT"
 CMDS=$(mktemp)
 for seed in $(seq 0 $((SEEDS - 1))); do
   for t in $TARGETS; do
-    common="$BIN prune $MODEL c4 --sparsity $SPARSITY --nsamples $NSAMPLES --seed $seed --device $DEVICE $MAXW"
+    common="$BIN prune $MODEL c4 --sparsity $SPARSITY --nsamples $NSAMPLES --seed $seed --device $DEVICE $MAXW $EXTRA"
     lo=${t%.*}; hi=$lo; awk "BEGIN{exit !($t > $lo)}" && hi=$((lo + 1))
     for b in $(echo "$lo $hi" | tr ' ' '\n' | sort -u); do
       echo "$common --wbits $b --json $OUT/baseline_w${b}_t${t}_s${seed}.json" >> "$CMDS"

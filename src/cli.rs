@@ -45,6 +45,27 @@ pub struct CommonArgs {
     /// whose weights do not fit on the GPU (slower: each layer crosses PCIe per pass).
     #[arg(long)]
     pub offload: bool,
+    /// Weights and activations: auto (f16 on a GPU, as the published code; f32 on the CPU),
+    /// f16 or f32. Hessians and statistics are accumulated in f32/f64 either way.
+    #[arg(long, value_enum, default_value_t = ComputeDtype::Auto)]
+    pub dtype: ComputeDtype,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ComputeDtype {
+    Auto,
+    F16,
+    F32,
+}
+
+impl ComputeDtype {
+    pub fn resolve(self, device: &candle_core::Device) -> DType {
+        match self {
+            ComputeDtype::Auto => compute_dtype(device),
+            ComputeDtype::F16 => DType::F16,
+            ComputeDtype::F32 => DType::F32,
+        }
+    }
 }
 
 impl CommonArgs {
@@ -54,10 +75,11 @@ impl CommonArgs {
 
     /// Loads the model onto `device`, offloaded if asked.
     pub fn load_model(&self, files: &crate::hub::ModelFiles, device: &candle_core::Device) -> anyhow::Result<crate::model::OptModel> {
+        let dtype = self.dtype.resolve(device);
         if self.offload {
-            crate::model::load_model_offloaded(files, device, compute_dtype(device))
+            crate::model::load_model_offloaded(files, device, dtype)
         } else {
-            crate::model::load_model(files, device, compute_dtype(device))
+            crate::model::load_model(files, device, dtype)
         }
     }
 }

@@ -64,11 +64,11 @@ pub struct PruneArgs {
     /// Solve on the host CPU even when the model runs on a GPU (the GPU solver needs cuSOLVER).
     #[arg(long)]
     pub host_solver: bool,
-    /// Accumulate H as the published code's `add_batch` does (a running average, rescaled
-    /// after every calibration sequence, in f32) instead of one sum scaled at the end: the
-    /// same H up to rounding. Not with MI modes.
-    #[arg(long)]
-    pub hessian_running_average: bool,
+    /// How H is accumulated: running-average (the published `add_batch`: rescaled after every
+    /// calibration sequence, in f32) or sum (one f32 sum scaled at the end; the same H up to
+    /// rounding; what this tool did before it matched the reference here).
+    #[arg(long, value_enum, default_value_t = crate::hessian::HessianAccumulation::RunningAverage)]
+    pub hessian_accumulation: crate::hessian::HessianAccumulation,
     /// Compress layers i with minlayer <= i < maxlayer.
     #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
     pub minlayer: i64,
@@ -97,6 +97,8 @@ pub struct PruneReport {
     pub model: String,
     pub args: PruneArgs,
     pub device: String,
+    /// The dtype the model ran in (weights and activations).
+    pub dtype: String,
     pub mode: String,
     pub ppl: std::collections::BTreeMap<String, f64>,
     pub eval: Vec<Perplexity>,
@@ -135,9 +137,6 @@ impl PruneArgs {
         }
         if self.blocksize == 0 {
             bail!("--blocksize must be at least 1");
-        }
-        if self.hessian_running_average && self.mi.mode() != crate::cli_mi::Mode::Baseline {
-            bail!("--hessian-running-average is for plain SparseGPT/GPTQ runs; MI modes keep f64 sums for their statistics");
         }
         if !(self.percdamp > 0.0) {
             bail!("--percdamp must be positive");
@@ -255,7 +254,7 @@ pub fn run_prune(args: PruneArgs) -> Result<()> {
         channel_stats: args.mi.mode() != crate::cli_mi::Mode::Baseline,
         seed: args.seed,
         host_solver: args.host_solver,
-        running_average_hessian: args.hessian_running_average,
+        hessian_accumulation: args.hessian_accumulation,
     };
     let base_quant = args.base_quant();
     let planner = args.mi.planner(base_quant, args.sym, args.seed)?;
@@ -284,6 +283,7 @@ pub fn run_prune(args: PruneArgs) -> Result<()> {
         command: command_line(),
         model: args.model.clone(),
         device: args.common.device.clone(),
+        dtype: format!("{:?}", model.dtype).to_lowercase(),
         mode: args.mi.mode_name().to_string(),
         ppl: eval.iter().map(|p| (p.dataset.clone(), p.ppl)).collect(),
         eval,

@@ -55,8 +55,8 @@ pub struct CompressConfig {
     pub seed: u64,
     /// Solve on the host even when the model runs on a GPU.
     pub host_solver: bool,
-    /// H as the reference's running average (see `HessianAccumulator::with_running_average`).
-    pub running_average_hessian: bool,
+    /// How H is accumulated (the reference's running average by default).
+    pub hessian_accumulation: crate::hessian::HessianAccumulation,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -262,7 +262,8 @@ pub fn compress(
             .iter()
             .map(|&s| {
                 let d = if s == InputSite::Fc2 { model.config.ffn_dim } else { hidden };
-                (s, if cfg.channel_stats { HessianAccumulator::with_f64_moments(d) } else { HessianAccumulator::new(d).with_running_average(cfg.running_average_hessian) })
+                let acc = if cfg.channel_stats { HessianAccumulator::with_f64_moments(d) } else { HessianAccumulator::new(d) };
+                (s, acc.with_accumulation(cfg.hessian_accumulation))
             })
             .collect();
         let mut reservoirs: BTreeMap<InputSite, Reservoir> = InputSite::ALL
@@ -313,19 +314,23 @@ pub fn compress(
             Ok(plan)
         };
         // Planning runs on its own threads, for the first linear of each input site (q/k/v
-        // share theirs, and the planner caches per site): the layer's first input alone,
-        // then the others in parallel. Where the GPU solves, linears are solved as soon as
-        // their site's plan is in, so the MI work of later sites overlaps the solves of
-        // earlier ones; `plan_s` counts only the time solving waits for plans, `plan_thread_s` the
-        // planning threads' wall time. On the host, solves wait for all plans (planning and
-        // solving beside each other fought for the same cores: 2.02 s against 1.75 s on B).
+        // share theirs, and the planner caches per site), all sites at once, the widest input
+        // (the longest plan) first. Where the GPU solves, a site's linears are solved as soon
+        // as its plan is in, in the order plans arrive (the linears of a layer are solved
+        // independently, against H from the uncompressed layer, so the order changes
+        // nothing), and the MI work of later sites overlaps the solves of earlier ones;
+        // `plan_s` counts only the time solving waits for plans, `plan_thread_s` the planning
+        // threads' wall time. On the host, solves wait for all plans and go in layer order
+        // (planning and solving beside each other fought for the same cores: 2.02 s against
+        // 1.75 s on B).
         let first_of_site: Vec<usize> = (0..LinearKind::ALL.len())
             .map(|k| (0..LinearKind::ALL.len()).find(|&f| LinearKind::ALL[f].input_site() == LinearKind::ALL[k].input_site()).expect("k itself"))
             .collect();
-        let firsts: Vec<usize> = (0..LinearKind::ALL.len()).filter(|&k| first_of_site[k] == k).collect();
+        let mut firsts: Vec<usize> = (0..LinearKind::ALL.len()).filter(|&k| first_of_site[k] == k).collect();
+        firsts.sort_by_key(|&k| std::cmp::Reverse(weights[k].0 .1));
         let overlap = model.device.is_cuda() && !cfg.host_solver;
         let mut plans: Vec<Option<LinearPlan>> = (0..LinearKind::ALL.len()).map(|_| None).collect();
-        let mut received = vec![false; LinearKind::ALL.len()];
+        let mut layer_reports: Vec<Option<LinearReport>> = (0..LinearKind::ALL.len()).map(|_| None).collect();
         std::thread::scope(|scope| -> Result<()> {
             let (send, planned) = std::sync::mpsc::channel::<(usize, Result<LinearPlan>)>();
             let plan_for = &plan_for;
@@ -333,85 +338,91 @@ pub fn compress(
             let planning = scope.spawn(move || {
                 use rayon::prelude::*;
                 let t = Instant::now();
-                // The first linear's plan alone (solving waits for it), then the rest in
-                // parallel while it is solved.
-                let _ = send.send((firsts[0], plan_for(firsts[0])));
-                firsts[1..].par_iter().for_each_with(send, |send, &k| {
+                firsts.par_iter().with_max_len(1).for_each_with(send, |send, &k| {
                     let _ = send.send((k, plan_for(k)));
                 });
                 t.elapsed().as_secs_f64()
             });
+            // Sites in the order they are solved: as plans arrive (GPU), else layer order once
+            // all are in.
+            let mut site_order: Vec<usize> = Vec::with_capacity(firsts.len());
+            let receive = |plans: &mut Vec<Option<LinearPlan>>| -> Result<usize> {
+                let (k, p) = planned.recv().map_err(|_| anyhow::anyhow!("planning thread ended early"))?;
+                plans[k] = Some(p?);
+                Ok(k)
+            };
             if !overlap {
                 let tw = Instant::now();
                 for _ in 0..firsts.len() {
-                    let (k, p) = planned.recv().map_err(|_| anyhow::anyhow!("planning thread ended early"))?;
-                    plans[k] = Some(p?);
-                    received[k] = true;
+                    receive(&mut plans)?;
                 }
                 times.plan_s += tw.elapsed().as_secs_f64();
+                site_order = (0..LinearKind::ALL.len()).filter(|&k| first_of_site[k] == k).collect();
             }
-            for (idx, kind) in LinearKind::ALL.into_iter().enumerate() {
-                let site = kind.input_site();
-                let ((rows, cols), w) = &weights[idx];
-                let (rows, cols) = (*rows, *cols);
-                let first = first_of_site[idx];
+            for n in 0..firsts.len() {
                 let tw = Instant::now();
-                while !received[first] {
-                    let (k, p) = planned.recv().map_err(|_| anyhow::anyhow!("planning thread ended early"))?;
-                    plans[k] = Some(p?);
-                    received[k] = true;
-                }
-                let plan = match plans[idx].take() {
-                    Some(p) => p,
-                    // Later linears of a site: the planner's per-site cache answers at once.
-                    None => plan_for(idx)?,
-                };
+                let first = if overlap { receive(&mut plans)? } else { site_order[n] };
                 times.plan_s += tw.elapsed().as_secs_f64();
-                let plan_seconds = plan.plan_seconds;
-                let ts = Instant::now();
-                let solver_cfg = SolverConfig { quant: plan.quant.clone(), ..cfg.solver.clone() };
-                let solved = match device_solver_input(cfg, &solver_cfg, &accs[&site]) {
-                    #[cfg(feature = "cuda")]
-                    Some(h_sum) => crate::solver_cuda::solve(
-                        layer.linear(kind).weight(),
-                        h_sum,
-                        accs[&site].hessian_scale(),
-                        &solver_cfg,
-                        plan.perm.as_deref(),
-                    ),
-                    _ => {
-                        let h = match host_hessians.entry(site) {
-                            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                            std::collections::btree_map::Entry::Vacant(e) => e.insert(accs[&site].hessian()?),
-                        };
-                        solver::solve(w, rows, cols, h, &solver_cfg, plan.perm.as_deref())
+                for idx in (0..LinearKind::ALL.len()).filter(|&idx| first_of_site[idx] == first) {
+                    let kind = LinearKind::ALL[idx];
+                    let site = kind.input_site();
+                    let ((rows, cols), w) = &weights[idx];
+                    let (rows, cols) = (*rows, *cols);
+                    let tw = Instant::now();
+                    let plan = match plans[idx].take() {
+                        Some(p) => p,
+                        // Later linears of a site: the planner's per-site cache answers at once.
+                        None => plan_for(idx)?,
+                    };
+                    times.plan_s += tw.elapsed().as_secs_f64();
+                    let plan_seconds = plan.plan_seconds;
+                    let ts = Instant::now();
+                    let solver_cfg = SolverConfig { quant: plan.quant.clone(), ..cfg.solver.clone() };
+                    let solved = match device_solver_input(cfg, &solver_cfg, &accs[&site]) {
+                        #[cfg(feature = "cuda")]
+                        Some(h_sum) => crate::solver_cuda::solve(
+                            layer.linear(kind).weight(),
+                            h_sum,
+                            accs[&site].hessian_scale(),
+                            &solver_cfg,
+                            plan.perm.as_deref(),
+                        ),
+                        _ => {
+                            let h = match host_hessians.entry(site) {
+                                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                                std::collections::btree_map::Entry::Vacant(e) => e.insert(accs[&site].hessian()?),
+                            };
+                            solver::solve(w, rows, cols, h, &solver_cfg, plan.perm.as_deref())
+                        }
                     }
+                    .map_err(|e| anyhow::anyhow!("layer {i} {}: {e}", kind.path()))?;
+                    let (wq, zero_fraction) = install(&mut layer, kind, solved.weight, (rows, cols), storage_dtype)?;
+                    let (max_distinct_per_row, max_distinct_per_group) = solver::max_levels(&wq, cols, &plan.quant, plan.perm.as_deref());
+                    let solve_seconds = ts.elapsed().as_secs_f64();
+                    let bits = crate::bit_alloc::scheme_bits(&plan.quant, cols);
+                    times.solve_s += solve_seconds;
+                    layer_reports[idx] = Some(LinearReport {
+                        layer: i,
+                        name: kind.path().to_string(),
+                        rows,
+                        cols,
+                        zero_fraction,
+                        loss: solved.loss,
+                        solve_seconds,
+                        plan_seconds,
+                        avg_bits: bits.map(|b| b.0),
+                        avg_bits_with_metadata: bits.map(|b| b.1),
+                        max_distinct_per_row,
+                        max_distinct_per_group,
+                        plan: plan.report,
+                    });
                 }
-                .map_err(|e| anyhow::anyhow!("layer {i} {}: {e}", kind.path()))?;
-                let (wq, zero_fraction) = install(&mut layer, kind, solved.weight, (rows, cols), storage_dtype)?;
-                let (max_distinct_per_row, max_distinct_per_group) = solver::max_levels(&wq, cols, &plan.quant, plan.perm.as_deref());
-                let solve_seconds = ts.elapsed().as_secs_f64();
-                let bits = crate::bit_alloc::scheme_bits(&plan.quant, cols);
-                times.solve_s += solve_seconds;
-                reports.push(LinearReport {
-                    layer: i,
-                    name: kind.path().to_string(),
-                    rows,
-                    cols,
-                    zero_fraction,
-                    loss: solved.loss,
-                    solve_seconds,
-                    plan_seconds,
-                    avg_bits: bits.map(|b| b.0),
-                    avg_bits_with_metadata: bits.map(|b| b.1),
-                    max_distinct_per_row,
-                    max_distinct_per_group,
-                    plan: plan.report,
-                });
             }
             times.plan_thread_s += planning.join().map_err(|_| anyhow::anyhow!("planning thread panicked"))?;
             Ok(())
         })?;
+        // Reports in layer order, whatever order the linears were solved in.
+        reports.extend(layer_reports.into_iter().flatten());
         drop(accs);
         // Outputs of the compressed layer become the next layer's inputs.
         let t = Instant::now();

@@ -18,7 +18,7 @@ pub struct HessianAccumulator {
     sum_xxt_f64_device: Option<Tensor>,
     keep_f64: bool,
     /// Keep H itself as the reference's `add_batch` does, sequence by sequence in f32:
-    /// H ← H · n/(n+1), then H += (√(2/(n+1)) X)ᵀ(√(2/(n+1)) X). Device sums only.
+    /// H ← H · n/(n+1), then H += (√(2/(n+1)) X)ᵀ(√(2/(n+1)) X).
     running_average: bool,
     /// Σ x in f64 (cheap, and means of small activations lose digits in f32).
     pub sum_x: Vec<f64>,
@@ -43,9 +43,9 @@ impl HessianAccumulator {
     }
 
     /// The reference's running average instead of one sum scaled at the end (same H up to
-    /// f32 rounding; `--hessian-running-average`).
-    pub fn with_running_average(self, on: bool) -> Self {
-        HessianAccumulator { running_average: on, ..self }
+    /// f32 rounding; `--hessian-accumulation`).
+    pub fn with_accumulation(self, how: HessianAccumulation) -> Self {
+        HessianAccumulator { running_average: how == HessianAccumulation::RunningAverage, ..self }
     }
 
     /// Also keeps Σ x xᵀ in f64 for the channel statistics.
@@ -63,7 +63,8 @@ impl HessianAccumulator {
         let sequences = if dims.len() == 3 { dims[0] } else { 1 };
         let x2 = x.reshape(((), d))?.to_dtype(DType::F32)?;
         let tokens = x2.dims()[0];
-        if x2.device().is_cpu() && !self.running_average {
+        let seq_len = tokens / sequences.max(1);
+        if x2.device().is_cpu() {
             // On the host: only the lower block triangle of XᵀX (a symmetric rank-k update),
             // about half the multiply-adds of the full product.
             let n = self.dim;
@@ -72,18 +73,39 @@ impl HessianAccumulator {
                 GramSum::Device(_) => bail!("Hessian inputs moved between devices"),
             };
             let mut acc64 = if self.keep_f64 { Some(self.sum_xxt_f64.get_or_insert_with(|| vec![0.0; n * n])) } else { None };
+            let (running, seen) = (self.running_average, self.sequences);
             let sum_x = &mut self.sum_x;
             let mut add = |xs: &[f32]| {
-                match acc64.as_deref_mut() {
-                    Some(acc64) => {
-                        let mut batch = vec![0f32; n * n];
-                        gram_lower_accumulate(xs, tokens, n, &mut batch);
-                        for ((a, a64), b) in acc.iter_mut().zip(acc64.iter_mut()).zip(&batch) {
-                            *a += b;
-                            *a64 += *b as f64;
+                if running {
+                    // Sequence by sequence: H ← H·c + (s X)ᵀ(s X), with the reference's
+                    // f32 factors; the f64 moments get the product unscaled.
+                    let mut batch = vec![0f32; n * n];
+                    let mut scaled = vec![0f32; seq_len * n];
+                    for (q, xq) in xs.chunks_exact(seq_len * n).enumerate() {
+                        let (c, sc) = running_average_factors(seen + q);
+                        scaled.iter_mut().zip(xq).for_each(|(o, &v)| *o = v * sc);
+                        batch.iter_mut().for_each(|v| *v = 0.0);
+                        gram_lower_accumulate(&scaled, seq_len, n, &mut batch);
+                        for (a, &b) in acc.iter_mut().zip(&batch) {
+                            *a = *a * c + b;
+                        }
+                        if let Some(acc64) = acc64.as_deref_mut() {
+                            let unscale = 1.0 / (sc as f64 * sc as f64);
+                            acc64.iter_mut().zip(&batch).for_each(|(a, &b)| *a += b as f64 * unscale);
                         }
                     }
-                    None => gram_lower_accumulate(xs, tokens, n, acc),
+                } else {
+                    match acc64.as_deref_mut() {
+                        Some(acc64) => {
+                            let mut batch = vec![0f32; n * n];
+                            gram_lower_accumulate(xs, tokens, n, &mut batch);
+                            for ((a, a64), b) in acc.iter_mut().zip(acc64.iter_mut()).zip(&batch) {
+                                *a += b;
+                                *a64 += *b as f64;
+                            }
+                        }
+                        None => gram_lower_accumulate(xs, tokens, n, acc),
+                    }
                 }
                 for (a, col) in sum_x.iter_mut().zip(column_sums(xs, n)) {
                     *a += col;
@@ -93,36 +115,33 @@ impl HessianAccumulator {
             if crate::cpu_kernels::with_host_f32(&x2, &mut add).is_none() {
                 add(&x2.flatten_all()?.to_vec1::<f32>()?);
             }
-        } else if self.running_average {
-            if self.keep_f64 {
-                bail!("the running-average Hessian is not kept beside MI statistics");
-            }
-            let seq_len = tokens / sequences.max(1);
-            for s in 0..sequences.max(1) {
-                let n = self.sequences + s;
-                let xs = (x2.narrow(0, s * seq_len, seq_len)? * (2.0 / (n + 1) as f64).sqrt() as f32 as f64)?;
-                let xxt = xs.t()?.matmul(&xs)?;
+        } else {
+            // On a device: one GEMM per batch, or per sequence for the running average.
+            let products: Vec<(Tensor, f32, f32)> = if self.running_average {
+                (0..sequences.max(1))
+                    .map(|q| {
+                        let (c, sc) = running_average_factors(self.sequences + q);
+                        let xs = (x2.narrow(0, q * seq_len, seq_len)? * sc as f64)?;
+                        Ok((xs.t()?.matmul(&xs)?, c, sc))
+                    })
+                    .collect::<Result<_>>()?
+            } else {
+                vec![(x2.t()?.matmul(&x2)?, 1.0, 1.0)]
+            };
+            for (xxt, c, sc) in products {
+                if self.keep_f64 {
+                    let batch = (xxt.to_dtype(DType::F64)? * (1.0 / (sc as f64 * sc as f64)))?;
+                    self.sum_xxt_f64_device = Some(match self.sum_xxt_f64_device.take() {
+                        Some(acc) => (acc + batch)?,
+                        None => batch,
+                    });
+                }
                 self.sum_xxt = Some(match self.sum_xxt.take() {
-                    Some(GramSum::Device(h)) => GramSum::Device(((h * (n as f64 / (n + 1) as f64) as f32 as f64)? + xxt)?),
+                    Some(GramSum::Device(acc)) => GramSum::Device(if c == 1.0 { (acc + xxt)? } else { ((acc * c as f64)? + xxt)? }),
                     None => GramSum::Device(xxt),
                     Some(GramSum::Host(_)) => bail!("Hessian inputs moved between devices"),
                 });
             }
-            self.add_column_sums(&x2)?;
-        } else {
-            let xxt = x2.t()?.matmul(&x2)?;
-            if self.keep_f64 {
-                let batch = xxt.to_dtype(DType::F64)?;
-                self.sum_xxt_f64_device = Some(match self.sum_xxt_f64_device.take() {
-                    Some(acc) => (acc + batch)?,
-                    None => batch,
-                });
-            }
-            self.sum_xxt = Some(match self.sum_xxt.take() {
-                Some(GramSum::Device(acc)) => GramSum::Device((acc + xxt)?),
-                None => GramSum::Device(xxt),
-                Some(GramSum::Host(_)) => bail!("Hessian inputs moved between devices"),
-            });
             self.add_column_sums(&x2)?;
         }
         self.tokens += tokens;
@@ -182,14 +201,16 @@ impl HessianAccumulator {
         match (&self.sum_xxt_f64, &self.sum_xxt) {
             (Some(v), Some(GramSum::Host(_))) => Ok(symmetric_from_lower(v.clone(), self.dim)),
             (Some(v), _) => Ok(v.clone()),
+            // The running average holds H = 2/n Σ x xᵀ.
+            (None, Some(sum)) if self.running_average => Ok(sum.to_f64(self.dim)?.into_iter().map(|v| v * self.sequences as f64 / 2.0).collect()),
             (None, Some(sum)) => sum.to_f64(self.dim),
             (None, None) => bail!("no calibration data reached this layer"),
         }
     }
 
-    /// H = 2/nsamples · Σ x xᵀ, the scale SparseGPT's `add_batch` arrives at. (The
-    /// reference rescales a running average after every sequence; summing first and
-    /// scaling once is the same quantity with less rounding.)
+    /// H = 2/nsamples · Σ x xᵀ, the scale SparseGPT's `add_batch` arrives at: kept as its
+    /// running average (the reference's order, the default), or summed and scaled once
+    /// (the same quantity, other rounding).
     pub fn hessian(&self) -> Result<Vec<f64>> {
         let scale = self.hessian_scale();
         let sum = match &self.sum_xxt {
@@ -198,6 +219,15 @@ impl HessianAccumulator {
         };
         Ok(sum.into_iter().map(|v| v * scale).collect())
     }
+}
+
+/// The reference's `add_batch` factors for the sequence after `seen` others: H is first
+/// multiplied by c = seen/(seen+1), then the sequence enters as (s X)ᵀ(s X) with
+/// s = √(2/(seen+1)); both are f32 scalars there (torch applies Python floats to f32
+/// tensors in f32).
+fn running_average_factors(seen: usize) -> (f32, f32) {
+    let n = seen as f64;
+    ((n / (n + 1.0)) as f32, (2.0 / (n + 1.0)).sqrt() as f32)
 }
 
 /// Σ x xᵀ in f32: a tensor on the compute device, or on the host only its lower triangle
@@ -300,6 +330,16 @@ pub fn dampen(h: &mut [f64], n: usize, percdamp: f64) {
     for j in 0..n {
         h[j * n + j] += damp;
     }
+}
+
+/// How H = 2/n Σ x xᵀ is accumulated over the calibration sequences.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HessianAccumulation {
+    /// As the published `add_batch`: a running average, rescaled after every sequence, in f32.
+    RunningAverage,
+    /// One f32 sum, scaled once at the end: the same H with other rounding.
+    Sum,
 }
 
 /// Precision of the H⁻¹ factorisation.
@@ -410,7 +450,7 @@ mod tests {
         let x: Vec<f32> = (0..3 * 4 * 3).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
         let batches = [Tensor::from_vec(x[..24].to_vec(), (2, 4, 3), &dev).unwrap(), Tensor::from_vec(x[24..].to_vec(), (1, 4, 3), &dev).unwrap()];
         let mut summed = HessianAccumulator::new(3);
-        let mut running = HessianAccumulator::new(3).with_running_average(true);
+        let mut running = HessianAccumulator::new(3).with_accumulation(HessianAccumulation::RunningAverage);
         for b in &batches {
             summed.add(b).unwrap();
             running.add(b).unwrap();
@@ -420,6 +460,19 @@ mod tests {
             assert!((a - b).abs() < 1e-5 * b.abs().max(1.0), "{a} vs {b}");
         }
         assert_eq!(running.hessian_diagonal().unwrap().len(), 3);
+        // Σ x xᵀ (what MI statistics read) is recovered from the average, and kept unscaled
+        // in f64 beside it.
+        let mut running64 = HessianAccumulator::with_f64_moments(3).with_accumulation(HessianAccumulation::RunningAverage);
+        for b in &batches {
+            running64.add(b).unwrap();
+        }
+        let sum = summed.sum_xxt().unwrap();
+        for got in [running.sum_xxt().unwrap(), running64.sum_xxt().unwrap()] {
+            for (a, b) in got.iter().zip(&sum) {
+                assert!((a - b).abs() < 1e-5 * b.abs().max(1.0), "{a} vs {b}");
+            }
+        }
+        assert_eq!(running64.hessian().unwrap(), running.hessian().unwrap(), "the f64 moments leave H alone");
     }
 
     #[test]
