@@ -2,7 +2,7 @@
 # On the GPU machine (device tool): lay out a ../shared-like tree from what was carried, unpack
 # the CUDA binary, then run the named stages. Writes everything under $OUT (or ./gpu_out).
 #
-#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity selfcheck bench cpu mishare reference noise reload hinv64 mi mi25 scale
+#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity selfcheck bench cpu mishare rounding reference noise reload hinv64 mi mi25 scale
 #
 # Carried (ignored, under .carry/): sparsegpt-mi-cuda.xz (scripts/build_cuda.sh), data.tar.xz
 # (evaluation + calibration data), reference/ (../shared/reference), fx/FIXTURE/{config.json,
@@ -73,6 +73,20 @@ for stage in "$@"; do
       done
       eval $BIN prune $S/fixtures/$FX c4 $MI --device cuda --host-solver --data-dir $S/data --json $OUT/mishare/host_solver.json > /dev/null 2>&1
       python3 scripts/mi_share_table.py $OUT/mishare | tee $OUT/mishare/README.md
+      ;;
+    rounding)
+      # How far rounding alone moves each run, on the GPU: sgpt50w4 and mi4 in f32 (the CPU path's
+      # precision) and in f16 with H summed instead of averaged, on the first 32 windows of each
+      # corpus, for scripts/rounding_table.py beside the CPU runs (stage cpu) and the bench's.
+      mkdir -p $OUT/rounding
+      for cfg in "sgpt50w4:--sparsity 0.5 --wbits 4" \
+                 "mi4:--sparsity 0.5 --wbits 4 --target-avg-bits 4.0 --use-mi-grouping 1 --n-groups 10"; do
+        run=${cfg%%:*}
+        $BIN prune $S/fixtures/$FX c4 ${cfg#*:} --device cuda --dtype f32 --max-windows 32 --data-dir $S/data \
+          --json $OUT/rounding/gpu_f32_${FX}_$run.json | tail -4
+        $BIN prune $S/fixtures/$FX c4 ${cfg#*:} --device cuda --hessian-accumulation sum --max-windows 32 --data-dir $S/data \
+          --json $OUT/rounding/gpu_sum_${FX}_$run.json | tail -4
+      done
       ;;
     reference)
       # REF_EXTRA (e.g. --lazy-updates) is added to every prune run.
