@@ -117,6 +117,8 @@ struct EvalReport {
     command: String,
     model: String,
     device: String,
+    /// The dtype the model ran in (weights and activations).
+    dtype: String,
     load_seconds: f64,
     results: Vec<Perplexity>,
 }
@@ -129,6 +131,11 @@ pub fn compute_dtype(device: &candle_core::Device) -> DType {
     } else {
         DType::F32
     }
+}
+
+/// How reports name a dtype ("f16", "f32").
+pub fn dtype_name(dtype: DType) -> String {
+    format!("{dtype:?}").to_lowercase()
 }
 
 pub fn command_line() -> String {
@@ -189,6 +196,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             command: command_line(),
             model: args.model.clone(),
             device: args.common.device.clone(),
+            dtype: dtype_name(model.dtype),
             load_seconds,
             results,
         };

@@ -344,8 +344,8 @@ fn plan_bits(
     for (j, &l) in groups.labels.iter().enumerate() {
         gimp[l] += importance[j];
     }
-    for g in 0..k {
-        gimp[g] *= 1.0 - groups.redundancy.get(g).copied().unwrap_or(0.0) / 2.0;
+    for (g, imp) in gimp.iter_mut().enumerate() {
+        *imp *= 1.0 - groups.redundancy.get(g).copied().unwrap_or(0.0) / 2.0;
     }
     let bits = match policy {
         BitPolicy::Optimal => bit_alloc::allocate_optimal(&gimp, &sizes, budget)?,

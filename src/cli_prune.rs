@@ -138,7 +138,7 @@ impl PruneArgs {
         if self.blocksize == 0 {
             bail!("--blocksize must be at least 1");
         }
-        if !(self.percdamp > 0.0) {
+        if self.percdamp.is_nan() || self.percdamp <= 0.0 {
             bail!("--percdamp must be positive");
         }
         Corpus::parse(&self.dataset)?;
@@ -283,7 +283,7 @@ pub fn run_prune(args: PruneArgs) -> Result<()> {
         command: command_line(),
         model: args.model.clone(),
         device: args.common.device.clone(),
-        dtype: format!("{:?}", model.dtype).to_lowercase(),
+        dtype: crate::cli::dtype_name(model.dtype),
         mode: args.mi.mode_name().to_string(),
         ppl: eval.iter().map(|p| (p.dataset.clone(), p.ppl)).collect(),
         eval,

@@ -102,12 +102,14 @@ fn weight_vec(t: &Tensor) -> Result<Vec<f32>> {
 
 /// Rounds compressed weights to the checkpoint's storage dtype, as the reference does when
 /// it writes them back (`.to(weight.dtype)`), so evaluation, saving and reloading agree.
-fn to_storage_precision(w: Vec<f32>, storage: DType) -> Vec<f32> {
+fn to_storage_precision(mut w: Vec<f32>, storage: DType) -> Vec<f32> {
+    use rayon::prelude::*;
     match storage {
-        DType::F16 => w.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect(),
-        DType::BF16 => w.into_iter().map(|x| half::bf16::from_f32(x).to_f32()).collect(),
-        _ => w,
+        DType::F16 => w.par_iter_mut().for_each(|x| *x = half::f16::from_f32(*x).to_f32()),
+        DType::BF16 => w.par_iter_mut().for_each(|x| *x = half::bf16::from_f32(*x).to_f32()),
+        _ => {}
     }
+    w
 }
 
 /// Rounds a compressed weight to storage precision, puts it into the layer, and returns it
@@ -345,23 +347,22 @@ pub fn compress(
             });
             // Sites in the order they are solved: as plans arrive (GPU), else layer order once
             // all are in.
-            let mut site_order: Vec<usize> = Vec::with_capacity(firsts.len());
             let receive = |plans: &mut Vec<Option<LinearPlan>>| -> Result<usize> {
                 let (k, p) = planned.recv().map_err(|_| anyhow::anyhow!("planning thread ended early"))?;
                 plans[k] = Some(p?);
                 Ok(k)
             };
+            let mut layer_order = (0..LinearKind::ALL.len()).filter(|&k| first_of_site[k] == k);
             if !overlap {
                 let tw = Instant::now();
                 for _ in 0..firsts.len() {
                     receive(&mut plans)?;
                 }
                 times.plan_s += tw.elapsed().as_secs_f64();
-                site_order = (0..LinearKind::ALL.len()).filter(|&k| first_of_site[k] == k).collect();
             }
-            for n in 0..firsts.len() {
+            for _ in 0..firsts.len() {
                 let tw = Instant::now();
-                let first = if overlap { receive(&mut plans)? } else { site_order[n] };
+                let first = if overlap { receive(&mut plans)? } else { layer_order.next().expect("one per site") };
                 times.plan_s += tw.elapsed().as_secs_f64();
                 for idx in (0..LinearKind::ALL.len()).filter(|&idx| first_of_site[idx] == first) {
                     let kind = LinearKind::ALL[idx];

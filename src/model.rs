@@ -68,7 +68,7 @@ impl OptConfig {
         if self.hidden_size == 0 || self.num_attention_heads == 0 {
             bail!("hidden_size and num_attention_heads must be positive");
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             bail!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size,

@@ -60,7 +60,7 @@ fn serve(root: PathBuf, repo: &str) -> (String, Arc<AtomicBool>) {
                         range_start,
                         end,
                         data.len(),
-                        data.len() as u64 * 2654435761 ^ f.file_name().unwrap().len() as u64
+                        (data.len() as u64 * 2654435761) ^ f.file_name().unwrap().len() as u64
                     );
                     let _ = stream.write_all(head.as_bytes());
                     let _ = stream.write_all(body);
