@@ -116,21 +116,20 @@ impl HessianAccumulator {
                 add(&x2.flatten_all()?.to_vec1::<f32>()?);
             }
         } else {
-            // On a device: one GEMM per batch, or per sequence for the running average.
-            let products: Vec<(Tensor, f32, f32)> = if self.running_average {
-                (0..sequences.max(1))
-                    .map(|q| {
-                        let (c, sc) = running_average_factors(self.sequences + q);
-                        let xs = (x2.narrow(0, q * seq_len, seq_len)? * sc as f64)?;
-                        Ok((xs.t()?.matmul(&xs)?, c, sc))
-                    })
-                    .collect::<Result<_>>()?
-            } else {
-                vec![(x2.t()?.matmul(&x2)?, 1.0, 1.0)]
-            };
-            for (xxt, c, sc) in products {
+            // On a device: one GEMM per batch, or per sequence for the running average, each
+            // added before the next is formed (at opt-6.7b's fc2 input one product is 1 GiB).
+            let parts = if self.running_average { sequences.max(1) } else { 1 };
+            for q in 0..parts {
+                let (c, sc) = if self.running_average { running_average_factors(self.sequences + q) } else { (1.0, 1.0) };
+                let xxt = if self.running_average {
+                    let xs = (x2.narrow(0, q * seq_len, seq_len)? * sc as f64)?;
+                    xs.t()?.matmul(&xs)?
+                } else {
+                    x2.t()?.matmul(&x2)?
+                };
                 if self.keep_f64 {
-                    let batch = (xxt.to_dtype(DType::F64)? * (1.0 / (sc as f64 * sc as f64)))?;
+                    let batch = xxt.to_dtype(DType::F64)?;
+                    let batch = if self.running_average { (batch * (1.0 / (sc as f64 * sc as f64)))? } else { batch };
                     self.sum_xxt_f64_device = Some(match self.sum_xxt_f64_device.take() {
                         Some(acc) => (acc + batch)?,
                         None => batch,
