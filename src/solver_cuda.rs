@@ -44,7 +44,7 @@ pub fn unsupported(cfg: &SolverConfig, cols: usize) -> Option<String> {
     if cfg.prunen != 0 {
         let cut_inside_window = solver::grid_starts(&cfg.quant, cols)
             .iter()
-            .any(|&(s, _, _)| (s % cfg.blocksize) % cfg.prunem != 0);
+            .any(|&(s, _, _)| !(s % cfg.blocksize).is_multiple_of(cfg.prunem));
         if cut_inside_window {
             return Some("n:m pruning with quantization groups that start inside an n:m window is solved on the host".into());
         }
@@ -113,21 +113,22 @@ fn cusolver() -> Result<&'static Cusolver> {
                 LIBCUSOLVER[0]
             )
         })?;
-        let sym = |name: &str| -> std::result::Result<*const c_void, String> {
-            lib.get::<*const c_void>(name.as_bytes()).map(|s| *s).map_err(|e| format!("cuSOLVER lacks {name}: {e}"))
-        };
-        let create: unsafe extern "C" fn(*mut *mut c_void) -> i32 = std::mem::transmute(sym("cusolverDnCreate")?);
+        // A symbol as the function type it is bound to (the field's, or the annotation's).
+        unsafe fn sym<T: Copy>(lib: &libloading::Library, name: &str) -> std::result::Result<T, String> {
+            unsafe { lib.get::<T>(name.as_bytes()) }.map(|s| *s).map_err(|e| format!("cuSOLVER lacks {name}: {e}"))
+        }
+        let create: unsafe extern "C" fn(*mut *mut c_void) -> i32 = sym(&lib, "cusolverDnCreate")?;
         let mut handle: *mut c_void = std::ptr::null_mut();
         let status = create(&mut handle);
         if status != 0 {
             return Err(format!("cusolverDnCreate failed (status {status})"));
         }
         Ok(Cusolver {
-            set_stream: std::mem::transmute(sym("cusolverDnSetStream")?),
-            potrf_buffer_size: std::mem::transmute(sym("cusolverDnSpotrf_bufferSize")?),
-            potrf: std::mem::transmute(sym("cusolverDnSpotrf")?),
-            potri_buffer_size: std::mem::transmute(sym("cusolverDnSpotri_bufferSize")?),
-            potri: std::mem::transmute(sym("cusolverDnSpotri")?),
+            set_stream: sym(&lib, "cusolverDnSetStream")?,
+            potrf_buffer_size: sym(&lib, "cusolverDnSpotrf_bufferSize")?,
+            potrf: sym(&lib, "cusolverDnSpotrf")?,
+            potri_buffer_size: sym(&lib, "cusolverDnSpotri_bufferSize")?,
+            potri: sym(&lib, "cusolverDnSpotri")?,
             handle: Mutex::new(handle as usize),
             _lib: lib,
         })
