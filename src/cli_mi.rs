@@ -518,7 +518,7 @@ pub fn run_mi_inspect(args: MiInspectArgs) -> Result<()> {
         channel_stats: true,
         seed: args.seed,
         host_solver: true,
-        hessian_accumulation: crate::hessian::HessianAccumulation::RunningAverage,
+        hessian_accumulation: crate::hessian::HessianAccumulation::default(),
     };
     let storage = model.storage_dtype;
     crate::compress::compress(&mut model, &calib.windows, &cfg, storage, &planner)?;

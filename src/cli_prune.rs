@@ -67,7 +67,7 @@ pub struct PruneArgs {
     /// How H is accumulated: running-average (the published `add_batch`: rescaled after every
     /// calibration sequence, in f32) or sum (one f32 sum scaled at the end; the same H up to
     /// rounding; what this tool did before it matched the reference here).
-    #[arg(long, value_enum, default_value_t = crate::hessian::HessianAccumulation::RunningAverage)]
+    #[arg(long, value_enum, default_value_t)]
     pub hessian_accumulation: crate::hessian::HessianAccumulation,
     /// Compress layers i with minlayer <= i < maxlayer.
     #[arg(long, default_value_t = -1, allow_hyphen_values = true)]

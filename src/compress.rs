@@ -328,7 +328,10 @@ pub fn compress(
         let first_of_site: Vec<usize> = (0..LinearKind::ALL.len())
             .map(|k| (0..LinearKind::ALL.len()).find(|&f| LinearKind::ALL[f].input_site() == LinearKind::ALL[k].input_site()).expect("k itself"))
             .collect();
-        let mut firsts: Vec<usize> = (0..LinearKind::ALL.len()).filter(|&k| first_of_site[k] == k).collect();
+        // One linear per site, in layer order (the host's solve order) and widest first (the
+        // planning order).
+        let sites_in_layer_order: Vec<usize> = (0..LinearKind::ALL.len()).filter(|&k| first_of_site[k] == k).collect();
+        let mut firsts = sites_in_layer_order.clone();
         firsts.sort_by_key(|&k| std::cmp::Reverse(weights[k].0 .1));
         let overlap = model.device.is_cuda() && !cfg.host_solver;
         let mut plans: Vec<Option<LinearPlan>> = (0..LinearKind::ALL.len()).map(|_| None).collect();
@@ -352,7 +355,7 @@ pub fn compress(
                 plans[k] = Some(p?);
                 Ok(k)
             };
-            let mut layer_order = (0..LinearKind::ALL.len()).filter(|&k| first_of_site[k] == k);
+            let mut layer_order = sites_in_layer_order.iter().copied();
             if !overlap {
                 let tw = Instant::now();
                 for _ in 0..firsts.len() {

@@ -120,25 +120,31 @@ impl HessianAccumulator {
             // added before the next is formed (at opt-6.7b's fc2 input one product is 1 GiB).
             let parts = if self.running_average { sequences.max(1) } else { 1 };
             for q in 0..parts {
-                let (c, sc) = if self.running_average { running_average_factors(self.sequences + q) } else { (1.0, 1.0) };
-                let xxt = if self.running_average {
-                    let xs = (x2.narrow(0, q * seq_len, seq_len)? * sc as f64)?;
-                    xs.t()?.matmul(&xs)?
-                } else {
-                    x2.t()?.matmul(&x2)?
+                // (c, s) of the running average; None for the plain sum.
+                let factors = self.running_average.then(|| running_average_factors(self.sequences + q));
+                let xxt = match factors {
+                    Some((_, sc)) => {
+                        let xs = (x2.narrow(0, q * seq_len, seq_len)? * sc as f64)?;
+                        xs.t()?.matmul(&xs)?
+                    }
+                    None => x2.t()?.matmul(&x2)?,
                 };
                 if self.keep_f64 {
                     let batch = xxt.to_dtype(DType::F64)?;
-                    let batch = if self.running_average { (batch * (1.0 / (sc as f64 * sc as f64)))? } else { batch };
+                    let batch = match factors {
+                        Some((_, sc)) => (batch * (1.0 / (sc as f64 * sc as f64)))?,
+                        None => batch,
+                    };
                     self.sum_xxt_f64_device = Some(match self.sum_xxt_f64_device.take() {
                         Some(acc) => (acc + batch)?,
                         None => batch,
                     });
                 }
-                self.sum_xxt = Some(match self.sum_xxt.take() {
-                    Some(GramSum::Device(acc)) => GramSum::Device(if c == 1.0 { (acc + xxt)? } else { ((acc * c as f64)? + xxt)? }),
-                    None => GramSum::Device(xxt),
-                    Some(GramSum::Host(_)) => bail!("Hessian inputs moved between devices"),
+                self.sum_xxt = Some(match (self.sum_xxt.take(), factors) {
+                    (Some(GramSum::Device(acc)), Some((c, _))) => GramSum::Device(((acc * c as f64)? + xxt)?),
+                    (Some(GramSum::Device(acc)), None) => GramSum::Device((acc + xxt)?),
+                    (None, _) => GramSum::Device(xxt),
+                    (Some(GramSum::Host(_)), _) => bail!("Hessian inputs moved between devices"),
                 });
             }
             self.add_column_sums(&x2)?;
@@ -332,10 +338,11 @@ pub fn dampen(h: &mut [f64], n: usize, percdamp: f64) {
 }
 
 /// How H = 2/n Σ x xᵀ is accumulated over the calibration sequences.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HessianAccumulation {
     /// As the published `add_batch`: a running average, rescaled after every sequence, in f32.
+    #[default]
     RunningAverage,
     /// One f32 sum, scaled once at the end: the same H with other rounding.
     Sum,

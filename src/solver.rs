@@ -339,7 +339,6 @@ pub fn max_levels(w: &[f32], cols: usize, quant: &QuantScheme, perm: Option<&[us
         vals.len()
     };
     // Rows in parallel (a sort per row and group: seconds single-threaded at opt-6.7b's fc2).
-    use rayon::prelude::*;
     w.par_chunks(cols)
         .map(|row| {
             let per_row = count(&mut row.iter().map(|x| x.to_bits()).collect());
