@@ -1,9 +1,9 @@
-//! With the `cuda` feature, compiles the solver's device kernels (src/kernels/solver.cu) to
-//! PTX with nvcc, for `src/solver_cuda.rs` to embed. Without it, does nothing (CI has no CUDA).
+//! With the `cuda` feature, compiles the solver's device kernels (src/solver/kernels/solver.cu) to
+//! PTX with nvcc, for `src/solver/cuda.rs` to embed. Without it, does nothing (CI has no CUDA).
 use std::{env, path::PathBuf, process::Command};
 
 fn main() {
-    println!("cargo:rerun-if-changed=src/kernels/solver.cu");
+    println!("cargo:rerun-if-changed=src/solver/kernels/solver.cu");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     if env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
@@ -11,9 +11,9 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("solver.ptx");
     let cap = env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
     let status = Command::new("nvcc")
-        .args(["--ptx", "-O3", &format!("--gpu-architecture=compute_{cap}"), "src/kernels/solver.cu", "-o"])
+        .args(["--ptx", "-O3", &format!("--gpu-architecture=compute_{cap}"), "src/solver/kernels/solver.cu", "-o"])
         .arg(&out)
         .status()
         .expect("nvcc not found: the cuda feature needs the CUDA compiler on PATH (scripts/build_cuda.sh sets it up)");
-    assert!(status.success(), "nvcc failed on src/kernels/solver.cu");
+    assert!(status.success(), "nvcc failed on src/solver/kernels/solver.cu");
 }

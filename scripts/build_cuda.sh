@@ -2,7 +2,9 @@
 # Builds the CUDA binary of sparsegpt-mi on a machine without a GPU (see ../shared/cuda/NOTES.md):
 # CUDA 13.0 compiler and libraries from NVIDIA's PyPI wheels into .cuda-venv/, a stub libcuda for
 # the linker, then `cargo build --release --features cuda` for sm_90 (H100/H200).
-# Output: target/release/sparsegpt-mi and target/sparsegpt-mi-cuda.xz (to carry to the GPU machine).
+# Lints the CUDA build first (clippy with --features cuda, warnings are errors).
+# Output: $CARGO_TARGET_DIR/release/sparsegpt-mi and $CARGO_TARGET_DIR/sparsegpt-mi-cuda.xz (to carry
+# to the GPU machine); CARGO_TARGET_DIR defaults to target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${CUDA_VENV:-.cuda-venv}
@@ -35,6 +37,8 @@ export PATH="$CUDA_ROOT/bin:$PATH" CUDA_HOME="$CUDA_ROOT" CUDA_PATH="$CUDA_ROOT"
   CUDARC_CUDA_VERSION=13000 CUDAFORGE_THREADS=${CUDAFORGE_THREADS:-2} \
   LIBRARY_PATH="$CUDA_ROOT/lib:$CUDA_ROOT/lib/stubs:${LIBRARY_PATH:-}" \
   RUSTFLAGS="-L $CUDA_ROOT/lib -L $CUDA_ROOT/lib/stubs -C link-arg=-Wl,-rpath,/usr/local/cuda-13.0/targets/x86_64-linux/lib:/usr/local/cuda/lib64"
+TARGET=${CARGO_TARGET_DIR:-target}
+cargo clippy --release --features cuda --all-targets -- -D warnings
 cargo build --release --features cuda
-xz -6 -T2 -c target/release/sparsegpt-mi > target/sparsegpt-mi-cuda.xz
-ls -la target/release/sparsegpt-mi target/sparsegpt-mi-cuda.xz
+xz -6 -T2 -c "$TARGET/release/sparsegpt-mi" > "$TARGET/sparsegpt-mi-cuda.xz"
+ls -la "$TARGET/release/sparsegpt-mi" "$TARGET/sparsegpt-mi-cuda.xz"

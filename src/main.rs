@@ -1,3 +1,7 @@
+//! The `sparsegpt-mi` binary: the command line (`cli`) over the `sparsegpt_mi` library.
+
+mod cli;
+
 fn main() {
     // One line, no backtrace, for anything that slips through as a panic.
     std::panic::set_hook(Box::new(|info| {
@@ -9,7 +13,7 @@ fn main() {
             .unwrap_or_else(|| "unknown panic".into());
         eprintln!("error: internal error: {}", msg.replace('\n', " "));
     }));
-    if let Err(e) = sparsegpt_mi::cli::run() {
+    if let Err(e) = cli::run() {
         eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
         std::process::exit(1);
     }

@@ -72,7 +72,11 @@ fn missing_tokenizer() {
 #[test]
 fn unknown_dataset() {
     let m = common::fixture("opt-rand-postln");
-    assert_clean_error(&["eval", m.to_str().unwrap(), "--datasets", "wikitext2,lambada"], &[], "unknown dataset 'lambada'");
+    assert_clean_error(
+        &["eval", m.to_str().unwrap(), "--datasets", "wikitext2,lambada"],
+        &[],
+        "unknown dataset 'lambada'",
+    );
 }
 
 #[test]

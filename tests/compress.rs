@@ -3,11 +3,8 @@
 //! Values marked "recorded" were produced once by this tool with the command shown
 //! (mini-b, 4 calibration windows, first WikiText-2 window) and guard against regressions;
 //! the `published_` tests compare with the published SparseGPT code's own numbers.
-//! Re-recorded after the fused CPU kernels (blocked attention, lower-triangle Gram): f32
-//! summation order alone moved them by up to 9e-3 nats (near-tied mask and rounding
-//! decisions flip with 4 windows); dense NLLs stayed within 1e-4 of the reference. Two were
-//! re-recorded again when the running-average Hessian became the default (the old values,
-//! which `--hessian-accumulation sum` still reproduces exactly, are noted beside them).
+//! f32 summation order alone moves them by up to 9e-3 nats (near-tied mask and rounding
+//! decisions flip with 4 windows); dense NLLs stay within 1e-4 of the reference.
 
 mod common;
 
@@ -18,7 +15,15 @@ fn prune(args: &[&str], dir: &std::path::Path) -> serde_json::Value {
     let json = dir.join("result.json");
     let model = common::fixture("opt-mini-b");
     let data = common::data_dir();
-    let mut a = vec!["prune", model.to_str().unwrap(), "c4", "--json", json.to_str().unwrap(), "--data-dir", data.to_str().unwrap()];
+    let mut a = vec![
+        "prune",
+        model.to_str().unwrap(),
+        "c4",
+        "--json",
+        json.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
     a.extend_from_slice(args);
     let out = Command::new(common::bin()).args(&a).output().unwrap();
     assert!(out.status.success(), "{a:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -59,7 +64,10 @@ fn published_sparsegpt_50_percent_with_16_samples() {
     // The reference run sgpt50n16: same windows (Python sampler, seed 0), same protocol.
     let t = tempfile::tempdir().unwrap();
     // 8 windows per corpus: with 2 the PPL ratio moved by ±0.1% with f32 summation order alone.
-    let r = prune(&["--sparsity", "0.5", "--nsamples", "16", "--eval-datasets", "wikitext2,ptb,c4", "--max-windows", "8"], t.path());
+    let r = prune(
+        &["--sparsity", "0.5", "--nsamples", "16", "--eval-datasets", "wikitext2,ptb,c4", "--max-windows", "8"],
+        t.path(),
+    );
     let refj = common::reference("opt-mini-b", "sgpt50n16");
     for ds in ["wikitext2", "ptb", "c4"] {
         let want = refj["window_mean_nll"][ds].as_array().unwrap();
@@ -122,7 +130,16 @@ fn sparse_4bit_model_saves_reloads_identically_and_has_16_levels_per_row() {
     // Reload in this tool: the same perplexity.
     let json = t.path().join("eval.json");
     let out = Command::new(common::bin())
-        .args(["eval", saved.to_str().unwrap(), "--datasets", "wikitext2", "--max-windows", "1", "--json", json.to_str().unwrap()])
+        .args([
+            "eval",
+            saved.to_str().unwrap(),
+            "--datasets",
+            "wikitext2",
+            "--max-windows",
+            "1",
+            "--json",
+            json.to_str().unwrap(),
+        ])
         .args(["--data-dir", common::data_dir().to_str().unwrap()])
         .output()
         .unwrap();

@@ -66,7 +66,8 @@ fn serve(root: PathBuf, repo: &str) -> (String, Arc<AtomicBool>) {
                     let _ = stream.write_all(body);
                 }
                 None => {
-                    let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    let _ =
+                        stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                 }
             }
         }

@@ -3,16 +3,25 @@
 mod common;
 
 use candle_core::Tensor;
-use sparsegpt_mi::hessian::HessianAccumulator;
+use sparsegpt_mi::mixed::mutual_info;
 use sparsegpt_mi::model::InputSite;
-use sparsegpt_mi::mutual_info;
+use sparsegpt_mi::pipeline::hessian::HessianAccumulation;
+use sparsegpt_mi::pipeline::statistics::SiteStatistics;
 use std::process::Command;
 
 #[test]
 fn mi_from_accumulated_moments_equals_mi_from_stored_activations() {
     let (model, tok) = common::load("opt-mini-b");
     let docs = sparsegpt_mi::data::calibration_documents(sparsegpt_mi::data::Corpus::C4, &common::data_dir()).unwrap();
-    let calib = sparsegpt_mi::calibration::build(&docs, &tok, 2, 2048, 0, sparsegpt_mi::calibration::SamplerKind::Python).unwrap();
+    let calib = sparsegpt_mi::data::calibration::build(
+        &docs,
+        &tok,
+        2,
+        2048,
+        0,
+        sparsegpt_mi::data::calibration::SamplerKind::Python,
+    )
+    .unwrap();
     let mask = model.causal_mask(2048).unwrap();
     for site in [InputSite::Attn, InputSite::Fc2] {
         let mut acc = None;
@@ -22,7 +31,7 @@ fn mi_from_accumulated_moments_equals_mi_from_stored_activations() {
             let mut obs = |s: InputSite, a: &Tensor| -> anyhow::Result<()> {
                 if s == site {
                     let d = *a.dims().last().unwrap();
-                    acc.get_or_insert_with(|| HessianAccumulator::with_f64_moments(d)).add(a)?;
+                    acc.get_or_insert_with(|| SiteStatistics::new(d, HessianAccumulation::Sum, true, None)).add(a)?;
                     let flat: Vec<f32> = a.flatten_all()?.to_vec1()?;
                     stored.extend(flat.chunks(d).map(|c| c.to_vec()));
                 }
@@ -30,7 +39,8 @@ fn mi_from_accumulated_moments_equals_mi_from_stored_activations() {
             };
             model.layers[0].forward(&x, &mask, Some(&mut obs)).unwrap();
         }
-        let acc = acc.unwrap();
+        let stats = acc.unwrap();
+        let acc = stats.moments.as_ref().unwrap();
         let from_moments = mutual_info::gaussian_mi(&mutual_info::correlation_from_moments(
             &acc.sum_xxt().unwrap(),
             &acc.sum_x,
@@ -132,7 +142,8 @@ fn mi_subcommand_writes_heatmap_and_matrix() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let png = std::fs::read(t.path().join("mi_L1_fc1.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.path().join("mi_L1_fc1.json")).unwrap()).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path().join("mi_L1_fc1.json")).unwrap()).unwrap();
     assert_eq!(j["channels"], 192);
     assert_eq!(j["k"], 3);
     assert_eq!(j["mi_ordered"].as_array().unwrap().len(), 192 * 192);

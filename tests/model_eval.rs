@@ -16,11 +16,8 @@ fn post_ln_model_with_projections_matches_hugging_face_logits() {
     .unwrap();
     let ids: Vec<u32> = refj["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
     let n = ids.len();
-    let logits = model
-        .forward(&Tensor::from_vec(ids.clone(), (1, n), &Device::Cpu).unwrap())
-        .unwrap()
-        .squeeze(0)
-        .unwrap();
+    let logits =
+        model.forward(&Tensor::from_vec(ids.clone(), (1, n), &Device::Cpu).unwrap()).unwrap().squeeze(0).unwrap();
     let rows: Vec<Vec<f32>> = logits.to_vec2().unwrap();
     // Tolerance 2e-2 absolute: HF ran in fp16 on a GPU, this runs in f32.
     for (row, key) in [(0, "logits_first_row_first8"), (n - 1, "logits_last_row_first8")] {
@@ -29,10 +26,8 @@ fn post_ln_model_with_projections_matches_hugging_face_logits() {
             assert!((rows[row][j] - want).abs() <= 2e-2, "{key}[{j}]: {} vs {want}", rows[row][j]);
         }
     }
-    let argmax: Vec<u64> = rows
-        .iter()
-        .map(|r| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u64)
-        .collect();
+    let argmax: Vec<u64> =
+        rows.iter().map(|r| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u64).collect();
     let want: Vec<u64> = refj["argmax"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     assert_eq!(argmax, want);
     let x = model.embed(&Tensor::from_vec(ids.clone(), (1, n), &Device::Cpu).unwrap()).unwrap();
@@ -81,7 +76,14 @@ fn f16_on_the_cpu_matches_the_reference_as_f32_does() {
     let t = tempfile::tempdir().unwrap();
     let json = t.path().join("eval.json");
     let out = std::process::Command::new(common::bin())
-        .args(["eval", common::fixture("opt-mini-b").to_str().unwrap(), "--datasets", "wikitext2", "--max-windows", "1"])
+        .args([
+            "eval",
+            common::fixture("opt-mini-b").to_str().unwrap(),
+            "--datasets",
+            "wikitext2",
+            "--max-windows",
+            "1",
+        ])
         .args(["--dtype", "f16", "--json", json.to_str().unwrap(), "--data-dir", common::data_dir().to_str().unwrap()])
         .output()
         .unwrap();
@@ -95,7 +97,7 @@ fn f16_on_the_cpu_matches_the_reference_as_f32_does() {
 
 #[test]
 fn corpora_have_the_published_sizes() {
-    let tok = sparsegpt_mi::tokenizer::load(&sparsegpt_mi::hub::TokenizerFiles::Json(
+    let tok = sparsegpt_mi::model::tokenizer::load(&sparsegpt_mi::model::hub::TokenizerFiles::Json(
         common::data_dir().join("opt-tokenizer/tokenizer.json"),
     ))
     .unwrap();
@@ -112,8 +114,12 @@ fn corpora_have_the_published_sizes() {
 #[test]
 fn tokenizer_from_vocab_and_merges_equals_tokenizer_json_on_all_corpora() {
     let dir = common::data_dir().join("opt-tokenizer");
-    let json = sparsegpt_mi::tokenizer::load(&sparsegpt_mi::hub::TokenizerFiles::Json(dir.join("tokenizer.json"))).unwrap();
-    let built = sparsegpt_mi::tokenizer::from_vocab_merges(&dir.join("vocab.json"), &dir.join("merges.txt")).unwrap();
+    let json = sparsegpt_mi::model::tokenizer::load(&sparsegpt_mi::model::hub::TokenizerFiles::Json(
+        dir.join("tokenizer.json"),
+    ))
+    .unwrap();
+    let built =
+        sparsegpt_mi::model::tokenizer::from_vocab_merges(&dir.join("vocab.json"), &dir.join("merges.txt")).unwrap();
     for corpus in Corpus::ALL {
         let a = data::eval_tokens(corpus, &common::data_dir(), &json).unwrap();
         let b = data::eval_tokens(corpus, &common::data_dir(), &built).unwrap();
@@ -121,7 +127,7 @@ fn tokenizer_from_vocab_and_merges_equals_tokenizer_json_on_all_corpora() {
         assert!(a == b, "{}: ids differ", corpus.name());
     }
     assert_eq!(
-        sparsegpt_mi::tokenizer::encode(&built, "Hello, my dog is cute").unwrap(),
+        sparsegpt_mi::model::tokenizer::encode(&built, "Hello, my dog is cute").unwrap(),
         vec![2, 31414, 6, 127, 2335, 16, 11962]
     );
 }
@@ -159,7 +165,7 @@ fn generic_attention_path_equals_fused_cpu_kernels() {
     let input = Tensor::from_vec(ids, (3, s), &Device::Cpu).unwrap();
     let logits = |t: Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
     let fused = logits(model.forward(&input).unwrap());
-    let generic = logits(sparsegpt_mi::cpu_kernels::with_generic_path(|| model.forward(&input).unwrap()));
+    let generic = logits(sparsegpt_mi::model::cpu_kernels::with_generic_path(|| model.forward(&input).unwrap()));
     let max_diff = fused.iter().zip(&generic).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
     assert!(max_diff < 1e-3, "max |logit fused − generic| = {max_diff}");
     assert!(max_diff > 0.0, "the two paths should differ in rounding (is the generic path running?)");
@@ -169,7 +175,7 @@ fn generic_attention_path_equals_fused_cpu_kernels() {
 fn offloaded_model_gives_the_same_losses() {
     // `--offload` keeps layers at `layer_home` and moves each to the compute device per use;
     // on a CPU-only machine both are the host, which still runs the offload code path.
-    let files = sparsegpt_mi::hub::resolve_model(common::fixture("opt-mini-a").to_str().unwrap()).unwrap();
+    let files = sparsegpt_mi::model::hub::resolve_model(common::fixture("opt-mini-a").to_str().unwrap()).unwrap();
     let plain = sparsegpt_mi::model::load_model(&files, &Device::Cpu, candle_core::DType::F32).unwrap();
     let off = sparsegpt_mi::model::load_model_offloaded(&files, &Device::Cpu, candle_core::DType::F32).unwrap();
     assert!(off.layer_home.is_cpu());

@@ -1,0 +1,98 @@
+//! Flags every subcommand that loads a model shares, and small printing helpers.
+
+use anyhow::Result;
+use candle_core::{DType, Device};
+use clap::Args;
+use sparsegpt_mi::eval::Perplexity;
+use sparsegpt_mi::model::{self, hub::ModelFiles, OptModel};
+use std::path::PathBuf;
+
+/// Where the model runs and where the data comes from.
+#[derive(Args, Clone)]
+pub struct CommonArgs {
+    /// Data directory (layout in README.md); default $SPARSEGPT_MI_DATA_DIR or ../shared/data.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Keep decoder layers in host memory and bring one at a time to the device: for models
+    /// whose weights do not fit on the GPU (slower: each layer crosses PCIe per pass).
+    #[arg(long)]
+    pub offload: bool,
+    /// Weights and activations: auto (f16 on a GPU, as the published code; f32 on the CPU),
+    /// f16 or f32. Hessians and statistics are accumulated in f32/f64 either way.
+    #[arg(long, value_enum, default_value_t = ComputeDtype::Auto)]
+    pub dtype: ComputeDtype,
+}
+
+/// What `eval` and `prune` report, and how much of it.
+#[derive(Args, Clone)]
+pub struct ReportArgs {
+    /// Evaluate only the first N windows of each dataset (quick looks; the count is reported).
+    #[arg(long)]
+    pub max_windows: Option<usize>,
+    /// Write the result as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ComputeDtype {
+    Auto,
+    F16,
+    F32,
+}
+
+impl CommonArgs {
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(sparsegpt_mi::data::default_data_dir)
+    }
+
+    pub fn device(&self) -> Result<Device> {
+        device_from_name(&self.device)
+    }
+
+    pub fn dtype(&self, device: &Device) -> DType {
+        match self.dtype {
+            ComputeDtype::Auto => model::default_dtype(device),
+            ComputeDtype::F16 => DType::F16,
+            ComputeDtype::F32 => DType::F32,
+        }
+    }
+
+    /// Loads the model onto `device`, offloaded if asked.
+    pub fn load_model(&self, files: &ModelFiles, device: &Device) -> Result<OptModel> {
+        let dtype = self.dtype(device);
+        if self.offload {
+            model::load_model_offloaded(files, device, dtype)
+        } else {
+            model::load_model(files, device, dtype)
+        }
+    }
+}
+
+/// The compute device named by a `--device` flag value.
+pub fn device_from_name(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => {
+            if !candle_core::utils::cuda_is_available() {
+                anyhow::bail!("--device cuda: this binary was built without CUDA; rebuild with `--features cuda` (scripts/build_cuda.sh)");
+            }
+            Device::new_cuda(0).map_err(|e| anyhow::anyhow!("--device cuda: cannot open GPU 0: {e}"))
+        }
+        other => anyhow::bail!("unknown --device '{other}': use cpu or cuda"),
+    }
+}
+
+pub fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+pub fn print_ppl_table(results: &[Perplexity]) {
+    println!("{:<10} {:>12} {:>8} {:>10} {:>9}", "dataset", "ppl", "windows", "tokens", "seconds");
+    for r in results {
+        println!("{:<10} {:>12.4} {:>8} {:>10} {:>9.1}", r.dataset, r.ppl, r.windows, r.tokens, r.seconds);
+    }
+}

@@ -1,0 +1,73 @@
+//! `sparsegpt-mi eval`: perplexity of a model, as the published code measures it.
+
+use super::common::{command_line, print_ppl_table, CommonArgs, ReportArgs};
+use anyhow::{bail, Result};
+use candle_core::{DType, Tensor};
+use clap::Args;
+use sparsegpt_mi::data::{self, Corpus};
+use sparsegpt_mi::model::{self, OptModel};
+use sparsegpt_mi::output::{atomic, summary};
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Model directory (HF layout) or hub id such as facebook/opt-125m.
+    pub model: String,
+    /// Comma-separated: wikitext2, ptb, c4.
+    #[arg(long, default_value = "wikitext2,ptb,c4")]
+    pub datasets: String,
+    /// Also write the logits of the first 128 tokens of the first dataset (first 512 vocabulary
+    /// entries of each row, and every row's argmax) as JSON, for comparison with transformers.
+    #[arg(long)]
+    pub logits_out: Option<PathBuf>,
+    #[command(flatten)]
+    pub report: ReportArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let corpora = Corpus::parse_list(&args.datasets)?;
+    if corpora.is_empty() {
+        bail!("--datasets is empty: name at least one of wikitext2, ptb, c4");
+    }
+    if let Some(j) = &args.report.json {
+        atomic::check_writable(j, "--json")?;
+    }
+    let device = args.common.device()?;
+    let data_dir = args.common.data_dir();
+    let t0 = std::time::Instant::now();
+    let files = model::hub::resolve_model(&args.model)?;
+    let tok = model::tokenizer::load(&files.tokenizer)?;
+    let model = args.common.load_model(&files, &device)?;
+    let load_seconds = t0.elapsed().as_secs_f64();
+    if let Some(p) = &args.logits_out {
+        let ids = data::eval_tokens(corpora[0], &data_dir, &tok)?;
+        dump_logits(&model, &ids[..128.min(ids.len())], p)?;
+    }
+    let results = sparsegpt_mi::eval::evaluate_all(&model, &tok, &corpora, &data_dir, args.report.max_windows)?;
+    print_ppl_table(&results);
+    if let Some(j) = &args.report.json {
+        let report = summary::EvalReport {
+            command: command_line(),
+            model: args.model.clone(),
+            device: args.common.device.clone(),
+            dtype: summary::dtype_name(model.dtype),
+            load_seconds,
+            results,
+        };
+        atomic::write_json_atomic(j, &report)?;
+    }
+    Ok(())
+}
+
+/// Logits of `ids` for comparison with other implementations: a slice of each row plus argmax.
+fn dump_logits(model: &OptModel, ids: &[u32], path: &Path) -> Result<()> {
+    let input = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &model.device)?;
+    let logits = model.forward(&input)?.squeeze(0)?.to_dtype(DType::F32)?;
+    let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+    let argmax: Vec<usize> =
+        rows.iter().map(|r| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |m| m.0)).collect();
+    let slice: Vec<&[f32]> = rows.iter().map(|r| &r[..512.min(r.len())]).collect();
+    atomic::write_json_atomic(path, &serde_json::json!({"input_ids": ids, "logits": slice, "argmax": argmax}))
+}

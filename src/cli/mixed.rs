@@ -1,0 +1,144 @@
+//! The mixed-precision flags of `prune` (and `mi`), checked and turned into the library's
+//! `MixedConfig`. The mode follows from three flags, as the mission's command spells it:
+//! - baseline: no `--target-avg-bits` (uniform `--wbits`);
+//! - enhanced: `--use-mi-grouping 0 --target-avg-bits B`;
+//! - mi: `--use-mi-grouping 1 --target-avg-bits B`;
+//! - random: `--grouping random --target-avg-bits B`.
+
+use anyhow::{bail, Result};
+use clap::Args;
+use serde::{Serialize, Serializer};
+use sparsegpt_mi::mixed::bit_alloc::{BitBudget, BitPolicy};
+use sparsegpt_mi::mixed::grouping::GroupingMethod;
+use sparsegpt_mi::mixed::mutual_info::MiMethod;
+use sparsegpt_mi::mixed::{GroupCount, MixedConfig, Mode};
+use sparsegpt_mi::solver::scheme::metadata_bits;
+
+#[derive(Args, Clone, Debug, Serialize)]
+pub struct MiArgs {
+    /// 1 = group input channels by mutual information (needs --target-avg-bits).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub use_mi_grouping: u8,
+    /// Average bits per weight, scale/zero metadata included; off = uniform --wbits.
+    #[arg(long)]
+    pub target_avg_bits: Option<f64>,
+    /// Groups per linear: a number, or "auto" (best silhouette among 2,3,4,5,6,8,10,12,14,16).
+    #[arg(long, default_value = "10", value_parser = parse_group_count)]
+    #[serde(serialize_with = "group_count_as_flag")]
+    pub n_groups: GroupCount,
+    #[arg(long, default_value_t = 2)]
+    pub min_bits: u32,
+    #[arg(long, default_value_t = 8)]
+    pub max_bits: u32,
+    /// MI estimator: corr (Gaussian, from the Hessian's moments), hist or knn (from a reservoir).
+    #[arg(long, value_enum, default_value_t = MiMethod::Corr)]
+    pub mi_method: MiMethod,
+    /// Channel grouping: spectral, hierarchical, kmeans, or random (control).
+    #[arg(long, value_enum, default_value_t = GroupingMethod::Spectral)]
+    pub grouping: GroupingMethod,
+    /// How bits are spread over groups: optimal (default) or thresholds (design notes).
+    #[arg(long, value_enum, default_value_t = BitPolicy::Optimal)]
+    pub bit_policy: BitPolicy,
+    /// Tokens kept per linear input for the hist/knn estimators.
+    #[arg(long, default_value_t = 2048)]
+    pub reservoir: usize,
+}
+
+fn parse_group_count(s: &str) -> std::result::Result<GroupCount, String> {
+    match s {
+        "auto" => Ok(GroupCount::Auto),
+        _ => match s.parse::<usize>() {
+            Ok(0) => Err("need at least one group".into()),
+            Ok(k) => Ok(GroupCount::Fixed(k)),
+            Err(_) => Err("neither a number nor 'auto'".into()),
+        },
+    }
+}
+
+/// As the user typed it ("10", "auto"), so result files record the flag.
+fn group_count_as_flag<S: Serializer>(g: &GroupCount, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match g {
+        GroupCount::Auto => s.serialize_str("auto"),
+        GroupCount::Fixed(k) => s.serialize_str(&k.to_string()),
+    }
+}
+
+impl MiArgs {
+    pub fn mode(&self) -> Mode {
+        match (self.target_avg_bits, self.use_mi_grouping, self.grouping) {
+            (None, _, _) => Mode::Baseline,
+            (Some(_), _, GroupingMethod::Random) => Mode::Random,
+            (Some(_), 0, _) => Mode::Enhanced,
+            (Some(_), _, _) => Mode::Mi,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.min_bits < 2 || self.max_bits > 8 || self.min_bits > self.max_bits {
+            bail!("--min-bits {} --max-bits {}: need 2 <= min <= max <= 8", self.min_bits, self.max_bits);
+        }
+        match self.target_avg_bits {
+            Some(t) => {
+                if !(t >= self.min_bits as f64 && t <= self.max_bits as f64) {
+                    bail!(
+                        "--target-avg-bits {t} is outside --min-bits {} .. --max-bits {}",
+                        self.min_bits,
+                        self.max_bits
+                    );
+                }
+            }
+            None => {
+                if self.use_mi_grouping == 1 || self.grouping == GroupingMethod::Random {
+                    bail!("MI grouping and the random control spread a bit budget: give --target-avg-bits");
+                }
+            }
+        }
+        if self.reservoir < 16 && self.mi_method != MiMethod::Corr {
+            bail!("--reservoir {} is too small for the {:?} estimator (at least 16)", self.reservoir, self.mi_method);
+        }
+        Ok(())
+    }
+
+    /// `min_width`: the narrowest linear input of the model.
+    pub fn validate_shapes(&self, min_width: usize) -> Result<()> {
+        if self.mode() == Mode::Baseline {
+            return Ok(());
+        }
+        if let GroupCount::Fixed(k) = self.n_groups {
+            if k > min_width {
+                bail!("--n-groups {k} exceeds the layer width {min_width}");
+            }
+            // The narrowest linear must afford K groups at min bits with their metadata.
+            let floor = self.min_bits as f64 + k as f64 * metadata_bits(self.min_bits) / min_width as f64;
+            if let Some(t) = self.target_avg_bits {
+                if floor > t + 1e-9 {
+                    bail!(
+                        "--target-avg-bits {t} cannot pay for {k} groups on {min_width}-wide layers: their scale/zero metadata at --min-bits {} alone cost {floor:.4} bits/weight; use fewer --n-groups or a higher target",
+                        self.min_bits
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The library's configuration of these flags for `mode` (None in baseline mode).
+    pub fn config(&self, mode: Mode, sym: bool, seed: u64) -> Option<MixedConfig> {
+        (mode != Mode::Baseline).then(|| MixedConfig {
+            mode,
+            groups: self.n_groups,
+            budget: BitBudget {
+                target_avg_bits: self.target_avg_bits.unwrap_or(16.0),
+                min_bits: self.min_bits,
+                max_bits: self.max_bits,
+            },
+            mi_method: self.mi_method,
+            // The control takes its group sizes from the default clustering.
+            clustering: if self.grouping == GroupingMethod::Random { GroupingMethod::Spectral } else { self.grouping },
+            bit_policy: self.bit_policy,
+            reservoir: self.reservoir,
+            sym,
+            seed,
+        })
+    }
+}

@@ -1,0 +1,288 @@
+//! `sparsegpt-mi prune`: flags and defaults as the published `opt.py`.
+
+use super::common::{command_line, print_ppl_table, CommonArgs, ReportArgs};
+use super::mixed::MiArgs;
+use anyhow::{bail, Result};
+use clap::Args;
+use serde::Serialize;
+use sparsegpt_mi::data::calibration::{self, SamplerKind};
+use sparsegpt_mi::data::{self, Corpus};
+use sparsegpt_mi::mixed;
+use sparsegpt_mi::model::{self, OptConfig};
+use sparsegpt_mi::output::{atomic, export, summary};
+use sparsegpt_mi::pipeline::{self, hessian::HessianAccumulation, CompressConfig};
+use sparsegpt_mi::solver::{HinvPrecision, QuantScheme, SolverConfig, Sparsity};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args, Clone, Serialize)]
+pub struct PruneArgs {
+    /// Model directory (HF layout) or hub id such as facebook/opt-125m.
+    pub model: String,
+    /// Calibration source: c4 (the papers'), wikitext2 or ptb.
+    #[arg(default_value = "c4")]
+    pub dataset: String,
+    /// Target unstructured sparsity in [0, 1); 0 with --prunen 0 = no pruning.
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    pub sparsity: f64,
+    /// N of N:M semi-structured sparsity (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub prunen: usize,
+    /// M of N:M semi-structured sparsity.
+    #[arg(long, default_value_t = 0)]
+    pub prunem: usize,
+    /// Weight bits, 2..8; 16 = no quantization.
+    #[arg(long, default_value_t = 16)]
+    pub wbits: u32,
+    /// Columns per quantization group (-1 = one grid per row).
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+    pub groupsize: i64,
+    /// Symmetric quantization.
+    #[arg(long)]
+    pub sym: bool,
+    /// GPTQ act-order: quantize columns by decreasing Hessian diagonal.
+    #[arg(long)]
+    pub act_order: bool,
+    /// Calibration windows of 2048 tokens.
+    #[arg(long, default_value_t = 128)]
+    pub nsamples: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Calibration window sampler: python (same windows as the published code) or xoshiro.
+    #[arg(long, value_enum, default_value_t = SamplerKind::Python)]
+    pub sampler: SamplerKind,
+    /// Dampening, as a fraction of the mean Hessian diagonal.
+    #[arg(long, default_value_t = 0.01)]
+    pub percdamp: f64,
+    #[arg(long, default_value_t = 128)]
+    pub blocksize: usize,
+    /// Precision of the inverse-Hessian factorisation: f32 as the published code, or f64.
+    #[arg(long, value_enum, default_value_t = HinvPrecision::F32)]
+    pub hinv_precision: HinvPrecision,
+    /// The published code's update order (errors to later blocks once per block, one GEMM)
+    /// instead of the default eager one: same arithmetic, other rounding. Host solver only
+    /// (the GPU solver always sweeps in that order).
+    #[arg(long)]
+    pub lazy_updates: bool,
+    /// Solve on the host CPU even when the model runs on a GPU (the GPU solver needs cuSOLVER).
+    #[arg(long)]
+    pub host_solver: bool,
+    /// How H is accumulated: running-average (the published `add_batch`: rescaled after every
+    /// calibration sequence, in f32) or sum (one f32 sum scaled at the end; the same H up to
+    /// rounding).
+    #[arg(long, value_enum, default_value_t)]
+    pub hessian_accumulation: HessianAccumulation,
+    /// Compress layers i with minlayer <= i < maxlayer.
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+    pub minlayer: i64,
+    #[arg(long, default_value_t = 1000)]
+    pub maxlayer: i64,
+    /// Magnitude pruning baseline instead of SparseGPT.
+    #[arg(long)]
+    pub gmp: bool,
+    /// Save the compressed model (HF layout) to this directory.
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    /// Datasets to evaluate after compression (empty = none).
+    #[arg(long, default_value = "wikitext2,ptb,c4")]
+    pub eval_datasets: String,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub mi: MiArgs,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub report: ReportArgs,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub common: CommonArgs,
+}
+
+impl PruneArgs {
+    /// Every check that can fail, before any work starts.
+    fn validate(&self) -> Result<()> {
+        if !(0.0..1.0).contains(&self.sparsity) {
+            bail!("--sparsity {} is outside [0, 1)", self.sparsity);
+        }
+        if self.prunen != 0 || self.prunem != 0 {
+            if self.prunen == 0 || self.prunem == 0 || self.prunen >= self.prunem {
+                bail!("--prunen {} --prunem {}: N:M sparsity needs 0 < N < M", self.prunen, self.prunem);
+            }
+            if self.sparsity != 0.0 {
+                bail!("give either --sparsity or --prunen/--prunem, not both");
+            }
+        }
+        if self.wbits != 16 && !(2..=8).contains(&self.wbits) {
+            bail!("--wbits {} is outside 2..8 (16 = no quantization)", self.wbits);
+        }
+        if self.groupsize == 0 || self.groupsize < -1 {
+            bail!("--groupsize {} must be positive, or -1 for one grid per row", self.groupsize);
+        }
+        if self.nsamples == 0 {
+            bail!("--nsamples must be at least 1");
+        }
+        if self.blocksize == 0 {
+            bail!("--blocksize must be at least 1");
+        }
+        if self.percdamp.is_nan() || self.percdamp <= 0.0 {
+            bail!("--percdamp must be positive");
+        }
+        Corpus::parse(&self.dataset)?;
+        Corpus::parse_list(&self.eval_datasets)?;
+        self.mi.validate()
+    }
+
+    /// Checks that need the model's shapes.
+    fn validate_shapes(&self, cfg: &OptConfig) -> Result<()> {
+        for width in [cfg.hidden_size, cfg.ffn_dim] {
+            if self.prunem > 0 && width % self.prunem != 0 {
+                bail!("--prunem {} does not divide the layer width {width}", self.prunem);
+            }
+            if self.groupsize > 0 && width % self.groupsize as usize != 0 {
+                bail!("--groupsize {} does not divide the layer width {width}", self.groupsize);
+            }
+        }
+        self.mi.validate_shapes(cfg.hidden_size.min(cfg.ffn_dim))
+    }
+
+    fn sparsity(&self) -> Sparsity {
+        if self.prunen > 0 {
+            Sparsity::NM { n: self.prunen, m: self.prunem }
+        } else if self.sparsity > 0.0 {
+            Sparsity::Unstructured(self.sparsity)
+        } else {
+            Sparsity::Dense
+        }
+    }
+
+    fn base_quant(&self) -> QuantScheme {
+        if self.wbits >= 16 {
+            QuantScheme::None
+        } else if self.groupsize > 0 {
+            QuantScheme::Grouped { bits: self.wbits, sym: self.sym, size: self.groupsize as usize }
+        } else {
+            QuantScheme::PerRow { bits: self.wbits, sym: self.sym }
+        }
+    }
+
+    fn solver_config(&self) -> SolverConfig {
+        SolverConfig {
+            sparsity: self.sparsity(),
+            blocksize: self.blocksize,
+            percdamp: self.percdamp,
+            quant: self.base_quant(),
+            act_order: self.act_order,
+            hinv_precision: self.hinv_precision,
+            lazy_updates: self.lazy_updates,
+        }
+    }
+
+    /// The layers compressed, as opt.py's `--minlayer`/`--maxlayer` select them.
+    fn layers(&self, n_layers: usize) -> std::ops::Range<usize> {
+        let clamp = |v: i64| v.clamp(0, n_layers as i64) as usize;
+        clamp(self.minlayer)..clamp(self.maxlayer)
+    }
+
+    fn default_json_path(&self) -> PathBuf {
+        let name = self.model.trim_end_matches('/').rsplit('/').next().unwrap_or("model").to_string();
+        let mut tag = format!("{name}_{}", self.mi.mode().name());
+        if self.gmp {
+            tag.push_str("_gmp");
+        }
+        if self.prunen > 0 {
+            tag.push_str(&format!("_{}of{}", self.prunen, self.prunem));
+        } else {
+            tag.push_str(&format!("_s{}", self.sparsity));
+        }
+        tag.push_str(&format!("_w{}", self.wbits));
+        if let Some(b) = self.mi.target_avg_bits {
+            tag.push_str(&format!("_b{b}"));
+        }
+        tag.push_str(&format!("_n{}_seed{}.json", self.nsamples, self.seed));
+        PathBuf::from("test_results").join(tag)
+    }
+}
+
+pub fn run(args: PruneArgs) -> Result<()> {
+    args.validate()?;
+    let json_path = args.report.json.clone().unwrap_or_else(|| args.default_json_path());
+    atomic::check_writable(&json_path, "--json")?;
+    if let Some(dir) = &args.save {
+        export::check_save_target(dir)?;
+    }
+    let device = args.common.device()?;
+    let data_dir = args.common.data_dir();
+    let calib_source = Corpus::parse(&args.dataset)?;
+    let eval_sets = Corpus::parse_list(&args.eval_datasets)?;
+
+    let t0 = Instant::now();
+    let files = model::hub::resolve_model(&args.model)?;
+    let config = OptConfig::from_file(&files.config)?;
+    args.validate_shapes(&config)?;
+    let tok = model::tokenizer::load(&files.tokenizer)?;
+    let mut model = args.common.load_model(&files, &device)?;
+    let load_s = t0.elapsed().as_secs_f64();
+
+    let t0 = Instant::now();
+    let calib = if args.gmp {
+        calibration::Calibration { windows: vec![], sources: vec![] }
+    } else {
+        let docs = data::calibration_documents(calib_source, &data_dir)?;
+        calibration::build(&docs, &tok, args.nsamples, data::SEQLEN, args.seed, args.sampler)?
+    };
+    // Evaluation data is read now, so a missing file fails before the long part.
+    for c in &eval_sets {
+        data::eval_text(*c, &data_dir)?;
+    }
+    let calibration_s = t0.elapsed().as_secs_f64();
+
+    let cfg = CompressConfig {
+        solver: args.solver_config(),
+        magnitude: args.gmp,
+        layers: args.layers(model.layers.len()),
+        batch: sparsegpt_mi::eval::windows_per_pass(&device),
+        seed: args.seed,
+        host_solver: args.host_solver,
+        hessian_accumulation: args.hessian_accumulation,
+    };
+    let mode = args.mi.mode();
+    let planner = mixed::planner(mode, args.base_quant(), args.mi.config(mode, args.sym, args.seed));
+    let (linears, times) = pipeline::compress(&mut model, &calib.windows, &cfg, &*planner)?;
+
+    let zero_fraction = summary::zero_fraction(&linears);
+    let bits = summary::BitSummary::from_reports(&linears, args.wbits);
+    println!(
+        "compressed {} linears in {:.1}s: zero fraction {:.4}, {}",
+        linears.len(),
+        times.total_s,
+        zero_fraction,
+        bits.describe()
+    );
+
+    let eval = sparsegpt_mi::eval::evaluate_all(&model, &tok, &eval_sets, &data_dir, args.report.max_windows)?;
+    print_ppl_table(&eval);
+    if let Some(dir) = &args.save {
+        export::save(&model, &files, dir, model.storage_dtype)?;
+        println!("saved to {}", dir.display());
+    }
+    let report = summary::PruneReport {
+        command: command_line(),
+        model: args.model.clone(),
+        device: args.common.device.clone(),
+        dtype: summary::dtype_name(model.dtype),
+        mode,
+        ppl: eval.iter().map(|p| (p.dataset.clone(), p.ppl)).collect(),
+        eval,
+        zero_fraction,
+        bits,
+        times,
+        load_s,
+        calibration_s,
+        peak_rss_mib: summary::peak_rss_mib(),
+        calibration_windows: calib.sources,
+        linears,
+        args,
+    };
+    atomic::write_json_atomic(&json_path, &report)?;
+    println!("result: {}", json_path.display());
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! Perplexity as the published SparseGPT/GPTQ `opt_eval` measures it: the corpus as one
+//! token stream with one BOS at its start, non-overlapping `seqlen` windows, the tail
+//! dropped; each window's mean next-token NLL (seqlen − 1 predictions); PPL = exp of the
+//! mean over windows.
+
+use crate::data::{self, Corpus};
+use crate::model::OptModel;
+use anyhow::Result;
+use candle_core::Tensor;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Perplexity {
+    pub dataset: String,
+    pub ppl: f64,
+    pub windows: usize,
+    /// Windows the full corpus holds (before --max-windows).
+    pub windows_available: usize,
+    pub tokens: usize,
+    pub seconds: f64,
+    pub window_mean_nll: Vec<f64>,
+}
+
+/// Mean NLL of one window of token ids.
+pub fn window_nll(model: &OptModel, ids: &[u32]) -> Result<f64> {
+    Ok(windows_nll(model, &[ids])?[0])
+}
+
+/// Mean NLL of each of several equal-length windows, run as one batch.
+pub fn windows_nll(model: &OptModel, windows: &[&[u32]]) -> Result<Vec<f64>> {
+    let s = windows[0].len();
+    let flat: Vec<u32> = windows.iter().flat_map(|w| w.iter().copied()).collect();
+    let input = Tensor::from_vec(flat.clone(), (windows.len(), s), &model.device)?;
+    let mask = model.causal_mask(s)?;
+    let mut h = model.embed(&input)?;
+    for layer in &model.layers {
+        h = layer.to_device(&model.device)?.forward(&h, &mask, None)?;
+    }
+    if model.device.is_cuda() {
+        // All windows' losses on the device, one transfer (per-window calls synchronise
+        // the GPU several times per window).
+        let sums = model.batch_nll_sums(&h, &flat, s)?;
+        return Ok(sums.into_iter().map(|sum| sum / (s - 1) as f64).collect());
+    }
+    windows
+        .iter()
+        .enumerate()
+        .map(|(b, ids)| {
+            let (sum, count) = model.sequence_nll(&h.narrow(0, b, 1)?, ids)?;
+            Ok(sum / count as f64)
+        })
+        .collect()
+}
+
+/// Windows per forward pass (evaluation and calibration): batches amortise kernel launches
+/// on the GPU; on the CPU one window at a time keeps memory low and results independent of
+/// batching.
+pub fn windows_per_pass(device: &candle_core::Device) -> usize {
+    if device.is_cuda() {
+        8
+    } else {
+        1
+    }
+}
+
+/// exp(mean of window NLLs).
+pub fn ppl_from_window_nlls(nlls: &[f64]) -> f64 {
+    (nlls.iter().sum::<f64>() / nlls.len() as f64).exp()
+}
+
+pub fn perplexity(
+    model: &OptModel,
+    dataset: &str,
+    tokens: &[u32],
+    seqlen: usize,
+    max_windows: Option<usize>,
+) -> Result<Perplexity> {
+    let available = tokens.len() / seqlen;
+    if available == 0 {
+        anyhow::bail!("{dataset}: {} tokens hold no {seqlen}-token window", tokens.len());
+    }
+    let windows = max_windows.map_or(available, |m| m.min(available));
+    let t0 = std::time::Instant::now();
+    let pb = crate::progress::bar(windows, dataset);
+    let mut nlls = Vec::with_capacity(windows);
+    let all: Vec<&[u32]> = (0..windows).map(|w| &tokens[w * seqlen..(w + 1) * seqlen]).collect();
+    for batch in all.chunks(windows_per_pass(&model.device)) {
+        nlls.extend(windows_nll(model, batch)?);
+        pb.inc(batch.len() as u64);
+    }
+    pb.finish_and_clear();
+    Ok(Perplexity {
+        dataset: dataset.to_string(),
+        ppl: ppl_from_window_nlls(&nlls),
+        windows,
+        windows_available: available,
+        tokens: windows * seqlen,
+        seconds: t0.elapsed().as_secs_f64(),
+        window_mean_nll: nlls,
+    })
+}
+
+/// Evaluates every corpus; token streams are read (and missing files reported) before any
+/// model work.
+pub fn evaluate_all(
+    model: &OptModel,
+    tok: &tokenizers::Tokenizer,
+    corpora: &[Corpus],
+    data_dir: &std::path::Path,
+    max_windows: Option<usize>,
+) -> Result<Vec<Perplexity>> {
+    let streams = corpora.iter().map(|&c| Ok((c, data::eval_tokens(c, data_dir, tok)?))).collect::<Result<Vec<_>>>()?;
+    streams.iter().map(|(c, ids)| perplexity(model, c.name(), ids, data::SEQLEN, max_windows)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ppl_is_exp_of_mean_window_nll() {
+        let p = super::ppl_from_window_nlls(&[1.0, 3.0]);
+        assert!((p - 2f64.exp()).abs() < 1e-12);
+    }
+}

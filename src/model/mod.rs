@@ -1,0 +1,245 @@
+//! The OPT decoder on candle, equal to Hugging Face `OPTForCausalLM` in inference.
+//!
+//! Exposed layer by layer (`embed` → `layers[i].forward` → head), because the compressor
+//! runs one decoder layer at a time over the calibration activations. Both layouts are
+//! supported: pre-LN (`do_layer_norm_before`, every size but 350m) and post-LN (opt-350m,
+//! which also projects embeddings with `project_in`/`project_out`).
+
+pub mod config;
+pub mod cpu_kernels;
+pub mod hub;
+pub mod layer;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::OptConfig;
+pub use layer::{DecoderLayer, InputSite, LinearKind, Observer};
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{LayerNorm, Linear};
+use layer::{layer_norm_to_device, linear_to_device, load_layer_norm, load_linear};
+use weights::Weights;
+
+/// OPT's learned positions start at index 2 (fairseq's padding offset).
+pub const POSITION_OFFSET: usize = 2;
+
+/// The dtype a model runs in by default: f32 on the CPU; f16 weights and activations on the
+/// GPU, as the published code runs.
+pub fn default_dtype(device: &Device) -> DType {
+    if device.is_cuda() {
+        DType::F16
+    } else {
+        DType::F32
+    }
+}
+
+pub struct OptModel {
+    pub config: OptConfig,
+    pub embed_tokens: Tensor,
+    pub embed_positions: Tensor,
+    pub project_in: Option<Linear>,
+    pub project_out: Option<Linear>,
+    pub final_layer_norm: Option<LayerNorm>,
+    pub layers: Vec<DecoderLayer>,
+    /// Where computation runs (embeddings, head and the layer being worked on live here).
+    pub device: Device,
+    /// Where decoder layers are kept between uses: `device`, or the host when offloaded
+    /// (`--offload`: models whose weights do not fit on the GPU).
+    pub layer_home: Device,
+    pub dtype: DType,
+    /// The checkpoint's storage dtype: compressed weights are rounded to it and saved in it.
+    pub storage_dtype: DType,
+}
+
+impl OptModel {
+    pub fn load(config: OptConfig, w: &Weights, device: &Device, dtype: DType) -> Result<Self> {
+        let e = config.embed_dim();
+        let h = config.hidden_size;
+        let embed_tokens = w.get("decoder.embed_tokens.weight")?;
+        if embed_tokens.dims() != [config.vocab_size, e] {
+            bail!(
+                "decoder.embed_tokens.weight has shape {:?}, config.json implies [{}, {e}]",
+                embed_tokens.dims(),
+                config.vocab_size
+            );
+        }
+        let embed_positions =
+            w.get_shaped("decoder.embed_positions.weight", &[config.max_position_embeddings + POSITION_OFFSET, h])?;
+        let (project_in, project_out) = if config.has_projections() {
+            (
+                Some(load_linear(w, "decoder.project_in", e, h, false)?),
+                Some(load_linear(w, "decoder.project_out", h, e, false)?),
+            )
+        } else {
+            (None, None)
+        };
+        let final_layer_norm = if config.has_final_layer_norm() {
+            Some(load_layer_norm(w, "decoder.final_layer_norm", h, device, dtype)?)
+        } else {
+            None
+        };
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| DecoderLayer::load(w, &config, i, device, dtype))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(OptModel {
+            config,
+            embed_tokens,
+            embed_positions,
+            project_in,
+            project_out,
+            final_layer_norm,
+            layers,
+            device: device.clone(),
+            layer_home: device.clone(),
+            dtype,
+            storage_dtype: w.source_dtype,
+        })
+    }
+
+    /// Token + position embeddings of `ids` (batch, seq), positions 0.. (no padding).
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let (_, s) = ids.dims2()?;
+        if s > self.config.max_position_embeddings {
+            bail!("sequence of {s} tokens exceeds max_position_embeddings {}", self.config.max_position_embeddings);
+        }
+        let mut x = candle_nn::Embedding::new(self.embed_tokens.clone(), self.config.embed_dim()).forward(ids)?;
+        if let Some(p) = &self.project_in {
+            x = p.forward(&x)?;
+        }
+        let pos = self.embed_positions.narrow(0, POSITION_OFFSET, s)?;
+        Ok(x.broadcast_add(&pos)?)
+    }
+
+    /// Additive causal mask (seq, seq): 0 on and below the diagonal, -inf above.
+    pub fn causal_mask(&self, s: usize) -> Result<Tensor> {
+        let data: Vec<f32> =
+            (0..s).flat_map(|i| (0..s).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY })).collect();
+        Ok(Tensor::from_vec(data, (s, s), &self.device)?.to_dtype(self.dtype)?)
+    }
+
+    /// Final layer norm and `project_out`: the hidden states the LM head reads.
+    pub fn head_states(&self, h: &Tensor) -> Result<Tensor> {
+        let mut h = h.clone();
+        if let Some(ln) = &self.final_layer_norm {
+            h = ln.forward(&h)?;
+        }
+        if let Some(p) = &self.project_out {
+            h = p.forward(&h)?;
+        }
+        Ok(h)
+    }
+
+    /// Logits (batch, seq, vocab); the LM head is tied to the token embeddings.
+    pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
+        let h = self.head_states(h)?;
+        Ok(h.broadcast_matmul(&self.embed_tokens.t()?)?)
+    }
+
+    /// The whole model: logits for `ids` (batch, seq).
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let (_, s) = ids.dims2()?;
+        let mask = self.causal_mask(s)?;
+        let mut h = self.embed(ids)?;
+        for layer in &self.layers {
+            h = layer.to_device(&self.device)?.forward(&h, &mask, None)?;
+        }
+        self.logits(&h)
+    }
+
+    /// Sum of next-token negative log-likelihoods of one sequence, computed in row chunks
+    /// so the (seq × vocab) logits never exist at once. Returns (sum, count).
+    /// Σ next-token NLL of each sequence of a batch: `h` (batch, seq, hidden), `ids` the
+    /// batch's token ids flattened. Computed on the model's device in chunks of rows, with
+    /// one transfer of the per-sequence sums at the end (the GPU evaluation path).
+    pub fn batch_nll_sums(&self, h: &Tensor, ids: &[u32], s: usize) -> Result<Vec<f64>> {
+        let b = h.dims()[0];
+        let states = self.head_states(&h.narrow(1, 0, s - 1)?.contiguous()?)?;
+        let e = states.dims()[2];
+        let states = states.reshape((b * (s - 1), e))?;
+        let targets: Vec<u32> = ids.chunks(s).flat_map(|w| w[1..].iter().copied()).collect();
+        let targets = Tensor::from_vec(targets, b * (s - 1), &self.device)?;
+        let emb_t = self.embed_tokens.t()?;
+        let rows = b * (s - 1);
+        // 1024 rows of f32 logits are 200 MiB; larger chunks raise peak memory, not speed.
+        let chunk = 1024;
+        let mut per_row = Vec::new();
+        let mut start = 0;
+        while start < rows {
+            let n = chunk.min(rows - start);
+            let logits = states.narrow(0, start, n)?.matmul(&emb_t)?.to_dtype(DType::F32)?;
+            let lse = logits.log_sum_exp(D::Minus1)?;
+            let picked = logits.gather(&targets.narrow(0, start, n)?.unsqueeze(1)?, 1)?.squeeze(1)?;
+            per_row.push((lse - picked)?);
+            start += n;
+        }
+        let per_row = Tensor::cat(&per_row, 0)?.to_dtype(DType::F64)?.reshape((b, s - 1))?;
+        Ok(per_row.sum(1)?.to_vec1::<f64>()?)
+    }
+
+    pub fn sequence_nll(&self, h: &Tensor, ids: &[u32]) -> Result<(f64, usize)> {
+        let states = self.head_states(h)?.squeeze(0)?; // (seq, embed)
+        let s = ids.len();
+        let targets = Tensor::from_vec(ids[1..].to_vec(), s - 1, &self.device)?;
+        let emb_t = self.embed_tokens.t()?;
+        let chunk = 512;
+        let mut total = 0f64;
+        let mut start = 0;
+        while start < s - 1 {
+            let n = chunk.min(s - 1 - start);
+            let logits = states.narrow(0, start, n)?.matmul(&emb_t)?.to_dtype(DType::F32)?;
+            let tgt = &ids[start + 1..start + 1 + n];
+            let nll = if logits.device().is_cpu() {
+                nll_rows_cpu(&logits, tgt)?
+            } else {
+                let lse = logits.log_sum_exp(D::Minus1)?;
+                let t = targets.narrow(0, start, n)?.unsqueeze(1)?;
+                let picked = logits.gather(&t, 1)?.squeeze(1)?;
+                (lse - picked)?.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?
+            };
+            total += nll;
+            start += n;
+        }
+        Ok((total, s - 1))
+    }
+}
+
+/// Σ over rows of logsumexp(row) − row[target], one fused pass per row (CPU).
+fn nll_rows_cpu(logits: &Tensor, targets: &[u32]) -> Result<f64> {
+    use rayon::prelude::*;
+    let (_, vocab) = logits.dims2()?;
+    let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+    Ok(flat
+        .par_chunks(vocab)
+        .zip(targets.par_iter())
+        .map(|(row, &t)| {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
+            (max as f64 + sum.ln()) - row[t as usize] as f64
+        })
+        .sum())
+}
+
+/// Loads config and weights of resolved model files onto `device` in `dtype`.
+pub fn load_model(files: &hub::ModelFiles, device: &Device, dtype: DType) -> Result<OptModel> {
+    let config = OptConfig::from_file(&files.config)?;
+    let weights = Weights::load(&files.weights, dtype, device)?;
+    OptModel::load(config, &weights, device, dtype)
+}
+
+/// Loads a model whose decoder layers stay in host memory (in `dtype`) and visit `device`
+/// one at a time; embeddings, final norm and projections go to `device`. GPU memory then
+/// holds one layer plus activations, whatever the model's size.
+pub fn load_model_offloaded(files: &hub::ModelFiles, device: &Device, dtype: DType) -> Result<OptModel> {
+    let config = OptConfig::from_file(&files.config)?;
+    let weights = Weights::load(&files.weights, dtype, &Device::Cpu)?;
+    let mut m = OptModel::load(config, &weights, &Device::Cpu, dtype)?;
+    m.embed_tokens = m.embed_tokens.to_device(device)?;
+    m.embed_positions = m.embed_positions.to_device(device)?;
+    m.project_in = m.project_in.as_ref().map(|l| linear_to_device(l, device)).transpose()?;
+    m.project_out = m.project_out.as_ref().map(|l| linear_to_device(l, device)).transpose()?;
+    m.final_layer_norm = m.final_layer_norm.as_ref().map(|l| layer_norm_to_device(l, device)).transpose()?;
+    m.device = device.clone();
+    m.layer_home = Device::Cpu;
+    Ok(m)
+}

@@ -1,0 +1,57 @@
+//! The OPT tokenizer: byte-level BPE with `</s>` (id 2) prepended as BOS.
+
+use super::hub::TokenizerFiles;
+use anyhow::{Context, Result};
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::{AddedToken, Tokenizer};
+
+/// OPT's BOS is `</s>`, id 2, as in its tokenizer_config.json.
+pub const BOS_TOKEN: &str = "</s>";
+pub const BOS_ID: u32 = 2;
+
+pub fn load(files: &TokenizerFiles) -> Result<Tokenizer> {
+    match files {
+        TokenizerFiles::Json(path) => Tokenizer::from_file(path)
+            .map_err(|e| anyhow::anyhow!("{}: not a readable tokenizer.json ({e})", path.display())),
+        TokenizerFiles::VocabMerges { vocab, merges } => from_vocab_merges(vocab, merges),
+    }
+}
+
+/// Builds the fast tokenizer that GPT2Tokenizer(add_bos_token) amounts to for OPT:
+/// byte-level pre-tokenisation without a prefix space, BPE, `</s>` before each sequence.
+pub fn from_vocab_merges(vocab: &std::path::Path, merges: &std::path::Path) -> Result<Tokenizer> {
+    let bpe = BPE::from_file(
+        vocab.to_str().context("vocab path is not UTF-8")?,
+        merges.to_str().context("merges path is not UTF-8")?,
+    )
+    .build()
+    .map_err(|e| anyhow::anyhow!("cannot build BPE from {} and {}: {e}", vocab.display(), merges.display()))?;
+    let mut tok = Tokenizer::new(bpe);
+    tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    tok.with_decoder(Some(ByteLevel::new(false, true, true)));
+    let template = TemplateProcessing::builder()
+        .try_single(format!("{BOS_TOKEN} $A"))
+        .and_then(|b| b.try_pair(format!("{BOS_TOKEN} $A {BOS_TOKEN} $B")))
+        .map_err(|e| anyhow::anyhow!("tokenizer template: {e}"))?
+        .special_tokens(vec![(BOS_TOKEN, BOS_ID)])
+        .build()
+        .map_err(|e| anyhow::anyhow!("tokenizer template: {e}"))?;
+    tok.with_post_processor(Some(template));
+    tok.add_special_tokens([
+        AddedToken::from("<s>", true),
+        AddedToken::from("<pad>", true),
+        AddedToken::from("</s>", true),
+        AddedToken::from("<unk>", true),
+        AddedToken::from("<mask>", true),
+    ])
+    .map_err(|e| anyhow::anyhow!("tokenizer special tokens: {e}"))?;
+    Ok(tok)
+}
+
+/// Token ids of `text` with the BOS prepended, as `tokenizer(text).input_ids`.
+pub fn encode(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    let enc = tok.encode(text, true).map_err(|e| anyhow::anyhow!("tokenizing failed: {e}"))?;
+    Ok(enc.get_ids().to_vec())
+}

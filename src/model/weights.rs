@@ -1,0 +1,123 @@
+//! Reading checkpoint tensors: safetensors (single or sharded) and PyTorch pickles.
+//!
+//! Hugging Face `OPTForCausalLM` checkpoints name tensors `model.decoder.…`; the original
+//! facebook/opt-* `pytorch_model.bin` files use `decoder.…` with no `model.` prefix. Names
+//! are normalised to the prefix-free form so both layouts load the same way.
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// All tensors of a checkpoint, keyed by prefix-free name, converted to `dtype` on `device`.
+pub struct Weights {
+    tensors: HashMap<String, Tensor>,
+    /// The dtype the checkpoint stores its weights in (f16 for facebook/opt-*).
+    pub source_dtype: DType,
+}
+
+/// Strips the `model.` prefix that `OPTForCausalLM` puts before `decoder.`.
+pub fn normalise_name(name: &str) -> &str {
+    name.strip_prefix("model.").unwrap_or(name)
+}
+
+impl Weights {
+    pub fn from_map(map: HashMap<String, Tensor>) -> Self {
+        let source_dtype = map
+            .iter()
+            .find(|(k, _)| k.ends_with("embed_tokens.weight"))
+            .or_else(|| map.iter().next())
+            .map(|(_, v)| v.dtype())
+            .unwrap_or(DType::F32);
+        let tensors = map.into_iter().map(|(k, v)| (normalise_name(&k).to_string(), v)).collect();
+        Weights { tensors, source_dtype }
+    }
+
+    /// Loads the weight files of a resolved checkpoint.
+    pub fn load(files: &[std::path::PathBuf], dtype: DType, device: &Device) -> Result<Self> {
+        let mut all = HashMap::new();
+        let mut source_dtype = None;
+        for file in files {
+            let map = load_file(file)?;
+            for (k, v) in map {
+                if source_dtype.is_none() || k.ends_with("embed_tokens.weight") {
+                    source_dtype = Some(v.dtype());
+                }
+                let v = v
+                    .to_dtype(dtype)
+                    .and_then(|v| v.to_device(device))
+                    .with_context(|| format!("{}: tensor {k}", file.display()))?;
+                all.insert(k, v);
+            }
+        }
+        let mut w = Self::from_map(all);
+        w.source_dtype = source_dtype.unwrap_or(DType::F32);
+        Ok(w)
+    }
+
+    pub fn get(&self, name: &str) -> Result<Tensor> {
+        self.tensors
+            .get(name)
+            .cloned()
+            .with_context(|| format!("checkpoint has no tensor '{name}' (nor 'model.{name}')"))
+    }
+
+    pub fn get_opt(&self, name: &str) -> Option<Tensor> {
+        self.tensors.get(name).cloned()
+    }
+
+    /// Checks a tensor's shape, so a checkpoint that does not fit its config fails clearly.
+    pub fn get_shaped(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.get(name)?;
+        if t.dims() != shape {
+            bail!("tensor '{name}' has shape {:?}, config.json implies {:?}", t.dims(), shape);
+        }
+        Ok(t)
+    }
+}
+
+fn load_file(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("");
+    if name.ends_with(".safetensors") {
+        candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: not a readable safetensors file ({e}); re-download or re-save the checkpoint",
+                path.display()
+            )
+        })
+    } else if name.ends_with(".bin") || name.ends_with(".pt") || name.ends_with(".pth") {
+        // candle's unpickler only rebuilds tensors (no arbitrary code is run).
+        let list = candle_core::pickle::read_all(path)
+            .map_err(|e| anyhow::anyhow!("{}: not a readable PyTorch checkpoint ({e})", path.display()))?;
+        Ok(list.into_iter().collect())
+    } else {
+        bail!("{}: unknown weight file type", path.display())
+    }
+}
+
+/// Weight files listed by a sharded checkpoint's `*.index.json`, in a stable order.
+pub fn shard_files(index_path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(index_path).with_context(|| format!("cannot read {}", index_path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", index_path.display()))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .with_context(|| format!("{} has no weight_map", index_path.display()))?;
+    let mut files: Vec<String> = map.values().filter_map(|v| v.as_str().map(str::to_string)).collect();
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_is_stripped_only_at_the_front() {
+        assert_eq!(normalise_name("model.decoder.layers.0.fc1.weight"), "decoder.layers.0.fc1.weight");
+        assert_eq!(normalise_name("decoder.embed_tokens.weight"), "decoder.embed_tokens.weight");
+        assert_eq!(normalise_name("lm_head.weight"), "lm_head.weight");
+    }
+}

@@ -1,0 +1,212 @@
+//! The layer-sequential pipeline of SparseGPT/GPTQ's `opt_sequential`: the inputs of
+//! decoder layer 0 are caught once; for each layer one calibration pass accumulates the
+//! statistics of its linear inputs (q, k and v share theirs), each linear is planned and
+//! solved, and the layer's outputs are recomputed with the compressed weights to become the
+//! next layer's inputs. Memory: one layer's weights and statistics plus the calibration
+//! activations. Which scheme each linear gets is the planner's business (`planner`).
+
+pub mod hessian;
+pub mod moments;
+pub mod planner;
+pub mod reservoir;
+mod schedule;
+pub mod statistics;
+
+use crate::model::{DecoderLayer, InputSite, LinearKind, OptModel};
+use crate::solver::{magnitude, SolverConfig};
+use anyhow::Result;
+use candle_core::Tensor;
+use hessian::HessianAccumulation;
+use planner::{Planner, PlannerNeeds};
+use serde::Serialize;
+use statistics::SiteStatistics;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct CompressConfig {
+    pub solver: SolverConfig,
+    /// Magnitude pruning (the published `--gmp` baseline) instead of SparseGPT: no
+    /// calibration, `solver.sparsity`'s fraction per linear.
+    pub magnitude: bool,
+    /// The decoder layers compressed; the others only pass their outputs on.
+    pub layers: Range<usize>,
+    /// Calibration windows per forward pass (larger batches mean fewer, larger GPU launches).
+    pub batch: usize,
+    /// Seed of the reservoir sampling of stored tokens.
+    pub seed: u64,
+    /// Solve on the host even when the model runs on a GPU.
+    pub host_solver: bool,
+    /// How H is accumulated (the reference's running average by default).
+    pub hessian_accumulation: HessianAccumulation,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LinearReport {
+    pub layer: usize,
+    pub name: String,
+    pub rows: usize,
+    pub cols: usize,
+    pub zero_fraction: f64,
+    pub loss: f64,
+    pub solve_seconds: f64,
+    pub plan_seconds: f64,
+    /// Bits per weight of the quantization scheme, without and with scale/zero metadata.
+    pub avg_bits: Option<f64>,
+    pub avg_bits_with_metadata: Option<f64>,
+    /// Most distinct values in one row, and in one (row, quantization group).
+    pub max_distinct_per_row: usize,
+    pub max_distinct_per_group: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PhaseTimes {
+    pub catch_inputs_s: f64,
+    pub calibration_forward_s: f64,
+    /// Time the layer loop waited for plans (MI statistics, grouping, bit allocation).
+    pub plan_s: f64,
+    /// Wall time of the planning threads (all inputs' plans, in parallel), which on the GPU
+    /// overlaps the solves: what planning would add with no overlap.
+    pub plan_thread_s: f64,
+    pub solve_s: f64,
+    pub recompute_s: f64,
+    pub total_s: f64,
+    /// Wall time of each decoder layer (calibration pass, planning, solving, recompute,
+    /// and with `--offload` the transfers), to predict the cost of deeper models.
+    pub per_layer_s: Vec<f64>,
+}
+
+/// Compresses `model` in place; `planner` decides each linear's scheme.
+pub fn compress(
+    model: &mut OptModel,
+    calibration: &[Vec<u32>],
+    cfg: &CompressConfig,
+    planner: &dyn Planner,
+) -> Result<(Vec<LinearReport>, PhaseTimes)> {
+    if cfg.magnitude {
+        return magnitude_baseline(model, cfg);
+    }
+    let t_start = Instant::now();
+    let mut times = PhaseTimes::default();
+    let mut reports = Vec::new();
+    let mut notes = BTreeSet::new();
+    planner.warm_up(&model.device)?;
+    let storage = model.storage_dtype;
+    let mask = model.causal_mask(calibration[0].len())?;
+    let t = Instant::now();
+    let mut inps = catch_inputs(model, calibration, cfg.batch)?;
+    times.catch_inputs_s = t.elapsed().as_secs_f64();
+
+    let pb = crate::progress::bar(model.layers.len(), "compress");
+    for i in 0..model.layers.len() {
+        let t_layer = Instant::now();
+        // The layer being worked on, on the compute device (a no-op unless offloaded).
+        let mut layer = model.layers[i].to_device(&model.device)?;
+        let compressed = cfg.layers.contains(&i);
+        if compressed {
+            let t = Instant::now();
+            let stats = calibration_pass(&layer, &inps, &mask, i, planner.needs(), cfg)?;
+            times.calibration_forward_s += t.elapsed().as_secs_f64();
+            reports.extend(schedule::plan_and_solve(
+                &mut layer, i, &stats, planner, cfg, storage, &mut times, &mut notes,
+            )?);
+        }
+        // Outputs of the (compressed) layer become the next layer's inputs.
+        let t = Instant::now();
+        for x in inps.iter_mut() {
+            *x = layer.forward(x, &mask, None)?;
+        }
+        times.recompute_s += t.elapsed().as_secs_f64();
+        if compressed {
+            model.layers[i] = layer.to_device(&model.layer_home)?;
+        }
+        times.per_layer_s.push(t_layer.elapsed().as_secs_f64());
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    times.total_s = t_start.elapsed().as_secs_f64();
+    Ok((reports, times))
+}
+
+/// The inputs of decoder layer 0: the embeddings of the calibration windows, `batch` windows
+/// per tensor.
+fn catch_inputs(model: &OptModel, calibration: &[Vec<u32>], batch: usize) -> Result<Vec<Tensor>> {
+    calibration
+        .chunks(batch.max(1))
+        .map(|ws| {
+            let ids: Vec<u32> = ws.iter().flatten().copied().collect();
+            model.embed(&Tensor::from_vec(ids, (ws.len(), ws[0].len()), &model.device)?)
+        })
+        .collect()
+}
+
+/// One calibration pass through `layer`: the statistics of its four linear inputs.
+fn calibration_pass(
+    layer: &DecoderLayer,
+    inps: &[Tensor],
+    mask: &Tensor,
+    index: usize,
+    needs: PlannerNeeds,
+    cfg: &CompressConfig,
+) -> Result<BTreeMap<InputSite, SiteStatistics>> {
+    let (hidden, ffn) = (layer.q_proj.weight().dims2()?.1, layer.fc2.weight().dims2()?.1);
+    let mut stats: BTreeMap<InputSite, SiteStatistics> = InputSite::ALL
+        .iter()
+        .map(|&s| {
+            let d = if s == InputSite::Fc2 { ffn } else { hidden };
+            let reservoir = (needs.reservoir > 0).then(|| {
+                reservoir::Reservoir::new(needs.reservoir, cfg.seed.wrapping_add((index * 4 + s as usize) as u64))
+            });
+            (s, SiteStatistics::new(d, cfg.hessian_accumulation, needs.channel_moments, reservoir))
+        })
+        .collect();
+    for x in inps {
+        let mut observe = |site: InputSite, a: &Tensor| stats.get_mut(&site).expect("all sites").add(a);
+        layer.forward(x, mask, Some(&mut observe))?;
+    }
+    Ok(stats)
+}
+
+/// The `--gmp` baseline: every linear of the compressed layers pruned by magnitude.
+fn magnitude_baseline(model: &mut OptModel, cfg: &CompressConfig) -> Result<(Vec<LinearReport>, PhaseTimes)> {
+    let t_start = Instant::now();
+    let mut reports = Vec::new();
+    let fraction = match cfg.solver.sparsity {
+        crate::solver::Sparsity::Unstructured(f) => f,
+        _ => 0.0,
+    };
+    let storage = model.storage_dtype;
+    for (i, layer) in model.layers.iter_mut().enumerate() {
+        if !cfg.layers.contains(&i) {
+            continue;
+        }
+        for kind in LinearKind::ALL {
+            let t0 = Instant::now();
+            let wt = layer.linear(kind).weight().clone();
+            let (rows, cols) = wt.dims2()?;
+            let mut w = schedule::weight_vec(&wt)?;
+            magnitude::magnitude_prune(&mut w, fraction);
+            let (_, zero_fraction) = schedule::install(layer, kind, w, (rows, cols), storage)?;
+            reports.push(LinearReport {
+                layer: i,
+                name: kind.path().to_string(),
+                rows,
+                cols,
+                zero_fraction,
+                loss: 0.0,
+                solve_seconds: t0.elapsed().as_secs_f64(),
+                plan_seconds: 0.0,
+                avg_bits: None,
+                avg_bits_with_metadata: None,
+                max_distinct_per_row: 0,
+                max_distinct_per_group: 0,
+                plan: None,
+            });
+        }
+    }
+    let total = t_start.elapsed().as_secs_f64();
+    Ok((reports, PhaseTimes { solve_s: total, total_s: total, ..Default::default() }))
+}

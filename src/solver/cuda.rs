@@ -1,0 +1,425 @@
+//! The one-shot solver on a CUDA device: `host::solve` in the reference's lazy block order.
+//!
+//! H⁻¹'s upper Cholesky factor comes from cuSOLVER, as the reference's torch calls do:
+//! `potrf` (L of H), `potri` (H⁻¹ from L, torch's `cholesky_inverse`), `potrf` again; all
+//! in f32 on the damped H. The sweep then runs per stretch of columns (`solver::Segment`):
+//! one kernel sweeps the stretch with one warp per row (mask, quantize, OBS update inside
+//! the stretch, all in shared memory), and one cuBLAS GEMM applies the stretch's errors to
+//! every later column (`W[:, end:] −= Err · U[stretch, end:]`, the reference's lazy update).
+//! The block's adaptive mask threshold is a radix select on the device.
+//!
+//! Against the host solver (eager by default) the arithmetic is the same up to summation
+//! order. cuSOLVER is opened at run time (it is not among the libraries candle links), so
+//! a machine without it still runs everything else and says what is missing.
+
+use super::{hinv, Solved, SolverConfig, Sparsity};
+use crate::solver::{self, QuantScheme};
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::cuda_backend::cudarc::cublas;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::CudaDevice;
+use candle_core::{DType, Device, Storage, Tensor};
+use std::ffi::c_void;
+use std::sync::{Mutex, OnceLock};
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/solver.ptx"));
+const MODULE: &str = "sparsegpt_mi_solver";
+/// Rows per thread block of the sweep kernel (one warp each).
+const SWEEP_WARPS: u32 = 4;
+/// Longest stretch the sweep kernel holds in shared memory.
+pub const MAX_BLOCKSIZE: usize = 1024;
+
+/// Why this configuration must be solved on the host, if it must (`cols`: the linear's
+/// input width, where its grids start).
+pub fn unsupported(cfg: &SolverConfig, cols: usize) -> Option<String> {
+    if cfg.hinv_precision != hinv::HinvPrecision::F32 {
+        return Some("--hinv-precision f64 is solved on the host (cuSOLVER is used in f32, as the reference)".into());
+    }
+    if cfg.lazy_updates {
+        return Some("--lazy-updates selects the host's reference-order sweep".into());
+    }
+    if cfg.blocksize > MAX_BLOCKSIZE {
+        return Some(format!("--blocksize above {MAX_BLOCKSIZE} is solved on the host"));
+    }
+    if let Sparsity::NM { m, .. } = cfg.sparsity {
+        let cut_inside_window =
+            cfg.quant.sweep_grids(cols).iter().any(|g| !(g.start % cfg.blocksize).is_multiple_of(m));
+        if cut_inside_window {
+            return Some(
+                "n:m pruning with quantization groups that start inside an n:m window is solved on the host".into(),
+            );
+        }
+    }
+    None
+}
+
+fn cuda_device(t: &Tensor) -> Result<CudaDevice> {
+    match t.device() {
+        Device::Cuda(d) => Ok(d.clone()),
+        _ => bail!("solver_cuda: tensor is not on a CUDA device"),
+    }
+}
+
+/// A fresh device buffer holding `t` (converted to f32, row-major).
+fn f32_buffer(dev: &CudaDevice, t: &Tensor) -> Result<CudaSlice<f32>> {
+    let t = t.to_dtype(DType::F32)?.contiguous()?;
+    let n = t.elem_count();
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cuda(cs) = &*storage else { bail!("solver_cuda: tensor is not on a CUDA device") };
+    let src = cs.as_cuda_slice::<f32>()?.slice(layout.start_offset()..layout.start_offset() + n);
+    let mut dst = unsafe { dev.alloc::<f32>(n)? };
+    dev.memcpy_dtod(&src, &mut dst)?;
+    Ok(dst)
+}
+
+fn ptr<T>(dev: &CudaDevice, s: &CudaSlice<T>) -> u64 {
+    let stream = dev.cuda_stream();
+    let (p, _sync) = s.device_ptr(&stream);
+    p
+}
+
+/// Launches one of this module's kernels; arguments are locals (the launch keeps pointers
+/// to them).
+macro_rules! launch {
+    ($dev:expr, $name:expr, grid = $grid:expr, block = $block:expr, smem = $smem:expr; $($arg:expr),* $(,)?) => {{
+        let func = $dev.get_or_load_custom_func($name, MODULE, PTX)?;
+        let mut b = func.builder();
+        $( b.arg(&$arg); )*
+        let cfg = LaunchConfig { grid_dim: (($grid as u32).max(1), 1, 1), block_dim: ($block, 1, 1), shared_mem_bytes: $smem };
+        unsafe { b.launch(cfg) }.map_err(|e| anyhow!("solver kernel {}: {e:?}", $name))?;
+    }};
+}
+
+/// cuSOLVER's dense Cholesky routines, opened at run time.
+struct Cusolver {
+    _lib: libloading::Library,
+    handle: Mutex<usize>,
+    set_stream: unsafe extern "C" fn(*mut c_void, *mut c_void) -> i32,
+    potrf_buffer_size: unsafe extern "C" fn(*mut c_void, i32, i32, *mut f32, i32, *mut i32) -> i32,
+    potrf: unsafe extern "C" fn(*mut c_void, i32, i32, *mut f32, i32, *mut f32, i32, *mut i32) -> i32,
+    potri_buffer_size: unsafe extern "C" fn(*mut c_void, i32, i32, *mut f32, i32, *mut i32) -> i32,
+    potri: unsafe extern "C" fn(*mut c_void, i32, i32, *mut f32, i32, *mut f32, i32, *mut i32) -> i32,
+}
+
+const LIBCUSOLVER: [&str; 3] = ["libcusolver.so.12", "libcusolver.so.11", "libcusolver.so"];
+/// cublasFillMode_t: the lower triangle of a column-major matrix.
+const FILL_LOWER: i32 = 0;
+
+fn cusolver() -> Result<&'static Cusolver> {
+    static LIB: OnceLock<std::result::Result<Cusolver, String>> = OnceLock::new();
+    LIB.get_or_init(|| unsafe {
+        let lib = LIBCUSOLVER.iter().find_map(|n| libloading::Library::new(n).ok()).ok_or_else(|| {
+            format!(
+                "cuSOLVER ({}) not found: add the folder of the CUDA libraries to LD_LIBRARY_PATH, or solve on the host with --host-solver",
+                LIBCUSOLVER[0]
+            )
+        })?;
+        // A symbol as the function type it is bound to (the field's, or the annotation's).
+        unsafe fn sym<T: Copy>(lib: &libloading::Library, name: &str) -> std::result::Result<T, String> {
+            unsafe { lib.get::<T>(name.as_bytes()) }.map(|s| *s).map_err(|e| format!("cuSOLVER lacks {name}: {e}"))
+        }
+        let create: unsafe extern "C" fn(*mut *mut c_void) -> i32 = sym(&lib, "cusolverDnCreate")?;
+        let mut handle: *mut c_void = std::ptr::null_mut();
+        let status = create(&mut handle);
+        if status != 0 {
+            return Err(format!("cusolverDnCreate failed (status {status})"));
+        }
+        Ok(Cusolver {
+            set_stream: sym(&lib, "cusolverDnSetStream")?,
+            potrf_buffer_size: sym(&lib, "cusolverDnSpotrf_bufferSize")?,
+            potrf: sym(&lib, "cusolverDnSpotrf")?,
+            potri_buffer_size: sym(&lib, "cusolverDnSpotri_bufferSize")?,
+            potri: sym(&lib, "cusolverDnSpotri")?,
+            handle: Mutex::new(handle as usize),
+            _lib: lib,
+        })
+    })
+    .as_ref()
+    .map_err(|e| anyhow!("{e}"))
+}
+
+/// In place: the damped, symmetric n × n `h` becomes a matrix whose upper triangle
+/// (row-major) is U, H⁻¹ = Uᵀ U — `cholesky(cholesky_inverse(cholesky(H)), upper=True)`.
+/// Row-major U is column-major Uᵀ = L₂, the lower factor of H⁻¹, so all three calls work on
+/// the column-major lower triangle. The strict lower triangle is left as scratch.
+pub fn inverse_cholesky_upper(dev: &CudaDevice, h: &mut CudaSlice<f32>, n: usize) -> Result<()> {
+    let cs = cusolver()?;
+    let handle = cs.handle.lock().map_err(|_| anyhow!("cuSOLVER handle poisoned"))?;
+    let hd = *handle as *mut c_void;
+    let stream = dev.cuda_stream();
+    let a = ptr(dev, h) as *mut f32;
+    let ni = n as i32;
+    let info = dev.alloc_zeros::<i32>(1)?;
+    let info_p = ptr(dev, &info) as *mut i32;
+    unsafe {
+        check((cs.set_stream)(hd, stream.cu_stream() as *mut c_void), "cusolverDnSetStream")?;
+        let (mut l1, mut l2) = (0i32, 0i32);
+        check((cs.potrf_buffer_size)(hd, FILL_LOWER, ni, a, ni, &mut l1), "potrf_bufferSize")?;
+        check((cs.potri_buffer_size)(hd, FILL_LOWER, ni, a, ni, &mut l2), "potri_bufferSize")?;
+        let work = dev.alloc_zeros::<f32>(l1.max(l2).max(1) as usize)?;
+        let wp = ptr(dev, &work) as *mut f32;
+        let steps: [(&str, &str); 3] = [
+            ("potrf", "Hessian is not positive definite even after damping; raise --percdamp (e.g. 0.1)"),
+            ("potri", "Hessian inverse failed"),
+            ("potrf", "inverse Hessian lost positive definiteness; raise --percdamp (e.g. 0.1)"),
+        ];
+        for (step, why) in steps {
+            let status = if step == "potri" {
+                (cs.potri)(hd, FILL_LOWER, ni, a, ni, wp, l2, info_p)
+            } else {
+                (cs.potrf)(hd, FILL_LOWER, ni, a, ni, wp, l1, info_p)
+            };
+            check(status, step)?;
+            let dev_info = dev.clone_dtoh(&info)?[0];
+            if dev_info != 0 {
+                bail!("{why} (cuSOLVER {step} info {dev_info})");
+            }
+        }
+        drop(work);
+    }
+    Ok(())
+}
+
+fn check(status: i32, what: &str) -> Result<()> {
+    if status != 0 {
+        bail!("cuSOLVER {what} failed (status {status})");
+    }
+    Ok(())
+}
+
+/// Compresses one linear on the device. `w`: rows × cols (any float dtype), `h_sum`: the f32
+/// Σ x xᵀ of its inputs, `h_scale`: its factor to H (`HessianSource::device_sum`).
+/// Same contract as `solver::solve`.
+pub fn solve(w: &Tensor, h_sum: &Tensor, h_scale: f64, cfg: &SolverConfig, perm: Option<&[usize]>) -> Result<Solved> {
+    let (rows, cols) = w.dims2()?;
+    if let Some(why) = unsupported(cfg, cols) {
+        bail!("{why}");
+    }
+    let dev = cuda_device(w)?;
+    if h_sum.dims2()? != (cols, cols) {
+        bail!("solver: weight {rows}×{cols} and Hessian {:?} do not fit", h_sum.dims());
+    }
+    let w = w.to_dtype(DType::F32)?;
+    let h = h_sum.to_dtype(DType::F32)?.affine(h_scale, 0.0)?;
+    let diag: Vec<f32> = hinv::diagonal(&h)?.to_vec1()?;
+    let dead: Vec<bool> = diag.iter().map(|&d| d == 0.0).collect();
+    let diag_fixed: Vec<f64> = diag.iter().map(|&d| if d == 0.0 { 1.0 } else { d as f64 }).collect();
+    let order = solver::sweep_order(&diag_fixed, cfg, perm);
+
+    // Per-row grids from the untouched weight (as the reference), before dead columns go.
+    let grids = dev.alloc_zeros::<f32>(rows * 3)?;
+    let quantized = cfg.quant.is_quantized();
+    if let QuantScheme::PerRow { bits, sym } = cfg.quant {
+        let w0 = f32_buffer(&dev, &w)?;
+        row_grids(&dev, &w0, cols, rows, 0, cols, bits, sym, &grids)?;
+    }
+    let w_live = if dead.iter().any(|&d| d) {
+        let keep: Vec<f32> = dead.iter().map(|&d| if d { 0.0 } else { 1.0 }).collect();
+        w.broadcast_mul(&Tensor::from_vec(keep, (1, cols), w.device())?)?
+    } else {
+        w
+    };
+    let identity = order.iter().enumerate().all(|(k, &j)| k == j);
+    let order_t = Tensor::from_vec(order.iter().map(|&j| j as u32).collect::<Vec<_>>(), cols, w_live.device())?;
+    let (wp, hp) = if identity {
+        (w_live, h)
+    } else {
+        (w_live.index_select(&order_t, 1)?, h.index_select(&order_t, 0)?.index_select(&order_t, 1)?)
+    };
+    let mut wbuf = f32_buffer(&dev, &wp)?;
+    let mut hbuf = f32_buffer(&dev, &hp)?;
+    drop((wp, hp));
+    let mean_diag = order.iter().map(|&j| diag_fixed[j]).sum::<f64>() / cols as f64;
+    let damp = (cfg.percdamp * mean_diag) as f32;
+    let hp_ptr = ptr(&dev, &hbuf);
+    let ci = cols as i32;
+    launch!(dev, "prepare_diag", grid = cols.div_ceil(256), block = 256, smem = 0; hp_ptr, ci, damp);
+    inverse_cholesky_upper(&dev, &mut hbuf, cols)?;
+    let row_loss = sweep(&dev, &mut wbuf, &hbuf, rows, cols, cfg, quantized.then_some(&grids))?;
+    let loss: f64 = dev.clone_dtoh(&row_loss)?.iter().map(|&x| x as f64).sum();
+    Ok(Solved { weight: solver::unpermute_columns(&dev.clone_dtoh(&wbuf)?, cols, &order), loss, host_reason: None })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn row_grids(
+    dev: &CudaDevice,
+    w: &CudaSlice<f32>,
+    ld: usize,
+    rows: usize,
+    c0: usize,
+    len: usize,
+    bits: u32,
+    sym: bool,
+    grids: &CudaSlice<f32>,
+) -> Result<()> {
+    let (wp, gp) = (ptr(dev, w), ptr(dev, grids));
+    let (ld, rows_i, c0, len, bits, sym) = (ld as i32, rows as i32, c0 as i32, len as i32, bits as i32, sym as i32);
+    let threads = 256u32;
+    launch!(dev, "row_grids", grid = (rows * 32).div_ceil(threads as usize), block = threads, smem = 0; wp, ld, rows_i, c0, len, bits, sym, gp);
+    Ok(())
+}
+
+/// Sweeps the permuted, factorised layer in place; returns the loss per row (on the device).
+fn sweep(
+    dev: &CudaDevice,
+    w: &mut CudaSlice<f32>,
+    u: &CudaSlice<f32>,
+    rows: usize,
+    cols: usize,
+    cfg: &SolverConfig,
+    grids: Option<&CudaSlice<f32>>,
+) -> Result<CudaSlice<f32>> {
+    let bs = cfg.blocksize;
+    let starts = cfg.quant.sweep_grids(cols);
+    let segments = solver::sweep_segments(cols, bs, &starts);
+    let unstructured = match cfg.sparsity {
+        Sparsity::Unstructured(ratio) => Some(ratio),
+        _ => None,
+    };
+    let prune_unstructured = unstructured.is_some();
+    let loss = dev.alloc_zeros::<f32>(rows)?;
+    let err = dev.alloc_zeros::<f32>(rows * bs)?;
+    let metric = dev.alloc_zeros::<f32>(if prune_unstructured { rows * bs } else { 1 })?;
+    let thresh = dev.alloc_zeros::<f32>(1)?;
+    let (wp, up, ep, mp, tp, lp) =
+        (ptr(dev, w), ptr(dev, u), ptr(dev, &err), ptr(dev, &metric), ptr(dev, &thresh), ptr(dev, &loss));
+    let gp = grids.map(|g| ptr(dev, g)).unwrap_or(0);
+    let sym = cfg.quant.symmetric();
+    let (ld, rows_i) = (cols as i32, rows as i32);
+    for seg in segments {
+        let mcount = (seg.block + bs).min(cols) - seg.block;
+        if prune_unstructured && seg.start == seg.block {
+            let (c0, cnt) = (seg.block as i32, mcount as i32);
+            let n = rows * mcount;
+            launch!(dev, "block_metric", grid = n.div_ceil(256), block = 256, smem = 0; wp, ld, rows_i, c0, cnt, up, mp);
+            let k = ((n as f64 * unstructured.unwrap_or(0.0)) as usize).min(n - 1) as i64;
+            let n64 = n as i64;
+            launch!(dev, "kth_smallest", grid = 1, block = 1024, smem = 0; mp, n64, k, tp);
+        }
+        if let Some(g) = starts.iter().find(|g| g.start == seg.start) {
+            row_grids(
+                dev,
+                w,
+                cols,
+                rows,
+                g.start,
+                g.len,
+                g.bits,
+                sym,
+                grids.expect("grid starts only when quantized"),
+            )?;
+        }
+        let len = seg.end - seg.start;
+        let (s1, len_i, mcount_i, moff) = (seg.start as i32, len as i32, mcount as i32, (seg.start - seg.block) as i32);
+        let (prunen, prunem) = match cfg.sparsity {
+            Sparsity::NM { n, m } => (n as i32, m as i32),
+            _ => (0, 0),
+        };
+        let metric_arg = if prune_unstructured { mp } else { 0u64 };
+        let maxlen = bs as i32;
+        let smem = SWEEP_WARPS * bs as u32 * 2 * 4;
+        launch!(dev, "obs_sweep", grid = rows.div_ceil(SWEEP_WARPS as usize), block = SWEEP_WARPS * 32, smem = smem;
+            wp, ld, rows_i, s1, len_i, up, metric_arg, mcount_i, moff, tp, prunen, prunem, gp, ep, lp, maxlen);
+        if seg.end < cols {
+            lazy_update(dev, wp, up, ep, rows, cols, seg)?;
+        }
+    }
+    Ok(loss)
+}
+
+/// The reference's lazy update after a stretch: W[:, end:] −= Err (rows × len) ·
+/// U[start..end, end:], as column-major Wᵀ[end:, :] −= U[start..end, end:]ᵀ · Errᵀ (one cuBLAS
+/// GEMM; `wp`, `up`, `ep`: device pointers of W, U and the stretch's errors).
+fn lazy_update(
+    dev: &CudaDevice,
+    wp: u64,
+    up: u64,
+    ep: u64,
+    rows: usize,
+    cols: usize,
+    seg: solver::Segment,
+) -> Result<()> {
+    let blas = dev.cublas_handle();
+    let (n2, rows_i, len_i, ld) = ((cols - seg.end) as i32, rows as i32, (seg.end - seg.start) as i32, cols as i32);
+    let (alpha, beta) = (-1.0f32, 1.0f32);
+    unsafe {
+        cublas::result::sgemm(
+            *blas.handle(),
+            cublas::sys::cublasOperation_t::CUBLAS_OP_N,
+            cublas::sys::cublasOperation_t::CUBLAS_OP_N,
+            n2,
+            rows_i,
+            len_i,
+            &alpha,
+            (up as *const f32).add(seg.start * cols + seg.end),
+            ld,
+            ep as *const f32,
+            len_i,
+            &beta,
+            (wp as *mut f32).add(seg.end),
+            ld,
+        )
+        .map_err(|e| anyhow!("cuBLAS sgemm (lazy update): {e:?}"))?;
+    }
+    Ok(())
+}
+
+/// The device solver against the host one (reference order) on one random layer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Comparison {
+    pub rows: usize,
+    pub cols: usize,
+    /// Fraction of weights where the two differ by more than 1e-4 (relative): rounding-order
+    /// differences flip a few near-tied mask or grid decisions, which then propagate.
+    pub fraction_differing: f64,
+    pub max_abs_difference: f64,
+    /// |loss_device − loss_host| / loss_host, the reference's summed OBS loss.
+    pub loss_relative_difference: f64,
+    pub device_s: f64,
+    pub host_s: f64,
+}
+
+/// Solves one random layer (correlated inputs, as activations are) on the device and on the
+/// host with the same H and compares: the `self-check` subcommand.
+pub fn compare_with_host(
+    device: &Device,
+    rows: usize,
+    cols: usize,
+    cfg: &SolverConfig,
+    seed: u64,
+) -> Result<Comparison> {
+    let mut rng = crate::rng::seeded(seed);
+    let mut uniform = move || (crate::rng::uniform(&mut rng) * 2.0 - 1.0) as f32;
+    let w: Vec<f32> = (0..rows * cols).map(|_| uniform() * 0.1).collect();
+    let tokens = 2 * cols;
+    let m: Vec<f32> = (0..cols * cols).map(|k| if k % (cols + 1) == 0 { 1.0 } else { uniform() * 0.1 }).collect();
+    let z: Vec<f32> = (0..tokens * cols).map(|_| uniform()).collect();
+    let x = Tensor::from_vec(z, (tokens, cols), device)?.matmul(&Tensor::from_vec(m, (cols, cols), device)?)?;
+    let h_sum = x.t()?.matmul(&x)?;
+    let scale = 2.0 / 16.0;
+    let wt = Tensor::from_vec(w.clone(), (rows, cols), device)?;
+    let t = std::time::Instant::now();
+    let dev_solved = solve(&wt, &h_sum, scale, cfg, None).context("device solve")?;
+    let device_s = t.elapsed().as_secs_f64();
+    let h_host: Vec<f64> =
+        h_sum.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?.into_iter().map(|v| v * scale).collect();
+    // The host's reference order where grids align with blocks (then the two sweeps do the
+    // same arithmetic in the same order); its eager order for mixed groups, whose grids the
+    // device reads from current values as the eager sweep does.
+    let lazy_updates = !matches!(cfg.quant, QuantScheme::Mixed { .. });
+    let host_cfg = SolverConfig { lazy_updates, ..cfg.clone() };
+    let t = std::time::Instant::now();
+    let host_solved = solver::host::solve(&w, rows, cols, &h_host, &host_cfg, None)?;
+    let host_s = t.elapsed().as_secs_f64();
+    let pairs = || dev_solved.weight.iter().zip(&host_solved.weight);
+    let differing = pairs().filter(|(a, b)| (*a - *b).abs() > 1e-4 * (1.0 + b.abs())).count();
+    Ok(Comparison {
+        rows,
+        cols,
+        fraction_differing: differing as f64 / w.len() as f64,
+        max_abs_difference: pairs().map(|(a, b)| (a - b).abs() as f64).fold(0.0, f64::max),
+        loss_relative_difference: (dev_solved.loss - host_solved.loss).abs() / host_solved.loss.max(1e-30),
+        device_s,
+        host_s,
+    })
+}

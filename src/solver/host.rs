@@ -1,0 +1,435 @@
+//! The sweep on the host CPU.
+//!
+//! Deviation from the reference, on purpose (by default; `lazy_updates` follows the
+//! reference): the reference applies a column's error to the rest of its block at once and
+//! to later blocks lazily (one GEMM per block, for GPU speed); here each row applies it to
+//! all remaining columns at once. The arithmetic is the same up to summation order, and the
+//! current value of every column is known when a quantization grid starts. For GPTQ
+//! `--groupsize` not aligned with the blocks the reference reads stale (block-start) values
+//! for the group's grid; this code reads the current ones. With the published settings
+//! (groupsize 128, blocksize 128) they agree.
+
+use super::hinv;
+use super::magnitude::kth_smallest;
+use super::quantizer::{find_params, quantize, QuantParams};
+use super::scheme::{GridRange, QuantScheme};
+use super::{sweep_order, unpermute_columns, Solved, SolverConfig, Sparsity};
+use crate::model::cpu_kernels::View;
+use anyhow::{bail, Result};
+use rayon::prelude::*;
+
+/// Rows a parallel task sweeps together.
+const CHUNK_ROWS: usize = 8;
+
+/// Compresses one linear's weight `w` (rows × cols, row-major) given its input Hessian `h`
+/// (cols × cols, undamped). `perm`, if given, is the column sweep order.
+pub fn solve(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    h: &[f64],
+    cfg: &SolverConfig,
+    perm: Option<&[usize]>,
+) -> Result<Solved> {
+    if w.len() != rows * cols || h.len() != cols * cols {
+        bail!("solver: weight {}×{} and Hessian of {} entries do not fit", rows, cols, h.len());
+    }
+    // The per-row grid comes from the untouched weight, before dead columns are zeroed.
+    let row_grids: Vec<Option<QuantParams>> = match cfg.quant {
+        QuantScheme::PerRow { bits, sym } => w.chunks(cols).map(|r| Some(find_params(r, bits, sym))).collect(),
+        _ => vec![None; rows],
+    };
+    let Factorised { mut wp, u, udiag, order } = factorise(w, rows, cols, h, cfg, perm)?;
+    let mut grid_at: Vec<Option<GridRange>> = vec![None; cols];
+    for g in cfg.quant.sweep_grids(cols) {
+        grid_at[g.start] = Some(g);
+    }
+    let sweep = Sweep {
+        cols,
+        u: &u,
+        udiag: &udiag,
+        grid_at: &grid_at,
+        sym: cfg.quant.symmetric(),
+        n_m: match cfg.sparsity {
+            Sparsity::NM { n, m } => Some((n, m)),
+            _ => None,
+        },
+    };
+    let mut loss_rows = vec![0f64; rows];
+    // Each row's current grid. It lives across blocks: a group (GPTQ's --groupsize above
+    // the blocksize, or a mixed-precision group) may start in one block and run on.
+    let mut grids = row_grids;
+    // Lazy mode: this block's scaled errors (rows × block), for the tail GEMM.
+    let mut block_err: Vec<f32> = Vec::new();
+    for i1 in (0..cols).step_by(cfg.blocksize) {
+        let i2 = (i1 + cfg.blocksize).min(cols);
+        let count = i2 - i1;
+        let mask = match cfg.sparsity {
+            Sparsity::Unstructured(ratio) => unstructured_block_mask(&wp, cols, i1, i2, &udiag, ratio),
+            _ => vec![false; rows * count],
+        };
+        // Columns an error reaches inside the column loop: the whole remainder (eager) or
+        // the rest of the block (lazy; later columns get the tail GEMM below).
+        let reach = if cfg.lazy_updates { i2 } else { cols };
+        block_err.clear();
+        block_err.resize(if cfg.lazy_updates { rows * count } else { 0 }, 0.0);
+        let mut err_chunks: Vec<&mut [f32]> = if cfg.lazy_updates {
+            block_err.chunks_mut(count * CHUNK_ROWS).collect()
+        } else {
+            (0..rows.div_ceil(CHUNK_ROWS)).map(|_| &mut [][..]).collect()
+        };
+        wp.par_chunks_mut(cols * CHUNK_ROWS)
+            .zip(loss_rows.par_chunks_mut(CHUNK_ROWS))
+            .zip(err_chunks.par_iter_mut())
+            .zip(grids.par_chunks_mut(CHUNK_ROWS))
+            .zip(mask.par_chunks(count * CHUNK_ROWS))
+            .for_each(|((((wrows, losses), errs), params), mask)| {
+                sweep.block(BlockRows { i1, i2, reach, wrows, losses, errs, params, mask });
+            });
+        drop(err_chunks);
+        if cfg.lazy_updates && i2 < cols {
+            lazy_tail_update(&mut wp, rows, cols, i1, i2, &block_err, &u);
+        }
+    }
+    Ok(Solved { weight: unpermute_columns(&wp, cols, &order), loss: loss_rows.iter().sum(), host_reason: None })
+}
+
+/// W and U = chol(H⁻¹)ᵀ in sweep order, ready to sweep.
+struct Factorised {
+    /// The weight with columns in sweep order, dead columns zeroed (rows × cols).
+    wp: Vec<f32>,
+    /// U, row-major, in f32 as the reference sweeps with.
+    u: Vec<f32>,
+    udiag: Vec<f32>,
+    /// order[k] = the original column swept k-th.
+    order: Vec<usize>,
+}
+
+fn factorise(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    h: &[f64],
+    cfg: &SolverConfig,
+    perm: Option<&[usize]>,
+) -> Result<Factorised> {
+    let dead = hinv::dead_columns(h, cols);
+    let h_diag_fixed: Vec<f64> = (0..cols).map(|j| if dead[j] { 1.0 } else { h[j * cols + j] }).collect();
+    let order = sweep_order(&h_diag_fixed, cfg, perm);
+    // Permute W's columns and H's rows and columns into sweep order.
+    let mut wp = vec![0f32; rows * cols];
+    for r in 0..rows {
+        for (k, &j) in order.iter().enumerate() {
+            wp[r * cols + k] = if dead[j] { 0.0 } else { w[r * cols + j] };
+        }
+    }
+    let mut hp = vec![0f64; cols * cols];
+    for (a, &i) in order.iter().enumerate() {
+        for (b, &j) in order.iter().enumerate() {
+            hp[a * cols + b] = h[i * cols + j];
+        }
+    }
+    hinv::dampen(&mut hp, cols, cfg.percdamp);
+    let u64 = hinv::inverse_cholesky_upper_in(&hp, cols, cfg.hinv_precision)?;
+    drop(hp);
+    let u: Vec<f32> = u64.iter().map(|&x| x as f32).collect();
+    drop(u64);
+    let udiag: Vec<f32> = (0..cols).map(|j| u[j * cols + j]).collect();
+    Ok(Factorised { wp, u, udiag, order })
+}
+
+/// The adaptive mask of one block (SparseGPT eq. 7): the `ratio` fraction of the block's
+/// weights, over all rows, with the smallest w² / [H⁻¹]_jj², row-major (rows × block).
+fn unstructured_block_mask(wp: &[f32], cols: usize, i1: usize, i2: usize, udiag: &[f32], ratio: f64) -> Vec<bool> {
+    let metric: Vec<f32> = wp
+        .par_chunks(cols)
+        .flat_map_iter(|row| (i1..i2).map(move |j| row[j] * row[j] / (udiag[j] * udiag[j])))
+        .collect();
+    let k = (metric.len() as f64 * ratio) as usize;
+    let thresh = kth_smallest(metric.clone(), k.min(metric.len() - 1));
+    metric.iter().map(|&m| m <= thresh).collect()
+}
+
+/// What every row's sweep shares.
+struct Sweep<'a> {
+    cols: usize,
+    u: &'a [f32],
+    udiag: &'a [f32],
+    /// The grid that starts at each column, if one does.
+    grid_at: &'a [Option<GridRange>],
+    sym: bool,
+    n_m: Option<(usize, usize)>,
+}
+
+/// One task's share of a block: a few rows and their state.
+struct BlockRows<'r> {
+    i1: usize,
+    i2: usize,
+    /// Columns a column's error is applied to: `i + 1..reach`.
+    reach: usize,
+    wrows: &'r mut [f32],
+    losses: &'r mut [f64],
+    /// The rows' scaled errors of this block, lazy mode only (else empty).
+    errs: &'r mut [f32],
+    params: &'r mut [Option<QuantParams>],
+    /// The block's unstructured mask of these rows (rows × block).
+    mask: &'r [bool],
+}
+
+impl Sweep<'_> {
+    /// Prunes and quantizes columns i1..i2 of a few rows, column by column, each column's
+    /// error spread over the later columns through U's row (the OBS update).
+    fn block(&self, b: BlockRows) {
+        let BlockRows { i1, i2, reach, wrows, losses, errs, params, mask } = b;
+        let cols = self.cols;
+        let count = i2 - i1;
+        let n_rows = wrows.len() / cols;
+        let mut row_mask: Vec<Vec<bool>> = mask.chunks(count).map(<[bool]>::to_vec).collect();
+        for i in i1..i2 {
+            let d = self.udiag[i];
+            let urow = &self.u[i * cols..(i + 1) * cols];
+            for r in 0..n_rows {
+                let row = &mut wrows[r * cols..(r + 1) * cols];
+                if let Some((n, m)) = self.n_m {
+                    if (i - i1) % m == 0 {
+                        self.mask_n_of_m(row, i, i1, i2, n, m, &mut row_mask[r]);
+                    }
+                }
+                if let Some(g) = self.grid_at[i] {
+                    params[r] = Some(find_params(&row[g.start..g.start + g.len], g.bits, self.sym));
+                }
+                let w = row[i];
+                let mut q = if row_mask[r][i - i1] { 0.0 } else { w };
+                if let Some(p) = &params[r] {
+                    q = quantize(q, p);
+                }
+                row[i] = q;
+                let err = (w - q) / d;
+                losses[r] += ((w - q) as f64 / d as f64).powi(2) / 2.0;
+                if !errs.is_empty() {
+                    errs[r * count + (i - i1)] = err;
+                }
+                if err != 0.0 {
+                    for (x, &hu) in row[i + 1..reach].iter_mut().zip(&urow[i + 1..reach]) {
+                        *x -= err * hu;
+                    }
+                }
+            }
+        }
+    }
+
+    /// N:M pruning of the window of m columns starting at `i` (cut at the block end): the n
+    /// with the smallest w² / [H⁻¹]_jj² join the row's mask.
+    #[allow(clippy::too_many_arguments)] // the row, its window and its mask
+    fn mask_n_of_m(&self, row: &[f32], i: usize, i1: usize, i2: usize, n: usize, m: usize, row_mask: &mut [bool]) {
+        let end = (i + m).min(i2);
+        let mut idx: Vec<usize> = (i..end).collect();
+        let metric = |j: usize| row[j] * row[j] / (self.udiag[j] * self.udiag[j]);
+        idx.sort_by(|&a, &b| metric(a).total_cmp(&metric(b)));
+        for &j in idx.iter().take(n) {
+            row_mask[j - i1] = true;
+        }
+    }
+}
+
+/// The reference's lazy update: W[:, i2..] −= Err (rows × block) · U[i1..i2, i2..].
+fn lazy_tail_update(wp: &mut [f32], rows: usize, cols: usize, i1: usize, i2: usize, block_err: &[f32], u: &[f32]) {
+    let count = i2 - i1;
+    unsafe {
+        crate::model::cpu_kernels::gemm_into(
+            (rows, cols - i2, count),
+            wp.as_mut_ptr().add(i2),
+            cols,
+            true,
+            View::rows(block_err.as_ptr(), count),
+            View::rows(u.as_ptr().add(i1 * cols + i2), cols),
+            -1.0,
+            gemm::Parallelism::Rayon(rayon::current_num_threads()),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::solver::scheme::{max_levels, ColumnGroup};
+    use crate::solver::{hinv::HinvPrecision, quantizer};
+
+    fn spd(n: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed;
+        let mut rnd = || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 33) as f64 / (1u64 << 31) as f64) - 0.5
+        };
+        let t = 3 * n;
+        // Inputs with a shared component per token: correlated channels, as in real layers.
+        let shared: Vec<f64> = (0..t).map(|_| 2.0 * rnd()).collect();
+        let x: Vec<f64> = (0..t * n).map(|k| rnd() + shared[k / n]).collect();
+        let mut h = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                h[i * n + j] = (0..t).map(|k| x[k * n + i] * x[k * n + j]).sum::<f64>() * 2.0 / t as f64;
+            }
+        }
+        h
+    }
+
+    fn weights(rows: usize, cols: usize) -> Vec<f32> {
+        (0..rows * cols).map(|k| (((k * 37 + 11) % 101) as f32 - 50.0) / 40.0).collect()
+    }
+
+    fn cfg(sparsity: Sparsity, quant: QuantScheme) -> SolverConfig {
+        SolverConfig {
+            sparsity,
+            blocksize: 8,
+            percdamp: 0.01,
+            quant,
+            act_order: false,
+            hinv_precision: HinvPrecision::F32,
+            lazy_updates: false,
+        }
+    }
+
+    #[test]
+    fn unstructured_sparsity_hits_the_target_per_block() {
+        let (rows, cols) = (16, 24);
+        let out = solve(
+            &weights(rows, cols),
+            rows,
+            cols,
+            &spd(cols, 1),
+            &cfg(Sparsity::Unstructured(0.5), QuantScheme::None),
+            None,
+        )
+        .unwrap();
+        let zeros = out.weight.iter().filter(|&&x| x == 0.0).count();
+        // int(128·0.5) + 1 masked per 16×8 block (the threshold element itself is included).
+        assert_eq!(zeros, 3 * 65);
+    }
+
+    #[test]
+    fn n_m_pattern_holds_in_every_group_of_m() {
+        let (rows, cols) = (6, 16);
+        let c = cfg(Sparsity::NM { n: 2, m: 4 }, QuantScheme::None);
+        let out = solve(&weights(rows, cols), rows, cols, &spd(cols, 2), &c, None).unwrap();
+        for r in 0..rows {
+            for g in 0..cols / 4 {
+                let z = (0..4).filter(|&k| out.weight[r * cols + g * 4 + k] == 0.0).count();
+                assert!(z >= 2, "row {r} group {g} has {z} zeros");
+            }
+        }
+    }
+
+    #[test]
+    fn quantized_rows_use_at_most_2_pow_bits_values() {
+        let (rows, cols) = (8, 16);
+        let c = cfg(Sparsity::Dense, QuantScheme::PerRow { bits: 3, sym: false });
+        let out = solve(&weights(rows, cols), rows, cols, &spd(cols, 3), &c, None).unwrap();
+        for r in 0..rows {
+            let set: std::collections::BTreeSet<u32> =
+                out.weight[r * cols..(r + 1) * cols].iter().map(|x| x.to_bits()).collect();
+            assert!(set.len() <= 8, "row {r}: {} values", set.len());
+        }
+    }
+
+    #[test]
+    fn mixed_groups_spanning_blocks_stay_on_their_grid() {
+        // Groups that start inside one block and run into the next: every column of a group
+        // is on that group's grid (at most 2^bits values per row and group), in both orders.
+        let (rows, cols) = (6, 40);
+        let groups = vec![
+            ColumnGroup { start: 0, len: 5, bits: 2 },
+            ColumnGroup { start: 5, len: 22, bits: 3 },
+            ColumnGroup { start: 27, len: 13, bits: 2 },
+        ];
+        for lazy in [false, true] {
+            let c = SolverConfig {
+                lazy_updates: lazy,
+                ..cfg(Sparsity::Dense, QuantScheme::Mixed { groups: groups.clone(), sym: false })
+            };
+            let out = solve(&weights(rows, cols), rows, cols, &spd(cols, 5), &c, None).unwrap();
+            let (_, per_group) = max_levels(&out.weight, cols, &c.quant, None);
+            assert!(per_group <= 8, "lazy {lazy}: {per_group} values in a group");
+        }
+    }
+
+    #[test]
+    fn error_compensation_beats_rounding_to_nearest() {
+        // The point of OBS: the layer output error tr((W−Q) H (W−Q)ᵀ) is lower than RTN's.
+        let (rows, cols) = (12, 32);
+        let w = weights(rows, cols);
+        let h = spd(cols, 4);
+        let gptq = solve(&w, rows, cols, &h, &cfg(Sparsity::Dense, QuantScheme::PerRow { bits: 2, sym: false }), None)
+            .unwrap();
+        let rtn: Vec<f32> = w
+            .chunks(cols)
+            .flat_map(|r| {
+                let p = quantizer::find_params(r, 2, false);
+                r.iter().map(move |&x| quantizer::quantize(x, &p)).collect::<Vec<_>>()
+            })
+            .collect();
+        let out_err = |q: &[f32]| -> f64 {
+            (0..rows)
+                .map(|r| {
+                    let d: Vec<f64> = (0..cols).map(|j| (w[r * cols + j] - q[r * cols + j]) as f64).collect();
+                    (0..cols).map(|i| (0..cols).map(|j| d[i] * h[i * cols + j] * d[j]).sum::<f64>()).sum::<f64>()
+                })
+                .sum()
+        };
+        assert!(out_err(&gptq.weight) < 0.8 * out_err(&rtn), "{} vs {}", out_err(&gptq.weight), out_err(&rtn));
+    }
+
+    #[test]
+    fn permutation_is_undone_and_dead_columns_zeroed() {
+        let (rows, cols) = (4, 8);
+        let mut h = spd(cols, 5);
+        for k in 0..cols {
+            h[3 * cols + k] = 0.0;
+            h[k * cols + 3] = 0.0;
+        }
+        let w = weights(rows, cols);
+        let perm: Vec<usize> = (0..cols).rev().collect();
+        let out = solve(&w, rows, cols, &h, &cfg(Sparsity::Dense, QuantScheme::None), Some(&perm)).unwrap();
+        for r in 0..rows {
+            assert_eq!(out.weight[r * cols + 3], 0.0);
+        }
+        // No pruning, no quantization, no error: the live columns come back unchanged.
+        for (k, (&a, &b)) in out.weight.iter().zip(&w).enumerate() {
+            if k % cols != 3 {
+                assert_eq!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn lazy_block_updates_equal_eager_ones() {
+        // Rows not a multiple of the row chunk, columns not a multiple of the block.
+        let (rows, cols) = (13, 27);
+        let h = spd(cols, 5);
+        let w = weights(rows, cols);
+        for (sparsity, quant) in [
+            (Sparsity::Unstructured(0.5), QuantScheme::None),
+            (Sparsity::Dense, QuantScheme::None),
+            (Sparsity::Unstructured(0.5), QuantScheme::PerRow { bits: 4, sym: false }),
+        ] {
+            let eager = solve(&w, rows, cols, &h, &cfg(sparsity, quant.clone()), None).unwrap();
+            let lazy =
+                solve(&w, rows, cols, &h, &SolverConfig { lazy_updates: true, ..cfg(sparsity, quant.clone()) }, None)
+                    .unwrap();
+            // Same masks and grid points (summation order only); values within f32 rounding.
+            let differ = eager
+                .weight
+                .iter()
+                .zip(&lazy.weight)
+                .filter(|(a, b)| (*a - *b).abs() > 1e-4 * a.abs().max(1.0))
+                .count();
+            assert_eq!(differ, 0, "{quant:?}, {sparsity:?}: {differ} weights differ");
+            assert!(
+                (eager.loss - lazy.loss).abs() <= 1e-4 * eager.loss.max(1e-9),
+                "{quant:?}: loss {} vs {}",
+                eager.loss,
+                lazy.loss
+            );
+        }
+    }
+}

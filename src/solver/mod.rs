@@ -1,0 +1,212 @@
+//! The one-shot solver: SparseGPT's `fasterprune` and GPTQ's `fasterquant` as one sweep.
+//!
+//! Columns are visited in sweep order in blocks of `blocksize`. At each block start an
+//! adaptive mask is chosen from w² / [H⁻¹]_jj² (SparseGPT eq. 7); each column is then
+//! pruned and/or quantized, and its error (w − q) / [H⁻¹]_jj is spread over the remaining
+//! columns through the row of the upper Cholesky factor of H⁻¹ (the OBS update). Rows are
+//! independent given the mask, so they run in parallel.
+//!
+//! `solve_linear` chooses where a linear is solved: on the CUDA device where its Hessian
+//! was accumulated there and the settings allow (`cuda`), else on the host (`host`).
+
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod hinv;
+pub mod host;
+pub mod magnitude;
+pub mod quantizer;
+pub mod scheme;
+
+pub use hinv::HinvPrecision;
+pub use scheme::{ColumnGroup, GridRange, QuantScheme};
+
+use anyhow::Result;
+use candle_core::Tensor;
+use rayon::prelude::*;
+
+/// Which weights a sweep may set to zero.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sparsity {
+    /// No pruning (GPTQ alone).
+    Dense,
+    /// This fraction of each block's weights, chosen adaptively (SparseGPT).
+    Unstructured(f64),
+    /// n of every m consecutive weights of a row (semi-structured, e.g. 2:4).
+    NM { n: usize, m: usize },
+}
+
+#[derive(Clone, Debug)]
+pub struct SolverConfig {
+    pub sparsity: Sparsity,
+    pub blocksize: usize,
+    /// Dampening, as a fraction of the mean Hessian diagonal.
+    pub percdamp: f64,
+    pub quant: QuantScheme,
+    /// GPTQ act-order: visit columns by decreasing H_jj.
+    pub act_order: bool,
+    /// Precision of the H⁻¹ factorisation (the reference: f32).
+    pub hinv_precision: HinvPrecision,
+    /// The reference's update order: errors go to the rest of the block column by column
+    /// and to later columns once per block, as one GEMM (Err · U[block, after]). Same
+    /// arithmetic, other rounding; groups that start beyond the block then read values not
+    /// yet updated by it, as the reference's `--groupsize` grid does.
+    pub lazy_updates: bool,
+}
+
+impl SolverConfig {
+    /// The published code's defaults: no pruning, no quantization, blocksize 128,
+    /// percdamp 0.01, f32 factorisation; the caller sets what its run changes.
+    pub fn published() -> Self {
+        SolverConfig {
+            sparsity: Sparsity::Dense,
+            blocksize: 128,
+            percdamp: 0.01,
+            quant: QuantScheme::None,
+            act_order: false,
+            hinv_precision: HinvPrecision::F32,
+            lazy_updates: false,
+        }
+    }
+}
+
+pub struct Solved {
+    /// The compressed weight, rows × cols, row-major, in the original column order.
+    pub weight: Vec<f32>,
+    /// Σ (w − q)² / [H⁻¹]_jj² / 2, the reference's `Losses` summed.
+    pub loss: f64,
+    /// Why a linear whose Hessian is on a device was solved on the host, if it was.
+    pub host_reason: Option<String>,
+}
+
+/// The solver's view of a linear's input Hessian H = 2/n Σ x xᵀ (undamped).
+pub trait HessianSource {
+    /// The f32 Σ x xᵀ on a CUDA device and its factor to H, where it was accumulated there.
+    fn device_sum(&self) -> Option<(&Tensor, f64)>;
+    /// H as a row-major f64 host matrix (formed on first use, then shared by the linears
+    /// that read the same input).
+    fn host_matrix(&self) -> Result<std::sync::Arc<Vec<f64>>>;
+}
+
+/// Solves one linear where it is best solved. `weight` is the layer's weight tensor (on the
+/// compute device), `host_weight` the same values on the host; `host_only` is the user's
+/// `--host-solver`.
+pub fn solve_linear(
+    weight: &Tensor,
+    host_weight: &[f32],
+    h: &dyn HessianSource,
+    cfg: &SolverConfig,
+    perm: Option<&[usize]>,
+    host_only: bool,
+) -> Result<Solved> {
+    let (rows, cols) = weight.dims2()?;
+    let mut host_reason = None;
+    if let Some((sum, scale)) = h.device_sum().filter(|_| !host_only) {
+        match device_unsupported(cfg, cols) {
+            None => return device_solve(weight, sum, scale, cfg, perm),
+            Some(why) => host_reason = Some(why),
+        }
+    }
+    let solved = host::solve(host_weight, rows, cols, &h.host_matrix()?, cfg, perm)?;
+    Ok(Solved { host_reason, ..solved })
+}
+
+#[cfg(feature = "cuda")]
+fn device_unsupported(cfg: &SolverConfig, cols: usize) -> Option<String> {
+    cuda::unsupported(cfg, cols)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn device_unsupported(_cfg: &SolverConfig, _cols: usize) -> Option<String> {
+    Some("this binary was built without the cuda feature".into())
+}
+
+#[cfg(feature = "cuda")]
+fn device_solve(
+    weight: &Tensor,
+    sum: &Tensor,
+    scale: f64,
+    cfg: &SolverConfig,
+    perm: Option<&[usize]>,
+) -> Result<Solved> {
+    cuda::solve(weight, sum, scale, cfg, perm)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn device_solve(_: &Tensor, _: &Tensor, _: f64, _: &SolverConfig, _: Option<&[usize]>) -> Result<Solved> {
+    unreachable!("device_unsupported always answers without the cuda feature")
+}
+
+/// Column order of a sweep: a given permutation, act-order (H_jj descending), or identity.
+pub(crate) fn sweep_order(h_diag: &[f64], cfg: &SolverConfig, perm: Option<&[usize]>) -> Vec<usize> {
+    if let Some(p) = perm {
+        return p.to_vec();
+    }
+    let mut order: Vec<usize> = (0..h_diag.len()).collect();
+    if cfg.act_order {
+        order.sort_by(|&a, &b| h_diag[b].total_cmp(&h_diag[a]));
+    }
+    order
+}
+
+/// One stretch of a lazily updated sweep: columns `start..end` inside the mask block that
+/// begins at `block`. The device solver splits each `blocksize` block where a quantization
+/// grid starts, and applies the stretch's errors to all later columns before the next one
+/// begins, so a grid always sees current values (as the eager host sweep does; the
+/// reference's `--groupsize` grid can read stale ones, see `host`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub block: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+pub fn sweep_segments(cols: usize, blocksize: usize, grids: &[GridRange]) -> Vec<Segment> {
+    let mut cuts: Vec<usize> =
+        (0..cols).step_by(blocksize).chain(grids.iter().map(|g| g.start)).chain([cols]).collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts.windows(2).map(|c| Segment { block: c[0] / blocksize * blocksize, start: c[0], end: c[1] }).collect()
+}
+
+/// A row-major weight swept in `order` (column k of `wp` is column order[k]) back in the
+/// original column order.
+pub(crate) fn unpermute_columns(wp: &[f32], cols: usize, order: &[usize]) -> Vec<f32> {
+    let mut out = vec![0f32; wp.len()];
+    out.par_chunks_mut(cols).zip(wp.par_chunks(cols)).for_each(|(o, p)| {
+        for (k, &j) in order.iter().enumerate() {
+            o[j] = p[k];
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_cut_blocks_at_grid_starts() {
+        let groups = vec![
+            ColumnGroup { start: 0, len: 100, bits: 4 },
+            ColumnGroup { start: 100, len: 200, bits: 3 },
+            ColumnGroup { start: 300, len: 20, bits: 2 },
+        ];
+        let grids = QuantScheme::Mixed { groups, sym: false }.sweep_grids(320);
+        let segs = sweep_segments(320, 128, &grids);
+        let se: Vec<(usize, usize, usize)> = segs.iter().map(|s| (s.block, s.start, s.end)).collect();
+        assert_eq!(se, vec![(0, 0, 100), (0, 100, 128), (128, 128, 256), (256, 256, 300), (256, 300, 320)]);
+        // GPTQ's groupsize 128 with blocksize 128: the reference's blocks, uncut.
+        let g = QuantScheme::Grouped { bits: 3, sym: false, size: 128 }.sweep_grids(300);
+        assert_eq!(sweep_segments(300, 128, &g).len(), 3);
+        assert_eq!(sweep_segments(300, 128, &[]).last(), Some(&Segment { block: 256, start: 256, end: 300 }));
+    }
+
+    #[test]
+    fn act_order_sorts_by_decreasing_diagonal_and_a_permutation_wins() {
+        let diag = [1.0, 3.0, 2.0];
+        let cfg = SolverConfig { act_order: true, ..SolverConfig::published() };
+        assert_eq!(sweep_order(&diag, &cfg, None), vec![1, 2, 0]);
+        assert_eq!(sweep_order(&diag, &SolverConfig::published(), None), vec![0, 1, 2]);
+        assert_eq!(sweep_order(&diag, &cfg, Some(&[2, 0, 1])), vec![2, 0, 1]);
+    }
+}
