@@ -10,6 +10,7 @@
 
 pub mod data;
 pub mod eval;
+pub mod hub;
 pub mod mixed;
 pub mod model;
 pub mod output;

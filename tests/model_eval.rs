@@ -97,7 +97,7 @@ fn f16_on_the_cpu_matches_the_reference_as_f32_does() {
 
 #[test]
 fn corpora_have_the_published_sizes() {
-    let tok = sparsegpt_mi::model::tokenizer::load(&sparsegpt_mi::model::hub::TokenizerFiles::Json(
+    let tok = sparsegpt_mi::model::tokenizer::load(&sparsegpt_mi::model::files::TokenizerFiles::Json(
         common::data_dir().join("opt-tokenizer/tokenizer.json"),
     ))
     .unwrap();
@@ -114,7 +114,7 @@ fn corpora_have_the_published_sizes() {
 #[test]
 fn tokenizer_from_vocab_and_merges_equals_tokenizer_json_on_all_corpora() {
     let dir = common::data_dir().join("opt-tokenizer");
-    let json = sparsegpt_mi::model::tokenizer::load(&sparsegpt_mi::model::hub::TokenizerFiles::Json(
+    let json = sparsegpt_mi::model::tokenizer::load(&sparsegpt_mi::model::files::TokenizerFiles::Json(
         dir.join("tokenizer.json"),
     ))
     .unwrap();
@@ -175,7 +175,7 @@ fn generic_attention_path_equals_fused_cpu_kernels() {
 fn offloaded_model_gives_the_same_losses() {
     // `--offload` keeps layers at `layer_home` and moves each to the compute device per use;
     // on a CPU-only machine both are the host, which still runs the offload code path.
-    let files = sparsegpt_mi::model::hub::resolve_model(common::fixture("opt-mini-a").to_str().unwrap()).unwrap();
+    let files = sparsegpt_mi::model::files::resolve_model(common::fixture("opt-mini-a").to_str().unwrap()).unwrap();
     let plain = sparsegpt_mi::model::load_model(&files, &Device::Cpu, candle_core::DType::F32).unwrap();
     let off = sparsegpt_mi::model::load_model_offloaded(&files, &Device::Cpu, candle_core::DType::F32).unwrap();
     assert!(off.layer_home.is_cpu());

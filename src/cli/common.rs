@@ -4,7 +4,7 @@ use anyhow::Result;
 use candle_core::{DType, Device};
 use clap::Args;
 use sparsegpt_mi::eval::Perplexity;
-use sparsegpt_mi::model::{self, hub::ModelFiles, OptModel};
+use sparsegpt_mi::model::{self, files::ModelFiles, OptModel};
 use std::path::PathBuf;
 
 /// Where the model runs and where the data comes from.

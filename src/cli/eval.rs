@@ -37,7 +37,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let device = args.common.device()?;
     let data_dir = args.common.data_dir();
     let t0 = std::time::Instant::now();
-    let files = model::hub::resolve_model(&args.model)?;
+    let files = model::files::resolve_model(&args.model)?;
     let tok = model::tokenizer::load(&files.tokenizer)?;
     let model = args.common.load_model(&files, &device)?;
     let load_seconds = t0.elapsed().as_secs_f64();

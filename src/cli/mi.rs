@@ -50,7 +50,7 @@ pub fn run(args: MiInspectArgs) -> Result<()> {
     atomic::check_writable(&json_path, "--out")?;
     let device = args.common.device()?;
     let data_dir = args.common.data_dir();
-    let files = model::hub::resolve_model(&args.model)?;
+    let files = model::files::resolve_model(&args.model)?;
     let tok = model::tokenizer::load(&files.tokenizer)?;
     let mut model = args.common.load_model(&files, &device)?;
     let docs = data::calibration_documents(Corpus::C4, &data_dir)?;

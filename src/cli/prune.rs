@@ -215,7 +215,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
     let eval_sets = Corpus::parse_list(&args.eval_datasets)?;
 
     let t0 = Instant::now();
-    let files = model::hub::resolve_model(&args.model)?;
+    let files = model::files::resolve_model(&args.model)?;
     let config = OptConfig::from_file(&files.config)?;
     args.validate_shapes(&config)?;
     let tok = model::tokenizer::load(&files.tokenizer)?;

@@ -10,7 +10,9 @@
 //! Each corpus is turned into one string exactly as SparseGPT/GPTQ's datautils do.
 
 pub mod calibration;
+pub mod formats;
 pub mod py_random;
+pub mod source;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -77,7 +79,7 @@ fn read(path: &Path, what: &str) -> Result<String> {
 }
 
 /// The JSON-lines files of `dir/c4` whose names start with `prefix`, sorted by name.
-fn c4_files(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>> {
+pub fn c4_files(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>> {
     let c4 = dir.join("c4");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&c4)
         .map(|rd| {

@@ -7,7 +7,7 @@
 
 pub mod config;
 pub mod cpu_kernels;
-pub mod hub;
+pub mod files;
 pub mod layer;
 pub mod tokenizer;
 pub mod weights;
@@ -221,7 +221,7 @@ fn nll_rows_cpu(logits: &Tensor, targets: &[u32]) -> Result<f64> {
 }
 
 /// Loads config and weights of resolved model files onto `device` in `dtype`.
-pub fn load_model(files: &hub::ModelFiles, device: &Device, dtype: DType) -> Result<OptModel> {
+pub fn load_model(files: &files::ModelFiles, device: &Device, dtype: DType) -> Result<OptModel> {
     let config = OptConfig::from_file(&files.config)?;
     let weights = Weights::load(&files.weights, dtype, device)?;
     OptModel::load(config, &weights, device, dtype)
@@ -230,7 +230,7 @@ pub fn load_model(files: &hub::ModelFiles, device: &Device, dtype: DType) -> Res
 /// Loads a model whose decoder layers stay in host memory (in `dtype`) and visit `device`
 /// one at a time; embeddings, final norm and projections go to `device`. GPU memory then
 /// holds one layer plus activations, whatever the model's size.
-pub fn load_model_offloaded(files: &hub::ModelFiles, device: &Device, dtype: DType) -> Result<OptModel> {
+pub fn load_model_offloaded(files: &files::ModelFiles, device: &Device, dtype: DType) -> Result<OptModel> {
     let config = OptConfig::from_file(&files.config)?;
     let weights = Weights::load(&files.weights, dtype, &Device::Cpu)?;
     let mut m = OptModel::load(config, &weights, &Device::Cpu, dtype)?;

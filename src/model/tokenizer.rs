@@ -1,6 +1,6 @@
 //! The OPT tokenizer: byte-level BPE with `</s>` (id 2) prepended as BOS.
 
-use super::hub::TokenizerFiles;
+use super::files::TokenizerFiles;
 use anyhow::{Context, Result};
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;

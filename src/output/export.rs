@@ -2,7 +2,7 @@
 //! tokenizer files) that `OPTForCausalLM.from_pretrained` loads. Written into a temporary
 //! sibling directory and renamed into place, so a failed run never leaves half a model.
 
-use crate::model::hub::ModelFiles;
+use crate::model::files::ModelFiles;
 use crate::model::{LinearKind, OptModel};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};

@@ -23,7 +23,7 @@ pub fn reference(model: &str, run: &str) -> serde_json::Value {
 }
 
 pub fn load(name: &str) -> (sparsegpt_mi::model::OptModel, tokenizers::Tokenizer) {
-    let files = sparsegpt_mi::model::hub::resolve_model(fixture(name).to_str().unwrap()).unwrap();
+    let files = sparsegpt_mi::model::files::resolve_model(fixture(name).to_str().unwrap()).unwrap();
     let tok = sparsegpt_mi::model::tokenizer::load(&files.tokenizer).unwrap();
     let model = sparsegpt_mi::model::load_model(&files, &candle_core::Device::Cpu, candle_core::DType::F32).unwrap();
     (model, tok)
@@ -32,3 +32,7 @@ pub fn load(name: &str) -> (sparsegpt_mi::model::OptModel, tokenizers::Tokenizer
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sparsegpt-mi")
 }
+
+/// A local stand-in for the Hugging Face hub, and the hub-layout dataset files made from ../shared/data.
+pub mod hub_files;
+pub mod hub_server;

@@ -1,6 +1,8 @@
 //! Where a model's files come from: a local directory, or the Hugging Face hub through
-//! hf-hub's standard cache (HF_HOME, HF_ENDPOINT and HF_HUB_OFFLINE are honoured).
+//! hf-hub's standard cache (HF_HOME, HF_ENDPOINT, HF_HUB_OFFLINE and HF_TOKEN are honoured,
+//! see `crate::hub`).
 
+use crate::hub::{CacheLookup, FetchError, HubClient, HubConfig};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -40,6 +42,10 @@ pub fn looks_like_path(spec: &str) -> bool {
 trait FileSource {
     fn fetch(&self, name: &str) -> Result<Option<PathBuf>>;
     fn describe(&self) -> String;
+    /// Said after "… has no config.json; ".
+    fn missing_hint(&self) -> String {
+        "is it a Hugging Face model?".to_string()
+    }
 }
 
 struct LocalDir(PathBuf);
@@ -57,67 +63,93 @@ impl FileSource for LocalDir {
 /// hf-hub's cache only, for HF_HUB_OFFLINE=1.
 struct HubCache {
     id: String,
-    repo: hf_hub::CacheRepo,
+    client: HubClient,
+    repo: hf_hub::Repo,
 }
 
 impl FileSource for HubCache {
     fn fetch(&self, name: &str) -> Result<Option<PathBuf>> {
-        Ok(self.repo.get(name))
+        Ok(match self.client.lookup(&self.repo, name) {
+            CacheLookup::Present { path, .. } => Some(path),
+            _ => None,
+        })
     }
     fn describe(&self) -> String {
         format!("hub cache of '{}' (HF_HUB_OFFLINE=1)", self.id)
     }
+    fn missing_hint(&self) -> String {
+        let what = if self.client.has_snapshot(&self.repo) {
+            "its cached snapshot lacks the file".to_string()
+        } else {
+            format!("nothing of '{}' is in the hub cache {}", self.id, self.client.config().cache_dir.display())
+        };
+        format!("{what}; connect to the hub (unset HF_HUB_OFFLINE) to download it, or pass a local model directory")
+    }
 }
 
+/// The hub through the cache. Files the cache holds, or knows to be absent (`.no_exist`,
+/// recorded on a 404), are answered without a request; when the hub cannot be reached and the
+/// cache holds a snapshot of the repo, the cache answers the rest (a file it lacks counts as
+/// absent), so that a cached model keeps working without HF_HUB_OFFLINE.
 struct HubOnline {
     id: String,
-    endpoint: String,
-    repo: hf_hub::api::sync::ApiRepo,
+    client: HubClient,
+    repo: hf_hub::Repo,
+    /// Set once the hub proved unreachable: the connection error.
+    cache_only: std::cell::RefCell<Option<String>>,
 }
 
 impl FileSource for HubOnline {
     fn fetch(&self, name: &str) -> Result<Option<PathBuf>> {
-        match self.repo.get(name) {
+        match self.client.lookup(&self.repo, name) {
+            CacheLookup::Present { path, .. } => return Ok(Some(path)),
+            CacheLookup::Absent { .. } => return Ok(None),
+            CacheLookup::Unknown => {}
+        }
+        if self.cache_only.borrow().is_some() {
+            return Ok(None);
+        }
+        let endpoint = &self.client.config().endpoint;
+        match self.client.download(&self.repo, name) {
             Ok(p) => Ok(Some(p)),
-            Err(hf_hub::api::sync::ApiError::RequestError(e)) => match *e {
-                ureq::Error::Status(404, _) => Ok(None),
-                ureq::Error::Status(401 | 403, _) => bail!(
-                    "hub refused access to '{}' ({name}); check the model id, or set HF_TOKEN for a gated model",
-                    self.id
-                ),
-                other => bail!(
-                    "cannot reach the Hugging Face hub at {} for '{}/{name}': {}; pass a local model directory, or set HF_HUB_OFFLINE=1 to use the cache",
-                    self.endpoint,
-                    self.id,
-                    one_line(&other.to_string())
-                ),
-            },
-            Err(other) => bail!(
-                "downloading '{}/{name}' from {} failed: {}",
-                self.id,
-                self.endpoint,
-                one_line(&other.to_string())
+            Err(FetchError::EntryNotFound { .. }) => Ok(None),
+            Err(e @ (FetchError::RepoNotFound { .. } | FetchError::Denied { .. })) => bail!(
+                "hub refused access to '{}' ({name}): {e}; check the model id, or set HF_TOKEN for a gated model",
+                self.id
             ),
+            Err(FetchError::Unreachable(e)) if self.client.has_snapshot(&self.repo) => {
+                *self.cache_only.borrow_mut() = Some(e);
+                Ok(None)
+            }
+            Err(FetchError::Unreachable(e)) => bail!(
+                "cannot reach the Hugging Face hub at {endpoint} for '{}/{name}': {e}; nothing of '{}' is in the hub cache {}: connect to the hub, or pass a local model directory",
+                self.id,
+                self.id,
+                self.client.config().cache_dir.display()
+            ),
+            Err(other) => bail!("downloading '{}/{name}' from {endpoint} failed: {other}", self.id),
         }
     }
     fn describe(&self) -> String {
-        format!("hub repository '{}' at {}", self.id, self.endpoint)
+        match &*self.cache_only.borrow() {
+            Some(e) => {
+                format!("hub cache of '{}' (the hub at {} is unreachable: {e})", self.id, self.client.config().endpoint)
+            }
+            None => format!("hub repository '{}' at {}", self.id, self.client.config().endpoint),
+        }
     }
 }
 
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn offline_mode() -> bool {
-    matches!(
-        std::env::var("HF_HUB_OFFLINE").ok().as_deref().map(str::to_ascii_lowercase).as_deref(),
-        Some("1" | "true" | "yes" | "on")
-    )
-}
-
-/// Resolves a model directory or hub id to local files.
+/// Resolves a model directory or hub id to local files (hub settings from the environment).
 pub fn resolve_model(spec: &str) -> Result<ModelFiles> {
+    if looks_like_path(spec) {
+        return resolve_model_with(spec, &HubConfig::new(crate::hub::DEFAULT_ENDPOINT, ""));
+    }
+    resolve_model_with(spec, &HubConfig::from_env())
+}
+
+/// [`resolve_model`] with explicit hub settings.
+pub fn resolve_model_with(spec: &str, hub: &HubConfig) -> Result<ModelFiles> {
     if looks_like_path(spec) {
         let dir = PathBuf::from(spec);
         if !dir.exists() {
@@ -128,24 +160,18 @@ pub fn resolve_model(spec: &str) -> Result<ModelFiles> {
         }
         return resolve_from(spec, &LocalDir(dir));
     }
-    if offline_mode() {
-        let cache = hf_hub::Cache::from_env();
-        let repo = cache.model(spec.to_string());
-        return resolve_from(spec, &HubCache { id: spec.to_string(), repo });
+    let client = HubClient::new(hub.clone())?;
+    let repo = hf_hub::Repo::model(spec.to_string());
+    if hub.offline {
+        return resolve_from(spec, &HubCache { id: spec.to_string(), client, repo });
     }
-    let builder =
-        hf_hub::api::sync::ApiBuilder::from_env().with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".to_string());
-    let api =
-        builder.build().map_err(|e| anyhow::anyhow!("cannot set up the hub client: {}", one_line(&e.to_string())))?;
-    let repo = api.model(spec.to_string());
-    resolve_from(spec, &HubOnline { id: spec.to_string(), endpoint, repo })
+    resolve_from(spec, &HubOnline { id: spec.to_string(), client, repo, cache_only: Default::default() })
 }
 
 fn resolve_from(spec: &str, src: &dyn FileSource) -> Result<ModelFiles> {
     let config = src
         .fetch("config.json")?
-        .with_context(|| format!("{} has no config.json; is it a Hugging Face model?", src.describe()))?;
+        .with_context(|| format!("{} has no config.json; {}", src.describe(), src.missing_hint()))?;
     let weights = if let Some(p) = src.fetch("model.safetensors")? {
         vec![p]
     } else if let Some(index) = src.fetch("model.safetensors.index.json")? {

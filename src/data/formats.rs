@@ -1,0 +1,187 @@
+//! The hub's dataset file formats: a string column of a parquet file (arrow-rs `parquet`,
+//! snappy or uncompressed), and gzipped JSON lines (`flate2`).
+
+use crate::hub::one_line;
+use anyhow::{anyhow, bail, Context, Result};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+fn open_parquet(path: &Path) -> Result<parquet::file::serialized_reader::SerializedFileReader<std::fs::File>> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    parquet::file::serialized_reader::SerializedFileReader::new(file)
+        .map_err(|e| anyhow!("not a readable parquet file: {}", one_line(&e.to_string())))
+}
+
+/// The index of a top-level, non-repeated string (BYTE_ARRAY) column.
+fn string_column(reader: &impl parquet::file::reader::FileReader, column: &str) -> Result<usize> {
+    let schema = reader.metadata().file_metadata().schema_descr();
+    let cols = schema.columns();
+    let Some(i) = cols.iter().position(|c| c.path().parts() == [column.to_string()]) else {
+        let names: Vec<String> = cols.iter().map(|c| c.path().string()).collect();
+        bail!("the parquet file has no column '{column}' (its columns: {})", names.join(", "));
+    };
+    let c = &cols[i];
+    if c.physical_type() != parquet::basic::Type::BYTE_ARRAY || c.max_rep_level() != 0 {
+        bail!("parquet column '{column}' is not a string column (it is {:?})", c.physical_type());
+    }
+    for rg in reader.metadata().row_groups() {
+        let codec = rg.column(i).compression();
+        if !codec_supported(codec) {
+            return Err(anyhow::Error::new(Unsupported(format!(
+                "parquet column '{column}' is {codec:?}-compressed, and this build reads only snappy and uncompressed parquet (the `parquet` crate's \"snap\" feature)"
+            ))));
+        }
+    }
+    Ok(i)
+}
+
+/// The codecs the `parquet` dependency is built with: the hub's datasets write snappy.
+fn codec_supported(c: parquet::basic::Compression) -> bool {
+    matches!(c, parquet::basic::Compression::UNCOMPRESSED | parquet::basic::Compression::SNAPPY)
+}
+
+/// A sound file this build cannot read: not removed from the cache.
+#[derive(Debug)]
+struct Unsupported(String);
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+pub(crate) fn is_unsupported(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Unsupported>())
+}
+
+/// Footer, schema and column only (reads the footer, not the data).
+pub fn check_parquet_column(path: &Path, column: &str) -> Result<()> {
+    string_column(&open_parquet(path)?, column).map(drop)
+}
+
+/// Every value of a string column, in row order. A null value is an error (datautils' join
+/// would fail on it too); empty strings are kept (WikiText's blank rows are "").
+pub fn read_parquet_strings(path: &Path, column: &str) -> Result<Vec<String>> {
+    use parquet::column::reader::get_typed_column_reader;
+    use parquet::data_type::ByteArrayType;
+    use parquet::file::reader::FileReader;
+    let reader = open_parquet(path)?;
+    let idx = string_column(&reader, column)?;
+    let bad = |e: parquet::errors::ParquetError| anyhow!("corrupt parquet data: {}", one_line(&e.to_string()));
+    let total = reader.metadata().file_metadata().num_rows().max(0) as usize;
+    let mut out = Vec::with_capacity(total);
+    for rg in 0..reader.num_row_groups() {
+        let group = reader.get_row_group(rg).map_err(bad)?;
+        let rows = group.metadata().num_rows().max(0) as usize;
+        let max_def = group.metadata().column(idx).column_descr().max_def_level();
+        let mut col = get_typed_column_reader::<ByteArrayType>(group.get_column_reader(idx).map_err(bad)?);
+        let start = out.len();
+        let (mut defs, mut vals) = (Vec::new(), Vec::new());
+        loop {
+            defs.clear();
+            vals.clear();
+            let (records, _values, levels) = col.read_records(8192, Some(&mut defs), None, &mut vals).map_err(bad)?;
+            if records == 0 {
+                break;
+            }
+            let mut values = vals.iter();
+            let mut take = |out: &mut Vec<String>| -> Result<()> {
+                let v = values.next().ok_or_else(|| anyhow!("corrupt parquet data: fewer values than rows"))?;
+                let s = std::str::from_utf8(v.data())
+                    .map_err(|_| anyhow!("column '{column}' row {} is not UTF-8", out.len()))?;
+                out.push(s.to_string());
+                Ok(())
+            };
+            if max_def == 0 {
+                for _ in 0..records {
+                    take(&mut out)?;
+                }
+            } else {
+                for &d in &defs[..levels] {
+                    if d < max_def {
+                        bail!("column '{column}' row {} is null", out.len());
+                    }
+                    take(&mut out)?;
+                }
+            }
+        }
+        if out.len() - start != rows {
+            bail!("corrupt parquet data: row group {rg} holds {} of its {rows} rows", out.len() - start);
+        }
+    }
+    if out.len() != total {
+        bail!("corrupt parquet data: {} of {total} rows", out.len());
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gzipped JSON lines.
+
+#[derive(serde::Deserialize)]
+struct Doc {
+    text: String,
+}
+
+fn gz_reader(path: &Path) -> Result<BufReader<flate2::read::MultiGzDecoder<std::fs::File>>> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(BufReader::with_capacity(1 << 16, flate2::read::MultiGzDecoder::new(file)))
+}
+
+fn gz_error(e: std::io::Error) -> anyhow::Error {
+    anyhow!("corrupt gzip data: {}", one_line(&e.to_string()))
+}
+
+/// The "text" field of up to `limit` JSON lines (blank lines skipped), as `data` reads a
+/// `.jsonl` file.
+pub fn read_gz_jsonl_texts(path: &Path, limit: usize) -> Result<Vec<String>> {
+    let mut reader = gz_reader(path)?;
+    let mut out = Vec::new();
+    let mut line = String::new();
+    let mut n = 0usize;
+    while out.len() < limit {
+        line.clear();
+        if reader.read_line(&mut line).map_err(gz_error)? == 0 {
+            break;
+        }
+        n += 1;
+        let l = line.strip_suffix('\n').unwrap_or(&line);
+        let l = l.strip_suffix('\r').unwrap_or(l);
+        if l.trim().is_empty() {
+            continue;
+        }
+        let doc: Doc = serde_json::from_str(l).map_err(|e| {
+            anyhow!("line {n}: not a JSON object with a \"text\" string ({})", one_line(&e.to_string()))
+        })?;
+        out.push(doc.text);
+    }
+    if out.is_empty() && limit > 0 {
+        bail!("no JSON lines in the gzip file");
+    }
+    Ok(out)
+}
+
+/// Decompresses to the end (the gzip CRC and length are checked there) and parses the first line.
+pub fn check_gz_jsonl(path: &Path) -> Result<()> {
+    read_gz_jsonl_texts(path, 1)?;
+    let mut reader = gz_reader(path)?;
+    std::io::copy(&mut reader, &mut std::io::sink()).map_err(gz_error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_snappy_and_uncompressed_parquet_are_read() {
+        use parquet::basic::{Compression, ZstdLevel};
+        assert!(codec_supported(Compression::SNAPPY) && codec_supported(Compression::UNCOMPRESSED));
+        assert!(!codec_supported(Compression::ZSTD(ZstdLevel::default())));
+        let e = anyhow::Error::new(Unsupported("x".into())).context("reading");
+        assert!(is_unsupported(&e));
+        assert!(!is_unsupported(&anyhow!("corrupt")));
+    }
+}
