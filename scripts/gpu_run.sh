@@ -2,7 +2,7 @@
 # On the GPU machine (device tool): lay out a ../shared-like tree from what was carried, unpack
 # the CUDA binary, then run the named stages. Writes everything under $OUT (or ./gpu_out).
 #
-#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity selfcheck bench cpu mishare rounding reference noise reload hinv64 mi mi25 scale
+#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity selfcheck compare bench cpu mishare rounding reference noise reload hinv64 mi mi25 scale
 #
 # Carried (ignored, under .carry/): sparsegpt-mi-cuda.xz (scripts/build_cuda.sh), data.tar.xz
 # (evaluation + calibration data), reference/ (../shared/reference), fx/FIXTURE/{config.json,
@@ -42,6 +42,24 @@ for stage in "$@"; do
       echo "cuSOLVER: ${CUSOLVER:-not found}"
       $BIN self-check --json $OUT/selfcheck.json
       $BIN self-check --shapes 4096x4096,16384x4096,4096x16384 --settings sgpt50w4 --json $OUT/selfcheck_6.7b.json
+      ;;
+    compare)
+      # This build against an earlier one (.carry/sparsegpt-mi-old.xz) on the same card in the same
+      # call: the bench's runs on FIXTURE with the full protocol, and self-check's default shapes;
+      # scripts/compare_table.py puts the PPLs side by side.
+      OLD=/tmp/sparsegpt-mi-old
+      [ -x $OLD ] || { xz -dc .carry/sparsegpt-mi-old.xz > $OLD; chmod +x $OLD; }
+      mkdir -p $OUT/compare
+      for v in old new; do
+        bin=$BIN; [ $v = old ] && bin=$OLD
+        for cfg in "sgpt50:--sparsity 0.5" "sgpt50w4:--sparsity 0.5 --wbits 4" "gptq4:--wbits 4" \
+                   "mi4:--sparsity 0.5 --wbits 4 --target-avg-bits 4.0 --use-mi-grouping 1 --n-groups 10"; do
+          $bin prune $S/fixtures/$FX c4 ${cfg#*:} --device cuda --data-dir $S/data \
+            --json $OUT/compare/${v}_${FX}_${cfg%%:*}.json > $OUT/compare/${v}_${FX}_${cfg%%:*}.log 2>&1 || echo "$v ${cfg%%:*} failed"
+        done
+        $bin self-check --json $OUT/compare/${v}_selfcheck.json > $OUT/compare/${v}_selfcheck.md 2>&1 || echo "$v self-check failed"
+      done
+      python3 scripts/compare_table.py $OUT/compare | tee $OUT/compare/README.md
       ;;
     bench)
       bash scripts/bench_gpu.sh $BIN .carry/published/sparsegpt .carry/published/gptq $S "$OUT/bench" "$FX"
