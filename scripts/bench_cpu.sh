@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 MODEL=${1:-../shared/fixtures/opt-mini-a}
 cargo build -q
 /usr/bin/time -v target/debug/sparsegpt-mi prune "$MODEL" c4 --sparsity 0.5 --wbits 4 --nsamples 128 \
-  --eval-datasets "" --json test_results/cpu_bench_$(basename "$MODEL").json 2> /tmp/cpu_bench_time.txt
+  --eval-datasets "" --data-dir "${DATA_DIR:-../shared/data}" --json test_results/cpu_bench_$(basename "$MODEL").json 2> /tmp/cpu_bench_time.txt
 grep -E "Elapsed|Maximum resident" /tmp/cpu_bench_time.txt
 python3 -c "
 import json,sys; d=json.load(open('test_results/cpu_bench_$(basename "$MODEL").json'))

@@ -39,7 +39,7 @@ mkdir -p "$OUT"
 CMDS=$(mktemp)
 for seed in $(seq 0 $((SEEDS - 1))); do
   for t in $TARGETS; do
-    common="$BIN prune $MODEL c4 --sparsity $SPARSITY --nsamples $NSAMPLES --seed $seed --device $DEVICE $MAXW $EXTRA"
+    common="$BIN prune $MODEL c4 --sparsity $SPARSITY --nsamples $NSAMPLES --seed $seed --device $DEVICE --data-dir ${DATA_DIR:-../shared/data} $MAXW $EXTRA"
     lo=${t%.*}; hi=$lo; awk "BEGIN{exit !($t > $lo)}" && hi=$((lo + 1))
     for b in $(echo "$lo $hi" | tr ' ' '\n' | sort -u); do
       echo "$common --wbits $b --json $OUT/baseline_w${b}_t${t}_s${seed}.json" >> "$CMDS"

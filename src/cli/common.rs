@@ -3,6 +3,7 @@
 use anyhow::Result;
 use candle_core::{DType, Device};
 use clap::Args;
+use sparsegpt_mi::data::source::DataSource;
 use sparsegpt_mi::eval::Perplexity;
 use sparsegpt_mi::model::{self, files::ModelFiles, OptModel};
 use std::path::PathBuf;
@@ -10,7 +11,8 @@ use std::path::PathBuf;
 /// Where the model runs and where the data comes from.
 #[derive(Args, Clone)]
 pub struct CommonArgs {
-    /// Data directory (layout in README.md); default $SPARSEGPT_MI_DATA_DIR or ../shared/data.
+    /// Data directory (layout in README.md); default $SPARSEGPT_MI_DATA_DIR, else the corpora
+    /// are fetched from the Hugging Face hub's dataset repos into the HF cache.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// cpu or cuda.
@@ -45,8 +47,9 @@ pub enum ComputeDtype {
 }
 
 impl CommonArgs {
-    pub fn data_dir(&self) -> PathBuf {
-        self.data_dir.clone().unwrap_or_else(sparsegpt_mi::data::default_data_dir)
+    /// Where the corpora come from: --data-dir, else $SPARSEGPT_MI_DATA_DIR, else the hub.
+    pub fn data_source(&self) -> Result<DataSource> {
+        DataSource::from_env(self.data_dir.clone())
     }
 
     pub fn device(&self) -> Result<Device> {

@@ -4,7 +4,7 @@ use super::common::{command_line, print_ppl_table, CommonArgs, ReportArgs};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 use clap::Args;
-use sparsegpt_mi::data::{self, Corpus};
+use sparsegpt_mi::data::{source::needs, Corpus};
 use sparsegpt_mi::model::{self, OptModel};
 use sparsegpt_mi::output::{atomic, summary};
 use std::path::{Path, PathBuf};
@@ -35,17 +35,19 @@ pub fn run(args: EvalArgs) -> Result<()> {
         atomic::check_writable(j, "--json")?;
     }
     let device = args.common.device()?;
-    let data_dir = args.common.data_dir();
+    // Data problems surface before any model is downloaded or loaded.
+    let source = args.common.data_source()?;
+    let data = source.check_available(&needs(&corpora, None))?;
     let t0 = std::time::Instant::now();
     let files = model::files::resolve_model(&args.model)?;
     let tok = model::tokenizer::load(&files.tokenizer)?;
     let model = args.common.load_model(&files, &device)?;
     let load_seconds = t0.elapsed().as_secs_f64();
     if let Some(p) = &args.logits_out {
-        let ids = data::eval_tokens(corpora[0], &data_dir, &tok)?;
+        let ids = source.eval_tokens(corpora[0], &tok)?;
         dump_logits(&model, &ids[..128.min(ids.len())], p)?;
     }
-    let results = sparsegpt_mi::eval::evaluate_all(&model, &tok, &corpora, &data_dir, args.report.max_windows)?;
+    let results = sparsegpt_mi::eval::evaluate_all(&model, &tok, &corpora, &source, args.report.max_windows)?;
     print_ppl_table(&results);
     if let Some(j) = &args.report.json {
         let report = summary::EvalReport {
@@ -54,6 +56,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             device: args.common.device.clone(),
             dtype: summary::dtype_name(model.dtype),
             load_seconds,
+            data,
             results,
         };
         atomic::write_json_atomic(j, &report)?;

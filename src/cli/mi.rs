@@ -5,7 +5,7 @@ use super::common::CommonArgs;
 use super::mixed::MiArgs;
 use anyhow::Result;
 use clap::Args;
-use sparsegpt_mi::data::{self, calibration, Corpus};
+use sparsegpt_mi::data::{self, calibration, source::needs, Corpus};
 use sparsegpt_mi::mixed::{self, grouping::GroupingMethod, Mode};
 use sparsegpt_mi::model::{self, LinearKind};
 use sparsegpt_mi::output::atomic;
@@ -49,11 +49,12 @@ pub fn run(args: MiInspectArgs) -> Result<()> {
     let json_path = args.out.join(format!("{stem}.json"));
     atomic::check_writable(&json_path, "--out")?;
     let device = args.common.device()?;
-    let data_dir = args.common.data_dir();
+    let source = args.common.data_source()?;
+    source.check_available(&needs(&[], Some(Corpus::C4)))?;
     let files = model::files::resolve_model(&args.model)?;
     let tok = model::tokenizer::load(&files.tokenizer)?;
     let mut model = args.common.load_model(&files, &device)?;
-    let docs = data::calibration_documents(Corpus::C4, &data_dir)?;
+    let docs = source.calibration_documents(Corpus::C4)?;
     let calib = calibration::build(&docs, &tok, args.nsamples, data::SEQLEN, args.seed, args.sampler)?;
     // The grouping MI mode would make (or its random control, if asked for).
     let mode = if args.mi.grouping == GroupingMethod::Random { Mode::Random } else { Mode::Mi };

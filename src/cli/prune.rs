@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde::Serialize;
 use sparsegpt_mi::data::calibration::{self, SamplerKind};
-use sparsegpt_mi::data::{self, Corpus};
+use sparsegpt_mi::data::{self, source::needs, Corpus};
 use sparsegpt_mi::mixed;
 use sparsegpt_mi::model::{self, OptConfig};
 use sparsegpt_mi::output::{atomic, export, summary};
@@ -210,9 +210,11 @@ pub fn run(args: PruneArgs) -> Result<()> {
         export::check_save_target(dir)?;
     }
     let device = args.common.device()?;
-    let data_dir = args.common.data_dir();
     let calib_source = Corpus::parse(&args.dataset)?;
     let eval_sets = Corpus::parse_list(&args.eval_datasets)?;
+    // Data problems surface before any model is downloaded or loaded.
+    let source = args.common.data_source()?;
+    let data = source.check_available(&needs(&eval_sets, (!args.gmp).then_some(calib_source)))?;
 
     let t0 = Instant::now();
     let files = model::files::resolve_model(&args.model)?;
@@ -226,13 +228,9 @@ pub fn run(args: PruneArgs) -> Result<()> {
     let calib = if args.gmp {
         calibration::Calibration { windows: vec![], sources: vec![] }
     } else {
-        let docs = data::calibration_documents(calib_source, &data_dir)?;
+        let docs = source.calibration_documents(calib_source)?;
         calibration::build(&docs, &tok, args.nsamples, data::SEQLEN, args.seed, args.sampler)?
     };
-    // Evaluation data is read now, so a missing file fails before the long part.
-    for c in &eval_sets {
-        data::eval_text(*c, &data_dir)?;
-    }
     let calibration_s = t0.elapsed().as_secs_f64();
 
     let cfg = CompressConfig {
@@ -249,16 +247,18 @@ pub fn run(args: PruneArgs) -> Result<()> {
     let (linears, times) = pipeline::compress(&mut model, &calib.windows, &cfg, &*planner)?;
 
     let zero_fraction = summary::zero_fraction(&linears);
+    let pruned_fraction = summary::pruned_fraction(&linears);
     let bits = summary::BitSummary::from_reports(&linears, args.wbits);
     println!(
-        "compressed {} linears in {:.1}s: zero fraction {:.4}, {}",
+        "compressed {} linears in {:.1}s: {:.4} pruned, {:.4} zero, {}",
         linears.len(),
         times.total_s,
+        pruned_fraction,
         zero_fraction,
         bits.describe()
     );
 
-    let eval = sparsegpt_mi::eval::evaluate_all(&model, &tok, &eval_sets, &data_dir, args.report.max_windows)?;
+    let eval = sparsegpt_mi::eval::evaluate_all(&model, &tok, &eval_sets, &source, args.report.max_windows)?;
     print_ppl_table(&eval);
     if let Some(dir) = &args.save {
         export::save(&model, &files, dir, model.storage_dtype)?;
@@ -273,12 +273,14 @@ pub fn run(args: PruneArgs) -> Result<()> {
         ppl: eval.iter().map(|p| (p.dataset.clone(), p.ppl)).collect(),
         eval,
         zero_fraction,
+        pruned_fraction,
         bits,
         times,
         load_s,
         calibration_s,
         peak_rss_mib: summary::peak_rss_mib(),
         calibration_windows: calib.sources,
+        data,
         linears,
         args,
     };

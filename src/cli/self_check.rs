@@ -81,8 +81,10 @@ pub fn run(args: SelfCheckArgs) -> Result<()> {
     // Loads the kernels (PTX JIT) outside the timed runs.
     sparsegpt_mi::solver::cuda::compare_with_host(&device, 8, 128, &settings(128)[0].1, args.seed)?;
     let mut rows = Vec::new();
-    println!("| setting | rows×cols | fraction differing | max |Δw| | loss Δ | device s | host s |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| setting | rows×cols | fraction differing | max |Δw| | loss Δ | pruned device / host | device s | host s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for &(r, c) in &shapes {
         for (name, cfg) in settings(c) {
             if args.settings.as_deref().is_some_and(|only| !only.split(',').any(|s| s.trim() == name)) {
@@ -90,8 +92,14 @@ pub fn run(args: SelfCheckArgs) -> Result<()> {
             }
             let cmp = sparsegpt_mi::solver::cuda::compare_with_host(&device, r, c, &cfg, args.seed)?;
             println!(
-                "| {name} | {r}×{c} | {:.2e} | {:.2e} | {:.2e} | {:.3} | {:.3} |",
-                cmp.fraction_differing, cmp.max_abs_difference, cmp.loss_relative_difference, cmp.device_s, cmp.host_s
+                "| {name} | {r}×{c} | {:.2e} | {:.2e} | {:.2e} | {} / {} | {:.3} | {:.3} |",
+                cmp.fraction_differing,
+                cmp.max_abs_difference,
+                cmp.loss_relative_difference,
+                cmp.pruned_device,
+                cmp.pruned_host,
+                cmp.device_s,
+                cmp.host_s
             );
             rows.push(serde_json::json!({ "setting": name, "comparison": cmp }));
         }

@@ -1,4 +1,5 @@
-//! The evaluation corpora and the calibration documents, read from a data directory.
+//! The evaluation corpora and the calibration documents. This module reads them from a data
+//! directory; `source` chooses between a data directory and the Hugging Face hub.
 //!
 //! Layout (that of ../shared/data, see its SOURCES.md):
 //! - `wikitext2/wiki.test.raw`: WikiText-2 raw test split, one row a line, empty rows as " "
@@ -61,11 +62,6 @@ impl Corpus {
         }
         Ok(out)
     }
-}
-
-/// The default data directory: $SPARSEGPT_MI_DATA_DIR, else ../shared/data.
-pub fn default_data_dir() -> PathBuf {
-    std::env::var_os("SPARSEGPT_MI_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../shared/data"))
 }
 
 fn read(path: &Path, what: &str) -> Result<String> {

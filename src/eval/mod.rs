@@ -3,7 +3,7 @@
 //! dropped; each window's mean next-token NLL (seqlen − 1 predictions); PPL = exp of the
 //! mean over windows.
 
-use crate::data::{self, Corpus};
+use crate::data::{self, source::DataSource, Corpus};
 use crate::model::OptModel;
 use anyhow::Result;
 use candle_core::Tensor;
@@ -106,10 +106,10 @@ pub fn evaluate_all(
     model: &OptModel,
     tok: &tokenizers::Tokenizer,
     corpora: &[Corpus],
-    data_dir: &std::path::Path,
+    source: &DataSource,
     max_windows: Option<usize>,
 ) -> Result<Vec<Perplexity>> {
-    let streams = corpora.iter().map(|&c| Ok((c, data::eval_tokens(c, data_dir, tok)?))).collect::<Result<Vec<_>>>()?;
+    let streams = corpora.iter().map(|&c| Ok((c, source.eval_tokens(c, tok)?))).collect::<Result<Vec<_>>>()?;
     streams.iter().map(|(c, ids)| perplexity(model, c.name(), ids, data::SEQLEN, max_windows)).collect()
 }
 

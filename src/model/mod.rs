@@ -209,7 +209,8 @@ fn nll_rows_cpu(logits: &Tensor, targets: &[u32]) -> Result<f64> {
     use rayon::prelude::*;
     let (_, vocab) = logits.dims2()?;
     let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
-    Ok(flat
+    // Rows in parallel, summed in row order: the same sum for any thread count.
+    let per_row: Vec<f64> = flat
         .par_chunks(vocab)
         .zip(targets.par_iter())
         .map(|(row, &t)| {
@@ -217,7 +218,8 @@ fn nll_rows_cpu(logits: &Tensor, targets: &[u32]) -> Result<f64> {
             let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
             (max as f64 + sum.ln()) - row[t as usize] as f64
         })
-        .sum())
+        .collect();
+    Ok(per_row.iter().sum())
 }
 
 /// Loads config and weights of resolved model files onto `device` in `dtype`.

@@ -1,6 +1,7 @@
 //! The result JSON of `eval` and `prune`, and the run-level figures it carries.
 
 use crate::data::calibration::WindowSource;
+use crate::data::source::Provenance;
 use crate::eval::Perplexity;
 use crate::mixed::Mode;
 use crate::pipeline::{LinearReport, PhaseTimes};
@@ -53,10 +54,19 @@ impl BitSummary {
 
 /// Fraction of zero weights over all compressed linears.
 pub fn zero_fraction(reports: &[LinearReport]) -> f64 {
+    weighted(reports, |l| l.zero_fraction)
+}
+
+/// Fraction of weights the pruning masks set to zero, over all compressed linears.
+pub fn pruned_fraction(reports: &[LinearReport]) -> f64 {
+    weighted(reports, |l| l.pruned_fraction)
+}
+
+fn weighted(reports: &[LinearReport], f: impl Fn(&LinearReport) -> f64) -> f64 {
     let total: usize = reports.iter().map(|l| l.rows * l.cols).sum();
-    let zeros: f64 = reports.iter().map(|l| l.zero_fraction * (l.rows * l.cols) as f64).sum();
+    let sum: f64 = reports.iter().map(|l| f(l) * (l.rows * l.cols) as f64).sum();
     if total > 0 {
-        zeros / total as f64
+        sum / total as f64
     } else {
         0.0
     }
@@ -71,6 +81,8 @@ pub struct EvalReport {
     /// The dtype the model ran in (weights and activations).
     pub dtype: String,
     pub load_seconds: f64,
+    /// Where each corpus came from (hub repo, file and commit, or local path and sha256).
+    pub data: Vec<Provenance>,
     pub results: Vec<Perplexity>,
 }
 
@@ -87,12 +99,15 @@ pub struct PruneReport<A: Serialize> {
     pub ppl: BTreeMap<String, f64>,
     pub eval: Vec<Perplexity>,
     pub zero_fraction: f64,
+    pub pruned_fraction: f64,
     pub bits: BitSummary,
     pub times: PhaseTimes,
     pub load_s: f64,
     pub calibration_s: f64,
     pub peak_rss_mib: f64,
     pub calibration_windows: Vec<WindowSource>,
+    /// Where each corpus came from (hub repo, file and commit, or local path and sha256).
+    pub data: Vec<Provenance>,
     pub linears: Vec<LinearReport>,
 }
 
@@ -124,6 +139,7 @@ mod tests {
             rows,
             cols,
             zero_fraction,
+            pruned_fraction: zero_fraction,
             loss: 0.0,
             solve_seconds: 0.0,
             plan_seconds: 0.0,
@@ -139,6 +155,7 @@ mod tests {
     fn run_figures_are_weighted_by_linear_size() {
         let r = [report(10, 10, 0.5, Some((4.0, 4.2))), report(10, 30, 0.0, Some((2.0, 2.6)))];
         assert!((zero_fraction(&r) - 0.125).abs() < 1e-12);
+        assert!((pruned_fraction(&r) - 0.125).abs() < 1e-12);
         let b = BitSummary::from_reports(&r, 4);
         assert!(b.quantized);
         assert!((b.avg_bits - 2.5).abs() < 1e-12);

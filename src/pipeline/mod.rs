@@ -48,7 +48,10 @@ pub struct LinearReport {
     pub name: String,
     pub rows: usize,
     pub cols: usize,
+    /// Zero weights: those the mask pruned and those quantization rounded to zero.
     pub zero_fraction: f64,
+    /// Weights the pruning mask set to zero.
+    pub pruned_fraction: f64,
     pub loss: f64,
     pub solve_seconds: f64,
     pub plan_seconds: f64,
@@ -196,6 +199,7 @@ fn magnitude_baseline(model: &mut OptModel, cfg: &CompressConfig) -> Result<(Vec
                 rows,
                 cols,
                 zero_fraction,
+                pruned_fraction: zero_fraction,
                 loss: 0.0,
                 solve_seconds: t0.elapsed().as_secs_f64(),
                 plan_seconds: 0.0,

@@ -167,6 +167,7 @@ fn solve_one(
         rows,
         cols,
         zero_fraction,
+        pruned_fraction: solved.pruned as f64 / (rows * cols) as f64,
         loss: solved.loss,
         solve_seconds,
         plan_seconds: plan.plan_seconds,

@@ -235,9 +235,10 @@ pub fn solve(w: &Tensor, h_sum: &Tensor, h_scale: f64, cfg: &SolverConfig, perm:
     let ci = cols as i32;
     launch!(dev, "prepare_diag", grid = cols.div_ceil(256), block = 256, smem = 0; hp_ptr, ci, damp);
     inverse_cholesky_upper(&dev, &mut hbuf, cols)?;
-    let row_loss = sweep(&dev, &mut wbuf, &hbuf, rows, cols, cfg, quantized.then_some(&grids))?;
+    let (row_loss, pruned) = sweep(&dev, &mut wbuf, &hbuf, rows, cols, cfg, quantized.then_some(&grids))?;
     let loss: f64 = dev.clone_dtoh(&row_loss)?.iter().map(|&x| x as f64).sum();
-    Ok(Solved { weight: solver::unpermute_columns(&dev.clone_dtoh(&wbuf)?, cols, &order), loss, host_reason: None })
+    let weight = solver::unpermute_columns(&dev.clone_dtoh(&wbuf)?, cols, &order);
+    Ok(Solved { weight, loss, pruned, host_reason: None })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -259,7 +260,8 @@ fn row_grids(
     Ok(())
 }
 
-/// Sweeps the permuted, factorised layer in place; returns the loss per row (on the device).
+/// Sweeps the permuted, factorised layer in place; returns the loss per row (on the device)
+/// and the weights the mask pruned.
 fn sweep(
     dev: &CudaDevice,
     w: &mut CudaSlice<f32>,
@@ -268,7 +270,7 @@ fn sweep(
     cols: usize,
     cfg: &SolverConfig,
     grids: Option<&CudaSlice<f32>>,
-) -> Result<CudaSlice<f32>> {
+) -> Result<(CudaSlice<f32>, usize)> {
     let bs = cfg.blocksize;
     let starts = cfg.quant.sweep_grids(cols);
     let segments = solver::sweep_segments(cols, bs, &starts);
@@ -281,8 +283,10 @@ fn sweep(
     let err = dev.alloc_zeros::<f32>(rows * bs)?;
     let metric = dev.alloc_zeros::<f32>(if prune_unstructured { rows * bs } else { 1 })?;
     let thresh = dev.alloc_zeros::<f32>(1)?;
+    let pruned = dev.alloc_zeros::<u64>(1)?;
     let (wp, up, ep, mp, tp, lp) =
         (ptr(dev, w), ptr(dev, u), ptr(dev, &err), ptr(dev, &metric), ptr(dev, &thresh), ptr(dev, &loss));
+    let pp = ptr(dev, &pruned);
     let gp = grids.map(|g| ptr(dev, g)).unwrap_or(0);
     let sym = cfg.quant.symmetric();
     let (ld, rows_i) = (cols as i32, rows as i32);
@@ -294,7 +298,7 @@ fn sweep(
             launch!(dev, "block_metric", grid = n.div_ceil(256), block = 256, smem = 0; wp, ld, rows_i, c0, cnt, up, mp);
             let k = ((n as f64 * unstructured.unwrap_or(0.0)) as usize).min(n - 1) as i64;
             let n64 = n as i64;
-            launch!(dev, "kth_smallest", grid = 1, block = 1024, smem = 0; mp, n64, k, tp);
+            launch!(dev, "kth_smallest", grid = 1, block = 1024, smem = 0; mp, n64, k, tp, pp);
         }
         if let Some(g) = starts.iter().find(|g| g.start == seg.start) {
             row_grids(
@@ -324,7 +328,24 @@ fn sweep(
             lazy_update(dev, wp, up, ep, rows, cols, seg)?;
         }
     }
-    Ok(loss)
+    let pruned = match cfg.sparsity {
+        Sparsity::Unstructured(_) => dev.clone_dtoh(&pruned)?[0] as usize,
+        Sparsity::NM { n, m } => rows * n_of_m_pruned_per_row(cols, bs, n, m),
+        Sparsity::Dense => 0,
+    };
+    Ok((loss, pruned))
+}
+
+/// Weights of one row the n:m sweep prunes: n in every window of m columns that starts at a
+/// block start or m after one, a window cut short at the block end keeping its n smallest too.
+fn n_of_m_pruned_per_row(cols: usize, blocksize: usize, n: usize, m: usize) -> usize {
+    (0..cols)
+        .step_by(blocksize)
+        .map(|i1| {
+            let i2 = (i1 + blocksize).min(cols);
+            (i1..i2).step_by(m).map(|i| n.min(i2 - i)).sum::<usize>()
+        })
+        .sum()
 }
 
 /// The reference's lazy update after a stretch: W[:, end:] −= Err (rows × len) ·
@@ -375,6 +396,9 @@ pub struct Comparison {
     pub max_abs_difference: f64,
     /// |loss_device − loss_host| / loss_host, the reference's summed OBS loss.
     pub loss_relative_difference: f64,
+    /// Weights each solver's mask pruned (equal but for near-tied mask decisions).
+    pub pruned_device: usize,
+    pub pruned_host: usize,
     pub device_s: f64,
     pub host_s: f64,
 }
@@ -419,6 +443,8 @@ pub fn compare_with_host(
         fraction_differing: differing as f64 / w.len() as f64,
         max_abs_difference: pairs().map(|(a, b)| (a - b).abs() as f64).fold(0.0, f64::max),
         loss_relative_difference: (dev_solved.loss - host_solved.loss).abs() / host_solved.loss.max(1e-30),
+        pruned_device: dev_solved.pruned,
+        pruned_host: host_solved.pruned,
         device_s,
         host_s,
     })

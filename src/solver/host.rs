@@ -56,6 +56,7 @@ pub fn solve(
         },
     };
     let mut loss_rows = vec![0f64; rows];
+    let mut pruned_rows = vec![0usize; rows];
     // Each row's current grid. It lives across blocks: a group (GPTQ's --groupsize above
     // the blocksize, or a mixed-precision group) may start in one block and run on.
     let mut grids = row_grids;
@@ -80,18 +81,24 @@ pub fn solve(
         };
         wp.par_chunks_mut(cols * CHUNK_ROWS)
             .zip(loss_rows.par_chunks_mut(CHUNK_ROWS))
+            .zip(pruned_rows.par_chunks_mut(CHUNK_ROWS))
             .zip(err_chunks.par_iter_mut())
             .zip(grids.par_chunks_mut(CHUNK_ROWS))
             .zip(mask.par_chunks(count * CHUNK_ROWS))
-            .for_each(|((((wrows, losses), errs), params), mask)| {
-                sweep.block(BlockRows { i1, i2, reach, wrows, losses, errs, params, mask });
+            .for_each(|(((((wrows, losses), pruned), errs), params), mask)| {
+                sweep.block(BlockRows { i1, i2, reach, wrows, losses, pruned, errs, params, mask });
             });
         drop(err_chunks);
         if cfg.lazy_updates && i2 < cols {
             lazy_tail_update(&mut wp, rows, cols, i1, i2, &block_err, &u);
         }
     }
-    Ok(Solved { weight: unpermute_columns(&wp, cols, &order), loss: loss_rows.iter().sum(), host_reason: None })
+    Ok(Solved {
+        weight: unpermute_columns(&wp, cols, &order),
+        loss: loss_rows.iter().sum(),
+        pruned: pruned_rows.iter().sum(),
+        host_reason: None,
+    })
 }
 
 /// W and U = chol(H⁻¹)ᵀ in sweep order, ready to sweep.
@@ -169,6 +176,8 @@ struct BlockRows<'r> {
     reach: usize,
     wrows: &'r mut [f32],
     losses: &'r mut [f64],
+    /// Weights each row's mask has pruned so far.
+    pruned: &'r mut [usize],
     /// The rows' scaled errors of this block, lazy mode only (else empty).
     errs: &'r mut [f32],
     params: &'r mut [Option<QuantParams>],
@@ -180,7 +189,7 @@ impl Sweep<'_> {
     /// Prunes and quantizes columns i1..i2 of a few rows, column by column, each column's
     /// error spread over the later columns through U's row (the OBS update).
     fn block(&self, b: BlockRows) {
-        let BlockRows { i1, i2, reach, wrows, losses, errs, params, mask } = b;
+        let BlockRows { i1, i2, reach, wrows, losses, pruned, errs, params, mask } = b;
         let cols = self.cols;
         let count = i2 - i1;
         let n_rows = wrows.len() / cols;
@@ -215,6 +224,9 @@ impl Sweep<'_> {
                     }
                 }
             }
+        }
+        for (p, m) in pruned.iter_mut().zip(&row_mask) {
+            *p += m.iter().filter(|&&x| x).count();
         }
     }
 
@@ -305,6 +317,7 @@ mod tests {
         let zeros = out.weight.iter().filter(|&&x| x == 0.0).count();
         // int(128·0.5) + 1 masked per 16×8 block (the threshold element itself is included).
         assert_eq!(zeros, 3 * 65);
+        assert_eq!(out.pruned, 3 * 65);
     }
 
     #[test]
@@ -312,6 +325,7 @@ mod tests {
         let (rows, cols) = (6, 16);
         let c = cfg(Sparsity::NM { n: 2, m: 4 }, QuantScheme::None);
         let out = solve(&weights(rows, cols), rows, cols, &spd(cols, 2), &c, None).unwrap();
+        assert_eq!(out.pruned, rows * cols / 2, "exactly n of every m");
         for r in 0..rows {
             for g in 0..cols / 4 {
                 let z = (0..4).filter(|&k| out.weight[r * cols + g * 4 + k] == 0.0).count();

@@ -74,6 +74,8 @@ pub struct Solved {
     pub weight: Vec<f32>,
     /// Σ (w − q)² / [H⁻¹]_jj² / 2, the reference's `Losses` summed.
     pub loss: f64,
+    /// Weights the pruning mask set to zero (quantization can round more to zero).
+    pub pruned: usize,
     /// Why a linear whose Hessian is on a device was solved on the host, if it was.
     pub host_reason: Option<String>,
 }

@@ -30,7 +30,9 @@ extern "C" __global__ void block_metric(const float* w, int ld, int rows, int c0
 // k-th smallest (0-based) of n non-negative floats, as torch.sort(x)[0][k]: a radix select on
 // the bit patterns (for x ≥ 0 they order as the values), 8 bits per pass, in one thread
 // block. Writes the value to out[0].
-extern "C" __global__ void kth_smallest(const float* x, long long n, long long k, float* out) {
+// Also adds to *count the elements <= that value: the weights the block's mask prunes.
+extern "C" __global__ void kth_smallest(const float* x, long long n, long long k, float* out,
+                                        unsigned long long* count) {
     __shared__ unsigned int hist[256];
     __shared__ unsigned int prefix, remaining;
     if (threadIdx.x == 0) { prefix = 0; remaining = (unsigned int)k; }
@@ -58,6 +60,9 @@ extern "C" __global__ void kth_smallest(const float* x, long long n, long long k
         __syncthreads();
     }
     if (threadIdx.x == 0) out[0] = __uint_as_float(prefix);
+    unsigned int t = prefix, below = 0;
+    for (long long i = threadIdx.x; i < n; i += blockDim.x) below += __float_as_uint(x[i]) <= t;
+    atomicAdd(count, (unsigned long long)below);
 }
 
 struct Grid { float scale, zero, maxq; };
