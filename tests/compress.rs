@@ -1,10 +1,18 @@
 //! One-shot compression end to end through the CLI, on the trained fixtures.
 //!
-//! Values marked "recorded" were produced once by this tool with the command shown
-//! (mini-b, 4 calibration windows, first WikiText-2 window) and guard against regressions;
-//! the `published_` tests compare with the published SparseGPT code's own numbers.
-//! f32 summation order alone moves them by up to 9e-3 nats (near-tied mask and rounding
-//! decisions flip with 4 windows); dense NLLs stay within 1e-4 of the reference.
+//! Values marked "recorded" were produced by this tool with the command shown (mini-b, 4
+//! calibration windows, first WikiText-2 window) and guard against regressions; the
+//! `published_` tests compare with the published SparseGPT code's own numbers.
+//!
+//! With 4 windows, near-tied mask and rounding decisions flip under any change of f32
+//! summation order, and the host's linear algebra picks its kernels by CPU (faer's AVX-512
+//! or AVX2 paths, the gemm crate's cache-sized blocking), so the recorded NLLs differ between
+//! machines. Measured: an AVX2 and an AVX-512 machine, each with the running-average and the
+//! summed Hessian (four rounding variants of one run), spread these NLLs by up to 9.2e-3
+//! (50% + 4-bit), 1.6e-2 (3-bit g64) and 5.5e-3 (2:4) nats. Each check below is centred on
+//! the middle of the measured values with a tolerance of about twice that spread: it catches
+//! a broken solver (a wrong mask or grid moves these by tenths of a nat), not rounding.
+//! Dense NLLs stay within 1e-4 of the reference on every machine.
 
 mod common;
 
@@ -113,12 +121,12 @@ fn published_magnitude_pruning() {
 #[test]
 fn sparse_4bit_model_saves_reloads_identically_and_has_16_levels_per_row() {
     // recorded: sparsegpt-mi prune opt-mini-b c4 --sparsity 0.5 --wbits 4 --nsamples 4
-    //           --eval-datasets wikitext2 --max-windows 1  → window NLL 6.408816, zeros 0.504102
-    //           (--hessian-accumulation sum: 6.406453, 0.504131)
+    //           --eval-datasets wikitext2 --max-windows 1  → window NLL 6.408816 (AVX2),
+    //           6.410935 (AVX-512); --hessian-accumulation sum: 6.406453 / 6.415612; zeros 0.504102
     let t = tempfile::tempdir().unwrap();
     let (r, saved) = prune_fast_and_save(&["--sparsity", "0.5", "--wbits", "4"], t.path());
     let got = nll(&r, "wikitext2")[0];
-    assert!((got - 6.408816).abs() < 2e-3, "{got}");
+    assert!((got - 6.411).abs() < 1e-2, "{got}");
     assert!((r["zero_fraction"].as_f64().unwrap() - 0.504102).abs() < 1e-3);
     assert_eq!(r["bits"]["avg_bits"].as_f64().unwrap(), 4.0);
     for (name, w) in linear_weights(&saved) {
@@ -151,11 +159,12 @@ fn sparse_4bit_model_saves_reloads_identically_and_has_16_levels_per_row() {
 
 #[test]
 fn grouped_3bit_gptq_has_8_levels_per_group() {
-    // recorded: --wbits 3 --groupsize 64 --nsamples 4 … → window NLL 6.345831
-    // (--hessian-accumulation sum: 6.340476)
+    // recorded: --wbits 3 --groupsize 64 --nsamples 4 … → window NLL 6.345831 (AVX2),
+    // 6.329720 (AVX-512); --hessian-accumulation sum: 6.340476 / 6.337291
     let t = tempfile::tempdir().unwrap();
     let (r, saved) = prune_fast_and_save(&["--wbits", "3", "--groupsize", "64"], t.path());
-    assert!((nll(&r, "wikitext2")[0] - 6.345831).abs() < 2e-3);
+    let got = nll(&r, "wikitext2")[0];
+    assert!((got - 6.338).abs() < 2e-2, "{got}");
     for (name, w) in linear_weights(&saved) {
         for row in &w {
             for g in row.chunks(64) {
@@ -168,10 +177,12 @@ fn grouped_3bit_gptq_has_8_levels_per_group() {
 
 #[test]
 fn two_four_sparsity_holds_in_every_group_of_four() {
-    // recorded: --prunen 2 --prunem 4 --nsamples 4 … → window NLL 6.473201
+    // recorded: --prunen 2 --prunem 4 --nsamples 4 … → window NLL 6.473201 (AVX2),
+    // 6.470821 (AVX-512); --hessian-accumulation sum: 6.467723 (AVX-512)
     let t = tempfile::tempdir().unwrap();
     let (r, saved) = prune_fast_and_save(&["--prunen", "2", "--prunem", "4"], t.path());
-    assert!((nll(&r, "wikitext2")[0] - 6.473201).abs() < 2e-3);
+    let got = nll(&r, "wikitext2")[0];
+    assert!((got - 6.4705).abs() < 1e-2, "{got}");
     assert_eq!(r["zero_fraction"].as_f64().unwrap(), 0.5);
     for (name, w) in linear_weights(&saved) {
         for row in &w {
