@@ -7,27 +7,43 @@
 # BIN: the CUDA binary (scripts/build_cuda.sh, carried xz-compressed). The published dirs hold
 # IST-DASLab/sparsegpt (sparsegpt.py, quant.py) and IST-DASLab/gptq (gptq.py, quant.py), fetched
 # and carried, never committed. Writes OUT_DIR/bench_*.json and OUT_DIR/bench_gpu.md.
+#
+# Environment: RUNS (default "sgpt50 sgpt50w4 gptq4"), PUB_RUNS (the published code's, default
+# RUNS; "" for none), EVAL (corpora, default all three), MI=0 (skip the MI run), RANDOM_SHAPES="1.3b:24 6.7b:8" (random-weight
+# checkpoints with those widths and layer counts, made here by scripts/make_random_opt.py, added
+# to FIXTURES as rand-SHAPE-LN).
 set -euo pipefail
-BIN=$1; PUB_SGPT=$2; PUB_GPTQ=$3; SHARED=$4; OUT=$5; FIXTURES=${6:-opt-mini-a opt-mini-b}
+BIN=$1; PUB_SGPT=$2; PUB_GPTQ=$3; SHARED=$4; OUT=$5; FIXTURES=${6-opt-mini-a opt-mini-b}
+RUNS=${RUNS:-sgpt50 sgpt50w4 gptq4}; EVAL=${EVAL:-wikitext2,ptb,c4}
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$OUT/card.txt"
 source "$HERE/peak_mem.sh"
+for spec in ${RANDOM_SHAPES:-}; do
+  shape=${spec%%:*}; layers=${spec#*:}; name=rand-$shape-L$layers
+  [ -f "$SHARED/fixtures/$name/model.safetensors" ] || python3 "$HERE/make_random_opt.py" "$shape" "$SHARED/fixtures/$name" \
+    --layers "$layers" --tokenizer-from "$SHARED/data/opt-tokenizer" > /dev/null
+  FIXTURES="$FIXTURES $name"
+done
+FIXTURES=$(echo $FIXTURES)
 # Warm the driver's PTX cache once (candle's kernels are JIT-compiled on first use).
 "$BIN" eval "$SHARED/fixtures/${FIXTURES%% *}" --device cuda --datasets ptb --max-windows 1 \
   --data-dir "$SHARED/data" --json "$OUT/warmup.json" > /dev/null
 for fx in $FIXTURES; do
   for cfg in "sgpt50:sparsegpt:--sparsity 0.5" "sgpt50w4:sparsegpt:--sparsity 0.5 --wbits 4" "gptq4:gptq:--wbits 4"; do
     run=${cfg%%:*}; rest=${cfg#*:}; method=${rest%%:*}; flags=${rest#*:}
+    [[ " $RUNS " == *" $run "* ]] || continue
     pub=$PUB_SGPT; [ "$method" = gptq ] && pub=$PUB_GPTQ
     peak_mem "$OUT/bench_ours_${fx}_$run.mem" "$BIN" prune "$SHARED/fixtures/$fx" c4 $flags --device cuda \
-      --data-dir "$SHARED/data" --json "$OUT/bench_ours_${fx}_$run.json" > "$OUT/bench_ours_${fx}_$run.log" 2>&1 || true
+      --eval-datasets "$EVAL" --data-dir "$SHARED/data" --json "$OUT/bench_ours_${fx}_$run.json" > "$OUT/bench_ours_${fx}_$run.log" 2>&1 || true
+    [[ " ${PUB_RUNS-$RUNS} " == *" $run "* ]] || continue
     peak_mem "$OUT/bench_ref_${fx}_$run.mem" python3 "$HERE/published_harness.py" "$SHARED/fixtures/$fx" \
-      --published "$pub" --method "$method" $flags --data-dir "$SHARED/data" \
+      --published "$pub" --method "$method" $flags --data-dir "$SHARED/data" --eval "$EVAL" \
       --json "$OUT/bench_ref_${fx}_$run.json" > "$OUT/bench_ref_${fx}_$run.log" 2>&1 || true
   done
 done
 # MI mode (ours only; no published counterpart).
+[ "${MI:-1}" = 0 ] && FIXTURES=""
 for fx in $FIXTURES; do
   peak_mem "$OUT/bench_ours_${fx}_mi4.mem" "$BIN" prune "$SHARED/fixtures/$fx" c4 --sparsity 0.5 --wbits 4 \
     --target-avg-bits 4.0 --use-mi-grouping 1 --n-groups 10 --device cuda --data-dir "$SHARED/data" \

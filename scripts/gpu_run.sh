@@ -17,7 +17,11 @@ OUT=/tmp/gpu_work/$FX; mkdir -p "$OUT"
 S=/tmp/shared; mkdir -p $S/fixtures/$FX $S/data
 [ -d $S/data/c4 ] || tar -xJf .carry/data.tar.xz -C $S/data
 rm -rf $S/reference; cp -r .carry/reference $S/reference
-cp .carry/fx/$FX/* $S/fixtures/$FX/
+# A fixture comes as .carry/fx/FX/ or, xz-compressed file by file (*.xz), as .carry/fxz/FX/.
+for f in .carry/fx/$FX/* .carry/fxz/$FX/*; do
+  [ -f "$f" ] || continue
+  case $f in *.xz) xz -dc "$f" > $S/fixtures/$FX/$(basename "${f%.xz}");; *) cp "$f" $S/fixtures/$FX/;; esac
+done
 cp $S/data/opt-tokenizer/* $S/fixtures/$FX/
 BIN=/tmp/sparsegpt-mi
 [ -x $BIN ] || { xz -dc .carry/sparsegpt-mi-cuda.xz > $BIN; chmod +x $BIN; }

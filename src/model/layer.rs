@@ -237,6 +237,19 @@ impl DecoderLayer {
             }
             return linear_forward(&self.out_proj, &ctx, false);
         }
+        #[cfg(feature = "cuda")]
+        if super::cuda_forward::flash_supported(x, self.head_dim) {
+            // Fused CUDA f16 path: bias in the GEMM epilogue, q scaled in the attention kernel as
+            // HF rounds it (half(float(q) · scaling)), scores in f32 and never in memory.
+            let q = linear_forward(&self.q_proj, x, false)?;
+            let k = linear_forward(&self.k_proj, x, false)?;
+            let v = linear_forward(&self.v_proj, x, false)?;
+            let ctx = super::cuda_forward::flash_attention(&q, &k, &v, self.num_heads, self.head_dim, scaling as f32)?;
+            if let Some(obs) = observe.as_mut() {
+                obs(InputSite::OutProj, &ctx)?;
+            }
+            return linear_forward(&self.out_proj, &ctx, false);
+        }
         let q = heads((self.q_proj.forward(x)? * scaling)?)?;
         let k = heads(self.k_proj.forward(x)?)?;
         let v = heads(self.v_proj.forward(x)?)?;
@@ -266,6 +279,10 @@ const ATTENTION_WINDOWS: usize = 2;
 /// `lin(x)`, ReLU'd if asked: the fused host kernel for contiguous f32 host tensors,
 /// candle's ops otherwise.
 fn linear_forward(lin: &Linear, x: &Tensor, relu: bool) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if super::cuda_forward::linear_supported(x, lin) {
+        return super::cuda_forward::linear(x, lin, relu);
+    }
     use super::cpu_kernels::{linear, with_host_f32};
     let dims = x.dims().to_vec();
     let in_dim = *dims.last().unwrap_or(&0);

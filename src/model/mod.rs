@@ -7,6 +7,8 @@
 
 pub mod config;
 pub mod cpu_kernels;
+#[cfg(feature = "cuda")]
+pub mod cuda_forward;
 pub mod files;
 pub mod layer;
 pub mod tokenizer;
@@ -113,6 +115,15 @@ impl OptModel {
 
     /// Additive causal mask (seq, seq): 0 on and below the diagonal, -inf above.
     pub fn causal_mask(&self, s: usize) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.device.is_cuda() && cuda_forward::enabled() {
+            // Formed on the device: the host loop and the s² upload cost milliseconds per pass.
+            let i = Tensor::arange(0u32, s as u32, &self.device)?;
+            let visible = i.unsqueeze(1)?.broadcast_ge(&i.unsqueeze(0)?)?;
+            let zeros = Tensor::zeros((s, s), self.dtype, &self.device)?;
+            let blocked = Tensor::full(f32::NEG_INFINITY, (s, s), &self.device)?.to_dtype(self.dtype)?;
+            return Ok(visible.where_cond(&zeros, &blocked)?);
+        }
         let data: Vec<f32> =
             (0..s).flat_map(|i| (0..s).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY })).collect();
         Ok(Tensor::from_vec(data, (s, s), &self.device)?.to_dtype(self.dtype)?)
@@ -158,6 +169,11 @@ impl OptModel {
         let e = states.dims()[2];
         let states = states.reshape((b * (s - 1), e))?;
         let targets: Vec<u32> = ids.chunks(s).flat_map(|w| w[1..].iter().copied()).collect();
+        #[cfg(feature = "cuda")]
+        if cuda_forward::applies(&states) && self.embed_tokens.dtype() == DType::F16 {
+            // Fused CUDA f16 path: f16 logits chunk by chunk, one loss kernel per chunk.
+            return cuda_forward::lm_head_nll(&states, &self.embed_tokens, &targets, s - 1);
+        }
         let targets = Tensor::from_vec(targets, b * (s - 1), &self.device)?;
         let emb_t = self.embed_tokens.t()?;
         let rows = b * (s - 1);

@@ -67,6 +67,18 @@ impl Hessian {
         Ok(())
     }
 
+    /// The device sum to accumulate into in place, created (zero) on first use.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn device_sum_buffer(&mut self, device: &candle_core::Device) -> Result<Tensor> {
+        if self.sum.is_none() {
+            self.sum = Some(GramSum::Device(Tensor::zeros((self.dim, self.dim), DType::F32, device)?));
+        }
+        match &self.sum {
+            Some(GramSum::Device(t)) => Ok(t.clone()),
+            _ => bail!("Hessian inputs moved between devices"),
+        }
+    }
+
     /// 2 / nsamples, the factor from the kept sum to H (1 where H itself is kept).
     pub fn scale(&self) -> f64 {
         if self.running_average() {

@@ -5,6 +5,8 @@
 //! next layer's inputs. Memory: one layer's weights and statistics plus the calibration
 //! activations. Which scheme each linear gets is the planner's business (`planner`).
 
+#[cfg(feature = "cuda")]
+mod gram_cuda;
 pub mod hessian;
 pub mod moments;
 pub mod planner;

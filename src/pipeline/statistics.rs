@@ -31,9 +31,10 @@ impl SiteStatistics {
             bail!("Hessian input width {d} does not match {}", self.hessian.dim);
         }
         let sequences = if dims.len() == 3 { dims[0] } else { 1 };
-        let x2 = x.reshape(((), d))?.to_dtype(DType::F32)?;
+        let x2 = x.reshape(((), d))?;
         let tokens = x2.dims()[0];
         if x2.device().is_cpu() {
+            let x2 = x2.to_dtype(DType::F32)?;
             // The tensor's own buffer where possible (no copy of a 2048×1024 batch).
             let mut add = |xs: &[f32]| self.add_host(xs, tokens, sequences);
             match crate::model::cpu_kernels::with_host_f32(&x2, &mut add) {
@@ -98,8 +99,14 @@ impl SiteStatistics {
     }
 
     /// On a device: one GEMM per batch, or per sequence for the running average, each added
-    /// before the next is formed (at opt-6.7b's fc2 input one product is 1 GiB).
+    /// before the next is formed (at opt-6.7b's fc2 input one product is 1 GiB). Without
+    /// moments on CUDA the GEMM accumulates into H in place (`gram_cuda`).
     fn add_device(&mut self, x2: &Tensor, sequences: usize) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if self.moments.is_none() && x2.device().is_cuda() {
+            return self.add_device_in_place(x2, sequences);
+        }
+        let x2 = &x2.to_dtype(DType::F32)?;
         let tokens = x2.dims()[0];
         let seq_len = tokens / sequences.max(1);
         let running = self.hessian.running_average();
@@ -121,6 +128,26 @@ impl SiteStatistics {
         }
         if let Some(m) = self.moments.as_mut() {
             m.add_column_sums(x2)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl SiteStatistics {
+    /// H ← c·H + s²·XᵀX per sequence (running average) or H ← H + XᵀX per batch, as one
+    /// cuBLAS GEMM each on the activations as they are (f16 on the GPU), into H's buffer.
+    fn add_device_in_place(&mut self, x2: &Tensor, sequences: usize) -> Result<()> {
+        let tokens = x2.dims()[0];
+        let seq_len = tokens / sequences.max(1);
+        let acc = self.hessian.device_sum_buffer(x2.device())?;
+        if self.hessian.running_average() {
+            for q in 0..sequences.max(1) {
+                let (c, sc) = running_average_factors(self.hessian.sequences + q);
+                super::gram_cuda::gram_update(&acc, &x2.narrow(0, q * seq_len, seq_len)?, sc * sc, c)?;
+            }
+        } else {
+            super::gram_cuda::gram_update(&acc, x2, 1.0, 1.0)?;
         }
         Ok(())
     }

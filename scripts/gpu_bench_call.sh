@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One device call of the issue-16 benchmark (run ON the GPU machine from the repository root,
+# with .carry/ carried as scripts/gpu_run.sh expects): optional fixture stages through
+# gpu_run.sh, then scripts/bench_gpu.sh on random checkpoints, everything packed into
+# $OUT/bench_NAME.tar.xz.
+#   NAME=p1 FX=opt-mini-c STAGES="sanity reference" SHAPES="1.3b:24" RUNS=... PUB_RUNS=... bash scripts/gpu_bench_call.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+NAME=${NAME:-bench}
+W=/tmp/gpu_work; mkdir -p $W
+[ -n "${FX:-}" ] && bash scripts/gpu_run.sh "$FX" ${STAGES:-sanity} > $W/${NAME}_stages.log 2>&1
+B=/tmp/sparsegpt-mi; S=/tmp/shared
+[ -x $B ] || { mkdir -p $S/data; [ -d $S/data/c4 ] || tar -xJf .carry/data.tar.xz -C $S/data; xz -dc .carry/sparsegpt-mi-cuda.xz > $B; chmod +x $B; }
+export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
+CUSOLVER=$(python3 -c "import glob, site; print(next(iter(sorted(g for p in site.getsitepackages() for g in glob.glob(p + '/nvidia/**/libcusolver.so.1*', recursive=True))), ''))" 2>/dev/null)
+[ -n "$CUSOLVER" ] && export LD_LIBRARY_PATH=$(dirname "$CUSOLVER"):$LD_LIBRARY_PATH
+if [ -n "${SHAPES:-}" ]; then
+  mkdir -p $S/fixtures
+  RANDOM_SHAPES="$SHAPES" EVAL=${EVAL:-wikitext2} MI=${MI:-0} bash scripts/bench_gpu.sh $B .carry/published/sparsegpt \
+    .carry/published/gptq $S $W/${NAME}_bench "" > $W/${NAME}_bench.log 2>&1
+  cat $W/${NAME}_bench/bench_gpu.md
+fi
+tar --exclude='*.safetensors' -cJf ${OUT:-.}/bench_$NAME.tar.xz -C $W .
