@@ -22,7 +22,14 @@ fn main() {
     assert!(status.success(), "nvcc failed on src/solver/kernels/solver.cu");
     let cubin = PathBuf::from(env::var("OUT_DIR").unwrap()).join("attention.cubin");
     let status = Command::new("nvcc")
-        .args(["--cubin", "-O3", "-std=c++17", &format!("--gpu-architecture=sm_{cap}"), "src/model/kernels/attention.cu", "-o"])
+        .args([
+            "--cubin",
+            "-O3",
+            "-std=c++17",
+            &format!("--gpu-architecture=sm_{cap}"),
+            "src/model/kernels/attention.cu",
+            "-o",
+        ])
         .arg(&cubin)
         .status()
         .expect("nvcc not found");

@@ -11,8 +11,8 @@
 
 use candle_core::{DType, Device, Tensor};
 use sparsegpt_mi::model::cuda_forward::{self as cf, with_fused};
-use sparsegpt_mi::model::{InputSite, OptConfig, OptModel};
 use sparsegpt_mi::model::weights::Weights;
+use sparsegpt_mi::model::{InputSite, OptConfig, OptModel};
 use std::collections::HashMap;
 
 fn gpu() -> Option<Device> {
@@ -47,7 +47,8 @@ fn config(hidden: usize, heads: usize, layers: usize, ffn: usize, vocab: usize, 
 fn random_model(cfg: &OptConfig, dev: &Device, seed: u64) -> OptModel {
     dev.set_seed(seed).unwrap();
     let (h, f) = (cfg.hidden_size, cfg.ffn_dim);
-    let randn = |shape: &[usize], std: f64| Tensor::randn(0f32, std as f32, shape, dev).unwrap().to_dtype(DType::F16).unwrap();
+    let randn =
+        |shape: &[usize], std: f64| Tensor::randn(0f32, std as f32, shape, dev).unwrap().to_dtype(DType::F16).unwrap();
     let ones_ish = |n: usize| (Tensor::randn(0f32, 0.1, n, dev).unwrap() + 1.0).unwrap().to_dtype(DType::F16).unwrap();
     let mut m = HashMap::new();
     m.insert("decoder.embed_tokens.weight".to_string(), randn(&[cfg.vocab_size, h], 0.5));
@@ -157,7 +158,8 @@ fn flash_attention_reads_fused_qkv_views_and_bias_act_is_exact() {
     let (b, s, heads, hd) = (2, 333, 4, 64);
     let hid = heads * hd;
     let qkv = Tensor::randn(0f32, 1.0, (b, s, 3 * hid), &dev).unwrap().to_dtype(DType::F16).unwrap();
-    let (q, k, v) = (qkv.narrow(2, 0, hid).unwrap(), qkv.narrow(2, hid, hid).unwrap(), qkv.narrow(2, 2 * hid, hid).unwrap());
+    let (q, k, v) =
+        (qkv.narrow(2, 0, hid).unwrap(), qkv.narrow(2, hid, hid).unwrap(), qkv.narrow(2, 2 * hid, hid).unwrap());
     let scale = 0.125f32;
     let from_views = cf::flash_attention(&q, &k, &v, heads, hd, scale).unwrap();
     let (qc, kc, vc) = (q.contiguous().unwrap(), k.contiguous().unwrap(), v.contiguous().unwrap());
@@ -165,9 +167,19 @@ fn flash_attention_reads_fused_qkv_views_and_bias_act_is_exact() {
     let same = from_views.to_dtype(DType::F32).unwrap().eq(&from_copies.to_dtype(DType::F32).unwrap()).unwrap();
     assert_eq!(same.to_dtype(DType::F32).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as usize, b * s * hid);
     // against f32 attention from candle ops (q rounded to f16 after scaling, as the kernel does)
-    let heads_of = |t: &Tensor| t.reshape((b, s, heads, hd)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap().to_dtype(DType::F32).unwrap();
+    let heads_of = |t: &Tensor| {
+        t.reshape((b, s, heads, hd))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+    };
     let qs = heads_of(&(qc.to_dtype(DType::F32).unwrap() * scale as f64).unwrap().to_dtype(DType::F16).unwrap());
-    let mask: Vec<f32> = (0..s).flat_map(|i| (0..s).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY })).collect();
+    let mask: Vec<f32> =
+        (0..s).flat_map(|i| (0..s).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY })).collect();
     let mask = Tensor::from_vec(mask, (s, s), &dev).unwrap();
     let scores = qs.matmul(&heads_of(&kc).t().unwrap()).unwrap().broadcast_add(&mask).unwrap();
     let p = candle_nn::ops::softmax_last_dim(&scores).unwrap();
@@ -175,7 +187,8 @@ fn flash_attention_reads_fused_qkv_views_and_bias_act_is_exact() {
     // the causal mask formed on the device equals the host's
     let model = random_model(&config(64, 1, 1, 64, 64, true), &dev, 4);
     let on_dev = with_fused(true, || model.causal_mask(s).unwrap()).to_dtype(DType::F32).unwrap();
-    let same = on_dev.to_device(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap() == mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let same = on_dev.to_device(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        == mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert!(same, "causal mask on the device differs from the host's");
     let (mx, rms) = rel_err(&from_views, &want);
     println!("flash attention vs f32 candle attention: max rel {mx:.2e}, rms rel {rms:.2e}");
@@ -183,10 +196,25 @@ fn flash_attention_reads_fused_qkv_views_and_bias_act_is_exact() {
     // bias + ReLU in place: exactly relu(half(float(y) + float(b)))
     let y = Tensor::randn(0f32, 2.0, (b, s, 1024), &dev).unwrap().to_dtype(DType::F16).unwrap();
     let bias = Tensor::randn(0f32, 1.0, 1024, &dev).unwrap().to_dtype(DType::F16).unwrap();
-    let want = y.to_dtype(DType::F32).unwrap().broadcast_add(&bias.to_dtype(DType::F32).unwrap()).unwrap().relu().unwrap().to_dtype(DType::F16).unwrap();
+    let want = y
+        .to_dtype(DType::F32)
+        .unwrap()
+        .broadcast_add(&bias.to_dtype(DType::F32).unwrap())
+        .unwrap()
+        .relu()
+        .unwrap()
+        .to_dtype(DType::F16)
+        .unwrap();
     let y2 = y.copy().unwrap();
     cf::bias_relu_inplace(&y2, &bias).unwrap();
-    let diff = (y2.to_dtype(DType::F32).unwrap() - want.to_dtype(DType::F32).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let diff = (y2.to_dtype(DType::F32).unwrap() - want.to_dtype(DType::F32).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     println!("bias_relu_inplace vs candle f32 ops: max |diff| {diff}");
     assert_eq!(diff, 0.0);
 }
@@ -201,7 +229,8 @@ fn eval_throughput_random_opt_1_3b_and_6_7b() {
     for (name, hidden, heads, layers, passes) in [("opt-1.3b", 2048, 32, 24, 3), ("opt-6.7b", 4096, 32, 32, 2)] {
         let cfg = config(hidden, heads, layers, 4 * hidden, 50272, true);
         let model = random_model(&cfg, &dev, 3);
-        let windows: Vec<Vec<u32>> = (0..8).map(|w| (0..2048).map(|i| ((w * 2048 + i) as u64 * 2654435761 % 50272) as u32).collect()).collect();
+        let windows: Vec<Vec<u32>> =
+            (0..8).map(|w| (0..2048).map(|i| ((w * 2048 + i) as u64 * 2654435761 % 50272) as u32).collect()).collect();
         let refs: Vec<&[u32]> = windows.iter().map(|w| w.as_slice()).collect();
         let mut nlls = Vec::new();
         for fused in [false, true] {
@@ -213,8 +242,12 @@ fn eval_throughput_random_opt_1_3b_and_6_7b() {
                 }
                 ((passes * 8 * 2048) as f64 / t.elapsed().as_secs_f64(), warm)
             });
-            println!("{name} (random weights) eval, {}: {:.1}k tokens/s (mean window NLL {:.4})", if fused { "fused" } else { "generic" }, tps / 1e3,
-                     nll.iter().sum::<f64>() / nll.len() as f64);
+            println!(
+                "{name} (random weights) eval, {}: {:.1}k tokens/s (mean window NLL {:.4})",
+                if fused { "fused" } else { "generic" },
+                tps / 1e3,
+                nll.iter().sum::<f64>() / nll.len() as f64
+            );
             nlls.push(nll);
         }
         let worst = nlls[0].iter().zip(&nlls[1]).map(|(a, b)| (a - b).abs() / a.abs()).fold(0f64, f64::max);

@@ -21,7 +21,9 @@
 use anyhow::{anyhow, bail, Result};
 use candle_core::cuda_backend::cudarc::cublaslt::{Activation, CudaBlasLT, Matmul, MatmulConfig};
 use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute_enum;
-use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaModule, CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaFunction, CudaModule, CudaSlice, CudaView, LaunchConfig, PushKernelArg,
+};
 use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, DeviceId};
 use candle_core::op::BackpropOp;
@@ -111,15 +113,14 @@ struct DeviceKernels {
 
 fn device_kernels(dev: &CudaDevice) -> Result<Arc<DeviceKernels>> {
     static ALL: OnceLock<Mutex<HashMap<DeviceId, Arc<DeviceKernels>>>> = OnceLock::new();
-    let mut all = ALL.get_or_init(Default::default).lock().map_err(|_| anyhow!("cuda_forward: kernel table poisoned"))?;
+    let mut all =
+        ALL.get_or_init(Default::default).lock().map_err(|_| anyhow!("cuda_forward: kernel table poisoned"))?;
     if let Some(k) = all.get(&dev.id()) {
         return Ok(k.clone());
     }
-    let module = dev
-        .cuda_stream()
-        .context()
-        .load_module(Ptx::from_binary(CUBIN.to_vec()))
-        .map_err(|e| anyhow!("cuda_forward: loading the kernels' cubin: {e:?} (built for another GPU? see CUDA_COMPUTE_CAP)"))?;
+    let module = dev.cuda_stream().context().load_module(Ptx::from_binary(CUBIN.to_vec())).map_err(|e| {
+        anyhow!("cuda_forward: loading the kernels' cubin: {e:?} (built for another GPU? see CUDA_COMPUTE_CAP)")
+    })?;
     let k = Arc::new(DeviceKernels { module, funcs: Mutex::new(HashMap::new()) });
     all.insert(dev.id(), k.clone());
     Ok(k)
@@ -143,7 +144,8 @@ fn func(dev: &CudaDevice, name: &str, smem: u32) -> Result<CudaFunction> {
 
 fn blas_lt(dev: &CudaDevice) -> Result<Arc<CudaBlasLT>> {
     static ALL: OnceLock<Mutex<HashMap<DeviceId, Arc<CudaBlasLT>>>> = OnceLock::new();
-    let mut all = ALL.get_or_init(Default::default).lock().map_err(|_| anyhow!("cuda_forward: cuBLASLt table poisoned"))?;
+    let mut all =
+        ALL.get_or_init(Default::default).lock().map_err(|_| anyhow!("cuda_forward: cuBLASLt table poisoned"))?;
     if let Some(h) = all.get(&dev.id()) {
         return Ok(h.clone());
     }
@@ -160,7 +162,12 @@ fn cuda_device(t: &Tensor) -> Result<CudaDevice> {
 }
 
 fn wrap_f16(out: CudaSlice<f16>, dev: &CudaDevice, shape: &[usize]) -> Tensor {
-    Tensor::from_storage(Storage::Cuda(CudaStorage::wrap_cuda_slice(out, dev.clone())), shape, BackpropOp::none(), false)
+    Tensor::from_storage(
+        Storage::Cuda(CudaStorage::wrap_cuda_slice(out, dev.clone())),
+        shape,
+        BackpropOp::none(),
+        false,
+    )
 }
 
 fn cuda_storage<'a>(s: &'a Storage, what: &str) -> Result<&'a CudaStorage> {
@@ -207,7 +214,14 @@ fn rows_of(t: &Tensor, l: &Layout, what: &str, dims: (usize, usize, usize)) -> R
 /// q is scaled in the kernel, `half(float(q) · q_scale)` (HF's OPT: `q_proj(x) * scaling` in f16),
 /// pass 1.0 for an already scaled q. Returns (batch, seq, heads·head_dim) f16, contiguous,
 /// the heads' outputs side by side as out_proj reads them.
-pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, head_dim: usize, q_scale: f32) -> Result<Tensor> {
+pub fn flash_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    head_dim: usize,
+    q_scale: f32,
+) -> Result<Tensor> {
     if !FLASH_HEAD_DIMS.contains(&head_dim) {
         bail!("flash_attention: head_dim {head_dim} is not one of {FLASH_HEAD_DIMS:?}");
     }
@@ -242,8 +256,22 @@ pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, head_di
     let stream = dev.cuda_stream();
     let mut launch = stream.launch_builder(&f);
     launch.arg(&qv).arg(&kv).arg(&vv).arg(&mut out);
-    launch.arg(&q_bs).arg(&q_rs).arg(&k_bs).arg(&k_rs).arg(&v_bs).arg(&v_rs).arg(&o_bs).arg(&o_rs).arg(&seq).arg(&q_scale);
-    let cfg = LaunchConfig { grid_dim: (s.div_ceil(br) as u32, heads as u32, b as u32), block_dim: (warps * 32, 1, 1), shared_mem_bytes: smem };
+    launch
+        .arg(&q_bs)
+        .arg(&q_rs)
+        .arg(&k_bs)
+        .arg(&k_rs)
+        .arg(&v_bs)
+        .arg(&v_rs)
+        .arg(&o_bs)
+        .arg(&o_rs)
+        .arg(&seq)
+        .arg(&q_scale);
+    let cfg = LaunchConfig {
+        grid_dim: (s.div_ceil(br) as u32, heads as u32, b as u32),
+        block_dim: (warps * 32, 1, 1),
+        shared_mem_bytes: smem,
+    };
     unsafe { launch.launch(cfg) }.map_err(|e| anyhow!("flash_attention kernel: {e:?}"))?;
     drop(launch);
     drop((qs, ks, vs));
@@ -350,7 +378,13 @@ impl InplaceOp2 for BiasAct {
         "sgmi-bias-act"
     }
 
-    fn cpu_fwd(&self, _: &mut candle_core::CpuStorage, _: &Layout, _: &candle_core::CpuStorage, _: &Layout) -> candle_core::Result<()> {
+    fn cpu_fwd(
+        &self,
+        _: &mut candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<()> {
         candle_core::bail!("sgmi-bias-act runs on CUDA only")
     }
 
@@ -359,7 +393,11 @@ impl InplaceOp2 for BiasAct {
         let cols = *yl.shape().dims().last().unwrap_or(&0);
         let rows = yl.shape().elem_count() / cols.max(1);
         if !yl.is_contiguous() || !bl.is_contiguous() || bl.shape().dims() != [cols] {
-            return Err(fail(format!("y {:?} and bias {:?} must be contiguous, bias of the last dim", yl.shape(), bl.shape())));
+            return Err(fail(format!(
+                "y {:?} and bias {:?} must be contiguous, bias of the last dim",
+                yl.shape(),
+                bl.shape()
+            )));
         }
         if !cols.is_multiple_of(8) || !yl.start_offset().is_multiple_of(8) || !bl.start_offset().is_multiple_of(8) {
             return Err(fail("rows and bias must be multiples of 8 elements, 16-byte aligned".into()));
@@ -454,7 +492,8 @@ pub fn lm_head_nll(states: &Tensor, embed: &Tensor, targets: &[u32], per_window:
     let per = per_window as i32;
     let mut launch = stream.launch_builder(&f_sums);
     launch.arg(&nll).arg(&per).arg(&mut sums);
-    let cfg = LaunchConfig { grid_dim: (windows.max(1) as u32, 1, 1), block_dim: (SUM_THREADS, 1, 1), shared_mem_bytes: 0 };
+    let cfg =
+        LaunchConfig { grid_dim: (windows.max(1) as u32, 1, 1), block_dim: (SUM_THREADS, 1, 1), shared_mem_bytes: 0 };
     if windows > 0 {
         unsafe { launch.launch(cfg) }.map_err(|e| anyhow!("nll_window_sums kernel: {e:?}"))?;
     }

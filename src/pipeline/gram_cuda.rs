@@ -36,7 +36,11 @@ impl InplaceOp2 for GramUpdate {
             d => return Err(fail(format!("input of shape {d:?}, expected (tokens, dim)"))),
         };
         if al.shape().dims() != [n, n] || !al.is_contiguous() || !xl.is_contiguous() {
-            return Err(fail(format!("accumulator {:?} and input {:?} must be contiguous, (dim, dim) and (tokens, dim)", al.shape(), xl.shape())));
+            return Err(fail(format!(
+                "accumulator {:?} and input {:?} must be contiguous, (dim, dim) and (tokens, dim)",
+                al.shape(),
+                xl.shape()
+            )));
         }
         let dev = acc.device().clone();
         let stream = dev.cuda_stream();
