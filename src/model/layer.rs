@@ -260,9 +260,11 @@ impl DecoderLayer {
         for w0 in (0..b).step_by(ATTENTION_WINDOWS) {
             let n = ATTENTION_WINDOWS.min(b - w0);
             let (q, k, v) = (q.narrow(0, w0, n)?, k.narrow(0, w0, n)?, v.narrow(0, w0, n)?);
-            let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
-            // Softmax in f32 even for f16 activations, as HF's OPT attention does.
-            let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(v.dtype())?;
+            // q·kᵀ formed and kept in f32, as torch's attention does: some models (trained in
+            // bf16) have heads whose logits pass f16's range (opt-mini-c: ~9.4e5).
+            let scores = q.to_dtype(DType::F32)?.matmul(&k.to_dtype(DType::F32)?.t()?)?;
+            let scores = scores.broadcast_add(&mask.to_dtype(DType::F32)?)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
             parts.push(probs.matmul(&v)?);
         }
         let ctx = Tensor::cat(&parts, 0)?.transpose(1, 2)?.reshape((b, s, hidden))?;

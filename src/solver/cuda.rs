@@ -200,7 +200,12 @@ pub fn solve(w: &Tensor, h_sum: &Tensor, h_scale: f64, cfg: &SolverConfig, perm:
         bail!("solver: weight {rows}×{cols} and Hessian {:?} do not fit", h_sum.dims());
     }
     let w = w.to_dtype(DType::F32)?;
-    let h = h_sum.to_dtype(DType::F32)?.affine(h_scale, 0.0)?;
+    // The running average is H itself (scale 1): no scaled copy of a d × d matrix.
+    let h = if h_scale == 1.0 && h_sum.dtype() == DType::F32 {
+        h_sum.clone()
+    } else {
+        h_sum.to_dtype(DType::F32)?.affine(h_scale, 0.0)?
+    };
     let diag: Vec<f32> = hinv::diagonal(&h)?.to_vec1()?;
     let dead: Vec<bool> = diag.iter().map(|&d| d == 0.0).collect();
     let diag_fixed: Vec<f64> = diag.iter().map(|&d| if d == 0.0 { 1.0 } else { d as f64 }).collect();
