@@ -11,7 +11,7 @@ use sparsegpt_mi::mixed;
 use sparsegpt_mi::model::{self, OptConfig};
 use sparsegpt_mi::output::{atomic, export, summary};
 use sparsegpt_mi::pipeline::{self, hessian::HessianAccumulation, CompressConfig};
-use sparsegpt_mi::solver::{HinvPrecision, QuantScheme, SolverConfig, Sparsity};
+use sparsegpt_mi::solver::{HinvPrecision, QuantScheme, ScalePrecision, SolverConfig, Sparsity};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -173,6 +173,8 @@ impl PruneArgs {
             act_order: self.act_order,
             hinv_precision: self.hinv_precision,
             lazy_updates: self.lazy_updates,
+            // Set per checkpoint by the pipeline (its storage dtype).
+            scale_precision: ScalePrecision::F32,
         }
     }
 
