@@ -203,7 +203,13 @@ pub enum GptqZeros {
 /// the stored field (v1: `(zero − 1) mod 2^bits`), so for 4 bits word `qzeros[g][c]`
 /// holds outputs `8c .. 8c+7`, output `8c` in bits 0–3; 3 bits use the same cross-word
 /// layout as `qweight`.
-pub fn pack_gptq_qzeros(zeros: &[u8], groups: usize, out_dim: usize, bits: u32, convention: GptqZeros) -> Result<Vec<i32>, PackError> {
+pub fn pack_gptq_qzeros(
+    zeros: &[u8],
+    groups: usize,
+    out_dim: usize,
+    bits: u32,
+    convention: GptqZeros,
+) -> Result<Vec<i32>, PackError> {
     check_gptq_bits(bits)?;
     check_len("zeros", zeros.len(), groups * out_dim)?;
     check_codes("zeros", zeros, bits)?;
@@ -222,7 +228,13 @@ pub fn pack_gptq_qzeros(zeros: &[u8], groups: usize, out_dim: usize, bits: u32, 
 }
 
 /// Inverse of [`pack_gptq_qzeros`]: zeros `[groups][out_dim]` (v1: field + 1 mod 2^bits).
-pub fn unpack_gptq_qzeros(qzeros: &[i32], groups: usize, out_dim: usize, bits: u32, convention: GptqZeros) -> Result<Vec<u8>, PackError> {
+pub fn unpack_gptq_qzeros(
+    qzeros: &[i32],
+    groups: usize,
+    out_dim: usize,
+    bits: u32,
+    convention: GptqZeros,
+) -> Result<Vec<u8>, PackError> {
     check_gptq_bits(bits)?;
     let cols = gptq_qzeros_cols(out_dim, bits);
     check_len("qzeros", qzeros.len(), groups * cols)?;
@@ -430,25 +442,41 @@ pub fn recover_codes(
     g_idx: &[i32],
     bits: u32,
 ) -> Result<Vec<u8>, PackError> {
-    if !(1..=8).contains(&bits) {
-        return err(format!("codes of {bits} bits do not fit in u8"));
+    let groups = scales.len().checked_div(out_dim).unwrap_or(0);
+    recover_codes_per_group(w, out_dim, in_dim, scales, zeros, g_idx, &vec![bits; groups])
+}
+
+/// [`recover_codes`] for groups of different widths (mixed precision): group `g` has
+/// `group_bits[g]` bits, so its codes are clamped to (and checked against) `2^bits − 1`.
+pub fn recover_codes_per_group(
+    w: &[f32],
+    out_dim: usize,
+    in_dim: usize,
+    scales: &[f32],
+    zeros: &[f32],
+    g_idx: &[i32],
+    group_bits: &[u32],
+) -> Result<Vec<u8>, PackError> {
+    if let Some(&b) = group_bits.iter().find(|&&b| !(1..=8).contains(&b)) {
+        return err(format!("codes of {b} bits do not fit in u8"));
     }
     check_len("weights", w.len(), out_dim * in_dim)?;
     check_len("g_idx", g_idx.len(), in_dim)?;
-    let groups = scales.len().checked_div(out_dim).unwrap_or(0);
+    let groups = group_bits.len();
     check_len("scales", scales.len(), out_dim * groups)?;
     check_len("zeros", zeros.len(), out_dim * groups)?;
     if let Some(&g) = g_idx.iter().find(|&&g| g < 0 || g as usize >= groups) {
         return err(format!("g_idx holds group {g}, but there are {groups} groups"));
     }
-    let maxq = ((1u32 << bits) - 1) as f32;
+    let maxq: Vec<f32> = group_bits.iter().map(|&b| ((1u32 << b) - 1) as f32).collect();
     let mut codes = vec![0u8; w.len()];
     for o in 0..out_dim {
         for j in 0..in_dim {
-            let g = o * groups + g_idx[j] as usize;
+            let k = g_idx[j] as usize;
+            let g = o * groups + k;
             let (s, z) = (scales[g], zeros[g]);
             let x = w[o * in_dim + j];
-            let q = ((x / s).round_ties_even() + z).clamp(0.0, maxq);
+            let q = ((x / s).round_ties_even() + z).clamp(0.0, maxq[k]);
             if s * (q - z) != x {
                 return err(format!(
                     "weight [{o}][{j}] = {x:e} is not on its grid (scale {s:e}, zero {z}): nearest code {q} gives {:e}",
@@ -829,12 +857,20 @@ mod tests {
 
     /// Dequantizes from unpacked GPTQ tensors the way a g_idx reader does:
     /// `W[o][j] = scales[g_idx[j]][o] · (q[o][j] − zeros[g_idx[j]][o])`.
-    fn dequant_gptq(q: &[u8], zeros_go: &[u8], scales_go: &[f32], g_idx: &[i32], out_dim: usize, in_dim: usize) -> Vec<f32> {
+    fn dequant_gptq(
+        q: &[u8],
+        zeros_go: &[u8],
+        scales_go: &[f32],
+        g_idx: &[i32],
+        out_dim: usize,
+        in_dim: usize,
+    ) -> Vec<f32> {
         let mut w = vec![0.0; out_dim * in_dim];
         for o in 0..out_dim {
             for j in 0..in_dim {
                 let g = g_idx[j] as usize;
-                w[o * in_dim + j] = scales_go[g * out_dim + o] * (f32::from(q[o * in_dim + j]) - f32::from(zeros_go[g * out_dim + o]));
+                w[o * in_dim + j] =
+                    scales_go[g * out_dim + o] * (f32::from(q[o * in_dim + j]) - f32::from(zeros_go[g * out_dim + o]));
             }
         }
         w
@@ -856,7 +892,8 @@ mod tests {
                             let groups = num_groups(in_dim, group_size);
                             assert_eq!(g_idx.iter().map(|&g| g as usize + 1).max().unwrap(), groups);
                             let l = random_linear(&mut rng, out_dim, in_dim, bits, g_idx, sym);
-                            let codes = recover_codes(&l.w, out_dim, in_dim, &l.scales, &l.zeros, &l.g_idx, bits).unwrap();
+                            let codes =
+                                recover_codes(&l.w, out_dim, in_dim, &l.scales, &l.zeros, &l.g_idx, bits).unwrap();
                             assert_eq!(codes, l.codes);
                             let zeros_u8: Vec<u8> = l.zeros.iter().map(|&z| z as u8).collect();
 
@@ -868,7 +905,10 @@ mod tests {
                             let q2 = unpack_gptq_qweight(&qweight, out_dim, in_dim, bits).unwrap();
                             let z2 = unpack_gptq_qzeros(&qzeros, groups, out_dim, bits, GptqZeros::V1).unwrap();
                             let w2 = dequant_gptq(&q2, &z2, &scales_go, &l.g_idx, out_dim, in_dim);
-                            assert!(w2.iter().zip(&l.w).all(|(a, b)| a.to_bits() == b.to_bits()), "gptq {bits} bits {out_dim}×{in_dim}");
+                            assert!(
+                                w2.iter().zip(&l.w).all(|(a, b)| a.to_bits() == b.to_bits()),
+                                "gptq {bits} bits {out_dim}×{in_dim}"
+                            );
 
                             // compressed-tensors: signed codes and zero points, dequantized as
                             // (q_s − zp_s) · scale.

@@ -94,6 +94,9 @@ pub struct PruneReport<A: Serialize> {
     pub peak_rss_mib: f64,
     pub calibration_windows: Vec<WindowSource>,
     pub linears: Vec<LinearReport>,
+    /// What `--save` wrote: format, bytes on disk by kind, per-linear storage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saved: Option<super::export::SaveReport>,
 }
 
 /// How reports name a dtype ("f16", "f32").
