@@ -4,7 +4,9 @@ Hugging Face layout (config.json, model.safetensors in f16, tokenizer files copi
 fixture), for the scale benchmark (issue 5). No download: the configs below are those of the
 hub models; weights are N(0, init_std) as OPT's initialiser draws them, layer norms 1/0.
 
-    scripts/make_random_opt.py 1.3b OUT_DIR [--tokenizer-from DIR] [--seed 0]
+    scripts/make_random_opt.py 1.3b OUT_DIR [--tokenizer-from DIR] [--seed 0] [--layers N]
+
+--layers N keeps the shape's widths with N decoder layers instead of all (for CPU runs).
 
 Needs torch and safetensors (the GPU machine has both); uses the GPU when there is one.
 """
@@ -30,8 +32,10 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--tokenizer-from", default=os.path.join(os.path.dirname(__file__), "../../shared/fixtures/opt-mini-a"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--layers", type=int, default=None, help="decoder layers (default: the model's)")
     a = ap.parse_args()
     hidden, ffn, layers, heads = SHAPES[a.shape]
+    layers = a.layers or layers
     vocab, positions, std = 50272, 2048, 0.02
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     gen = torch.Generator(device=dev).manual_seed(a.seed)
@@ -83,7 +87,7 @@ def main():
         "init_std": std,
         "tie_word_embeddings": True,
         "torch_dtype": "float16",
-        "_random_weights": f"scripts/make_random_opt.py {a.shape} --seed {a.seed}",
+        "_random_weights": f"scripts/make_random_opt.py {a.shape} --seed {a.seed} --layers {layers}",
     }
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
@@ -92,7 +96,7 @@ def main():
         if os.path.exists(src):
             shutil.copy(src, os.path.join(a.out, name))
     params = sum(v.numel() for v in t.values())
-    print(f"{a.out}: opt-{a.shape} shapes, {params / 1e9:.2f} B parameters, random (seed {a.seed})")
+    print(f"{a.out}: opt-{a.shape} shapes, {layers} layers, {params / 1e9:.2f} B parameters, random (seed {a.seed})")
 
 
 if __name__ == "__main__":

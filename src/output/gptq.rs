@@ -152,7 +152,7 @@ pub fn write(model: &OptModel, storage: &[LinearStorage], run: &GptqRun, dtype: 
     });
     if !dynamic.is_empty() {
         notes.push(format!(
-            "the GPTQ export names {} linears in `dynamic` (own width or group size, or stored dense): GPTQModel and vLLM honour it, transformers does not",
+            "the GPTQ export's `dynamic` holds {} module patterns (linears at their own width or group size, or stored dense): GPTQModel and vLLM honour it, transformers does not",
             dynamic.len()
         ));
         config["dynamic"] = Value::Object(dynamic);
