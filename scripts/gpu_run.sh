@@ -2,11 +2,13 @@
 # On the GPU machine (device tool): lay out a ../shared-like tree from what was carried, unpack
 # the CUDA binary, then run the named stages. Writes everything under $OUT (or ./gpu_out).
 #
-#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity selfcheck compare bench cpu mishare rounding reference noise reload hinv64 mi mi25 scale
+#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity selfcheck compare bench cpu mishare rounding reference noise reload hinv64 mi mi25 scale exports
 #
 # Carried (ignored, under .carry/): sparsegpt-mi-cuda.xz (scripts/build_cuda.sh), data.tar.xz
 # (evaluation + calibration data), reference/ (../shared/reference), fx/FIXTURE/{config.json,
-# model.safetensors}, published/{sparsegpt,gptq} (the published code, fetched, never committed).
+# model.safetensors}, published/{sparsegpt,gptq} (the published code, fetched, never committed),
+# whl/ (stage exports: compressed-tensors 0.20.1 and its dependencies as wheels for Python 3.12:
+# annotated_types, loguru, psutil, pydantic, pydantic_core, typing_extensions, typing_inspection).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 FX=$1; shift
@@ -152,6 +154,16 @@ for stage in "$@"; do
         python3 -c "import json; d=json.load(open('$OUT/scale_$shape.json')); print({k: (round(v, 2) if isinstance(v, float) else [round(x, 2) for x in v]) for k, v in d['times'].items()}, 'load', round(d['load_s'], 1))"
         rm -rf /tmp/rand-$shape
       done
+      ;;
+    exports)
+      # Issue 15: this tool's packed exports (prune --save-format gptq | compressed-tensors, solved
+      # on the GPU) loaded by transformers (compressed-tensors, installed from .carry/whl) and by
+      # check_exports.py's GPTQ dequantizer, logits against the dense export's; and this tool's
+      # eval of every export against the dense export's window NLLs (scripts/check_exports_run.sh).
+      CT=/tmp/ct_site
+      [ -d $CT ] || python3 -m pip install -q --no-index --no-deps --target $CT .carry/whl/*.whl
+      PYTHONPATH=$CT${PYTHONPATH:+:$PYTHONPATH} bash scripts/check_exports_run.sh $BIN $S/fixtures/$FX $S/data \
+        $OUT/exports cuda python3 | tail -30
       ;;
     mi25)
       # 2.5 bits cannot pay for 10 groups' scale/zero metadata on these widths: K = 4 there.

@@ -33,7 +33,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--tokenizer-from", default=os.path.join(os.path.dirname(__file__), "../../shared/fixtures/opt-mini-a"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--layers", type=int, default=None)
+    ap.add_argument("--layers", type=int, default=None, help="decoder layers (default: the model's)")
     a = ap.parse_args()
     hidden, ffn, layers, heads = SHAPES[a.shape]
     layers = a.layers or layers
@@ -97,7 +97,7 @@ def main():
         if os.path.exists(src):
             shutil.copy(src, os.path.join(a.out, name))
     params = sum(v.numel() for v in t.values())
-    print(f"{a.out}: opt-{a.shape} shapes, {params / 1e9:.2f} B parameters, random (seed {a.seed})")
+    print(f"{a.out}: opt-{a.shape} shapes, {layers} layers, {params / 1e9:.2f} B parameters, random (seed {a.seed})")
 
 
 if __name__ == "__main__":

@@ -125,7 +125,6 @@ fn prune_flags_are_checked_before_any_work() {
         (vec!["--prunen", "2", "--prunem", "5"], "does not divide"),
         (vec!["--wbits", "9"], "outside 2..8"),
         (vec!["--wbits", "1"], "outside 2..8"),
-        (vec!["--wbits", "4", "--groupsize", "100"], "does not divide"),
         (vec!["--nsamples", "0"], "at least 1"),
         (vec!["--nsamples", "100000000"], "exceeds"),
         (vec!["--eval-datasets", "wikitext3"], "unknown dataset"),
@@ -143,6 +142,57 @@ fn prune_flags_are_checked_before_any_work() {
         assert_clean_error(&args, &[], needle);
         assert!(!json.exists(), "{extra:?} wrote a result");
     }
+    // --save-format: refused before any work, nothing saved, no result written.
+    let save = t.path().join("saved");
+    let s = save.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--save", s, "--save-format", "gptq"], "this run does not quantize"),
+        (vec!["--save", s, "--save-format", "compressed-tensors", "--sparsity", "0.5"], "this run does not quantize"),
+        (vec!["--save", s, "--save-format", "gptq", "--wbits", "4", "--gmp", "--sparsity", "0.5"], "does not quantize"),
+        (vec!["--save", s, "--save-format", "gptq", "--wbits", "5"], "holds 2, 3, 4 or 8 bits, not --wbits 5"),
+        (vec!["--save", s, "--save-format", "int4", "--wbits", "4"], "invalid value 'int4'"),
+        (vec!["--save-format", "gptq", "--wbits", "4"], "--save-format needs --save"),
+        (
+            vec!["--save", s, "--save-format", "compressed-tensors", "--wbits", "4", "--groupsize", "128"],
+            "--groupsize 128 does not divide the layer width 192",
+        ),
+        (
+            vec![
+                "--save",
+                s,
+                "--save-format",
+                "compressed-tensors",
+                "--wbits",
+                "4",
+                "--groupsize",
+                "64",
+                "--act-order",
+            ],
+            "cannot hold --act-order with --groupsize",
+        ),
+        (vec!["--save", s, "--save-format", "gptq", "--wbits", "4", "--maxlayer", "0"], "select no layer"),
+    ];
+    for (extra, needle) in cases {
+        let mut args = vec!["prune", m, "c4", "--json", j];
+        args.extend(extra.iter());
+        assert_clean_error(&args, &[], needle);
+        assert!(!json.exists() && !save.exists(), "{extra:?} wrote something");
+    }
+    // GPTQ loaders need widths that are multiples of 32: a config with hidden size 48 is
+    // refused before its weights are read.
+    let odd = t.path().join("odd");
+    copy_fixture(&odd, &[]);
+    let cfg = std::fs::read_to_string(odd.join("config.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    v["hidden_size"] = 48.into();
+    v["num_attention_heads"] = 4.into();
+    std::fs::write(odd.join("config.json"), v.to_string()).unwrap();
+    assert_clean_error(
+        &["prune", odd.to_str().unwrap(), "c4", "--json", j, "--save", s, "--save-format", "gptq", "--wbits", "4"],
+        &[],
+        "layer width 48 is not a multiple of 32",
+    );
+    assert!(!json.exists() && !save.exists());
     // Unwritable --json: nothing else can be written either.
     assert_clean_error(&["prune", m, "c4", "--json", "/proc/forbidden/r.json"], &[], "--json");
 }

@@ -122,7 +122,8 @@ fn published_magnitude_pruning() {
 fn sparse_4bit_model_saves_reloads_identically_and_has_16_levels_per_row() {
     // recorded: sparsegpt-mi prune opt-mini-b c4 --sparsity 0.5 --wbits 4 --nsamples 4
     //           --eval-datasets wikitext2 --max-windows 1  → window NLL 6.408816 (AVX2),
-    //           6.410935 (AVX-512); --hessian-accumulation sum: 6.406453 / 6.415612; zeros 0.504102
+    //           6.410935 (AVX-512); --hessian-accumulation sum: 6.406453 / 6.415612; zeros 0.504102.
+    //           With grids on f16 scales and gemm's AVX-512 kernels: 6.415339 (sum 6.418983).
     let t = tempfile::tempdir().unwrap();
     let (r, saved) = prune_fast_and_save(&["--sparsity", "0.5", "--wbits", "4"], t.path());
     let got = nll(&r, "wikitext2")[0];
@@ -160,7 +161,8 @@ fn sparse_4bit_model_saves_reloads_identically_and_has_16_levels_per_row() {
 #[test]
 fn grouped_3bit_gptq_has_8_levels_per_group() {
     // recorded: --wbits 3 --groupsize 64 --nsamples 4 … → window NLL 6.345831 (AVX2),
-    // 6.329720 (AVX-512); --hessian-accumulation sum: 6.340476 / 6.337291
+    // 6.329720 (AVX-512); --hessian-accumulation sum: 6.340476 / 6.337291. With grids on f16
+    // scales and gemm's AVX-512 kernels: 6.338658 (sum 6.335502).
     let t = tempfile::tempdir().unwrap();
     let (r, saved) = prune_fast_and_save(&["--wbits", "3", "--groupsize", "64"], t.path());
     let got = nll(&r, "wikitext2")[0];
@@ -178,7 +180,8 @@ fn grouped_3bit_gptq_has_8_levels_per_group() {
 #[test]
 fn two_four_sparsity_holds_in_every_group_of_four() {
     // recorded: --prunen 2 --prunem 4 --nsamples 4 … → window NLL 6.473201 (AVX2),
-    // 6.470821 (AVX-512); --hessian-accumulation sum: 6.467723 (AVX-512)
+    // 6.470821 (AVX-512); --hessian-accumulation sum: 6.467723 (AVX-512). With gemm's AVX-512
+    // kernels: 6.474391 (sum 6.473201).
     let t = tempfile::tempdir().unwrap();
     let (r, saved) = prune_fast_and_save(&["--prunen", "2", "--prunem", "4"], t.path());
     let got = nll(&r, "wikitext2")[0];

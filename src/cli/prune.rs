@@ -9,9 +9,11 @@ use sparsegpt_mi::data::calibration::{self, SamplerKind};
 use sparsegpt_mi::data::{self, source::needs, Corpus};
 use sparsegpt_mi::mixed;
 use sparsegpt_mi::model::{self, OptConfig};
-use sparsegpt_mi::output::{atomic, export, summary};
+use sparsegpt_mi::output::codes::CodeStore;
+use sparsegpt_mi::output::export::{self, PlannedQuantization, SaveFormat};
+use sparsegpt_mi::output::{atomic, summary};
 use sparsegpt_mi::pipeline::{self, hessian::HessianAccumulation, CompressConfig};
-use sparsegpt_mi::solver::{HinvPrecision, QuantScheme, SolverConfig, Sparsity};
+use sparsegpt_mi::solver::{HinvPrecision, QuantScheme, ScalePrecision, SolverConfig, Sparsity};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -83,6 +85,10 @@ pub struct PruneArgs {
     /// Save the compressed model (HF layout) to this directory.
     #[arg(long)]
     pub save: Option<PathBuf>,
+    /// How --save stores it: dense (floats, the default), gptq or compressed-tensors (packed
+    /// checkpoints serving engines load; see README "Saving").
+    #[arg(long, value_enum)]
+    pub save_format: Option<SaveFormat>,
     /// Datasets to evaluate after compression (empty = none).
     #[arg(long, default_value = "wikitext2,ptb,c4")]
     pub eval_datasets: String,
@@ -117,6 +123,9 @@ impl PruneArgs {
         if self.groupsize == 0 || self.groupsize < -1 {
             bail!("--groupsize {} must be positive, or -1 for one grid per row", self.groupsize);
         }
+        if self.save_format.is_some() && self.save.is_none() {
+            bail!("--save-format needs --save DIR");
+        }
         if self.nsamples == 0 {
             bail!("--nsamples must be at least 1");
         }
@@ -131,17 +140,37 @@ impl PruneArgs {
         self.mi.validate()
     }
 
-    /// Checks that need the model's shapes.
+    /// Checks that need the model's shapes. A `--groupsize` that does not divide a width
+    /// gives that linear a short last group, as the published code does.
     fn validate_shapes(&self, cfg: &OptConfig) -> Result<()> {
-        for width in [cfg.hidden_size, cfg.ffn_dim] {
+        let widths = [cfg.hidden_size, cfg.ffn_dim];
+        for width in widths {
             if self.prunem > 0 && width % self.prunem != 0 {
                 bail!("--prunem {} does not divide the layer width {width}", self.prunem);
             }
-            if self.groupsize > 0 && width % self.groupsize as usize != 0 {
-                bail!("--groupsize {} does not divide the layer width {width}", self.groupsize);
-            }
         }
-        self.mi.validate_shapes(cfg.hidden_size.min(cfg.ffn_dim))
+        self.mi.validate_shapes(cfg.hidden_size.min(cfg.ffn_dim))?;
+        let format = self.save_format();
+        export::check_format(format, &self.planned_quantization(), &widths)?;
+        if format != SaveFormat::Dense && self.layers(cfg.num_hidden_layers).is_empty() {
+            bail!("--save-format {}: --minlayer/--maxlayer select no layer to quantize", format.name());
+        }
+        Ok(())
+    }
+
+    fn save_format(&self) -> SaveFormat {
+        self.save_format.unwrap_or_default()
+    }
+
+    /// What the run will quantize, for the save formats' checks.
+    fn planned_quantization(&self) -> PlannedQuantization {
+        let mixed = self.mi.mode() != mixed::Mode::Baseline;
+        PlannedQuantization {
+            quantized: !self.gmp && (mixed || self.wbits < 16),
+            uniform_bits: (!mixed).then_some(self.wbits),
+            group_size: (self.groupsize > 0 && !mixed).then_some(self.groupsize as usize),
+            act_order: self.act_order,
+        }
     }
 
     fn sparsity(&self) -> Sparsity {
@@ -173,6 +202,8 @@ impl PruneArgs {
             act_order: self.act_order,
             hinv_precision: self.hinv_precision,
             lazy_updates: self.lazy_updates,
+            // Set per checkpoint by the pipeline (its storage dtype).
+            scale_precision: ScalePrecision::F32,
         }
     }
 
@@ -222,6 +253,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
     args.validate_shapes(&config)?;
     let tok = model::tokenizer::load(&files.tokenizer)?;
     let mut model = args.common.load_model(&files, &device)?;
+    export::check_storage(args.save_format(), model.storage_dtype)?;
     let load_s = t0.elapsed().as_secs_f64();
 
     let t0 = Instant::now();
@@ -244,7 +276,13 @@ pub fn run(args: PruneArgs) -> Result<()> {
     };
     let mode = args.mi.mode();
     let planner = mixed::planner(mode, args.base_quant(), args.mi.config(mode, args.sym, args.seed));
-    let (linears, times) = pipeline::compress(&mut model, &calib.windows, &cfg, &*planner)?;
+    // The packed formats need every quantized linear's integer codes.
+    let codes = CodeStore::new();
+    let (linears, times) = if args.save.is_some() && args.save_format() != SaveFormat::Dense {
+        pipeline::compress_into(&mut model, &calib.windows, &cfg, &*planner, &codes)?
+    } else {
+        pipeline::compress(&mut model, &calib.windows, &cfg, &*planner)?
+    };
 
     let zero_fraction = summary::zero_fraction(&linears);
     let pruned_fraction = summary::pruned_fraction(&linears);
@@ -260,10 +298,28 @@ pub fn run(args: PruneArgs) -> Result<()> {
 
     let eval = sparsegpt_mi::eval::evaluate_all(&model, &tok, &eval_sets, &source, args.report.max_windows)?;
     print_ppl_table(&eval);
-    if let Some(dir) = &args.save {
-        export::save(&model, &files, dir, model.storage_dtype)?;
-        println!("saved to {}", dir.display());
-    }
+    let saved = match &args.save {
+        Some(dir) => {
+            let format = args.save_format();
+            let request = export::SaveRequest {
+                format,
+                dtype: model.storage_dtype,
+                packed: (format != SaveFormat::Dense).then_some(export::PackedRun {
+                    codes: &codes,
+                    sym: args.sym,
+                    act_order: args.act_order,
+                    percdamp: args.percdamp,
+                }),
+            };
+            let saved = export::save(&model, &files, dir, &request)?;
+            for note in &saved.notes {
+                eprintln!("note: {note}");
+            }
+            println!("saved to {} ({}): {}", dir.display(), saved.format.name(), saved.sizes.describe());
+            Some(saved)
+        }
+        None => None,
+    };
     let report = summary::PruneReport {
         command: command_line(),
         model: args.model.clone(),
@@ -282,6 +338,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
         calibration_windows: calib.sources,
         data,
         linears,
+        saved,
         args,
     };
     atomic::write_json_atomic(&json_path, &report)?;

@@ -23,7 +23,7 @@ pub struct SelfCheckArgs {
 /// The solver settings the check covers: the reference's runs plus grouped mixed precision.
 #[cfg(feature = "cuda")]
 fn settings(cols: usize) -> Vec<(&'static str, sparsegpt_mi::solver::SolverConfig)> {
-    use sparsegpt_mi::solver::{ColumnGroup, QuantScheme, SolverConfig, Sparsity};
+    use sparsegpt_mi::solver::{ColumnGroup, QuantScheme, ScalePrecision, SolverConfig, Sparsity};
     let base = SolverConfig { sparsity: Sparsity::Unstructured(0.5), ..SolverConfig::published() };
     let mut groups = Vec::new();
     let (mut start, mut k) = (0, 0);
@@ -62,6 +62,16 @@ fn settings(cols: usize) -> Vec<(&'static str, sparsegpt_mi::solver::SolverConfi
                 ..base.clone()
             },
         ),
+        (
+            // Grids on f16 scales, as f16 checkpoints are solved (SolverConfig::scale_precision).
+            "gptq3g128f16",
+            SolverConfig {
+                sparsity: Sparsity::Dense,
+                quant: QuantScheme::Grouped { bits: 3, sym: false, size: 128 },
+                scale_precision: ScalePrecision::F16,
+                ..base.clone()
+            },
+        ),
         ("sgpt50mixed", SolverConfig { quant: QuantScheme::Mixed { groups, sym: false }, ..base }),
     ]
 }
@@ -82,9 +92,9 @@ pub fn run(args: SelfCheckArgs) -> Result<()> {
     sparsegpt_mi::solver::cuda::compare_with_host(&device, 8, 128, &settings(128)[0].1, args.seed)?;
     let mut rows = Vec::new();
     println!(
-        "| setting | rows×cols | fraction differing | max |Δw| | loss Δ | pruned device / host | device s | host s |"
+        "| setting | rows×cols | fraction differing | max |Δw| | loss Δ | scales differing | pruned device / host | device s | host s |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for &(r, c) in &shapes {
         for (name, cfg) in settings(c) {
             if args.settings.as_deref().is_some_and(|only| !only.split(',').any(|s| s.trim() == name)) {
@@ -92,10 +102,11 @@ pub fn run(args: SelfCheckArgs) -> Result<()> {
             }
             let cmp = sparsegpt_mi::solver::cuda::compare_with_host(&device, r, c, &cfg, args.seed)?;
             println!(
-                "| {name} | {r}×{c} | {:.2e} | {:.2e} | {:.2e} | {} / {} | {:.3} | {:.3} |",
+                "| {name} | {r}×{c} | {:.2e} | {:.2e} | {:.2e} | {:.2e} | {} / {} | {:.3} | {:.3} |",
                 cmp.fraction_differing,
                 cmp.max_abs_difference,
                 cmp.loss_relative_difference,
+                cmp.grid_scales_differing,
                 cmp.pruned_device,
                 cmp.pruned_host,
                 cmp.device_s,

@@ -11,6 +11,7 @@ pub mod cpu_kernels;
 pub mod cuda_forward;
 pub mod files;
 pub mod layer;
+pub mod packed;
 pub mod tokenizer;
 pub mod weights;
 
@@ -241,7 +242,8 @@ fn nll_rows_cpu(logits: &Tensor, targets: &[u32]) -> Result<f64> {
 /// Loads config and weights of resolved model files onto `device` in `dtype`.
 pub fn load_model(files: &files::ModelFiles, device: &Device, dtype: DType) -> Result<OptModel> {
     let config = OptConfig::from_file(&files.config)?;
-    let weights = Weights::load(&files.weights, dtype, device)?;
+    let packed = packed::PackedFormat::from_config_file(&files.config)?;
+    let weights = Weights::load_checkpoint(&files.weights, packed.as_ref(), dtype, device)?;
     OptModel::load(config, &weights, device, dtype)
 }
 
@@ -250,7 +252,8 @@ pub fn load_model(files: &files::ModelFiles, device: &Device, dtype: DType) -> R
 /// holds one layer plus activations, whatever the model's size.
 pub fn load_model_offloaded(files: &files::ModelFiles, device: &Device, dtype: DType) -> Result<OptModel> {
     let config = OptConfig::from_file(&files.config)?;
-    let weights = Weights::load(&files.weights, dtype, &Device::Cpu)?;
+    let packed = packed::PackedFormat::from_config_file(&files.config)?;
+    let weights = Weights::load_checkpoint(&files.weights, packed.as_ref(), dtype, &Device::Cpu)?;
     let mut m = OptModel::load(config, &weights, &Device::Cpu, dtype)?;
     m.embed_tokens = m.embed_tokens.to_device(device)?;
     m.embed_positions = m.embed_positions.to_device(device)?;

@@ -35,10 +35,35 @@ impl Weights {
 
     /// Loads the weight files of a resolved checkpoint.
     pub fn load(files: &[std::path::PathBuf], dtype: DType, device: &Device) -> Result<Self> {
+        Self::load_checkpoint(files, None, dtype, device)
+    }
+
+    /// Loads the weight files of a checkpoint, dequantizing its packed linears first when it
+    /// is a packed one (`packed`: what its config.json declares).
+    pub fn load_checkpoint(
+        files: &[std::path::PathBuf],
+        packed: Option<&super::packed::PackedFormat>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let mut all = HashMap::new();
         let mut source_dtype = None;
-        for file in files {
-            let map = load_file(file)?;
+        let mut maps = Vec::new();
+        if let Some(format) = packed {
+            // Packed linears can span shards only in principle; read all, then dequantize.
+            let mut raw = HashMap::new();
+            for file in files {
+                raw.extend(load_file(file)?);
+            }
+            let name = files.first().map(|f| f.display().to_string()).unwrap_or_default();
+            super::packed::dequantize(&mut raw, format).with_context(|| name.clone())?;
+            maps.push((files.first().cloned().unwrap_or_default(), raw));
+        } else {
+            for file in files {
+                maps.push((file.clone(), load_file(file)?));
+            }
+        }
+        for (file, map) in maps {
             for (k, v) in map {
                 if source_dtype.is_none() || k.ends_with("embed_tokens.weight") {
                     source_dtype = Some(v.dtype());

@@ -109,6 +109,9 @@ pub struct PruneReport<A: Serialize> {
     /// Where each corpus came from (hub repo, file and commit, or local path and sha256).
     pub data: Vec<Provenance>,
     pub linears: Vec<LinearReport>,
+    /// What `--save` wrote: format, bytes on disk by kind, per-linear storage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saved: Option<super::export::SaveReport>,
 }
 
 /// How reports name a dtype ("f16", "f32").

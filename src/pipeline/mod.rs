@@ -15,7 +15,7 @@ mod schedule;
 pub mod statistics;
 
 use crate::model::{DecoderLayer, InputSite, LinearKind, OptModel};
-use crate::solver::{magnitude, SolverConfig};
+use crate::solver::{magnitude, LinearGrids, SolverConfig};
 use anyhow::Result;
 use candle_core::Tensor;
 use hessian::HessianAccumulation;
@@ -84,12 +84,40 @@ pub struct PhaseTimes {
     pub per_layer_s: Vec<f64>,
 }
 
+/// Sees each solved linear before its weight is rounded to storage precision and
+/// installed: the solver's f32 output (rows × cols, original column order) and the grids it
+/// lies on (None when not quantized). The packed exports keep its integer codes this way
+/// (`output::codes`); an error stops the run.
+pub trait SolvedSink: Sync {
+    fn solved(&self, layer: usize, kind: LinearKind, weight: &[f32], grids: Option<&LinearGrids>) -> Result<()>;
+}
+
+/// A sink that keeps nothing.
+pub struct NoSink;
+
+impl SolvedSink for NoSink {
+    fn solved(&self, _: usize, _: LinearKind, _: &[f32], _: Option<&LinearGrids>) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// Compresses `model` in place; `planner` decides each linear's scheme.
 pub fn compress(
     model: &mut OptModel,
     calibration: &[Vec<u32>],
     cfg: &CompressConfig,
     planner: &dyn Planner,
+) -> Result<(Vec<LinearReport>, PhaseTimes)> {
+    compress_into(model, calibration, cfg, planner, &NoSink)
+}
+
+/// `compress`, handing every solved linear to `sink` as well.
+pub fn compress_into(
+    model: &mut OptModel,
+    calibration: &[Vec<u32>],
+    cfg: &CompressConfig,
+    planner: &dyn Planner,
+    sink: &dyn SolvedSink,
 ) -> Result<(Vec<LinearReport>, PhaseTimes)> {
     if cfg.magnitude {
         return magnitude_baseline(model, cfg);
@@ -116,7 +144,7 @@ pub fn compress(
             let stats = calibration_pass(&layer, &inps, &mask, i, planner.needs(), cfg)?;
             times.calibration_forward_s += t.elapsed().as_secs_f64();
             reports.extend(schedule::plan_and_solve(
-                &mut layer, i, &stats, planner, cfg, storage, &mut times, &mut notes,
+                &mut layer, i, &stats, planner, cfg, storage, sink, &mut times, &mut notes,
             )?);
         }
         // Outputs of the (compressed) layer become the next layer's inputs.

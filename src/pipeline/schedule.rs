@@ -9,9 +9,9 @@
 
 use super::planner::{LinearPlan, LinearWeights, Planner, SiteContext};
 use super::statistics::SiteStatistics;
-use super::{CompressConfig, LinearReport, PhaseTimes};
+use super::{CompressConfig, LinearReport, PhaseTimes, SolvedSink};
 use crate::model::{DecoderLayer, InputSite, LinearKind};
-use crate::solver::{self, SolverConfig};
+use crate::solver::{self, ScalePrecision, SolverConfig};
 use anyhow::{anyhow, Result};
 use candle_core::{DType, Tensor};
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,6 +27,7 @@ pub(super) fn plan_and_solve(
     planner: &dyn Planner,
     cfg: &CompressConfig,
     storage: DType,
+    sink: &dyn SolvedSink,
     times: &mut PhaseTimes,
     notes: &mut BTreeSet<String>,
 ) -> Result<Vec<LinearReport>> {
@@ -77,8 +78,18 @@ pub(super) fn plan_and_solve(
             times.plan_s += tw.elapsed().as_secs_f64();
             let site_plans = plans[s].take().ok_or_else(|| anyhow!("no plan for {:?}", sites[s]))?;
             for (k, plan) in linears_of(sites[s]).zip(site_plans) {
-                let solved =
-                    solve_one(layer, index, k, &weights[k], &stats[&sites[s]], plan, cfg, storage, times, notes)?;
+                let solved = solve_one(
+                    layer,
+                    index,
+                    k,
+                    &weights[k],
+                    &stats[&sites[s]],
+                    plan,
+                    cfg,
+                    Storage { dtype: storage, sink },
+                    times,
+                    notes,
+                )?;
                 reports[k] = Some(solved);
             }
         }
@@ -122,6 +133,12 @@ fn site_width(weights: &[((usize, usize), Vec<f32>)], site: InputSite) -> usize 
     linears_of(site).next().map_or(0, |k| weights[k].0 .1)
 }
 
+/// Where a solved weight goes: rounded to the checkpoint's dtype, and shown to the sink.
+struct Storage<'a> {
+    dtype: DType,
+    sink: &'a dyn SolvedSink,
+}
+
 /// Solves linear `k` of the layer with its plan, installs the result, and reports it.
 #[allow(clippy::too_many_arguments)] // one linear, its inputs, and the run's settings
 fn solve_one(
@@ -132,7 +149,7 @@ fn solve_one(
     stats: &SiteStatistics,
     plan: LinearPlan,
     cfg: &CompressConfig,
-    storage: DType,
+    storage: Storage,
     times: &mut PhaseTimes,
     notes: &mut BTreeSet<String>,
 ) -> Result<LinearReport> {
@@ -140,7 +157,13 @@ fn solve_one(
     let ((rows, cols), w) = weight;
     let (rows, cols) = (*rows, *cols);
     let ts = Instant::now();
-    let solver_cfg = SolverConfig { quant: plan.quant.clone(), ..cfg.solver.clone() };
+    // Grids are fitted with scales as the checkpoint stores them (see
+    // `SolverConfig::scale_precision`).
+    let solver_cfg = SolverConfig {
+        quant: plan.quant.clone(),
+        scale_precision: ScalePrecision::of_storage(storage.dtype),
+        ..cfg.solver.clone()
+    };
     let solved = solver::solve_linear(
         layer.linear(kind).weight(),
         w,
@@ -155,7 +178,11 @@ fn solve_one(
             eprintln!("note: solving on the host: {why}");
         }
     }
-    let (wq, zero_fraction) = install(layer, kind, solved.weight, (rows, cols), storage)?;
+    storage
+        .sink
+        .solved(index, kind, &solved.weight, solved.grids.as_ref())
+        .map_err(|e| anyhow!("layer {index} {}: {e}", kind.path()))?;
+    let (wq, zero_fraction) = install(layer, kind, solved.weight, (rows, cols), storage.dtype)?;
     let (max_distinct_per_row, max_distinct_per_group) =
         solver::scheme::max_levels(&wq, cols, &plan.quant, plan.perm.as_deref());
     let solve_seconds = ts.elapsed().as_secs_f64();

@@ -12,7 +12,8 @@
 //! order. cuSOLVER is opened at run time (it is not among the libraries candle links), so
 //! a machine without it still runs everything else and says what is missing.
 
-use super::{hinv, Solved, SolverConfig, Sparsity};
+use super::quantizer::{QuantParams, ScalePrecision};
+use super::{hinv, LinearGrids, Solved, SolverConfig, Sparsity};
 use crate::solver::{self, QuantScheme};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::cuda_backend::cudarc::cublas;
@@ -211,12 +212,15 @@ pub fn solve(w: &Tensor, h_sum: &Tensor, h_scale: f64, cfg: &SolverConfig, perm:
     let diag_fixed: Vec<f64> = diag.iter().map(|&d| if d == 0.0 { 1.0 } else { d as f64 }).collect();
     let order = solver::sweep_order(&diag_fixed, cfg, perm);
 
-    // Per-row grids from the untouched weight (as the reference), before dead columns go.
-    let grids = dev.alloc_zeros::<f32>(rows * 3)?;
+    // One (scale, zero, maxq) per row and grid, grid k at rows·3·k: each grid stays on the
+    // device after its stretch is swept, and all come back for the export at the end.
+    let n_grids = cfg.quant.grids(cols).len();
+    let grids = dev.alloc_zeros::<f32>(rows * 3 * n_grids.max(1))?;
     let quantized = cfg.quant.is_quantized();
+    // Per-row grids from the untouched weight (as the reference), before dead columns go.
     if let QuantScheme::PerRow { bits, sym } = cfg.quant {
         let w0 = f32_buffer(&dev, &w)?;
-        row_grids(&dev, &w0, cols, rows, 0, cols, bits, sym, &grids)?;
+        row_grids(&dev, &w0, cols, rows, 0, cols, bits, sym, cfg.scale_precision, ptr(&dev, &grids))?;
     }
     let w_live = if dead.iter().any(|&d| d) {
         let keep: Vec<f32> = dead.iter().map(|&d| if d { 0.0 } else { 1.0 }).collect();
@@ -242,10 +246,24 @@ pub fn solve(w: &Tensor, h_sum: &Tensor, h_scale: f64, cfg: &SolverConfig, perm:
     inverse_cholesky_upper(&dev, &mut hbuf, cols)?;
     let (row_loss, pruned) = sweep(&dev, &mut wbuf, &hbuf, rows, cols, cfg, quantized.then_some(&grids))?;
     let loss: f64 = dev.clone_dtoh(&row_loss)?.iter().map(|&x| x as f64).sum();
-    let weight = solver::unpermute_columns(&dev.clone_dtoh(&wbuf)?, cols, &order);
-    Ok(Solved { weight, loss, pruned, host_reason: None })
+    // The grids as the kernels used them (copied, not recomputed: a grid is fitted on the
+    // values its first column saw, which the final weights no longer hold).
+    let fitted: Vec<f32> = if quantized { dev.clone_dtoh(&grids)? } else { Vec::new() };
+    let grids = LinearGrids::collect(&cfg.quant, rows, &order, cfg.scale_precision, |r, k| {
+        let g = &fitted[(k * rows + r) * 3..(k * rows + r) * 3 + 3];
+        QuantParams { scale: g[0], zero: g[1], maxq: g[2] }
+    });
+    Ok(Solved {
+        weight: solver::unpermute_columns(&dev.clone_dtoh(&wbuf)?, cols, &order),
+        loss,
+        pruned,
+        host_reason: None,
+        grids,
+    })
 }
 
+/// Fits every row's grid over columns `c0..c0 + len` of `w` into the `rows` grids at device
+/// address `gp` (`kernels/solver.cu` `row_grids`, the device's `quantizer::find_params`).
 #[allow(clippy::too_many_arguments)]
 fn row_grids(
     dev: &CudaDevice,
@@ -256,12 +274,18 @@ fn row_grids(
     len: usize,
     bits: u32,
     sym: bool,
-    grids: &CudaSlice<f32>,
+    precision: ScalePrecision,
+    gp: u64,
 ) -> Result<()> {
-    let (wp, gp) = (ptr(dev, w), ptr(dev, grids));
+    let wp = ptr(dev, w);
     let (ld, rows_i, c0, len, bits, sym) = (ld as i32, rows as i32, c0 as i32, len as i32, bits as i32, sym as i32);
+    let precision: i32 = match precision {
+        ScalePrecision::F32 => 0,
+        ScalePrecision::F16 => 1,
+        ScalePrecision::BF16 => 2,
+    };
     let threads = 256u32;
-    launch!(dev, "row_grids", grid = (rows * 32).div_ceil(threads as usize), block = threads, smem = 0; wp, ld, rows_i, c0, len, bits, sym, gp);
+    launch!(dev, "row_grids", grid = (rows * 32).div_ceil(threads as usize), block = threads, smem = 0; wp, ld, rows_i, c0, len, bits, sym, precision, gp);
     Ok(())
 }
 
@@ -292,7 +316,10 @@ fn sweep(
     let (wp, up, ep, mp, tp, lp) =
         (ptr(dev, w), ptr(dev, u), ptr(dev, &err), ptr(dev, &metric), ptr(dev, &thresh), ptr(dev, &loss));
     let pp = ptr(dev, &pruned);
-    let gp = grids.map(|g| ptr(dev, g)).unwrap_or(0);
+    let grids_base = grids.map(|g| ptr(dev, g)).unwrap_or(0);
+    // The grid in use: per-row (slot 0) or the last one started, each in its own slot.
+    let mut gp = grids_base;
+    let grid_bytes = (rows * 3 * std::mem::size_of::<f32>()) as u64;
     let sym = cfg.quant.symmetric();
     let (ld, rows_i) = (cols as i32, rows as i32);
     for seg in segments {
@@ -305,18 +332,12 @@ fn sweep(
             let n64 = n as i64;
             launch!(dev, "kth_smallest", grid = 1, block = 1024, smem = 0; mp, n64, k, tp, pp);
         }
-        if let Some(g) = starts.iter().find(|g| g.start == seg.start) {
-            row_grids(
-                dev,
-                w,
-                cols,
-                rows,
-                g.start,
-                g.len,
-                g.bits,
-                sym,
-                grids.expect("grid starts only when quantized"),
-            )?;
+        if let Some((k, g)) = starts.iter().enumerate().find(|(_, g)| g.start == seg.start) {
+            if grids.is_none() {
+                bail!("a quantization grid starts in an unquantized sweep");
+            }
+            gp = grids_base + k as u64 * grid_bytes;
+            row_grids(dev, w, cols, rows, g.start, g.len, g.bits, sym, cfg.scale_precision, gp)?;
         }
         let len = seg.end - seg.start;
         let (s1, len_i, mcount_i, moff) = (seg.start as i32, len as i32, mcount as i32, (seg.start - seg.block) as i32);
@@ -404,6 +425,9 @@ pub struct Comparison {
     /// Weights each solver's mask pruned (equal but for near-tied mask decisions).
     pub pruned_device: usize,
     pub pruned_host: usize,
+    /// Fraction of (row, grid) scales the two solvers fitted differently (0 without
+    /// quantization): the grids both report for the packed exports.
+    pub grid_scales_differing: f64,
     pub device_s: f64,
     pub host_s: f64,
 }
@@ -442,6 +466,13 @@ pub fn compare_with_host(
     let host_s = t.elapsed().as_secs_f64();
     let pairs = || dev_solved.weight.iter().zip(&host_solved.weight);
     let differing = pairs().filter(|(a, b)| (*a - *b).abs() > 1e-4 * (1.0 + b.abs())).count();
+    let grid_scales_differing = match (&dev_solved.grids, &host_solved.grids) {
+        (None, None) => 0.0,
+        (Some(d), Some(h)) if d.scales.len() == h.scales.len() => {
+            d.scales.iter().zip(&h.scales).filter(|(a, b)| a != b).count() as f64 / d.scales.len().max(1) as f64
+        }
+        _ => 1.0,
+    };
     Ok(Comparison {
         rows,
         cols,
@@ -450,6 +481,7 @@ pub fn compare_with_host(
         loss_relative_difference: (dev_solved.loss - host_solved.loss).abs() / host_solved.loss.max(1e-30),
         pruned_device: dev_solved.pruned,
         pruned_host: host_solved.pruned,
+        grid_scales_differing,
         device_s,
         host_s,
     })

@@ -11,9 +11,10 @@
 
 use super::hinv;
 use super::magnitude::kth_smallest;
+use super::quantizer::ScalePrecision;
 use super::quantizer::{find_params, quantize, QuantParams};
 use super::scheme::{GridRange, QuantScheme};
-use super::{sweep_order, unpermute_columns, Solved, SolverConfig, Sparsity};
+use super::{sweep_order, unpermute_columns, LinearGrids, Solved, SolverConfig, Sparsity};
 use crate::model::cpu_kernels::View;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
@@ -34,22 +35,37 @@ pub fn solve(
     if w.len() != rows * cols || h.len() != cols * cols {
         bail!("solver: weight {}×{} and Hessian of {} entries do not fit", rows, cols, h.len());
     }
+    let precision = cfg.scale_precision;
+    // Every grid of a row (per-row: one), in sweep order, and the one starting at each column.
+    let n_grids = cfg.quant.grids(cols).len();
+    let mut grid_at: Vec<Option<(usize, GridRange)>> = vec![None; cols];
+    for (k, g) in cfg.quant.sweep_grids(cols).into_iter().enumerate() {
+        grid_at[g.start] = Some((k, g));
+    }
+    // The grid each (row, grid) was fitted with, for the export ([rows][n_grids]).
+    let unset = QuantParams { scale: 0.0, zero: 0.0, maxq: 0.0 };
+    let mut fitted = vec![unset; rows * n_grids];
     // The per-row grid comes from the untouched weight, before dead columns are zeroed.
     let row_grids: Vec<Option<QuantParams>> = match cfg.quant {
-        QuantScheme::PerRow { bits, sym } => w.chunks(cols).map(|r| Some(find_params(r, bits, sym))).collect(),
+        QuantScheme::PerRow { bits, sym } => w
+            .chunks(cols)
+            .zip(fitted.iter_mut())
+            .map(|(r, f)| {
+                *f = find_params(r, bits, sym, precision);
+                Some(*f)
+            })
+            .collect(),
         _ => vec![None; rows],
     };
     let Factorised { mut wp, u, udiag, order } = factorise(w, rows, cols, h, cfg, perm)?;
-    let mut grid_at: Vec<Option<GridRange>> = vec![None; cols];
-    for g in cfg.quant.sweep_grids(cols) {
-        grid_at[g.start] = Some(g);
-    }
     let sweep = Sweep {
         cols,
         u: &u,
         udiag: &udiag,
         grid_at: &grid_at,
+        n_grids,
         sym: cfg.quant.symmetric(),
+        precision,
         n_m: match cfg.sparsity {
             Sparsity::NM { n, m } => Some((n, m)),
             _ => None,
@@ -79,25 +95,34 @@ pub fn solve(
         } else {
             (0..rows.div_ceil(CHUNK_ROWS)).map(|_| &mut [][..]).collect()
         };
+        let mut fitted_chunks: Vec<&mut [QuantParams]> = if n_grids > 0 {
+            fitted.chunks_mut(n_grids * CHUNK_ROWS).collect()
+        } else {
+            (0..rows.div_ceil(CHUNK_ROWS)).map(|_| &mut [][..]).collect()
+        };
         wp.par_chunks_mut(cols * CHUNK_ROWS)
             .zip(loss_rows.par_chunks_mut(CHUNK_ROWS))
             .zip(pruned_rows.par_chunks_mut(CHUNK_ROWS))
             .zip(err_chunks.par_iter_mut())
             .zip(grids.par_chunks_mut(CHUNK_ROWS))
             .zip(mask.par_chunks(count * CHUNK_ROWS))
-            .for_each(|(((((wrows, losses), pruned), errs), params), mask)| {
-                sweep.block(BlockRows { i1, i2, reach, wrows, losses, pruned, errs, params, mask });
+            .zip(fitted_chunks.par_iter_mut())
+            .for_each(|((((((wrows, losses), pruned), errs), params), mask), fitted)| {
+                sweep.block(BlockRows { i1, i2, reach, wrows, losses, pruned, errs, params, mask, fitted });
             });
         drop(err_chunks);
+        drop(fitted_chunks);
         if cfg.lazy_updates && i2 < cols {
             lazy_tail_update(&mut wp, rows, cols, i1, i2, &block_err, &u);
         }
     }
+    let grids = LinearGrids::collect(&cfg.quant, rows, &order, precision, |r, k| fitted[r * n_grids + k]);
     Ok(Solved {
         weight: unpermute_columns(&wp, cols, &order),
         loss: loss_rows.iter().sum(),
         pruned: pruned_rows.iter().sum(),
         host_reason: None,
+        grids,
     })
 }
 
@@ -162,9 +187,12 @@ struct Sweep<'a> {
     cols: usize,
     u: &'a [f32],
     udiag: &'a [f32],
-    /// The grid that starts at each column, if one does.
-    grid_at: &'a [Option<GridRange>],
+    /// The grid that starts at each column, if one does, and its index in sweep order.
+    grid_at: &'a [Option<(usize, GridRange)>],
+    /// Grids per row (per-row quantization: one, fitted before the sweep).
+    n_grids: usize,
     sym: bool,
+    precision: ScalePrecision,
     n_m: Option<(usize, usize)>,
 }
 
@@ -183,13 +211,15 @@ struct BlockRows<'r> {
     params: &'r mut [Option<QuantParams>],
     /// The block's unstructured mask of these rows (rows × block).
     mask: &'r [bool],
+    /// The grids these rows were fitted with (rows × n_grids), filled as grids start.
+    fitted: &'r mut [QuantParams],
 }
 
 impl Sweep<'_> {
     /// Prunes and quantizes columns i1..i2 of a few rows, column by column, each column's
     /// error spread over the later columns through U's row (the OBS update).
     fn block(&self, b: BlockRows) {
-        let BlockRows { i1, i2, reach, wrows, losses, pruned, errs, params, mask } = b;
+        let BlockRows { i1, i2, reach, wrows, losses, pruned, errs, params, mask, fitted } = b;
         let cols = self.cols;
         let count = i2 - i1;
         let n_rows = wrows.len() / cols;
@@ -204,8 +234,10 @@ impl Sweep<'_> {
                         self.mask_n_of_m(row, i, i1, i2, n, m, &mut row_mask[r]);
                     }
                 }
-                if let Some(g) = self.grid_at[i] {
-                    params[r] = Some(find_params(&row[g.start..g.start + g.len], g.bits, self.sym));
+                if let Some((k, g)) = self.grid_at[i] {
+                    let p = find_params(&row[g.start..g.start + g.len], g.bits, self.sym, self.precision);
+                    params[r] = Some(p);
+                    fitted[r * self.n_grids + k] = p;
                 }
                 let w = row[i];
                 let mut q = if row_mask[r][i - i1] { 0.0 } else { w };
@@ -299,6 +331,7 @@ mod tests {
             act_order: false,
             hinv_precision: HinvPrecision::F32,
             lazy_updates: false,
+            scale_precision: crate::solver::ScalePrecision::F32,
         }
     }
 
@@ -378,7 +411,7 @@ mod tests {
         let rtn: Vec<f32> = w
             .chunks(cols)
             .flat_map(|r| {
-                let p = quantizer::find_params(r, 2, false);
+                let p = quantizer::find_params(r, 2, false, quantizer::ScalePrecision::F32);
                 r.iter().map(move |&x| quantizer::quantize(x, &p)).collect::<Vec<_>>()
             })
             .collect();

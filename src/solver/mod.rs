@@ -11,13 +11,16 @@
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod grids;
 pub mod hinv;
 pub mod host;
 pub mod magnitude;
 pub mod quantizer;
 pub mod scheme;
 
+pub use grids::LinearGrids;
 pub use hinv::HinvPrecision;
+pub use quantizer::ScalePrecision;
 pub use scheme::{ColumnGroup, GridRange, QuantScheme};
 
 use anyhow::Result;
@@ -51,6 +54,14 @@ pub struct SolverConfig {
     /// arithmetic, other rounding; groups that start beyond the block then read values not
     /// yet updated by it, as the reference's `--groupsize` grid does.
     pub lazy_updates: bool,
+    /// The precision quantization scales are held in: the checkpoint's storage dtype (set by
+    /// the pipeline from `OptModel::storage_dtype`; f32 checkpoints keep f32 scales). The
+    /// published code keeps f32 scales in its fake-quantized weights and so disagrees with
+    /// its own f16 packed export by up to an f16 ulp; fitting each grid with the stored
+    /// scale (`quantizer::find_params`) makes the evaluated model, the dense export, the
+    /// packed exports and the engines reading them compute the same weights. Both solvers
+    /// (host and CUDA kernel) round the scale the same way.
+    pub scale_precision: ScalePrecision,
 }
 
 impl SolverConfig {
@@ -65,6 +76,7 @@ impl SolverConfig {
             act_order: false,
             hinv_precision: HinvPrecision::F32,
             lazy_updates: false,
+            scale_precision: ScalePrecision::F32,
         }
     }
 }
@@ -78,6 +90,8 @@ pub struct Solved {
     pub pruned: usize,
     /// Why a linear whose Hessian is on a device was solved on the host, if it was.
     pub host_reason: Option<String>,
+    /// The grids `weight` lies on (None when not quantized).
+    pub grids: Option<LinearGrids>,
 }
 
 /// The solver's view of a linear's input Hessian H = 2/n Σ x xᵀ (undamped).

@@ -1,7 +1,10 @@
-// Device kernels of the one-shot solver (src/solver_cuda.rs drives them; the algorithm is
-// src/solver.rs's, in the reference's lazy block order). All matrices are row-major f32.
+// Device kernels of the one-shot solver (src/solver/cuda.rs drives them; the algorithm is
+// src/solver/host.rs's, in the reference's lazy block order). All matrices are row-major f32.
 // Built to PTX by build.rs with the `cuda` feature; no fast-math, so division and rounding
 // are IEEE as torch's (the quantizer must land on the same grid points).
+
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
 
 #define WARP 32
 
@@ -72,9 +75,26 @@ __device__ __forceinline__ float quantize(float x, Grid g) {
     return g.scale * (q - g.zero);
 }
 
-// GPTQ's `find_params` per row over W[r, c0 .. c0 + len): one warp per row.
+// A grid's scale held in the checkpoint's storage precision (solver::ScalePrecision, as
+// quantizer.rs's round_scale): 0 = f32 (unchanged), 1 = f16, 2 = bf16, each round to nearest
+// even; a positive scale that rounds to 0 becomes that precision's smallest positive value.
+__device__ __forceinline__ float round_scale(float s, int precision) {
+    if (precision == 1) {
+        float r = __half2float(__float2half_rn(s));
+        return (r == 0.0f && s > 0.0f) ? __uint_as_float(0x33800000u) : r;  // 2^-24
+    }
+    if (precision == 2) {
+        float r = __bfloat162float(__float2bfloat16_rn(s));
+        return (r == 0.0f && s > 0.0f) ? __uint_as_float(0x00010000u) : r;  // 2^-133
+    }
+    return s;
+}
+
+// GPTQ's `find_params` per row over W[r, c0 .. c0 + len): one warp per row. The scale is
+// rounded to `precision` first and the zero point computed from the rounded scale, clamped
+// to 0..maxq (quantizer.rs `find_params`; with f32 scales the clamp never acts).
 extern "C" __global__ void row_grids(const float* w, int ld, int rows, int c0, int len,
-                                     int bits, int sym, Grid* grids) {
+                                     int bits, int sym, int precision, Grid* grids) {
     int warp = (blockIdx.x * blockDim.x + threadIdx.x) / WARP;
     int lane = threadIdx.x % WARP;
     if (warp >= rows) return;
@@ -93,8 +113,8 @@ extern "C" __global__ void row_grids(const float* w, int ld, int rows, int c0, i
         if (xmin < 0.0f) xmin = -xmax;
     }
     if (xmin == 0.0f && xmax == 0.0f) { xmin = -1.0f; xmax = 1.0f; }
-    float scale = (xmax - xmin) / maxq;
-    float zero = sym ? (maxq + 1.0f) / 2.0f : rintf(-xmin / scale);
+    float scale = round_scale((xmax - xmin) / maxq, precision);
+    float zero = sym ? (maxq + 1.0f) / 2.0f : fminf(fmaxf(rintf(-xmin / scale), 0.0f), maxq);
     grids[warp] = Grid{scale, zero, maxq};
 }
 

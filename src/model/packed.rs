@@ -1,0 +1,477 @@
+//! Reading packed checkpoints back: GPTQ (`quant_method: "gptq"`) and compressed-tensors
+//! (`quant_method: "compressed-tensors"`, `pack-quantized`), detected from config.json's
+//! `quantization_config` and dequantized on load into dense `P.weight` tensors, in the dtype
+//! of the stored scales (as the engines compute them: `scale · (q − zero)` rounded once to
+//! that dtype). The bit-level reading here is written from docs/formats.md on its own, apart
+//! from the exporter's packer (`output::packing`), so reading an export back checks the
+//! packer too. Bad input (unknown method, widths the format does not define, shapes that
+//! do not fit) is an error naming the tensor.
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// A GPTQ checkpoint's settings.
+#[derive(Clone, Debug)]
+pub struct GptqSettings {
+    pub bits: u32,
+    /// None: one group per row (`group_size: -1`).
+    pub group_size: Option<usize>,
+    /// `checkpoint_format` "gptq" (v1: stored zero = zero − 1) or "gptq_v2".
+    pub v1_zeros: bool,
+    /// GPTQModel's `dynamic`: (regex, negative, overrides) in file order.
+    pub dynamic: Vec<(regex::Regex, bool, Value)>,
+}
+
+/// One compressed-tensors scheme (a `config_groups` entry's weights).
+#[derive(Clone, Debug)]
+pub struct CtScheme {
+    pub targets: Vec<String>,
+    pub bits: u32,
+    pub symmetric: bool,
+    pub group_size: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub enum PackedFormat {
+    Gptq(GptqSettings),
+    CompressedTensors(Vec<CtScheme>),
+}
+
+fn python_regex(pattern: &str) -> Result<regex::Regex> {
+    // Python's re.match anchors at the start only.
+    regex::Regex::new(&format!("^(?:{pattern})")).map_err(|e| anyhow!("bad regex '{pattern}': {e}"))
+}
+
+fn group_size_of(v: Option<&Value>, what: &str) -> Result<Option<usize>> {
+    match v.and_then(Value::as_i64) {
+        None | Some(-1) => Ok(None),
+        Some(g) if g > 0 => Ok(Some(g as usize)),
+        Some(g) => bail!("{what} {g} is neither positive nor -1"),
+    }
+}
+
+impl PackedFormat {
+    /// The packed format config.json declares, if any.
+    pub fn from_config_file(path: &Path) -> Result<Option<Self>> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+        match v.get("quantization_config") {
+            None | Some(Value::Null) => Ok(None),
+            Some(q) => Self::from_json(q).map(Some).with_context(|| format!("{}: quantization_config", path.display())),
+        }
+    }
+
+    pub fn from_json(q: &Value) -> Result<Self> {
+        let method = q.get("quant_method").and_then(Value::as_str).unwrap_or("");
+        match method {
+            "gptq" => {
+                let bits = q.get("bits").and_then(Value::as_u64).context("no bits")? as u32;
+                if ![2, 3, 4, 8].contains(&bits) {
+                    bail!("GPTQ bits {bits} are not supported (2, 3, 4 or 8)");
+                }
+                let format = q
+                    .get("checkpoint_format")
+                    .or_else(|| q.get("format"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("gptq")
+                    .to_lowercase();
+                let v1_zeros = match format.as_str() {
+                    "gptq" => true,
+                    "gptq_v2" => false,
+                    other => bail!("GPTQ checkpoint_format '{other}' is not supported (gptq, gptq_v2)"),
+                };
+                let mut dynamic = Vec::new();
+                if let Some(d) = q.get("dynamic").and_then(Value::as_object) {
+                    for (pat, ov) in d {
+                        let (neg, raw) = match (pat.strip_prefix("-:"), pat.strip_prefix("+:")) {
+                            (Some(r), _) => (true, r),
+                            (None, Some(r)) => (false, r),
+                            (None, None) => (false, pat.as_str()),
+                        };
+                        dynamic.push((python_regex(raw)?, neg, ov.clone()));
+                    }
+                }
+                Ok(PackedFormat::Gptq(GptqSettings {
+                    bits,
+                    group_size: group_size_of(q.get("group_size"), "group_size")?,
+                    v1_zeros,
+                    dynamic,
+                }))
+            }
+            "compressed-tensors" => {
+                let status = q.get("quantization_status").and_then(Value::as_str).unwrap_or("compressed");
+                if status != "compressed" {
+                    bail!("compressed-tensors quantization_status '{status}': only compressed checkpoints are read");
+                }
+                let top_format = q.get("format").and_then(Value::as_str);
+                let groups = q.get("config_groups").and_then(Value::as_object).context("no config_groups")?;
+                let mut schemes = Vec::new();
+                for (name, g) in groups {
+                    let format = g.get("format").and_then(Value::as_str).or(top_format).unwrap_or("");
+                    if format != "pack-quantized" {
+                        bail!("config group {name}: format '{format}' is not supported (pack-quantized)");
+                    }
+                    let w = g.get("weights").with_context(|| format!("config group {name} has no weights"))?;
+                    let bits = w.get("num_bits").and_then(Value::as_u64).unwrap_or(0) as u32;
+                    if !(1..=8).contains(&bits) {
+                        bail!("config group {name}: num_bits {bits} is not supported (1 to 8)");
+                    }
+                    let ty = w.get("type").and_then(Value::as_str).unwrap_or("int");
+                    if ty != "int" {
+                        bail!("config group {name}: type '{ty}' is not supported (int)");
+                    }
+                    let strategy = w.get("strategy").and_then(Value::as_str).unwrap_or("");
+                    let group_size = match strategy {
+                        "channel" => None,
+                        "group" => Some(
+                            group_size_of(w.get("group_size"), "group_size")?
+                                .with_context(|| format!("config group {name}: group strategy without group_size"))?,
+                        ),
+                        other => bail!("config group {name}: strategy '{other}' is not supported (channel, group)"),
+                    };
+                    let targets = g
+                        .get("targets")
+                        .and_then(Value::as_array)
+                        .map(|t| t.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                        .unwrap_or_default();
+                    schemes.push(CtScheme {
+                        targets,
+                        bits,
+                        symmetric: w.get("symmetric").and_then(Value::as_bool).unwrap_or(true),
+                        group_size,
+                    });
+                }
+                Ok(PackedFormat::CompressedTensors(schemes))
+            }
+            "" => bail!("no quant_method"),
+            other => bail!("quant_method '{other}' is not supported (gptq, compressed-tensors)"),
+        }
+    }
+}
+
+/// The `bits`-wide field `i` of a little-endian bit stream held by `word(w)`.
+#[inline]
+fn stream_field(word: impl Fn(usize) -> u32, i: usize, bits: usize) -> u32 {
+    let bit = i * bits;
+    let (w, off) = (bit / 32, bit % 32);
+    let mut v = u64::from(word(w)) >> off;
+    if off + bits > 32 {
+        v |= u64::from(word(w + 1)) << (32 - off);
+    }
+    (v & ((1u64 << bits) - 1)) as u32
+}
+
+fn ints(t: &Tensor, name: &str) -> Result<Vec<i64>> {
+    let t = t.flatten_all()?;
+    Ok(match t.dtype() {
+        DType::I32 => t.to_vec1::<i32>()?.into_iter().map(i64::from).collect(),
+        DType::I64 => t.to_vec1::<i64>()?,
+        DType::U32 => t.to_vec1::<u32>()?.into_iter().map(i64::from).collect(),
+        other => bail!("{name} is {other:?}, expected an integer tensor"),
+    })
+}
+
+fn words(t: &Tensor, name: &str) -> Result<Vec<u32>> {
+    if t.dtype() != DType::I32 && t.dtype() != DType::U32 {
+        bail!("{name} is {:?}, expected int32", t.dtype());
+    }
+    Ok(ints(t, name)?.into_iter().map(|v| v as u32).collect())
+}
+
+fn floats(t: &Tensor, name: &str) -> Result<(Vec<f32>, DType)> {
+    let dt = t.dtype();
+    if !matches!(dt, DType::F16 | DType::BF16 | DType::F32) {
+        bail!("{name} is {dt:?}, expected a float tensor");
+    }
+    Ok((t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?, dt))
+}
+
+fn expect_shape(t: &Tensor, name: &str, want: &[usize], what: &str) -> Result<()> {
+    if t.dims() != want {
+        bail!("{name} has shape {:?}, expected {want:?} ({what})", t.dims());
+    }
+    Ok(())
+}
+
+fn take(map: &mut HashMap<String, Tensor>, name: &str) -> Result<Tensor> {
+    map.remove(name).with_context(|| format!("packed linear is missing {name}"))
+}
+
+/// A float in `dtype` (round to nearest even), as an f32.
+fn round_to(x: f32, dtype: DType) -> f32 {
+    match dtype {
+        DType::F16 => half::f16::from_f32(x).to_f32(),
+        DType::BF16 => half::bf16::from_f32(x).to_f32(),
+        _ => x,
+    }
+}
+
+/// The dense weight `[out][in]` = `scale[o][g_idx[j]] · (q − zero)`, rounded to `dtype`.
+#[allow(clippy::too_many_arguments)] // one linear's unpacked parts
+fn dense_weight(
+    out: usize,
+    inp: usize,
+    code: impl Fn(usize, usize) -> u32 + Sync,
+    zero: impl Fn(usize, usize) -> f32 + Sync,
+    scale: impl Fn(usize, usize) -> f32 + Sync,
+    g_idx: &[usize],
+    dtype: DType,
+) -> Result<Tensor> {
+    let mut w = vec![0f32; out * inp];
+    w.par_chunks_mut(inp).enumerate().for_each(|(o, row)| {
+        for (j, x) in row.iter_mut().enumerate() {
+            let g = g_idx[j];
+            *x = round_to(scale(o, g) * (code(o, j) as f32 - zero(o, g)), dtype);
+        }
+    });
+    Ok(Tensor::from_vec(w, (out, inp), &Device::Cpu)?.to_dtype(dtype)?)
+}
+
+fn check_g_idx(g: Vec<i64>, groups: usize, name: &str) -> Result<Vec<usize>> {
+    if let Some(&bad) = g.iter().find(|&&x| x < 0 || x as usize >= groups) {
+        bail!("{name} holds group {bad}, but there are {groups} groups");
+    }
+    Ok(g.into_iter().map(|x| x as usize).collect())
+}
+
+/// Replaces the packed tensors of every quantized linear in `map` (a checkpoint's tensors by
+/// file name) by its dense `weight`.
+pub fn dequantize(map: &mut HashMap<String, Tensor>, format: &PackedFormat) -> Result<()> {
+    match format {
+        PackedFormat::Gptq(s) => {
+            let prefixes: Vec<String> =
+                map.keys().filter_map(|k| k.strip_suffix(".qweight").map(str::to_string)).collect();
+            if prefixes.is_empty() {
+                bail!("quantization_config says gptq, but no tensor is a qweight");
+            }
+            for p in prefixes {
+                let w = dequantize_gptq(map, &p, s)?;
+                map.insert(format!("{p}.weight"), w);
+            }
+        }
+        PackedFormat::CompressedTensors(schemes) => {
+            let prefixes: Vec<String> =
+                map.keys().filter_map(|k| k.strip_suffix(".weight_packed").map(str::to_string)).collect();
+            if prefixes.is_empty() {
+                bail!("quantization_config says compressed-tensors, but no tensor is a weight_packed");
+            }
+            for p in prefixes {
+                let w = dequantize_ct(map, &p, schemes)?;
+                map.insert(format!("{p}.weight"), w);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The module name engines match patterns against (`model.decoder.…`).
+fn module_name(prefix: &str) -> String {
+    if prefix.starts_with("model.") {
+        prefix.to_string()
+    } else {
+        format!("model.{prefix}")
+    }
+}
+
+fn dequantize_gptq(map: &mut HashMap<String, Tensor>, p: &str, s: &GptqSettings) -> Result<Tensor> {
+    let module = module_name(p);
+    let (mut bits, mut group_size) = (s.bits, s.group_size);
+    if let Some((_, neg, ov)) = s.dynamic.iter().find(|(re, _, _)| re.is_match(&module)) {
+        if *neg {
+            bail!("{p}.qweight is packed, but `dynamic` excludes {module} from quantization");
+        }
+        if let Some(b) = ov.get("bits").and_then(Value::as_u64) {
+            bits = b as u32;
+            if ![2, 3, 4, 8].contains(&bits) {
+                bail!("{module}: GPTQ bits {bits} are not supported (2, 3, 4 or 8)");
+            }
+        }
+        if ov.get("group_size").is_some() {
+            group_size = group_size_of(ov.get("group_size"), "group_size")?;
+        }
+    }
+    let (qn, zn, sn, gn) = (format!("{p}.qweight"), format!("{p}.qzeros"), format!("{p}.scales"), format!("{p}.g_idx"));
+    let qweight = take(map, &qn)?;
+    let qzeros = take(map, &zn)?;
+    let scales = take(map, &sn)?;
+    let g_idx = map.remove(&gn);
+    let (groups, out) = scales.dims2().with_context(|| format!("{sn} is not a matrix"))?;
+    let b = bits as usize;
+    let inp = match &g_idx {
+        Some(g) => g.elem_count(),
+        None => qweight.dims()[0] * 32 / b,
+    };
+    let what = format!("in {inp}, out {out}, {bits} bits, {groups} groups");
+    expect_shape(&qweight, &qn, &[(inp * b).div_ceil(32), out], &what)?;
+    expect_shape(&qzeros, &zn, &[groups, (out * b).div_ceil(32)], &what)?;
+    let want_groups = group_size.map_or(1, |g| inp.div_ceil(g));
+    if groups != want_groups {
+        bail!("{sn} has {groups} groups, but group_size {group_size:?} on {inp} inputs implies {want_groups}");
+    }
+    let g_idx = match g_idx {
+        Some(g) => check_g_idx(ints(&g, &gn)?, groups, &gn)?,
+        None => (0..inp).map(|j| group_size.map_or(0, |g| j / g)).collect(),
+    };
+    let qw = words(&qweight, &qn)?;
+    let qz = words(&qzeros, &zn)?;
+    let (sc, dtype) = floats(&scales, &sn)?;
+    let zcols = (out * b).div_ceil(32);
+    let mask = (1u32 << bits) - 1;
+    let zeros: Vec<f32> = (0..groups * out)
+        .map(|k| {
+            let (g, o) = (k / out, k % out);
+            let field = stream_field(|c| qz[g * zcols + c], o, b);
+            (if s.v1_zeros { (field + 1) & mask } else { field }) as f32
+        })
+        .collect();
+    dense_weight(
+        out,
+        inp,
+        |o, j| stream_field(|r| qw[r * out + o], j, b),
+        |o, g| zeros[g * out + o],
+        |o, g| sc[g * out + o],
+        &g_idx,
+        dtype,
+    )
+}
+
+/// Whether a compressed-tensors target names `module` (equal, `re:` regex, or a class name).
+fn target_matches(target: &str, module: &str) -> Result<bool> {
+    if let Some(re) = target.strip_prefix("re:") {
+        return Ok(python_regex(re)?.is_match(module));
+    }
+    Ok(target == module || target == "Linear")
+}
+
+fn dequantize_ct(map: &mut HashMap<String, Tensor>, p: &str, schemes: &[CtScheme]) -> Result<Tensor> {
+    let module = module_name(p);
+    let mut scheme = None;
+    for s in schemes {
+        for t in &s.targets {
+            if target_matches(t, &module)? || target_matches(t, p)? {
+                scheme = Some(s);
+            }
+        }
+        if scheme.is_some() {
+            break;
+        }
+    }
+    let s = scheme.with_context(|| format!("{p}.weight_packed is packed, but no config group targets {module}"))?;
+    let (pn, sn, zn, shn, gn) = (
+        format!("{p}.weight_packed"),
+        format!("{p}.weight_scale"),
+        format!("{p}.weight_zero_point"),
+        format!("{p}.weight_shape"),
+        format!("{p}.weight_g_idx"),
+    );
+    let packed = take(map, &pn)?;
+    let scale = take(map, &sn)?;
+    let shape = ints(&take(map, &shn)?, &shn)?;
+    let zp = map.remove(&zn);
+    let g_idx = map.remove(&gn);
+    let [out, inp] = shape[..] else { bail!("{shn} holds {shape:?}, expected [out, in]") };
+    if out <= 0 || inp <= 0 {
+        bail!("{shn} holds {shape:?}");
+    }
+    let (out, inp, b) = (out as usize, inp as usize, s.bits as usize);
+    let groups = s.group_size.map_or(1, |g| inp.div_ceil(g));
+    let what = format!("weight_shape [{out}, {inp}], {b} bits, {groups} groups");
+    // Rows are one bit stream (compressed-tensors ≥ its dense-packing change); releases
+    // before it put 32 // bits fields in each word. The shapes differ for 3, 5, 6, 7 bits.
+    let stream_cols = (inp * b).div_ceil(32);
+    let per_word = 32 / b;
+    let cols = packed.dims2().map(|d| d.1).unwrap_or(0);
+    let legacy = cols != stream_cols && cols == inp.div_ceil(per_word);
+    let cols = if legacy { inp.div_ceil(per_word) } else { stream_cols };
+    expect_shape(&packed, &pn, &[out, cols], &what)?;
+    expect_shape(&scale, &sn, &[out, groups], &what)?;
+    let field = move |word: &dyn Fn(usize) -> u32, i: usize| -> u32 {
+        if legacy {
+            (word(i / per_word) >> ((i % per_word) * b)) & ((1u32 << b) - 1)
+        } else {
+            stream_field(word, i, b)
+        }
+    };
+    let offset = 1i64 << (b - 1);
+    let zeros: Vec<f32> = if s.symmetric {
+        if zp.is_some() {
+            bail!("{zn} is present, but the scheme is symmetric");
+        }
+        vec![offset as f32; out * groups]
+    } else {
+        let zp = zp.with_context(|| format!("asymmetric scheme, but {zn} is missing"))?;
+        let zrows = if legacy { out.div_ceil(per_word) } else { (out * b).div_ceil(32) };
+        expect_shape(&zp, &zn, &[zrows, groups], &what)?;
+        let z = words(&zp, &zn)?;
+        (0..out * groups)
+            .map(|k| {
+                let (o, g) = (k / groups, k % groups);
+                field(&|w| z[w * groups + g], o) as f32
+            })
+            .collect()
+    };
+    let g_idx = match g_idx {
+        Some(g) => check_g_idx(ints(&g, &gn)?, groups, &gn)?,
+        None => (0..inp).map(|j| s.group_size.map_or(0, |g| j / g)).collect(),
+    };
+    let pw = words(&packed, &pn)?;
+    let (sc, dtype) = floats(&scale, &sn)?;
+    // Stored fields are signed values + 2^(bits−1) for codes and zero points alike, so
+    // (q_s − zp_s) · scale = (field − zero field) · scale.
+    dense_weight(
+        out,
+        inp,
+        |o, j| field(&|w| pw[o * cols + w], j),
+        |o, g| zeros[o * groups + g],
+        |o, g| sc[o * groups + g],
+        &g_idx,
+        dtype,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_fields_by_hand() {
+        // 4 bits: word 0x76543210 holds 0..7 from the low bits.
+        let w = [0x7654_3210u32];
+        assert_eq!((0..8).map(|i| stream_field(|k| w[k], i, 4)).collect::<Vec<_>>(), (0..8).collect::<Vec<_>>());
+        // 3 bits: field 10 is bits 30–31 of word 0 and bit 0 of word 1.
+        let w = [0b11u32 << 30, 0b1];
+        assert_eq!(stream_field(|k| w[k], 10, 3), 0b111);
+        assert_eq!(stream_field(|k| w[k], 9, 3), 0);
+    }
+
+    #[test]
+    fn configs_are_checked() {
+        let ok = serde_json::json!({"quant_method": "gptq", "bits": 4, "group_size": 128, "checkpoint_format": "gptq",
+                                     "dynamic": {"-:^model\\.decoder\\.layers\\.0\\.fc1$": {}}});
+        let PackedFormat::Gptq(g) = PackedFormat::from_json(&ok).unwrap() else { panic!() };
+        assert_eq!((g.bits, g.group_size, g.v1_zeros), (4, Some(128), true));
+        assert!(g.dynamic[0].0.is_match("model.decoder.layers.0.fc1") && g.dynamic[0].1);
+        for (bad, needle) in [
+            (serde_json::json!({"quant_method": "awq", "bits": 4}), "quant_method 'awq'"),
+            (serde_json::json!({"quant_method": "gptq", "bits": 5}), "bits 5"),
+            (serde_json::json!({"quant_method": "gptq", "bits": 4, "checkpoint_format": "marlin"}), "marlin"),
+            (
+                serde_json::json!({"quant_method": "compressed-tensors", "format": "pack-quantized",
+                    "config_groups": {"g": {"targets": ["Linear"], "weights": {"num_bits": 9, "type": "int", "strategy": "channel"}}}}),
+                "num_bits 9",
+            ),
+            (
+                serde_json::json!({"quant_method": "compressed-tensors", "format": "float-quantized",
+                    "config_groups": {"g": {"targets": ["Linear"], "weights": {"num_bits": 8}}}}),
+                "float-quantized",
+            ),
+        ] {
+            let e = PackedFormat::from_json(&bad).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+}
