@@ -31,8 +31,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if corpora.is_empty() {
         bail!("--datasets is empty: name at least one of wikitext2, ptb, c4");
     }
-    if let Some(j) = &args.report.json {
-        atomic::check_writable(j, "--json")?;
+    args.report.validate()?;
+    if let Some(p) = &args.logits_out {
+        atomic::check_writable(p, "--logits-out")?;
     }
     let device = args.common.device()?;
     // Data problems surface before any model is downloaded or loaded.

@@ -47,6 +47,8 @@ pub fn run(args: MiInspectArgs) -> Result<()> {
     let stem = format!("mi_L{}_{}", args.layer, kind.path().rsplit('.').next().unwrap_or("linear"));
     let png_path = args.out.join(format!("{stem}.png"));
     let json_path = args.out.join(format!("{stem}.json"));
+    atomic::check_folder_writable(&args.out, "--out")?;
+    atomic::check_writable(&png_path, "--out")?;
     atomic::check_writable(&json_path, "--out")?;
     let device = args.common.device()?;
     let source = args.common.data_source()?;

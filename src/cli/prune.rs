@@ -80,9 +80,14 @@ pub struct PruneArgs {
     /// Magnitude pruning baseline instead of SparseGPT.
     #[arg(long)]
     pub gmp: bool,
-    /// Save the compressed model (HF layout) to this directory.
+    /// Save the compressed model (HF layout) to this directory: a new one, an empty one, or a
+    /// previous export of this tool (replaced).
     #[arg(long)]
     pub save: Option<PathBuf>,
+    /// Let --save replace an existing directory that is not a previous export, and
+    /// everything in it.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Datasets to evaluate after compression (empty = none).
     #[arg(long, default_value = "wikitext2,ptb,c4")]
     pub eval_datasets: String,
@@ -133,6 +138,15 @@ impl PruneArgs {
 
     /// Checks that need the model's shapes.
     fn validate_shapes(&self, cfg: &OptConfig) -> Result<()> {
+        let n = cfg.num_hidden_layers;
+        if self.layers(n).is_empty() {
+            bail!(
+                "--minlayer {} --maxlayer {} selects none of the model's {n} layers (0..{}): nothing would be compressed",
+                self.minlayer,
+                self.maxlayer,
+                n.saturating_sub(1)
+            );
+        }
         for width in [cfg.hidden_size, cfg.ffn_dim] {
             if self.prunem > 0 && width % self.prunem != 0 {
                 bail!("--prunem {} does not divide the layer width {width}", self.prunem);
@@ -204,10 +218,12 @@ impl PruneArgs {
 
 pub fn run(args: PruneArgs) -> Result<()> {
     args.validate()?;
+    args.report.validate()?;
     let json_path = args.report.json.clone().unwrap_or_else(|| args.default_json_path());
     atomic::check_writable(&json_path, "--json")?;
-    if let Some(dir) = &args.save {
-        export::check_save_target(dir)?;
+    let save = args.save.as_deref().map(|dir| export::check_save_target(dir, args.overwrite)).transpose()?;
+    if args.overwrite && save.is_none() {
+        bail!("--overwrite is for --save: give --save DIR");
     }
     let device = args.common.device()?;
     let calib_source = Corpus::parse(&args.dataset)?;
@@ -218,6 +234,9 @@ pub fn run(args: PruneArgs) -> Result<()> {
 
     let t0 = Instant::now();
     let files = model::files::resolve_model(&args.model)?;
+    if let Some(target) = &save {
+        export::check_not_model(target, &files)?;
+    }
     let config = OptConfig::from_file(&files.config)?;
     args.validate_shapes(&config)?;
     let tok = model::tokenizer::load(&files.tokenizer)?;
@@ -260,9 +279,9 @@ pub fn run(args: PruneArgs) -> Result<()> {
 
     let eval = sparsegpt_mi::eval::evaluate_all(&model, &tok, &eval_sets, &source, args.report.max_windows)?;
     print_ppl_table(&eval);
-    if let Some(dir) = &args.save {
-        export::save(&model, &files, dir, model.storage_dtype)?;
-        println!("saved to {}", dir.display());
+    if let Some(target) = &save {
+        export::save(&model, &files, target, model.storage_dtype)?;
+        println!("saved to {}", target.given.display());
     }
     let report = summary::PruneReport {
         command: command_line(),
