@@ -48,6 +48,12 @@ pub enum HinvPrecision {
 /// `cholesky(cholesky_inverse(cholesky(H)), upper=True)` on an already damped H, in the
 /// chosen precision (the reference uses f32).
 pub fn inverse_cholesky_upper_in(h: &[f64], n: usize, precision: HinvPrecision) -> Result<Vec<f64>> {
+    if !crate::numerics::all_finite_f64(h) {
+        anyhow::bail!(
+            "the Hessian has non-finite entries ({}): the layer's inputs overflowed or hold NaN",
+            crate::numerics::describe_values(h, &[n, n])
+        );
+    }
     match precision {
         HinvPrecision::F64 => inverse_cholesky_upper(h, n),
         HinvPrecision::F32 => {
