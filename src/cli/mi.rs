@@ -54,6 +54,14 @@ pub fn run(args: MiInspectArgs) -> Result<()> {
     let source = args.common.data_source()?;
     source.check_available(&needs(&[], Some(Corpus::C4)))?;
     let files = model::files::resolve_model(&args.model)?;
+    let config = model::OptConfig::from_file(&files.config)?;
+    if args.layer >= config.num_hidden_layers {
+        anyhow::bail!(
+            "--layer {} is out of range: the model has {} decoder layers",
+            args.layer,
+            config.num_hidden_layers
+        );
+    }
     let tok = model::tokenizer::load(&files.tokenizer)?;
     let mut model = args.common.load_model(&files, &device)?;
     let docs = source.calibration_documents(Corpus::C4)?;
