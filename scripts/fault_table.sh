@@ -313,7 +313,9 @@ signal_case() { # NAME SIGNAL WHEN(save|early) EXPECTED-EXIT
   before=$(snap)
   while :; do
     tries=$((tries + 1))
-    (cd "$W" && exec "$BIN" prune $B --nsamples 1 --eval-datasets '' --json r.json --save out > /dev/null 2> "$ROOT/err") &
+    # Mid-run: a run of several seconds (16 calibration windows) signalled after 1.5 s.
+    local n=1; [ "$when" = save ] || n=16
+    (cd "$W" && exec "$BIN" prune $B --nsamples $n --eval-datasets '' --json r.json --save out > /dev/null 2> "$ROOT/err") &
     pid=$!
     if [ "$when" = save ]; then
       while kill -0 $pid 2>/dev/null && [ ! -e "$W/.out.partial$pid" ]; do sleep 0.001; done
@@ -339,8 +341,8 @@ signal_case() { # NAME SIGNAL WHEN(save|early) EXPECTED-EXIT
 }
 signal_case "SIGINT (Ctrl-C) while --save writes" INT save 130
 signal_case "SIGTERM while --save writes" TERM save 143
-signal_case "SIGINT before any output" INT early 130
-signal_case "SIGTERM before any output" TERM early 143
+signal_case "SIGINT mid-run, before any output" INT early 130
+signal_case "SIGTERM mid-run, before any output" TERM early 143
 mkdir "$W/.out.partial4999999"; echo '{}' > "$W/.out.partial4999999/.sparsegpt-mi-export"; echo '{"half' > "$W/.r.json.tmp4999999"
 run note "stale .out.partialPID / .r.json.tmpPID of a dead run: removed, with a note" prune $B --minlayer 9 --nsamples 1 --json r.json --save out
 # The stale pair is gone: what 'left behind' shows above is their removal, and nothing else.
