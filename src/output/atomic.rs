@@ -57,9 +57,7 @@ pub fn check_writable(path: &Path, flag: &str) -> Result<()> {
         _ => {}
     }
     check_folder_above(path, flag)?;
-    if let Some(dir) = existing_dir(parent_dir(path)) {
-        cleanup::remove_stale(&dir, &last);
-    }
+    cleanup::remove_stale(parent_dir(path), &last);
     Ok(())
 }
 
@@ -95,11 +93,6 @@ pub(crate) fn check_folder_above(path: &Path, flag: &str) -> Result<()> {
             Err(e) => bail!("{flag} {}: cannot use {} ({e})", path.display(), dir.display()),
         }
     }
-}
-
-/// `dir` if it exists as a directory.
-fn existing_dir(dir: &Path) -> Option<PathBuf> {
-    dir.is_dir().then(|| dir.to_path_buf())
 }
 
 /// Creates and removes a probe file in `dir`, which `path` needs to be writable.
