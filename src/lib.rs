@@ -13,6 +13,7 @@ pub mod eval;
 pub mod hub;
 pub mod mixed;
 pub mod model;
+pub mod numerics;
 pub mod output;
 pub mod pipeline;
 pub mod progress;

@@ -13,6 +13,10 @@ fn main() {
             .unwrap_or_else(|| "unknown panic".into());
         eprintln!("error: internal error: {}", msg.replace('\n', " "));
     }));
+    // Temporary files and directories go when the run is interrupted (exit 130 / 143).
+    if let Err(e) = sparsegpt_mi::output::cleanup::install_signal_handler() {
+        eprintln!("warning: no SIGINT/SIGTERM handler ({e}): an interrupted run may leave temporary files");
+    }
     if let Err(e) = cli::run() {
         eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
         std::process::exit(1);

@@ -46,6 +46,20 @@ pub enum ComputeDtype {
     F32,
 }
 
+impl ReportArgs {
+    /// Checks before any work: a run must evaluate something, and its result file must be
+    /// writable (when given; `prune` checks its default path itself).
+    pub fn validate(&self) -> Result<()> {
+        if self.max_windows == Some(0) {
+            anyhow::bail!("--max-windows 0 evaluates nothing: give at least 1 (or leave it out for every window)");
+        }
+        if let Some(j) = &self.json {
+            sparsegpt_mi::output::atomic::check_writable(j, "--json")?;
+        }
+        Ok(())
+    }
+}
+
 impl CommonArgs {
     /// Where the corpora come from: --data-dir, else $SPARSEGPT_MI_DATA_DIR, else the hub.
     pub fn data_source(&self) -> Result<DataSource> {

@@ -31,8 +31,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if corpora.is_empty() {
         bail!("--datasets is empty: name at least one of wikitext2, ptb, c4");
     }
-    if let Some(j) = &args.report.json {
-        atomic::check_writable(j, "--json")?;
+    args.report.validate()?;
+    if let Some(p) = &args.logits_out {
+        atomic::check_writable(p, "--logits-out")?;
     }
     let device = args.common.device()?;
     // Data problems surface before any model is downloaded or loaded.
@@ -68,6 +69,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
 fn dump_logits(model: &OptModel, ids: &[u32], path: &Path) -> Result<()> {
     let input = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &model.device)?;
     let logits = model.forward(&input)?.squeeze(0)?.to_dtype(DType::F32)?;
+    if !sparsegpt_mi::numerics::all_finite(&logits)? {
+        bail!(
+            "--logits-out: non-finite logits for the first {} tokens ({}): the model's activations overflowed {:?}",
+            ids.len(),
+            sparsegpt_mi::numerics::describe_non_finite(&logits),
+            model.dtype
+        );
+    }
     let rows: Vec<Vec<f32>> = logits.to_vec2()?;
     let argmax: Vec<usize> =
         rows.iter().map(|r| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |m| m.0)).collect();

@@ -47,11 +47,21 @@ pub fn run(args: MiInspectArgs) -> Result<()> {
     let stem = format!("mi_L{}_{}", args.layer, kind.path().rsplit('.').next().unwrap_or("linear"));
     let png_path = args.out.join(format!("{stem}.png"));
     let json_path = args.out.join(format!("{stem}.json"));
+    atomic::check_folder_writable(&args.out, "--out")?;
+    atomic::check_writable(&png_path, "--out")?;
     atomic::check_writable(&json_path, "--out")?;
     let device = args.common.device()?;
     let source = args.common.data_source()?;
     source.check_available(&needs(&[], Some(Corpus::C4)))?;
     let files = model::files::resolve_model(&args.model)?;
+    let config = model::OptConfig::from_file(&files.config)?;
+    if args.layer >= config.num_hidden_layers {
+        anyhow::bail!(
+            "--layer {} is out of range: the model has {} decoder layers",
+            args.layer,
+            config.num_hidden_layers
+        );
+    }
     let tok = model::tokenizer::load(&files.tokenizer)?;
     let mut model = args.common.load_model(&files, &device)?;
     let docs = source.calibration_documents(Corpus::C4)?;

@@ -39,6 +39,10 @@ enum Command {
 /// clap's message on one line (exit 2); help and version print as clap prints them.
 pub fn run() -> Result<()> {
     let cli = Cli::try_parse().unwrap_or_else(|e| {
+        if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            eprintln!("error: no subcommand: give eval, prune, mi or self-check (--help lists them)");
+            std::process::exit(2);
+        }
         if !e.use_stderr() {
             e.exit();
         }

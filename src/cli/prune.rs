@@ -82,13 +82,18 @@ pub struct PruneArgs {
     /// Magnitude pruning baseline instead of SparseGPT.
     #[arg(long)]
     pub gmp: bool,
-    /// Save the compressed model (HF layout) to this directory.
+    /// Save the compressed model (HF layout) to this directory: a new one, an empty one, or a
+    /// previous export of this tool (replaced).
     #[arg(long)]
     pub save: Option<PathBuf>,
     /// How --save stores it: dense (floats, the default), gptq or compressed-tensors (packed
     /// checkpoints serving engines load; see README "Saving").
     #[arg(long, value_enum)]
     pub save_format: Option<SaveFormat>,
+    /// Let --save replace an existing directory that is not a previous export, and
+    /// everything in it.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Datasets to evaluate after compression (empty = none).
     #[arg(long, default_value = "wikitext2,ptb,c4")]
     pub eval_datasets: String,
@@ -143,6 +148,15 @@ impl PruneArgs {
     /// Checks that need the model's shapes. A `--groupsize` that does not divide a width
     /// gives that linear a short last group, as the published code does.
     fn validate_shapes(&self, cfg: &OptConfig) -> Result<()> {
+        let n = cfg.num_hidden_layers;
+        if self.layers(n).is_empty() {
+            bail!(
+                "--minlayer {} --maxlayer {} selects none of the model's {n} layers (0..{}): nothing would be compressed",
+                self.minlayer,
+                self.maxlayer,
+                n.saturating_sub(1)
+            );
+        }
         let widths = [cfg.hidden_size, cfg.ffn_dim];
         for width in widths {
             if self.prunem > 0 && width % self.prunem != 0 {
@@ -152,9 +166,6 @@ impl PruneArgs {
         self.mi.validate_shapes(cfg.hidden_size.min(cfg.ffn_dim))?;
         let format = self.save_format();
         export::check_format(format, &self.planned_quantization(), &widths)?;
-        if format != SaveFormat::Dense && self.layers(cfg.num_hidden_layers).is_empty() {
-            bail!("--save-format {}: --minlayer/--maxlayer select no layer to quantize", format.name());
-        }
         Ok(())
     }
 
@@ -235,10 +246,12 @@ impl PruneArgs {
 
 pub fn run(args: PruneArgs) -> Result<()> {
     args.validate()?;
+    args.report.validate()?;
     let json_path = args.report.json.clone().unwrap_or_else(|| args.default_json_path());
     atomic::check_writable(&json_path, "--json")?;
-    if let Some(dir) = &args.save {
-        export::check_save_target(dir)?;
+    let save = args.save.as_deref().map(|dir| export::check_save_target(dir, args.overwrite)).transpose()?;
+    if args.overwrite && save.is_none() {
+        bail!("--overwrite is for --save: give --save DIR");
     }
     let device = args.common.device()?;
     let calib_source = Corpus::parse(&args.dataset)?;
@@ -249,6 +262,9 @@ pub fn run(args: PruneArgs) -> Result<()> {
 
     let t0 = Instant::now();
     let files = model::files::resolve_model(&args.model)?;
+    if let Some(target) = &save {
+        export::check_not_model(target, &files)?;
+    }
     let config = OptConfig::from_file(&files.config)?;
     args.validate_shapes(&config)?;
     let tok = model::tokenizer::load(&files.tokenizer)?;
@@ -298,8 +314,8 @@ pub fn run(args: PruneArgs) -> Result<()> {
 
     let eval = sparsegpt_mi::eval::evaluate_all(&model, &tok, &eval_sets, &source, args.report.max_windows)?;
     print_ppl_table(&eval);
-    let saved = match &args.save {
-        Some(dir) => {
+    let saved = match &save {
+        Some(target) => {
             let format = args.save_format();
             let request = export::SaveRequest {
                 format,
@@ -311,11 +327,11 @@ pub fn run(args: PruneArgs) -> Result<()> {
                     percdamp: args.percdamp,
                 }),
             };
-            let saved = export::save(&model, &files, dir, &request)?;
+            let saved = export::save(&model, &files, target, &request)?;
             for note in &saved.notes {
                 eprintln!("note: {note}");
             }
-            println!("saved to {} ({}): {}", dir.display(), saved.format.name(), saved.sizes.describe());
+            println!("saved to {} ({}): {}", target.given.display(), saved.format.name(), saved.sizes.describe());
             Some(saved)
         }
         None => None,

@@ -85,7 +85,18 @@ pub fn perplexity(
     let mut nlls = Vec::with_capacity(windows);
     let all: Vec<&[u32]> = (0..windows).map(|w| &tokens[w * seqlen..(w + 1) * seqlen]).collect();
     for batch in all.chunks(windows_per_pass(&model.device)) {
-        nlls.extend(windows_nll(model, batch)?);
+        let first = nlls.len();
+        let batch_nlls = windows_nll(model, batch)?;
+        if let Some(w) = batch_nlls.iter().position(|v| !v.is_finite()) {
+            let hint = if model.dtype == candle_core::DType::F16 { "; try --dtype f32" } else { "" };
+            anyhow::bail!(
+                "non-finite logits in window {} of {dataset} (mean NLL {}): the model's activations overflowed {:?}{hint}",
+                first + w,
+                batch_nlls[w],
+                model.dtype
+            );
+        }
+        nlls.extend(batch_nlls);
         pb.inc(batch.len() as u64);
     }
     pb.finish_and_clear();

@@ -13,7 +13,7 @@
 
 use super::mutual_info::SymMatrix;
 use anyhow::{bail, Result};
-use faer::{Mat, Side};
+use faer::Mat;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -104,7 +104,7 @@ fn top_eigenvectors(b: &Mat<f64>, k: usize) -> Option<Mat<f64>> {
     let mut v0 = faer::Col::<f64>::from_fn(d, |i| ((i as f64 + 1.0) * 0.754_877_666).fract() - 0.5);
     let norm = v0.norm_l2();
     v0 /= norm;
-    let par = faer::get_global_parallelism();
+    let par = GROUPING_PAR;
     let params = Default::default();
     let mut mem = MemBuffer::new(partial_self_adjoint_eigen_scratch(b, k, par, params));
     let mut vecs = Mat::<f64>::zeros(d, k);
@@ -125,9 +125,74 @@ fn top_eigenvectors(b: &Mat<f64>, k: usize) -> Option<Mat<f64>> {
 pub(crate) fn dense_bottom_eigenvectors(normalised: &Mat<f64>, k: usize) -> Result<Mat<f64>> {
     let d = normalised.nrows();
     let lap = Mat::<f64>::from_fn(d, d, |i, j| if i == j { 1.0 } else { 0.0 } - normalised[(i, j)]);
-    let eig = lap.self_adjoint_eigen(Side::Lower).map_err(|e| anyhow::anyhow!("eigendecomposition failed: {e:?}"))?;
-    let u = eig.U();
+    let (_, u) = self_adjoint_eigen(&lap)?;
     Ok(Mat::from_fn(d, k, |i, c| u[(i, c)]))
+}
+
+/// How the grouping calls faer's QR and eigensolvers: sequentially. With `Par::rayon(n)`
+/// their reductions are split over n threads (a matrix–vector product sums n partial
+/// vectors), so the eigenvectors, and with them MI's groups, changed with the thread count
+/// (measured: faer's dense eigensolver at d = 768 and its thin QR at 192 × 24 give other bits
+/// at 2, 3, 4 and 8 threads than at 1). The GEMMs and the Cholesky factorisation do not
+/// depend on it (same bits at 1–8 threads) and keep their parallelism.
+pub(crate) const GROUPING_PAR: faer::Par = faer::Par::Seq;
+
+/// Eigenvalues (ascending) and eigenvectors (columns) of a symmetric matrix, by faer's dense
+/// solver, sequentially (`GROUPING_PAR`); the lower triangle is read.
+pub(crate) fn self_adjoint_eigen(a: &Mat<f64>) -> Result<(Vec<f64>, Mat<f64>)> {
+    use faer::dyn_stack::{MemBuffer, MemStack};
+    use faer::linalg::evd;
+    let n = a.nrows();
+    let mut u = Mat::<f64>::zeros(n, n);
+    let mut s = faer::diag::Diag::<f64>::zeros(n);
+    let scratch =
+        evd::self_adjoint_evd_scratch::<f64>(n, evd::ComputeEigenvectors::Yes, GROUPING_PAR, Default::default());
+    evd::self_adjoint_evd(
+        a.as_ref(),
+        s.as_mut(),
+        Some(u.as_mut()),
+        GROUPING_PAR,
+        MemStack::new(&mut MemBuffer::new(scratch)),
+        Default::default(),
+    )
+    .map_err(|e| anyhow::anyhow!("eigendecomposition failed: {e:?}"))?;
+    Ok(((0..n).map(|i| s[i]).collect(), u))
+}
+
+/// The thin Q factor (m × min(m, n)) of a QR decomposition, sequentially (`GROUPING_PAR`).
+pub(crate) fn thin_q(a: &Mat<f64>) -> Mat<f64> {
+    use faer::dyn_stack::{MemBuffer, MemStack};
+    use faer::linalg::{householder, qr::no_pivoting::factor};
+    let (m, n) = a.shape();
+    let size = m.min(n);
+    let block = factor::recommended_block_size::<f64>(m, n);
+    let mut qr = a.clone();
+    let mut coeff = Mat::<f64>::zeros(block, size);
+    let scratch = factor::qr_in_place_scratch::<f64>(m, n, block, GROUPING_PAR, Default::default());
+    factor::qr_in_place(
+        qr.as_mut(),
+        coeff.as_mut(),
+        GROUPING_PAR,
+        MemStack::new(&mut MemBuffer::new(scratch)),
+        Default::default(),
+    );
+    // The Householder basis: QR's part below the diagonal, with a unit diagonal.
+    let basis = Mat::<f64>::from_fn(m, size, |i, j| match i.cmp(&j) {
+        std::cmp::Ordering::Greater => qr[(i, j)],
+        std::cmp::Ordering::Equal => 1.0,
+        std::cmp::Ordering::Less => 0.0,
+    });
+    let mut q = Mat::<f64>::identity(m, size);
+    let scratch = householder::apply_block_householder_sequence_on_the_left_in_place_scratch::<f64>(m, block, size);
+    householder::apply_block_householder_sequence_on_the_left_in_place_with_conj(
+        basis.as_ref(),
+        coeff.as_ref(),
+        faer::Conj::No,
+        q.as_mut(),
+        GROUPING_PAR,
+        MemStack::new(&mut MemBuffer::new(scratch)),
+    );
+    q
 }
 
 /// Average-linkage agglomerative clustering on a distance matrix, cut at `k` clusters.
@@ -506,6 +571,48 @@ mod tests {
         let diff = projector_difference(&partial, &dense);
         assert!(diff < 1e-8, "projector difference {diff}");
         assert!(adjusted_rand_index(&spectral(&sim, k, 0).unwrap(), &truth) > 0.99);
+    }
+
+    /// Runs `f` on a rayon pool of `threads` threads (faer's default parallelism follows it).
+    pub(crate) fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
+    }
+
+    fn bits(m: &Mat<f64>) -> Vec<u64> {
+        (0..m.nrows()).flat_map(|i| (0..m.ncols()).map(move |j| m[(i, j)].to_bits())).collect()
+    }
+
+    #[test]
+    fn eigenvectors_qr_and_spectral_labels_do_not_depend_on_the_thread_count() {
+        // 520 channels: the partial (Krylov–Schur) eigensolver; 200: the dense one.
+        let (wide, _) = planted(&[30, 40, 45, 50, 55, 55, 60, 60, 60, 65]);
+        let (narrow, _) = planted(&[50, 70, 80]);
+        let tall = Mat::<f64>::from_fn(wide.d, 24, |i, j| ((i * 24 + j) as f64 * 0.754_877_666).fract() - 0.5);
+        let run = |threads: usize| {
+            on_threads(threads, || {
+                let dense = self_adjoint_eigen(&Mat::from_fn(narrow.d, narrow.d, |i, j| narrow.get(i, j))).unwrap().1;
+                (
+                    bits(&laplacian_bottom_eigenvectors(&wide, 10).unwrap()),
+                    bits(&dense),
+                    bits(&thin_q(&tall)),
+                    spectral(&wide, 10, 0).unwrap(),
+                    spectral(&narrow, 3, 0).unwrap(),
+                )
+            })
+        };
+        let one = run(1);
+        for threads in [2, 3, 4, 8] {
+            assert!(one == run(threads), "{threads} threads differ from 1");
+        }
+        // The same algorithms as faer's convenience calls at one thread.
+        on_threads(1, || {
+            assert_eq!(bits(&thin_q(&tall)), bits(&tall.qr().compute_thin_Q()));
+            let a = Mat::from_fn(narrow.d, narrow.d, |i, j| narrow.get(i, j));
+            assert_eq!(
+                bits(&self_adjoint_eigen(&a).unwrap().1),
+                bits(&a.self_adjoint_eigen(faer::Side::Lower).unwrap().U().to_owned())
+            );
+        });
     }
 
     #[test]

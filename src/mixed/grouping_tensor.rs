@@ -51,17 +51,14 @@ fn bottom_eigenvectors(n: &Tensor, k: usize) -> Result<Option<Mat<f64>>> {
     let apply_l = |x: &Tensor| -> Result<Tensor> { Ok((x - n.matmul(x)?)?) };
     // A fixed, generic start block (deterministic runs).
     let start = Mat::<f64>::from_fn(d, m, |i, j| (((i * m + j) as f64 + 1.0) * 0.754_877_666).fract() - 0.5);
-    let mut x = from_mat(&start.qr().compute_thin_Q(), dev)?;
+    let mut x = from_mat(&grouping::thin_q(&start), dev)?;
     for _ in 0..MAX_FILTER_ITERATIONS {
         // Rayleigh–Ritz: T = Xᵀ L X, its eigenvectors W rotate X onto Ritz vectors.
         let lx = apply_l(&x)?;
         let t = to_mat(&x.t()?.matmul(&lx)?)?;
         let t = Mat::<f64>::from_fn(m, m, |i, j| 0.5 * (t[(i, j)] + t[(j, i)]));
-        let eig = t
-            .self_adjoint_eigen(faer::Side::Lower)
-            .map_err(|e| anyhow!("Rayleigh–Ritz eigendecomposition failed: {e:?}"))?;
-        let theta: Vec<f64> = (0..m).map(|i| eig.S()[i]).collect();
-        let w = from_mat(&eig.U().to_owned(), dev)?;
+        let (theta, w) = grouping::self_adjoint_eigen(&t).map_err(|e| anyhow!("Rayleigh–Ritz step: {e}"))?;
+        let w = from_mat(&w, dev)?;
         x = x.matmul(&w)?;
         let theta_t = Tensor::from_vec(theta.clone(), (1, m), dev)?;
         let residual: Vec<f64> = (lx.matmul(&w)? - x.broadcast_mul(&theta_t)?)?.sqr()?.sum(0)?.sqrt()?.to_vec1()?;
@@ -82,7 +79,7 @@ fn bottom_eigenvectors(n: &Tensor, k: usize) -> Result<Option<Mat<f64>>> {
             prev = y;
             y = next;
         }
-        x = from_mat(&to_mat(&y)?.qr().compute_thin_Q(), dev)?;
+        x = from_mat(&grouping::thin_q(&to_mat(&y)?), dev)?;
     }
     Ok(None)
 }

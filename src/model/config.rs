@@ -55,6 +55,14 @@ impl OptConfig {
         if self.hidden_size == 0 || self.num_attention_heads == 0 {
             bail!("hidden_size and num_attention_heads must be positive");
         }
+        if self.num_hidden_layers == 0 || self.ffn_dim == 0 || self.vocab_size == 0 {
+            bail!(
+                "num_hidden_layers {}, ffn_dim {}, vocab_size {}: an OPT model has at least one of each",
+                self.num_hidden_layers,
+                self.ffn_dim,
+                self.vocab_size
+            );
+        }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             bail!(
                 "hidden_size {} is not divisible by num_attention_heads {}",

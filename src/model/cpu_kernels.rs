@@ -125,7 +125,8 @@ pub fn linear(x: &[f32], rows: usize, w: &[f32], bias: Option<&[f32]>, out_dim: 
         );
     }
     if relu {
-        y.par_chunks_mut(1 << 14).for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
+        // torch's relu: negatives to 0, NaN kept (`v.max(0.0)` would turn a NaN into 0).
+        y.par_chunks_mut(1 << 14).for_each(|c| c.iter_mut().for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v }));
     }
     y
 }
@@ -217,7 +218,8 @@ pub fn causal_attention(
 /// with -inf in the reference) become exactly 0.
 fn softmax_prefix_in_place(row: &mut [f32], visible: usize) {
     let (seen, future) = row.split_at_mut(visible);
-    let max = seen.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    // A NaN score stays NaN (as torch's softmax), instead of `f32::max` skipping it.
+    let max = seen.iter().copied().fold(f32::NEG_INFINITY, crate::numerics::nan_max);
     let mut sum = 0f32;
     for x in seen.iter_mut() {
         *x = (*x - max).exp();
@@ -274,6 +276,24 @@ mod tests {
             }
         }
         assert_eq!(linear(&x, rows, &w, None, o, false).len(), rows * o);
+        // A NaN input row stays NaN through the ReLU, as in torch.
+        let mut xn = x.clone();
+        xn[0] = f32::NAN;
+        let y = linear(&xn, rows, &w, Some(&b), o, true);
+        assert!(y[..o].iter().all(|v| v.is_nan()), "{:?}", &y[..o]);
+        assert!(y[o..].iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn a_nan_score_makes_its_attention_row_nan() {
+        let (batch, seq, heads, d) = (1, 5, 1, 2);
+        let mut q = vec![0.5f32; batch * seq * heads * d];
+        let k = q.clone();
+        let v = q.clone();
+        q[2 * d] = f32::NAN;
+        let out = causal_attention(&q, &k, &v, batch, seq, heads, d);
+        assert!(out[2 * d..3 * d].iter().all(|x| x.is_nan()));
+        assert!(out[..2 * d].iter().chain(&out[3 * d..]).all(|x| x.is_finite()));
     }
 
     #[test]

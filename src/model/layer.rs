@@ -302,5 +302,12 @@ fn linear_forward(lin: &Linear, x: &Tensor, relu: bool) -> Result<Tensor> {
         return Ok(Tensor::from_vec(y, shape, x.device())?);
     }
     let y = lin.forward(x)?;
-    Ok(if relu { y.relu()? } else { y })
+    Ok(if relu { relu_keeping_nan(&y)? } else { y })
+}
+
+/// torch's relu: negatives to 0, NaN kept. candle's `relu` is max(x, 0), which on the host
+/// and the GPU turns a NaN into 0 and would hide it.
+pub(crate) fn relu_keeping_nan(y: &Tensor) -> Result<Tensor> {
+    let zero = Tensor::zeros((), y.dtype(), y.device())?.broadcast_as(y.shape())?;
+    Ok(y.lt(0f64)?.where_cond(&zero, y)?)
 }

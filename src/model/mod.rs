@@ -231,7 +231,7 @@ fn nll_rows_cpu(logits: &Tensor, targets: &[u32]) -> Result<f64> {
         .par_chunks(vocab)
         .zip(targets.par_iter())
         .map(|(row, &t)| {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, crate::numerics::nan_max);
             let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
             (max as f64 + sum.ln()) - row[t as usize] as f64
         })

@@ -68,11 +68,12 @@ impl Weights {
                 if source_dtype.is_none() || k.ends_with("embed_tokens.weight") {
                     source_dtype = Some(v.dtype());
                 }
-                let v = v
+                let converted = v
                     .to_dtype(dtype)
                     .and_then(|v| v.to_device(device))
                     .with_context(|| format!("{}: tensor {k}", file.display()))?;
-                all.insert(k, v);
+                check_finite(&file, &k, &v, &converted, dtype)?;
+                all.insert(k, converted);
             }
         }
         let mut w = Self::from_map(all);
@@ -99,6 +100,26 @@ impl Weights {
         }
         Ok(t)
     }
+}
+
+/// A checkpoint tensor must be finite as stored and as converted for the run: one reduction
+/// of the converted tensor where it now lives; the stored one is only looked at to say which.
+fn check_finite(file: &Path, name: &str, stored: &Tensor, converted: &Tensor, dtype: DType) -> Result<()> {
+    if crate::numerics::all_finite(converted)? {
+        return Ok(());
+    }
+    if !crate::numerics::all_finite(stored)? {
+        bail!(
+            "{}: tensor {name} holds non-finite values ({}): the checkpoint is damaged; re-download or re-save it",
+            file.display(),
+            crate::numerics::describe_non_finite(stored)
+        );
+    }
+    let largest = stored.abs()?.flatten_all()?.max(0)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    bail!(
+        "{}: tensor {name} has values beyond the range of {dtype:?} (largest |x| = {largest:e}); run with --dtype f32",
+        file.display()
+    )
 }
 
 fn load_file(path: &Path) -> Result<HashMap<String, Tensor>> {

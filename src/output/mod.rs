@@ -1,8 +1,10 @@
 //! What a run leaves behind: the compressed model (`export`: dense, or packed as `gptq` /
 //! `compressed_tensors` through `layout`, `codes` and `packing`), the result JSON
-//! (`summary`), and the atomic writes both go through (`atomic`).
+//! (`summary`), the atomic writes and up-front path checks both go through (`atomic`), and
+//! the temporary paths removed on a signal or by the next run (`cleanup`).
 
 pub mod atomic;
+pub mod cleanup;
 pub mod codes;
 pub mod compressed_tensors;
 pub mod export;

@@ -100,6 +100,22 @@ impl Hessian {
         Ok(diag.into_iter().map(|v| v * scale).collect())
     }
 
+    /// What is not finite in the accumulated sum, if anything (one reduction where it lives;
+    /// on the host only the lower triangle is read, the part that is accumulated).
+    pub fn non_finite(&self) -> Result<Option<String>> {
+        let n = self.dim;
+        Ok(match &self.sum {
+            Some(GramSum::Device(t)) => {
+                (!crate::numerics::all_finite(t)?).then(|| crate::numerics::describe_non_finite(t))
+            }
+            Some(GramSum::Host(v)) => (!crate::numerics::all_finite_f32(v)).then(|| {
+                let lower = symmetric_from_lower(v.iter().map(|&x| x as f64).collect(), n);
+                crate::numerics::describe_values(&lower, &[n, n])
+            }),
+            None => None,
+        })
+    }
+
     /// H = 2/nsamples · Σ x xᵀ as a row-major f64 host matrix.
     pub fn matrix(&self) -> Result<Vec<f64>> {
         let n = self.dim;

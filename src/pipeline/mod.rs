@@ -149,8 +149,9 @@ pub fn compress_into(
         }
         // Outputs of the (compressed) layer become the next layer's inputs.
         let t = Instant::now();
-        for x in inps.iter_mut() {
+        for (b, x) in inps.iter_mut().enumerate() {
             *x = layer.forward(x, &mask, None)?;
+            check_layer_outputs(x, i, b * cfg.batch.max(1), compressed)?;
         }
         times.recompute_s += t.elapsed().as_secs_f64();
         if compressed {
@@ -162,6 +163,21 @@ pub fn compress_into(
     pb.finish_and_clear();
     times.total_s = t_start.elapsed().as_secs_f64();
     Ok((reports, times))
+}
+
+/// Stops the run where a layer's outputs stop being finite (one reduction per batch): its
+/// inputs and weights were checked before, so the layer's own activations overflowed.
+fn check_layer_outputs(x: &Tensor, layer: usize, first_window: usize, compressed: bool) -> Result<()> {
+    if crate::numerics::all_finite(x)? {
+        return Ok(());
+    }
+    let dtype = x.dtype();
+    let hint = if dtype == candle_core::DType::F16 { "; try --dtype f32" } else { "" };
+    anyhow::bail!(
+        "layer {layer}: non-finite outputs for calibration window {first_window} ({}){}: the layer's activations overflowed {dtype:?}{hint}",
+        crate::numerics::describe_non_finite(x),
+        if compressed { " after compression" } else { "" },
+    )
 }
 
 /// The inputs of decoder layer 0: the embeddings of the calibration windows, `batch` windows

@@ -12,7 +12,7 @@ use super::statistics::SiteStatistics;
 use super::{CompressConfig, LinearReport, PhaseTimes, SolvedSink};
 use crate::model::{DecoderLayer, InputSite, LinearKind};
 use crate::solver::{self, ScalePrecision, SolverConfig};
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use candle_core::{DType, Tensor};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -31,6 +31,16 @@ pub(super) fn plan_and_solve(
     times: &mut PhaseTimes,
     notes: &mut BTreeSet<String>,
 ) -> Result<Vec<LinearReport>> {
+    // A NaN or Inf in H reaches every plan and solve of its linears: stop here, with why.
+    for (&site, st) in stats {
+        if let Some(what) = st.hessian.non_finite()? {
+            let names: Vec<&str> = linears_of(site).map(|k| LinearKind::ALL[k].path()).collect();
+            bail!(
+                "layer {index} {}: the Hessian has non-finite entries ({what}): the layer's inputs overflowed (or their f32 Gram sum did) or hold NaN",
+                names.join("/")
+            );
+        }
+    }
     let hessian_diags: BTreeMap<InputSite, Vec<f64>> =
         stats.iter().map(|(&s, st)| Ok((s, st.hessian.diagonal()?))).collect::<Result<_>>()?;
     // Host copies of the weights, for the planner and the host solver.
@@ -178,11 +188,28 @@ fn solve_one(
             eprintln!("note: solving on the host: {why}");
         }
     }
+    if !solved.loss.is_finite() || !crate::numerics::all_finite_f32(&solved.weight) {
+        let values: Vec<f64> = solved.weight.iter().map(|&x| x as f64).collect();
+        bail!(
+            "layer {index} {}: the solve gave non-finite weights ({}; loss {}) from a finite Hessian: the damped Hessian is too ill-conditioned for {:?}; try --hinv-precision f64 or a larger --percdamp",
+            kind.path(),
+            crate::numerics::describe_values(&values, &[rows, cols]),
+            solved.loss,
+            cfg.solver.hinv_precision
+        );
+    }
     storage
         .sink
         .solved(index, kind, &solved.weight, solved.grids.as_ref())
         .map_err(|e| anyhow!("layer {index} {}: {e}", kind.path()))?;
-    let (wq, zero_fraction) = install(layer, kind, solved.weight, (rows, cols), storage.dtype)?;
+    let dtype = storage.dtype;
+    let (wq, zero_fraction) = install(layer, kind, solved.weight, (rows, cols), dtype)?;
+    if !crate::numerics::all_finite_f32(&wq) {
+        bail!(
+            "layer {index} {}: compressed weights overflow the checkpoint's {dtype:?} (they are rounded to it, as the reference does)",
+            kind.path()
+        );
+    }
     let (max_distinct_per_row, max_distinct_per_group) =
         solver::scheme::max_levels(&wq, cols, &plan.quant, plan.perm.as_deref());
     let solve_seconds = ts.elapsed().as_secs_f64();

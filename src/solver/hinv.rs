@@ -48,6 +48,12 @@ pub enum HinvPrecision {
 /// `cholesky(cholesky_inverse(cholesky(H)), upper=True)` on an already damped H, in the
 /// chosen precision (the reference uses f32).
 pub fn inverse_cholesky_upper_in(h: &[f64], n: usize, precision: HinvPrecision) -> Result<Vec<f64>> {
+    if !crate::numerics::all_finite_f64(h) {
+        anyhow::bail!(
+            "the Hessian has non-finite entries ({}): the layer's inputs overflowed or hold NaN",
+            crate::numerics::describe_values(h, &[n, n])
+        );
+    }
     match precision {
         HinvPrecision::F64 => inverse_cholesky_upper(h, n),
         HinvPrecision::F32 => {
@@ -111,6 +117,44 @@ mod tests {
                 assert_eq!(u[i * n + j], 0.0, "U is upper triangular");
             }
         }
+    }
+
+    #[test]
+    fn the_factor_does_not_depend_on_the_thread_count() {
+        // faer's Cholesky and inverse run in parallel (its default parallelism follows the
+        // rayon pool); their GEMMs split the output, not the sums: the same bits at any count.
+        let n = 700;
+        let x: Vec<f64> = (0..3 * n * n).map(|k| ((k as f64 + 1.0) * 0.754_877_666).fract() - 0.5).collect();
+        let mut h = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..=i {
+                let v: f64 = (0..3 * n).map(|t| x[t * n + i] * x[t * n + j]).sum();
+                h[i * n + j] = v;
+                h[j * n + i] = v;
+            }
+        }
+        dampen(&mut h, n, 0.01);
+        let run = |threads: usize, p: HinvPrecision| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| inverse_cholesky_upper_in(&h, n, p).unwrap())
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        for p in [HinvPrecision::F32, HinvPrecision::F64] {
+            let one = run(1, p);
+            for threads in [2, 3, 4, 8] {
+                assert!(one == run(threads, p), "{p:?}: {threads} threads differ from 1");
+            }
+        }
+    }
+
+    #[test]
+    fn a_non_finite_hessian_is_named_as_such_not_as_a_damping_problem() {
+        let mut h = vec![2.0, 0.5, 0.5, 2.0];
+        h[1] = f64::NAN;
+        let e = inverse_cholesky_upper_in(&h, 2, HinvPrecision::F32).unwrap_err().to_string();
+        assert!(e.contains("non-finite") && !e.contains("percdamp"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,234 @@
+//! Temporary paths this process creates beside its outputs (`.NAME.tmpPID` JSON files,
+//! `.NAME.partialPID` save directories, `.NAME.probePID` write probes): each is registered
+//! while it exists, so that SIGINT/SIGTERM remove them before the process exits (130/143),
+//! and those a killed run left behind (its process gone) are removed by the next run that
+//! writes beside the same target, with one line on stderr.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// The temporary paths that exist now, by registration id.
+static REGISTRY: Mutex<Vec<(u64, PathBuf)>> = Mutex::new(Vec::new());
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The kinds of temporary names this tool gives, `.NAME.KINDPID`.
+const KINDS: [&str; 4] = ["partial", "tmp", "probe", "old"];
+
+fn registry() -> MutexGuard<'static, Vec<(u64, PathBuf)>> {
+    // A panic while the lock was held leaves the list as it was: still the right list.
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The temporary name of `kind` for the output named `name`, in this process.
+pub fn temp_name(name: &str, kind: &str) -> String {
+    debug_assert!(KINDS.contains(&kind));
+    format!(".{name}.{kind}{}", std::process::id())
+}
+
+/// A temporary file or directory of this process, removed when dropped unless persisted.
+/// Creation and persisting hold the registry lock, which the signal handler takes before it
+/// removes anything: a path is never created after the handler's sweep, nor removed halfway
+/// through being renamed into place.
+pub struct TempPath {
+    id: u64,
+    path: PathBuf,
+}
+
+impl TempPath {
+    fn register<T>(path: PathBuf, create: impl FnOnce(&Path) -> io::Result<T>) -> io::Result<(TempPath, T)> {
+        let mut reg = registry();
+        let made = create(&path)?;
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        reg.push((id, path.clone()));
+        Ok((TempPath { id, path }, made))
+    }
+
+    /// Creates a new file (it must not exist yet).
+    pub fn create_file(path: PathBuf) -> io::Result<(TempPath, File)> {
+        Self::register(path, |p| File::options().write(true).create_new(true).open(p))
+    }
+
+    /// Creates a new directory (it must not exist yet).
+    pub fn create_dir(path: PathBuf) -> io::Result<TempPath> {
+        Ok(Self::register(path, |p| std::fs::create_dir(p))?.0)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Moves the temporary path into place with `finish` (a rename), with signals held off
+    /// until it is done; the path is no longer this process's to remove afterwards.
+    pub fn persist<T>(self, finish: impl FnOnce(&Path) -> io::Result<T>) -> io::Result<T> {
+        let mut reg = registry();
+        let r = finish(&self.path);
+        if r.is_ok() {
+            reg.retain(|(id, _)| *id != self.id);
+            std::mem::forget(self);
+        }
+        r
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let mut reg = registry();
+        remove_path(&self.path);
+        reg.retain(|(id, _)| *id != self.id);
+    }
+}
+
+fn remove_path(p: &Path) {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => {
+            let _ = std::fs::remove_dir_all(p);
+        }
+        Ok(_) => {
+            let _ = std::fs::remove_file(p);
+        }
+        Err(_) => {}
+    }
+}
+
+/// Installs the SIGINT/SIGTERM handler: a thread that, on the first signal, removes every
+/// registered temporary path, says so on one line, and exits with 128 + the signal number.
+pub fn install_signal_handler() -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            // Held until the process exits: nothing is created or renamed after the sweep.
+            let reg = registry();
+            for (_, p) in reg.iter() {
+                remove_path(p);
+            }
+            let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+            let removed = match reg.len() {
+                0 => String::new(),
+                n => format!("; removed {n} temporary path{}", if n == 1 { "" } else { "s" }),
+            };
+            // A progress bar may hold the line: start a new one on a terminal.
+            let newline = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { "\n" } else { "" };
+            eprintln!("{newline}error: interrupted by {name}{removed}");
+            std::process::exit(128 + sig);
+        }
+    })?;
+    Ok(())
+}
+
+/// Whether process `pid` exists (on Unix: signal 0 reaches it, or it exists but is not ours).
+fn process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The PID in a temporary name of this tool for `name` (`.NAME.KINDPID`), if it is one.
+fn temp_pid(entry: &str, name: &str) -> Option<(&'static str, u32)> {
+    let rest = entry.strip_prefix('.')?.strip_prefix(name)?.strip_prefix('.')?;
+    KINDS.iter().find_map(|&k| {
+        let digits = rest.strip_prefix(k)?;
+        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse().ok().map(|p| (k, p)))?
+    })
+}
+
+/// Removes the temporary paths beside `dir/name` that a run of this tool left when it was
+/// killed (their process is gone): files, and directories that are empty or hold this tool's
+/// export marker. One line on stderr says what was removed.
+pub fn remove_stale(dir: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let file_name = e.file_name();
+        let Some(entry) = file_name.to_str() else { continue };
+        let Some((kind, pid)) = temp_pid(entry, name) else { continue };
+        if process_alive(pid) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        let ours = if meta.is_dir() {
+            (kind == "partial" || kind == "old")
+                && (path.join(super::export::MARKER).is_file()
+                    || std::fs::read_dir(&path).map(|mut d| d.next().is_none()).unwrap_or(false))
+        } else {
+            meta.is_file() && kind != "partial"
+        };
+        if ours {
+            remove_path(&path);
+            if std::fs::symlink_metadata(&path).is_err() {
+                removed.push(entry.to_string());
+            }
+        }
+    }
+    if !removed.is_empty() {
+        removed.sort();
+        eprintln!(
+            "note: removed {} left in {} by an interrupted run: {}",
+            if removed.len() == 1 {
+                "a temporary path".to_string()
+            } else {
+                format!("{} temporary paths", removed.len())
+            },
+            dir.display(),
+            removed.join(", ")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_names_are_recognised_only_for_their_target() {
+        assert_eq!(temp_pid(".out.partial123", "out"), Some(("partial", 123)));
+        assert_eq!(temp_pid(".r.json.tmp9", "r.json"), Some(("tmp", 9)));
+        assert_eq!(temp_pid(".r.json.tmp9", "r"), None);
+        assert_eq!(temp_pid(".out.partial", "out"), None);
+        assert_eq!(temp_pid(".out.partial12x", "out"), None);
+        assert_eq!(temp_pid("out.partial12", "out"), None);
+    }
+
+    #[test]
+    fn stale_paths_of_dead_processes_are_removed_and_others_kept() {
+        let t = tempfile::tempdir().unwrap();
+        // A PID above the kernel's maximum (4194304) is never alive.
+        let dead = 4_999_999u32;
+        std::fs::write(t.path().join(format!(".r.json.tmp{dead}")), b"{").unwrap();
+        std::fs::create_dir(t.path().join(format!(".out.partial{dead}"))).unwrap();
+        std::fs::write(t.path().join(format!(".out.partial{dead}")).join(super::super::export::MARKER), b"").unwrap();
+        // Not ours: a directory without the marker, a live process's file, another name.
+        std::fs::create_dir(t.path().join(format!(".out.old{dead}"))).unwrap();
+        std::fs::write(t.path().join(format!(".out.old{dead}")).join("user.txt"), b"x").unwrap();
+        let live = format!(".out.tmp{}", std::process::id());
+        std::fs::write(t.path().join(&live), b"").unwrap();
+        std::fs::write(t.path().join(format!(".other.tmp{dead}")), b"").unwrap();
+        remove_stale(t.path(), "out");
+        remove_stale(t.path(), "r.json");
+        let mut left: Vec<String> =
+            std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, vec![format!(".other.tmp{dead}"), format!(".out.old{dead}"), live]);
+    }
+
+    #[test]
+    fn a_temp_path_is_removed_unless_persisted() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join(".a.tmp1");
+        drop(TempPath::create_file(p.clone()).unwrap());
+        assert!(!p.exists());
+        let (tmp, _) = TempPath::create_file(p.clone()).unwrap();
+        let dest = t.path().join("a");
+        tmp.persist(|from| std::fs::rename(from, &dest)).unwrap();
+        assert!(dest.is_file() && !p.exists());
+        assert!(registry().iter().all(|(_, q)| q != &p));
+    }
+}
