@@ -173,6 +173,7 @@ impl PruneArgs {
             act_order: self.act_order,
             hinv_precision: self.hinv_precision,
             lazy_updates: self.lazy_updates,
+            nm_sets: None,
         }
     }
 
