@@ -104,6 +104,7 @@ fn site_contexts<'a>(
             site,
             cols: site_width(weights, site),
             hessian_diag: &hessian_diags[&site],
+            hessian: Some(&stats[&site].hessian),
             moments: stats[&site].moments.as_ref(),
             reservoir: stats[&site].reservoir.as_ref().map(|r| r.rows.as_slice()),
             linears: linears_of(site)
@@ -140,7 +141,11 @@ fn solve_one(
     let ((rows, cols), w) = weight;
     let (rows, cols) = (*rows, *cols);
     let ts = Instant::now();
-    let solver_cfg = SolverConfig { quant: plan.quant.clone(), ..cfg.solver.clone() };
+    let solver_cfg = SolverConfig {
+        quant: plan.quant.clone(),
+        nm_sets: plan.nm_sets.clone().or_else(|| cfg.solver.nm_sets.clone()),
+        ..cfg.solver.clone()
+    };
     let solved = solver::solve_linear(
         layer.linear(kind).weight(),
         w,
