@@ -151,6 +151,7 @@ impl MiArgs {
                     );
                 }
             }
+            None if self.grouping_use == GroupingUse::Scales => {}
             None => {
                 if self.use_mi_grouping == 1 || self.grouping == GroupingMethod::Random {
                     bail!("MI grouping and the random control spread a bit budget: give --target-avg-bits");

@@ -100,7 +100,14 @@ pub fn mi_residual_fraction(ctx: &SiteContext, method: MiMethod) -> Result<Vec<f
     residual_fraction(&mi, &rho)
 }
 
-/// 1 − R̃²_j = 1/((1 + λ)[(C̃ + λI)⁻¹]_jj) with C̃_ij = sign(ρ_ij)·√(1 − e^(−2·MI_ij)), C̃_jj = 1.
+/// Smallest eigenvalue kept when an MI-derived matrix is made positive definite.
+const MIN_EIGENVALUE: f64 = 1e-3;
+
+/// 1 − R̃²_j = 1/((1 + λ)[(C̃ + λI)⁻¹]_jj) with C̃_ij = sign(ρ_ij)·√(1 − e^(−2·MI_ij)), C̃_jj = 1,
+/// λ = `RIDGE`. Where C̃ + λI is not positive definite (sample MI estimates need not be
+/// consistent with any correlation matrix: their bias alone gives every pair some MI), C̃
+/// is first replaced by its eigenvalues clipped at `MIN_EIGENVALUE`, rescaled to a unit
+/// diagonal (one step towards the nearest correlation matrix).
 pub fn residual_fraction(mi: &SymMatrix, rho: &SymMatrix) -> Result<Vec<f64>> {
     let d = mi.d;
     let c = |i: usize, j: usize| {
@@ -111,15 +118,24 @@ pub fn residual_fraction(mi: &SymMatrix, rho: &SymMatrix) -> Result<Vec<f64>> {
             strength * rho.get(i, j).signum() * f64::from(rho.get(i, j) != 0.0)
         }
     };
-    let mut ridge = RIDGE;
-    while ridge <= 1.0 {
-        if let Ok(llt) = Mat::<f64>::from_fn(d, d, |i, j| c(i, j) + if i == j { ridge } else { 0.0 }).llt(Side::Lower) {
-            let inv = llt.inverse();
-            return Ok((0..d).map(|j| (1.0 / ((1.0 + ridge) * inv[(j, j)])).clamp(0.0, 1.0)).collect());
-        }
-        ridge *= 10.0;
+    let mut cm = Mat::<f64>::from_fn(d, d, c);
+    let from = |m: &Mat<f64>| -> Option<Vec<f64>> {
+        let llt =
+            Mat::<f64>::from_fn(d, d, |i, j| m[(i, j)] + if i == j { RIDGE } else { 0.0 }).llt(Side::Lower).ok()?;
+        let inv = llt.inverse();
+        Some((0..d).map(|j| (1.0 / ((1.0 + RIDGE) * inv[(j, j)])).clamp(0.0, 1.0)).collect())
+    };
+    if let Some(r) = from(&cm) {
+        return Ok(r);
     }
-    Err(anyhow!("the MI-derived correlation matrix is not positive definite even with ridge 1"))
+    let eig = cm.self_adjoint_eigen(Side::Lower).map_err(|e| anyhow!("eigendecomposition failed: {e:?}"))?;
+    let (u, s) = (eig.U(), eig.S());
+    let vals: Vec<f64> = (0..d).map(|i| s[i].max(MIN_EIGENVALUE)).collect();
+    let scaled = Mat::<f64>::from_fn(d, d, |i, k| u[(i, k)] * vals[k]);
+    let clipped: Mat<f64> = &scaled * u.transpose();
+    let scale: Vec<f64> = (0..d).map(|i| 1.0 / clipped[(i, i)].sqrt()).collect();
+    cm = Mat::<f64>::from_fn(d, d, |i, j| if i == j { 1.0 } else { clipped[(i, j)] * scale[i] * scale[j] });
+    from(&cm).ok_or_else(|| anyhow!("the MI-derived correlation matrix stayed indefinite after clipping"))
 }
 
 #[cfg(test)]
@@ -156,7 +172,7 @@ mod tests {
     #[test]
     fn inconsistent_mi_estimates_are_regularised_not_refused() {
         // Three channels each strongly dependent on the others with alternating signs: not a
-        // correlation matrix (indefinite); the ridge grows until it is.
+        // correlation matrix (indefinite); its eigenvalues are clipped.
         let r = SymMatrix { d: 3, values: vec![1.0, 0.9, 0.9, 0.9, 1.0, -0.9, 0.9, -0.9, 1.0] };
         let f = residual_fraction(&mutual_info::gaussian_mi(&r), &r).unwrap();
         assert!(f.iter().all(|&v| (0.0..=1.0).contains(&v)), "{f:?}");
