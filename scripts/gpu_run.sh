@@ -2,7 +2,7 @@
 # On the GPU machine (device tool): lay out a ../shared-like tree from what was carried, unpack
 # the CUDA binary, then run the named stages. Writes everything under $OUT (or ./gpu_out).
 #
-#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity selfcheck compare bench cpu mishare rounding reference noise reload hinv64 mi mi25 scale exports
+#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity selfcheck compare bench cpu mishare rounding reference noise reload hinv64 mi mi25 scale exports study
 #
 # Carried (ignored, under .carry/): sparsegpt-mi-cuda.xz (scripts/build_cuda.sh), data.tar.xz
 # (evaluation + calibration data), reference/ (../shared/reference), fx/FIXTURE/{config.json,
@@ -18,7 +18,7 @@ FINAL=${OUT:-$PWD/gpu_out}; mkdir -p "$FINAL"
 OUT=/tmp/gpu_work/$FX; mkdir -p "$OUT"
 S=/tmp/shared; mkdir -p $S/fixtures/$FX $S/data
 [ -d $S/data/c4 ] || tar -xJf .carry/data.tar.xz -C $S/data
-rm -rf $S/reference; cp -r .carry/reference $S/reference
+[ -d .carry/reference ] && { rm -rf $S/reference; cp -r .carry/reference $S/reference; }
 # A fixture comes as .carry/fx/FX/ or, xz-compressed file by file (*.xz), as .carry/fxz/FX/.
 for f in .carry/fx/$FX/* .carry/fxz/$FX/*; do
   [ -f "$f" ] || continue
@@ -171,6 +171,14 @@ for stage in "$@"; do
         --device cuda --jobs ${JOBS:-4} > "$OUT/mi25_log_$FX.txt" 2>&1
       cp test_results/mi_$FX.md "$OUT/"; tar -cJf "$OUT/mi_runs_$FX.tar.xz" -C test_results/mi "$FX"
       tail -12 "$OUT/mi_$FX.md"
+      ;;
+    study)
+      # Issue 17's study on FIXTURE (one fixture per call: three do not fit the 64 MiB that
+      # travels), STUDY_ARGS added (e.g. "--seeds 6 --jobs 8"); the runs and tables come back in
+      # the results archive, under study/FIXTURE/.
+      BIN=$BIN DATA_DIR=$S/data FIXTURE_DIR=$S/fixtures bash scripts/mi_study.sh --fixtures $FX --device cuda \
+        --out "$OUT/study" ${STUDY_ARGS:-} > "$OUT/study_log_$FX.txt" 2>&1
+      tail -60 "$OUT/study_log_$FX.txt"
       ;;
     mi)
       BIN=$BIN bash scripts/test_mi.sh $S/fixtures/$FX --seeds ${SEEDS:-3} --targets "${TARGETS:-4.0 3.0 2.5}" --n-groups ${NGROUPS:-10} \

@@ -146,6 +146,19 @@ fn prune_flags_are_checked_before_any_work() {
         (vec!["--target-avg-bits", "4", "--n-groups", "5000"], "exceeds the layer width"),
         (vec!["--use-mi-grouping", "1"], "give --target-avg-bits"),
         (vec!["--target-avg-bits", "2.5", "--n-groups", "10"], "cannot pay for 10 groups"),
+        (vec!["--order", "identity"], "options of the mixed modes"),
+        (vec!["--grouping-use", "scales", "--wbits", "3"], "needs --wbits and --groupsize"),
+        (
+            vec!["--grouping-use", "scales", "--wbits", "3", "--groupsize", "64", "--target-avg-bits", "3"],
+            "drop --target-avg-bits",
+        ),
+        (vec!["--grouping", "range", "--target-avg-bits", "4"], "add --grouping-use scales"),
+        (vec!["--nm-permutation", "mi"], "give --prunen/--prunem"),
+        (vec!["--target-avg-bits", "4", "--uniform-in-mixed-order"], "quantizes at --wbits"),
+        (
+            vec!["--target-avg-bits", "4", "--wbits", "4", "--uniform-in-mixed-order", "--order", "identity"],
+            "not with --order identity",
+        ),
         (vec!["--save", "/proc/forbidden/model"], "--save"),
     ];
     for (extra, needle) in cases {

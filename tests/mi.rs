@@ -154,3 +154,64 @@ fn mi_subcommand_writes_heatmap_and_matrix() {
     let sizes: u64 = j["group_sizes"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
     assert_eq!(sizes, 192);
 }
+
+#[test]
+fn the_studys_controls_run_end_to_end() {
+    // Fixture B at 60% sparsity: (a) MI groups in place (static groups) at the stored bits of
+    // uniform 3-bit per row: within 0.01 of them, every linear's weights on its groups' grids;
+    // (b) MI scale groups at 3-bit g64: --groupsize 64's bits, at most 8 values per row and
+    // group; (c) 2:4 over MI channel sets: half the weights pruned.
+    let t = tempfile::tempdir().unwrap();
+    let model = common::fixture("opt-mini-b");
+    let data = common::data_dir();
+    let run = |flags: &[&str], name: &str| -> serde_json::Value {
+        let json = t.path().join(format!("{name}.json"));
+        let mut a = vec!["prune", model.to_str().unwrap(), "c4", "--nsamples", "4", "--eval-datasets", "wikitext2"];
+        a.extend_from_slice(&[
+            "--max-windows",
+            "1",
+            "--json",
+            json.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]);
+        a.extend_from_slice(flags);
+        let out = Command::new(common::bin()).args(&a).output().unwrap();
+        assert!(out.status.success(), "{a:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+    };
+    let uniform = run(&["--sparsity", "0.6", "--wbits", "3"], "u3");
+    let target = uniform["bits"]["avg_bits_with_metadata"].as_f64().unwrap();
+    let target_flag = format!("{target:.6}");
+    let ident = run(
+        &[
+            "--sparsity",
+            "0.6",
+            "--use-mi-grouping",
+            "1",
+            "--target-avg-bits",
+            &target_flag,
+            "--n-groups",
+            "4",
+            "--order",
+            "identity",
+        ],
+        "mi_identity",
+    );
+    let b = ident["bits"]["avg_bits_with_metadata"].as_f64().unwrap();
+    assert!((b - target).abs() <= 0.01 && b <= target + 1e-6, "{b} vs {target}");
+    for l in ident["linears"].as_array().unwrap() {
+        assert_eq!(l["plan"]["order"], "identity");
+        let max_bits = l["plan"]["group_bits"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).max().unwrap();
+        assert!(l["max_distinct_per_group"].as_u64().unwrap() <= 1 << max_bits, "{}", l["name"]);
+    }
+    let scales = run(&["--wbits", "3", "--groupsize", "64", "--grouping-use", "scales"], "scales");
+    let g64 = run(&["--wbits", "3", "--groupsize", "64"], "g64");
+    assert_eq!(scales["mode"], "scales");
+    assert_eq!(scales["bits"]["avg_bits_with_metadata"], g64["bits"]["avg_bits_with_metadata"]);
+    assert!(scales["linears"].as_array().unwrap().iter().all(|l| l["max_distinct_per_group"].as_u64().unwrap() <= 8));
+    let nm =
+        run(&["--sparsity", "0", "--wbits", "16", "--prunen", "2", "--prunem", "4", "--nm-permutation", "mi"], "nm");
+    assert!((nm["pruned_fraction"].as_f64().unwrap() - 0.5).abs() < 1e-9, "{}", nm["pruned_fraction"]);
+    assert_eq!(nm["linears"][0]["plan"]["nm_permutation"]["method"], "mi");
+}

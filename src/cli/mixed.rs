@@ -3,16 +3,25 @@
 //! - baseline: no `--target-avg-bits` (uniform `--wbits`);
 //! - enhanced: `--use-mi-grouping 0 --target-avg-bits B`;
 //! - mi: `--use-mi-grouping 1 --target-avg-bits B`;
-//! - random: `--grouping random --target-avg-bits B`.
+//! - random: `--grouping random --target-avg-bits B`;
+//! - scales: `--grouping-use scales` (uniform `--wbits`, `--groupsize` groups chosen by
+//!   `--grouping`: spectral = MI, random, range, contiguous).
+//!
+//! The study's controls (`--order`, `--uniform-in-mixed-order`, `--importance`,
+//! `--redundancy-discount`, `--leftover`, `--partition-seed`) and the n:m channel sets
+//! (`--nm-permutation`) are options of these modes.
 
 use anyhow::{bail, Result};
 use clap::Args;
 use serde::{Serialize, Serializer};
 use sparsegpt_mi::mixed::bit_alloc::{BitBudget, BitPolicy};
 use sparsegpt_mi::mixed::grouping::GroupingMethod;
+use sparsegpt_mi::mixed::importance::Importance;
 use sparsegpt_mi::mixed::mutual_info::MiMethod;
-use sparsegpt_mi::mixed::{GroupCount, MixedConfig, Mode};
+use sparsegpt_mi::mixed::nm_sets::{NmConfig, NmPermutation};
+use sparsegpt_mi::mixed::{GroupCount, MixedConfig, Mode, PlanOptions, ScaleSource, SweepOrder};
 use sparsegpt_mi::solver::scheme::metadata_bits;
+use sparsegpt_mi::solver::QuantScheme;
 
 #[derive(Args, Clone, Debug, Serialize)]
 pub struct MiArgs {
@@ -42,6 +51,58 @@ pub struct MiArgs {
     /// Tokens kept per linear input for the hist/knn estimators.
     #[arg(long, default_value_t = 2048)]
     pub reservoir: usize,
+    /// What a channel partition is used for: bits (mixed precision) or scales (uniform
+    /// --wbits, scale groups of --groupsize columns chosen by --grouping: spectral = MI,
+    /// random, range = k-means on column weight ranges, contiguous = static GPTQ groups).
+    #[arg(long, value_enum, default_value_t = GroupingUse::Bits)]
+    pub grouping_use: GroupingUse,
+    /// Sweep order of a mixed mode: mixed (groups by importance, columns by H_jj) or
+    /// identity (each column in its place on its group's grid; with --act-order, act-order).
+    #[arg(long, value_enum, default_value_t = SweepOrder::Mixed)]
+    pub order: SweepOrder,
+    /// Uniform --wbits (and --groupsize) in the column order the mixed mode would sweep:
+    /// the effect of the order alone.
+    #[arg(long)]
+    pub uniform_in_mixed_order: bool,
+    /// Column importance for the allocator: diag (H_jj·ΣW²), obs (ΣW²/[H⁻¹]_jj), or mi-obs
+    /// (H_jj·(1 − R²) with R² from the --mi-method estimate).
+    #[arg(long, value_enum, default_value_t = Importance::Diag)]
+    pub importance: Importance,
+    /// Group importance discounted by redundancy r as I·(1 − r/2).
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub redundancy_discount: OnOff,
+    /// Bits left under the target after whole-group steps: spend (move single columns between
+    /// groups, to within a bit per row) or keep (the earlier allocator).
+    #[arg(long, value_enum, default_value_t = Leftover::Spend)]
+    pub leftover: Leftover,
+    /// Seed of random partitions, random scale groups and random n:m sets (default: --seed).
+    #[arg(long)]
+    pub partition_seed: Option<u64>,
+    /// n:m channel sets (with --prunen/--prunem): none (consecutive columns), mi (redundant
+    /// channels together), random, magnitude (apex-style channel-swap search).
+    #[arg(long, value_enum, default_value_t = NmPermutation::None)]
+    pub nm_permutation: NmPermutation,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupingUse {
+    Bits,
+    Scales,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Leftover {
+    Spend,
+    Keep,
 }
 
 fn parse_group_count(s: &str) -> std::result::Result<GroupCount, String> {
@@ -65,6 +126,9 @@ fn group_count_as_flag<S: Serializer>(g: &GroupCount, s: S) -> std::result::Resu
 
 impl MiArgs {
     pub fn mode(&self) -> Mode {
+        if self.grouping_use == GroupingUse::Scales {
+            return Mode::Scales;
+        }
         match (self.target_avg_bits, self.use_mi_grouping, self.grouping) {
             (None, _, _) => Mode::Baseline,
             (Some(_), _, GroupingMethod::Random) => Mode::Random,
@@ -87,6 +151,7 @@ impl MiArgs {
                     );
                 }
             }
+            None if self.grouping_use == GroupingUse::Scales => {}
             None => {
                 if self.use_mi_grouping == 1 || self.grouping == GroupingMethod::Random {
                     bail!("MI grouping and the random control spread a bit budget: give --target-avg-bits");
@@ -96,12 +161,71 @@ impl MiArgs {
         if self.reservoir < 16 && self.mi_method != MiMethod::Corr {
             bail!("--reservoir {} is too small for the {:?} estimator (at least 16)", self.reservoir, self.mi_method);
         }
+        let scale_only = matches!(self.grouping, GroupingMethod::Range | GroupingMethod::Contiguous);
+        match self.grouping_use {
+            GroupingUse::Scales => {
+                if self.target_avg_bits.is_some() {
+                    bail!("--grouping-use scales keeps uniform --wbits: drop --target-avg-bits");
+                }
+                if matches!(self.grouping, GroupingMethod::Hierarchical | GroupingMethod::Kmeans) {
+                    bail!("scale groups come from --grouping spectral (MI), random, range or contiguous");
+                }
+            }
+            GroupingUse::Bits if scale_only => {
+                bail!("--grouping {:?} makes scale groups: add --grouping-use scales", self.grouping)
+            }
+            GroupingUse::Bits => {}
+        }
+        let mixed = matches!(self.mode(), Mode::Enhanced | Mode::Mi | Mode::Random);
+        let options_in_use = self.order != SweepOrder::Mixed
+            || self.uniform_in_mixed_order
+            || self.importance != Importance::Diag
+            || self.redundancy_discount == OnOff::Off
+            || self.leftover == Leftover::Keep;
+        if options_in_use && !mixed {
+            bail!("--order, --uniform-in-mixed-order, --importance, --redundancy-discount and --leftover are options of the mixed modes (give --target-avg-bits)");
+        }
+        if self.uniform_in_mixed_order && self.order == SweepOrder::Identity {
+            bail!("--uniform-in-mixed-order takes the mixed order: not with --order identity");
+        }
         Ok(())
+    }
+
+    /// `base`: the run's uniform scheme (--wbits, --groupsize), `percdamp`: the solver's.
+    pub fn options(&self, base: QuantScheme, percdamp: f64) -> PlanOptions {
+        PlanOptions {
+            order: self.order,
+            uniform_in_mixed_order: self.uniform_in_mixed_order,
+            importance: self.importance,
+            redundancy_discount: self.redundancy_discount == OnOff::On,
+            spend_leftover: self.leftover == Leftover::Spend,
+            partition_seed: self.partition_seed,
+            base,
+            percdamp,
+            scale_source: match self.grouping {
+                GroupingMethod::Random => ScaleSource::Random,
+                GroupingMethod::Range => ScaleSource::Range,
+                GroupingMethod::Contiguous => ScaleSource::Contiguous,
+                _ => ScaleSource::Mi,
+            },
+        }
+    }
+
+    /// The n:m channel sets of `--nm-permutation` (None when off).
+    pub fn nm_config(&self, n: usize, m: usize, seed: u64) -> Option<NmConfig> {
+        (self.nm_permutation != NmPermutation::None && m > 0).then(|| NmConfig {
+            method: self.nm_permutation,
+            n,
+            m,
+            mi_method: self.mi_method,
+            reservoir: self.reservoir,
+            seed: self.partition_seed.unwrap_or(seed),
+        })
     }
 
     /// `min_width`: the narrowest linear input of the model.
     pub fn validate_shapes(&self, min_width: usize) -> Result<()> {
-        if self.mode() == Mode::Baseline {
+        if matches!(self.mode(), Mode::Baseline | Mode::Scales) {
             return Ok(());
         }
         if let GroupCount::Fixed(k) = self.n_groups {
@@ -139,6 +263,7 @@ impl MiArgs {
             reservoir: self.reservoir,
             sym,
             seed,
+            options: self.options(PlanOptions::default().base, PlanOptions::default().percdamp),
         })
     }
 }

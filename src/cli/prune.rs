@@ -142,7 +142,23 @@ impl PruneArgs {
         }
         Corpus::parse(&self.dataset)?;
         Corpus::parse_list(&self.eval_datasets)?;
-        self.mi.validate()
+        self.mi.validate()?;
+        let mode = self.mi.mode();
+        if mode == mixed::Mode::Scales && (self.wbits >= 16 || self.groupsize <= 0) {
+            bail!("--grouping-use scales needs --wbits and --groupsize (the size of every scale group)");
+        }
+        if self.mi.uniform_in_mixed_order && self.wbits >= 16 {
+            bail!("--uniform-in-mixed-order quantizes at --wbits: give it");
+        }
+        if self.mi.nm_permutation != mixed::nm_sets::NmPermutation::None {
+            if self.prunem == 0 {
+                bail!("--nm-permutation permutes the channels of n:m pruning: give --prunen/--prunem");
+            }
+            if self.lazy_updates {
+                bail!("--nm-permutation needs the eager sweep: not with --lazy-updates");
+            }
+        }
+        Ok(())
     }
 
     /// Checks that need the model's shapes. A `--groupsize` that does not divide a width
@@ -215,6 +231,7 @@ impl PruneArgs {
             lazy_updates: self.lazy_updates,
             // Set per checkpoint by the pipeline (its storage dtype).
             scale_precision: ScalePrecision::F32,
+            nm_sets: None,
         }
     }
 
@@ -291,7 +308,12 @@ pub fn run(args: PruneArgs) -> Result<()> {
         hessian_accumulation: args.hessian_accumulation,
     };
     let mode = args.mi.mode();
-    let planner = mixed::planner(mode, args.base_quant(), args.mi.config(mode, args.sym, args.seed));
+    let mixed_cfg = args.mi.config(mode, args.sym, args.seed).map(|mut c| {
+        c.options = args.mi.options(args.base_quant(), args.percdamp);
+        c
+    });
+    let nm = args.mi.nm_config(args.prunen, args.prunem, args.seed);
+    let planner = mixed::planner(mode, args.base_quant(), mixed_cfg, nm);
     // The packed formats need every quantized linear's integer codes.
     let codes = CodeStore::new();
     let (linears, times) = if args.save.is_some() && args.save_format() != SaveFormat::Dense {

@@ -24,6 +24,10 @@ pub enum GroupingMethod {
     Hierarchical,
     Kmeans,
     Random,
+    /// Scale groups only: balanced k-means on each column's weight range (min, max over rows).
+    Range,
+    /// Scale groups only: contiguous columns (GPTQ's groups, as static groups).
+    Contiguous,
 }
 
 /// Candidate group counts for `--n-groups auto`.
@@ -44,6 +48,11 @@ pub fn spectral(aff: &SymMatrix, k: usize, seed: u64) -> Result<Vec<usize>> {
 /// k-means on the rows of the spectral embedding U (d × k), each row normalised to unit
 /// length (Ng–Jordan–Weiss).
 pub(crate) fn labels_from_embedding(u: &Mat<f64>, k: usize, seed: u64) -> Vec<usize> {
+    kmeans_labels(&embedding_features(u), u.ncols(), k, seed)
+}
+
+/// The rows of U (d × k) normalised to unit length, row-major.
+fn embedding_features(u: &Mat<f64>) -> Vec<f64> {
     let (d, k_use) = (u.nrows(), u.ncols());
     let mut feats = vec![0.0; d * k_use];
     for (i, row) in feats.chunks_mut(k_use).enumerate() {
@@ -52,7 +61,20 @@ pub(crate) fn labels_from_embedding(u: &Mat<f64>, k: usize, seed: u64) -> Vec<us
             *f = if norm > 0.0 { u[(i, c)] / norm } else { 0.0 };
         }
     }
-    kmeans_labels(&feats, k_use, k, seed)
+    feats
+}
+
+/// Spectral clustering into k groups of exactly `size` channels (d = k · size): the
+/// embedding of `spectral`, then `kmeans::balanced_kmeans` on it.
+pub fn balanced_spectral(aff: &SymMatrix, k: usize, size: usize, seed: u64) -> Result<Vec<usize>> {
+    if k * size != aff.d {
+        bail!("{} channels are not {k} groups of {size}", aff.d);
+    }
+    if k <= 1 {
+        return Ok(vec![0; aff.d]);
+    }
+    let u = laplacian_bottom_eigenvectors(aff, k)?;
+    Ok(super::kmeans::balanced_kmeans(&embedding_features(&u), k, k, size, seed))
 }
 
 /// Widths from which the Krylov–Schur partial eigensolver replaces the dense one: the dense
@@ -455,6 +477,9 @@ pub fn cluster(sim: &SymMatrix, method: GroupingMethod, k: usize, seed: u64) -> 
         }
         GroupingMethod::Kmeans => kmeans_labels(&sim.values, sim.d, k, seed),
         GroupingMethod::Random => bail!("random grouping needs group sizes (use random_with_sizes)"),
+        GroupingMethod::Range | GroupingMethod::Contiguous => {
+            bail!("{method:?} groups are scale groups (--grouping-use scales), not an MI clustering")
+        }
     };
     Ok(canonical(&labels))
 }

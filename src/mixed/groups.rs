@@ -67,6 +67,18 @@ pub fn mi_matrix(ctx: &SiteContext, method: MiMethod) -> Result<SymMatrix> {
     }
 }
 
+/// The similarity s = 1 − exp(−2·MI) of a linear input's channels on the host (ρ² for the
+/// Gaussian estimator), for the partitions other than the default MI grouping.
+pub fn host_similarity(ctx: &SiteContext, method: MiMethod) -> Result<SymMatrix> {
+    Ok(match method {
+        MiMethod::Corr => {
+            let m = moments(ctx)?;
+            mutual_info::gaussian_similarity(mutual_info::correlation_from_moments(&m.sum_xxt()?, &m.sum_x, m.tokens))
+        }
+        _ => mutual_info::similarity(&mi_matrix(ctx, method)?),
+    })
+}
+
 fn moments<'a>(ctx: &SiteContext<'a>) -> Result<&'a crate::pipeline::moments::ChannelMoments> {
     ctx.moments.ok_or_else(|| anyhow::anyhow!("MI grouping needs the channel moments of the calibration pass"))
 }
@@ -80,7 +92,7 @@ pub fn mi_groups(ctx: &SiteContext, cfg: &MixedConfig) -> Result<ChannelGroups> 
         if cfg.mode == Mode::Random {
             grouping::random_with_sizes(
                 &grouping::group_sizes(&labels),
-                cfg.seed.wrapping_add(ctx.layer as u64 * 7919 + ctx.cols as u64),
+                cfg.partition_seed().wrapping_add(ctx.layer as u64 * 7919 + ctx.cols as u64),
             )
         } else {
             labels

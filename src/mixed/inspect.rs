@@ -47,7 +47,13 @@ impl Planner for Capture<'_> {
         Ok(ctx
             .linears
             .iter()
-            .map(|_| LinearPlan { quant: QuantScheme::None, perm: None, report: None, plan_seconds: 0.0 })
+            .map(|_| LinearPlan {
+                quant: QuantScheme::None,
+                perm: None,
+                nm_sets: None,
+                report: None,
+                plan_seconds: 0.0,
+            })
             .collect())
     }
 }

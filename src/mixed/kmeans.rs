@@ -109,6 +109,57 @@ fn lloyd(points: &[f64], dim: usize, k: usize, max_iter: usize, seed: u64) -> (f
     (inertia, labels)
 }
 
+/// k clusters of exactly `size` points each (n = k · size): k-means as above for the start,
+/// then alternately a greedy balanced assignment (all point–centre pairs by increasing
+/// distance, each point to the nearest centre that still has room; ties to the lower point,
+/// then centre, index) and the centres' update, until the labels stop changing (at most 50
+/// rounds).
+pub fn balanced_kmeans(points: &[f64], dim: usize, k: usize, size: usize, seed: u64) -> Vec<usize> {
+    let n = points.len().checked_div(dim).unwrap_or(0);
+    assert_eq!(n, k * size, "balanced k-means: {n} points are not {k} clusters of {size}");
+    if k <= 1 {
+        return vec![0; n];
+    }
+    let row = |i: usize| &points[i * dim..(i + 1) * dim];
+    let mut labels = kmeans(points, dim, k, 4, 300, seed);
+    let mut centres = vec![0.0; k * dim];
+    for round in 0..50 {
+        let mut counts = vec![0usize; k];
+        centres.iter_mut().for_each(|c| *c = 0.0);
+        for (i, &l) in labels.iter().enumerate() {
+            counts[l] += 1;
+            centres[l * dim..(l + 1) * dim].iter_mut().zip(row(i)).for_each(|(s, v)| *s += v);
+        }
+        for c in 0..k {
+            let dst = &mut centres[c * dim..(c + 1) * dim];
+            if counts[c] > 0 {
+                dst.iter_mut().for_each(|v| *v /= counts[c] as f64);
+            } else {
+                // An empty cluster (k-means merged two) restarts at point c · size.
+                dst.copy_from_slice(row(c * size));
+            }
+        }
+        let mut pairs: Vec<(f64, usize, usize)> = (0..n)
+            .flat_map(|i| (0..k).map(move |c| (i, c)))
+            .map(|(i, c)| (squared_distance(row(i), &centres[c * dim..(c + 1) * dim]), i, c))
+            .collect();
+        pairs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let mut next = vec![usize::MAX; n];
+        let mut room = vec![size; k];
+        for (_, i, c) in pairs {
+            if next[i] == usize::MAX && room[c] > 0 {
+                next[i] = c;
+                room[c] -= 1;
+            }
+        }
+        if next == labels && round > 0 {
+            break;
+        }
+        labels = next;
+    }
+    labels
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +219,24 @@ mod tests {
         let same = vec![1.0; 20];
         let labels = kmeans(&same, 2, 3, 2, 10, 0);
         assert_eq!(labels.len(), 10);
+    }
+
+    #[test]
+    fn balanced_kmeans_gives_every_cluster_its_size_and_finds_balanced_blobs() {
+        // Three blobs of 4, 4 and 8 points, asked for 4 clusters of 4: the small blobs whole,
+        // the large one split in two.
+        let mut pts = Vec::new();
+        for (centre, count) in [(0.0, 4), (10.0, 4), (20.0, 8)] {
+            for i in 0..count {
+                pts.extend([centre + 0.01 * i as f64, centre - 0.02 * i as f64]);
+            }
+        }
+        let labels = balanced_kmeans(&pts, 2, 4, 4, 3);
+        let sizes = crate::mixed::grouping::group_sizes(&labels);
+        assert_eq!(sizes, vec![4; 4]);
+        assert!(labels[..4].iter().all(|&l| l == labels[0]) && labels[4..8].iter().all(|&l| l == labels[4]));
+        assert_ne!(labels[0], labels[4]);
+        assert!(labels[8..].iter().all(|&l| l != labels[0] && l != labels[4]));
+        assert_eq!(balanced_kmeans(&pts, 2, 4, 4, 3), labels, "seeded");
     }
 }

@@ -9,21 +9,33 @@
 //! - random: MI's group sizes, channels assigned at random (the control MI must beat). The
 //!   sizes come from the MI grouping of the control run's own activations (equal to MI
 //!   mode's in layer 0; later layers see differently compressed predecessors).
+//!
+//! The controls that separate the effects of bits, grouping and sweep order (`PlanOptions`):
+//! the sweep order of a mixed plan (groups swept by importance, or each column in its place
+//! with its group's grid: `SweepOrder::Identity`, a `QuantScheme::Static`), uniform bits in
+//! a mixed plan's order, the column importance the allocator uses (`bit_alloc::Importance`),
+//! the redundancy discount, and whether the allocator spends its leftover bits. Two further
+//! uses of a channel partition: scale-sharing groups at uniform bits (`Mode::Scales`,
+//! `scale_groups`) and the channel sets of n:m pruning (`nm_sets`, any planner).
 
 pub mod bit_alloc;
 pub mod grouping;
 pub mod grouping_tensor;
 pub mod groups;
 pub mod heatmap;
+pub mod importance;
 pub mod inspect;
 pub mod kmeans;
 pub mod mutual_info;
+pub mod nm_sets;
 pub mod planner;
+pub mod scale_groups;
 
 use crate::pipeline::planner::Planner;
 use crate::solver::QuantScheme;
 use bit_alloc::{BitBudget, BitPolicy};
 use grouping::GroupingMethod;
+use importance::Importance;
 use mutual_info::MiMethod;
 use serde::Serialize;
 
@@ -34,6 +46,9 @@ pub enum Mode {
     Enhanced,
     Mi,
     Random,
+    /// Uniform bits, scale-sharing groups of equal size chosen by a partition
+    /// (`ScaleSource`) instead of contiguous ranges.
+    Scales,
 }
 
 impl Mode {
@@ -43,6 +58,73 @@ impl Mode {
             Mode::Enhanced => "enhanced",
             Mode::Mi => "mi",
             Mode::Random => "random",
+            Mode::Scales => "scales",
+        }
+    }
+}
+
+/// How a mixed plan orders the sweep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SweepOrder {
+    /// Groups most important first, columns by decreasing H_jj inside a group (the tool's
+    /// mixed modes as they were).
+    #[default]
+    Mixed,
+    /// Each column in its place (natural order, or act-order with `--act-order`), on its
+    /// group's grid fitted before the sweep (`QuantScheme::Static`).
+    Identity,
+}
+
+/// Where the equal-size scale groups of `Mode::Scales` come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleSource {
+    /// Spectral embedding of the MI similarity, then a balanced assignment.
+    Mi,
+    /// Seeded random equal-size partitions.
+    Random,
+    /// Balanced k-means on each column's weight range (min and max over rows).
+    Range,
+    /// Column j in group j / size (GPTQ's groups, as static groups: with --act-order,
+    /// GPTQ's `static_groups`).
+    Contiguous,
+}
+
+/// The study's controls and variants of a mixed-precision plan. `Default` is the tool's
+/// earlier behaviour but for `spend_leftover`.
+#[derive(Clone, Debug)]
+pub struct PlanOptions {
+    pub order: SweepOrder,
+    /// The base scheme (`base`) in the sweep order the mixed plan would use.
+    pub uniform_in_mixed_order: bool,
+    pub importance: Importance,
+    /// Group importance discounted by redundancy r as I·(1 − r/2).
+    pub redundancy_discount: bool,
+    /// Single-column moves after the group allocation (`bit_alloc::spend_leftover`).
+    pub spend_leftover: bool,
+    /// Seed of random partitions (the random control, random scale groups); None = `seed`.
+    pub partition_seed: Option<u64>,
+    /// The uniform scheme of `--wbits`/`--groupsize` (for `uniform_in_mixed_order`, scales).
+    pub base: QuantScheme,
+    /// The solver's dampening, for H⁻¹ on the planner side (`Importance::Obs`).
+    pub percdamp: f64,
+    /// Scale groups' source (`Mode::Scales` only).
+    pub scale_source: ScaleSource,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            order: SweepOrder::Mixed,
+            uniform_in_mixed_order: false,
+            importance: Importance::Diag,
+            redundancy_discount: true,
+            spend_leftover: true,
+            partition_seed: None,
+            base: QuantScheme::PerRow { bits: 4, sym: false },
+            percdamp: 0.01,
+            scale_source: ScaleSource::Mi,
         }
     }
 }
@@ -68,12 +150,30 @@ pub struct MixedConfig {
     pub reservoir: usize,
     pub sym: bool,
     pub seed: u64,
+    pub options: PlanOptions,
 }
 
-/// The planner of a run: `base` for every linear in baseline mode, else mixed precision.
-pub fn planner(mode: Mode, base: QuantScheme, mixed: Option<MixedConfig>) -> Box<dyn Planner> {
-    match (mode, mixed) {
+impl MixedConfig {
+    pub fn partition_seed(&self) -> u64 {
+        self.options.partition_seed.unwrap_or(self.seed)
+    }
+}
+
+/// The planner of a run: `base` for every linear in baseline mode, else mixed precision or
+/// scale groups; with `nm`, n:m channel sets on top of either.
+pub fn planner(
+    mode: Mode,
+    base: QuantScheme,
+    mixed: Option<MixedConfig>,
+    nm: Option<nm_sets::NmConfig>,
+) -> Box<dyn Planner> {
+    let inner: Box<dyn Planner> = match (mode, mixed) {
         (Mode::Baseline, _) | (_, None) => Box::new(planner::UniformPlanner { quant: base }),
+        (Mode::Scales, Some(cfg)) => Box::new(planner::ScalePlanner { cfg }),
         (_, Some(cfg)) => Box::new(planner::MixedPlanner { cfg }),
+    };
+    match nm {
+        Some(cfg) if cfg.method != nm_sets::NmPermutation::None => Box::new(nm_sets::NmPlanner { inner, cfg }),
+        _ => inner,
     }
 }

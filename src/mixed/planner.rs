@@ -1,13 +1,16 @@
-//! The planners: `UniformPlanner` (the published algorithms: one scheme for every linear)
-//! and `MixedPlanner` (column groups with their own bit widths under a budget, grouped by
-//! importance rank, by mutual information, or at random).
+//! The planners: `UniformPlanner` (the published algorithms: one scheme for every linear),
+//! `MixedPlanner` (column groups with their own bit widths under a budget, grouped by
+//! importance rank, by mutual information, or at random; with the study's controls of
+//! `PlanOptions`), and `ScalePlanner` (uniform bits, scale groups of equal size chosen by a
+//! partition).
 
 use super::bit_alloc::{self, BitPolicy};
 use super::groups::{mi_groups, rank_groups, ChannelGroups};
-use super::{GroupCount, MixedConfig, Mode};
+use super::importance::{Importance, SiteImportance};
+use super::{scale_groups, GroupCount, MixedConfig, Mode, ScaleSource, SweepOrder};
 use crate::pipeline::planner::{LinearPlan, Planner, PlannerNeeds, SiteContext};
 use crate::solver::{ColumnGroup, QuantScheme};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use candle_core::Device;
 use serde::Serialize;
 use std::time::Instant;
@@ -26,7 +29,13 @@ impl Planner for UniformPlanner {
         Ok(ctx
             .linears
             .iter()
-            .map(|_| LinearPlan { quant: self.quant.clone(), perm: None, report: None, plan_seconds: 0.0 })
+            .map(|_| LinearPlan {
+                quant: self.quant.clone(),
+                perm: None,
+                nm_sets: None,
+                report: None,
+                plan_seconds: 0.0,
+            })
             .collect())
     }
 }
@@ -41,10 +50,21 @@ pub struct MixedPlanner {
 pub struct PlanReport {
     pub mode: Mode,
     pub k: usize,
+    /// Groups in the mixed plan's sweep order (most important first), after the leftover
+    /// moves; their columns and widths.
     pub group_sizes: Vec<usize>,
     pub group_bits: Vec<u32>,
+    /// What the linear stores (the base scheme's bits with `uniform_in_mixed_order`).
     pub avg_bits: f64,
     pub avg_bits_with_metadata: f64,
+    /// What the mixed plan would store, metadata included.
+    pub mixed_avg_bits_with_metadata: f64,
+    pub order: SweepOrder,
+    pub uniform_in_mixed_order: bool,
+    pub importance: Importance,
+    pub redundancy_discount: bool,
+    /// Columns the allocator moved between groups to spend its leftover bits.
+    pub moved_columns: usize,
     pub silhouette: Option<f64>,
     pub davies_bouldin: Option<f64>,
     /// Grouping time (the first linear of an input carries it; the others reuse its groups).
@@ -71,6 +91,7 @@ impl Planner for MixedPlanner {
 
     fn plan_site(&self, ctx: &SiteContext) -> Result<Vec<LinearPlan>> {
         let cfg = &self.cfg;
+        let opts = &cfg.options;
         // MI and its control group an input once for all linears reading it; enhanced mode
         // ranks each linear's own importances.
         let t0 = Instant::now();
@@ -78,11 +99,12 @@ impl Planner for MixedPlanner {
             Mode::Enhanced => None,
             _ => Some(mi_groups(ctx, cfg)?),
         };
+        let site_importance = SiteImportance::new(ctx, opts.importance, cfg.mi_method, opts.percdamp)?;
         let mut grouping_seconds = t0.elapsed().as_secs_f64();
         let mut plans = Vec::with_capacity(ctx.linears.len());
         for (i, lin) in ctx.linears.iter().enumerate() {
             let t0 = Instant::now();
-            let importance = bit_alloc::column_importance(lin.weight, lin.rows, ctx.cols, ctx.hessian_diag);
+            let importance = site_importance.columns(lin.weight, lin.rows, ctx.cols);
             let own;
             let (groups, fresh) = match &shared {
                 Some(g) => (g, i == 0),
@@ -95,19 +117,32 @@ impl Planner for MixedPlanner {
                     (&own, true)
                 }
             };
-            let (quant, perm) = plan_bits(ctx, groups, &importance, cfg)?;
-            let QuantScheme::Mixed { groups: col_groups, .. } = &quant else {
-                unreachable!("plan_bits makes mixed schemes")
+            let planned = plan_bits(ctx, groups, &importance, cfg)?;
+            let mixed = QuantScheme::Mixed { groups: planned.col_groups.clone(), sym: cfg.sym };
+            let (_, mixed_with_meta) = mixed.bits(ctx.cols).expect("quantized");
+            let (quant, perm) = if opts.uniform_in_mixed_order {
+                (opts.base.clone(), Some(planned.perm))
+            } else if opts.order == SweepOrder::Identity {
+                let labels = planned.labels.iter().map(|&l| l as u32).collect();
+                (QuantScheme::Static { labels, bits: planned.bits.clone(), sym: cfg.sym }, None)
+            } else {
+                (mixed, Some(planned.perm))
             };
-            let (avg_bits, avg_bits_with_metadata) = quant.bits(ctx.cols).expect("quantized");
+            let (avg_bits, avg_bits_with_metadata) = quant.bits(ctx.cols).unwrap_or((16.0, 16.0));
             let timed = |v: f64| if fresh { v } else { 0.0 };
             let report = PlanReport {
                 mode: cfg.mode,
                 k: groups.sizes().len(),
-                group_sizes: col_groups.iter().map(|g| g.len).collect(),
-                group_bits: col_groups.iter().map(|g| g.bits).collect(),
+                group_sizes: planned.col_groups.iter().map(|g| g.len).collect(),
+                group_bits: planned.col_groups.iter().map(|g| g.bits).collect(),
                 avg_bits,
                 avg_bits_with_metadata,
+                mixed_avg_bits_with_metadata: mixed_with_meta,
+                order: opts.order,
+                uniform_in_mixed_order: opts.uniform_in_mixed_order,
+                importance: opts.importance,
+                redundancy_discount: opts.redundancy_discount,
+                moved_columns: planned.moved,
                 silhouette: groups.silhouette,
                 davies_bouldin: groups.davies_bouldin,
                 mi_seconds: timed(groups.seconds),
@@ -118,7 +153,8 @@ impl Planner for MixedPlanner {
             let plan_seconds = t0.elapsed().as_secs_f64() + std::mem::take(&mut grouping_seconds);
             plans.push(LinearPlan {
                 quant,
-                perm: Some(perm),
+                perm,
+                nm_sets: None,
                 report: Some(serde_json::to_value(report)?),
                 plan_seconds,
             });
@@ -127,48 +163,122 @@ impl Planner for MixedPlanner {
     }
 }
 
+/// A mixed plan: the group of each column (after the leftover moves), each group's bits
+/// (indexed by group), the sweep order, and the groups as runs of that order.
+struct PlannedBits {
+    labels: Vec<usize>,
+    bits: Vec<u32>,
+    perm: Vec<usize>,
+    col_groups: Vec<ColumnGroup>,
+    moved: usize,
+}
+
 /// Bits per group and the sweep order. A group's importance is the sum of its columns'
-/// saliency, discounted by its redundancy r ∈ [0, 1] as I·(1 − r/2): redundant channels
-/// carry shared information, so the error of one is partly recoverable from the others
-/// through the OBS update. Groups are swept most important first, columns inside a group
-/// by decreasing H_jj (as act-order does).
-fn plan_bits(
-    ctx: &SiteContext,
-    groups: &ChannelGroups,
-    importance: &[f64],
-    cfg: &MixedConfig,
-) -> Result<(QuantScheme, Vec<usize>)> {
+/// saliency, discounted (with `redundancy_discount`) by its redundancy r ∈ [0, 1] as
+/// I·(1 − r/2): redundant channels carry shared information, so the error of one is partly
+/// recoverable from the others through the OBS update. Then (`spend_leftover`) single
+/// columns move between groups to spend what whole-group steps left of the budget, each
+/// column weighted by its importance with its first group's discount. Groups are swept most
+/// important first, columns inside a group by decreasing H_jj (as act-order does).
+fn plan_bits(ctx: &SiteContext, groups: &ChannelGroups, importance: &[f64], cfg: &MixedConfig) -> Result<PlannedBits> {
     let sizes = groups.sizes();
     let k = sizes.len();
+    let discount: Vec<f64> = (0..k)
+        .map(|g| {
+            if cfg.options.redundancy_discount {
+                1.0 - groups.redundancy.get(g).copied().unwrap_or(0.0) / 2.0
+            } else {
+                1.0
+            }
+        })
+        .collect();
     let mut gimp = vec![0.0; k];
     for (j, &l) in groups.labels.iter().enumerate() {
         gimp[l] += importance[j];
     }
-    for (g, imp) in gimp.iter_mut().enumerate() {
-        *imp *= 1.0 - groups.redundancy.get(g).copied().unwrap_or(0.0) / 2.0;
+    for (imp, d) in gimp.iter_mut().zip(&discount) {
+        *imp *= d;
     }
-    let bits = match cfg.bit_policy {
+    let mut bits = match cfg.bit_policy {
         BitPolicy::Optimal => bit_alloc::allocate_optimal(&gimp, &sizes, &cfg.budget)?,
         BitPolicy::Thresholds => bit_alloc::allocate_thresholds(&gimp, &sizes, &cfg.budget)?,
     };
+    let mut labels = groups.labels.clone();
+    let moved = if cfg.options.spend_leftover {
+        let weighted: Vec<f64> = labels.iter().zip(importance).map(|(&l, &i)| i * discount[l]).collect();
+        bit_alloc::spend_leftover(&weighted, &mut labels, &mut bits, &cfg.budget)
+    } else {
+        0
+    };
+    // The sweep order of groups follows the allocation's group importance (before moves).
     let mut group_order: Vec<usize> = (0..k).collect();
     group_order.sort_by(|&a, &b| (gimp[b] / sizes[b] as f64).total_cmp(&(gimp[a] / sizes[a] as f64)));
     let hdiag = |j: usize| ctx.hessian_diag[j];
     let mut perm = Vec::with_capacity(ctx.cols);
     let mut col_groups = Vec::with_capacity(k);
     for &g in &group_order {
-        let mut cols: Vec<usize> = (0..ctx.cols).filter(|&j| groups.labels[j] == g).collect();
+        let mut cols: Vec<usize> = (0..ctx.cols).filter(|&j| labels[j] == g).collect();
         cols.sort_by(|&a, &b| hdiag(b).total_cmp(&hdiag(a)));
         col_groups.push(ColumnGroup { start: perm.len(), len: cols.len(), bits: bits[g] });
         perm.extend(cols);
     }
-    Ok((QuantScheme::Mixed { groups: col_groups, sym: cfg.sym }, perm))
+    Ok(PlannedBits { labels, bits, perm, col_groups, moved })
+}
+
+/// Uniform bits with scale groups of equal size (`--groupsize`) chosen by a partition
+/// (`ScaleSource`), as static groups: each column in its place.
+pub struct ScalePlanner {
+    pub cfg: MixedConfig,
+}
+
+impl Planner for ScalePlanner {
+    fn needs(&self) -> PlannerNeeds {
+        let mi = self.cfg.options.scale_source == ScaleSource::Mi;
+        let sample_based = self.cfg.mi_method != super::mutual_info::MiMethod::Corr;
+        PlannerNeeds { channel_moments: mi, reservoir: if mi && sample_based { self.cfg.reservoir } else { 0 } }
+    }
+
+    fn plan_site(&self, ctx: &SiteContext) -> Result<Vec<LinearPlan>> {
+        let cfg = &self.cfg;
+        let QuantScheme::Grouped { bits, sym, size } = cfg.options.base else {
+            bail!("scale groups need --wbits and --groupsize");
+        };
+        let t0 = Instant::now();
+        let site = scale_groups::site_labels(ctx, cfg, size)?;
+        let mut site_seconds = t0.elapsed().as_secs_f64();
+        let k = ctx.cols / size;
+        let mut plans = Vec::with_capacity(ctx.linears.len());
+        for lin in &ctx.linears {
+            let t0 = Instant::now();
+            let (labels, silhouette) = match &site {
+                Some((l, s)) => (l.clone(), *s),
+                None => (scale_groups::range_labels(lin, ctx.cols, size, cfg.seed), None),
+            };
+            let quant =
+                QuantScheme::Static { labels: labels.iter().map(|&l| l as u32).collect(), bits: vec![bits; k], sym };
+            let (avg_bits, avg_bits_with_metadata) = quant.bits(ctx.cols).expect("quantized");
+            let plan_seconds = t0.elapsed().as_secs_f64() + std::mem::take(&mut site_seconds);
+            let report = serde_json::json!({
+                "mode": Mode::Scales,
+                "scale_source": cfg.options.scale_source,
+                "k": k,
+                "group_size": size,
+                "avg_bits": avg_bits,
+                "avg_bits_with_metadata": avg_bits_with_metadata,
+                "silhouette": silhouette,
+                "seconds": plan_seconds,
+            });
+            plans.push(LinearPlan { quant, perm: None, nm_sets: None, report: Some(report), plan_seconds });
+        }
+        Ok(plans)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::mixed::{bit_alloc::BitBudget, grouping::GroupingMethod, mutual_info::MiMethod};
+    use crate::mixed::{ScaleSource, SweepOrder};
     use crate::model::{InputSite, LinearKind};
     use crate::pipeline::hessian::HessianAccumulation;
     use crate::pipeline::planner::LinearWeights;
@@ -203,6 +313,7 @@ mod tests {
             reservoir: 0,
             sym: false,
             seed: 0,
+            options: crate::mixed::PlanOptions::default(),
         }
     }
 
@@ -219,6 +330,7 @@ mod tests {
             site: InputSite::Attn,
             cols: d,
             hessian_diag: &diag,
+            hessian: Some(&stats.hessian),
             moments: stats.moments.as_ref(),
             reservoir: None,
             linears: [LinearKind::K, LinearKind::V, LinearKind::Q]
@@ -247,10 +359,17 @@ mod tests {
         assert_eq!(UniformPlanner { quant: base }.needs(), PlannerNeeds::default());
     }
 
+    /// `config` with the leftover kept: the groups are the partition's, no column moved.
+    fn config_keep(mode: Mode, k: usize, target: f64) -> MixedConfig {
+        let mut c = config(mode, k, target);
+        c.options.spend_leftover = false;
+        c
+    }
+
     #[test]
     fn mi_planner_recovers_planted_channel_blocks_within_the_budget() {
         let (stats, truth) = planted(4, 16, 512);
-        let planner = MixedPlanner { cfg: config(Mode::Mi, 4, 4.0) };
+        let planner = MixedPlanner { cfg: config_keep(Mode::Mi, 4, 4.0) };
         assert!(planner.needs().channel_moments);
         let plans = plan(&planner, &stats, 8);
         let want: std::collections::BTreeSet<std::collections::BTreeSet<usize>> =
@@ -273,8 +392,8 @@ mod tests {
     #[test]
     fn random_control_keeps_mi_group_sizes_but_not_its_channels() {
         let (stats, _) = planted(4, 16, 512);
-        let mi = plan(&MixedPlanner { cfg: config(Mode::Mi, 4, 4.0) }, &stats, 8);
-        let rnd = plan(&MixedPlanner { cfg: config(Mode::Random, 4, 4.0) }, &stats, 8);
+        let mi = plan(&MixedPlanner { cfg: config_keep(Mode::Mi, 4, 4.0) }, &stats, 8);
+        let rnd = plan(&MixedPlanner { cfg: config_keep(Mode::Random, 4, 4.0) }, &stats, 8);
         let sizes = |p: &LinearPlan| {
             let mut s: Vec<usize> = partition(p).iter().map(|g| g.len()).collect();
             s.sort_unstable();
@@ -284,14 +403,18 @@ mod tests {
         let mi_set: std::collections::BTreeSet<_> = partition(&mi[0]).into_iter().collect();
         assert!(partition(&rnd[0]).iter().any(|g| !mi_set.contains(g)), "random groups equal the MI blocks");
         // Same seed, same partition.
-        let again = plan(&MixedPlanner { cfg: config(Mode::Random, 4, 4.0) }, &stats, 8);
+        let again = plan(&MixedPlanner { cfg: config_keep(Mode::Random, 4, 4.0) }, &stats, 8);
         assert_eq!(partition(&rnd[0]), partition(&again[0]));
+        // Another partition seed, another partition (the calibration seed unchanged).
+        let mut other = config_keep(Mode::Random, 4, 4.0);
+        other.options.partition_seed = Some(7);
+        assert_ne!(partition(&plan(&MixedPlanner { cfg: other }, &stats, 8)[0]), partition(&rnd[0]));
     }
 
     #[test]
     fn enhanced_planner_gives_the_most_important_channels_the_most_bits() {
         let (stats, _) = planted(4, 16, 512);
-        let plans = plan(&MixedPlanner { cfg: config(Mode::Enhanced, 4, 3.5) }, &stats, 8);
+        let plans = plan(&MixedPlanner { cfg: config_keep(Mode::Enhanced, 4, 3.5) }, &stats, 8);
         for p in &plans {
             let QuantScheme::Mixed { groups, .. } = &p.quant else { panic!() };
             // Groups are swept most important first: bits never increase along the sweep.
@@ -302,6 +425,212 @@ mod tests {
             assert!(partition(p)[0].iter().all(|&j| j >= 48), "{:?}", partition(p)[0]);
             assert!(p.quant.bits(64).unwrap().1 <= 3.5 + 1e-12);
             assert_eq!(p.report.as_ref().unwrap()["silhouette"], serde_json::Value::Null);
+        }
+    }
+    #[test]
+    fn spent_leftover_meets_the_target_within_a_hundredth_of_a_bit() {
+        // 256 channels (the fixtures' width) in 4 planted blocks: every mode stores the
+        // target within 0.01 bits including metadata, never above it; keeping the leftover
+        // (the earlier allocator) may stop further short.
+        let (stats, _) = planted(4, 64, 512);
+        for mode in [Mode::Mi, Mode::Random, Mode::Enhanced] {
+            for target in [2.25, 2.5, 3.0, 3.0557] {
+                // 4 groups' metadata at 2 bits cost 2.28 bits on 256 columns: 3 at 2.25.
+                let k = if target < 2.3 { 3 } else { 4 };
+                for p in plan(&MixedPlanner { cfg: config(mode, k, target) }, &stats, 8) {
+                    let (_, with_meta) = p.quant.bits(256).unwrap();
+                    assert!(
+                        with_meta <= target + 1e-12 && target - with_meta <= 0.01,
+                        "{mode:?} {target}: {with_meta}"
+                    );
+                    let r = p.report.unwrap();
+                    assert_eq!(r["avg_bits_with_metadata"].as_f64().unwrap(), with_meta);
+                }
+                for p in plan(&MixedPlanner { cfg: config_keep(mode, k, target) }, &stats, 8) {
+                    assert!(p.quant.bits(256).unwrap().1 <= target + 1e-12);
+                    assert_eq!(p.report.unwrap()["moved_columns"], 0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn identity_order_keeps_every_column_in_place_on_its_groups_grid() {
+        // The same groups and bits as the mixed plan, as static groups swept in place.
+        let (stats, _) = planted(4, 16, 512);
+        let mixed = plan(&MixedPlanner { cfg: config(Mode::Mi, 4, 4.0) }, &stats, 8);
+        let mut cfg = config(Mode::Mi, 4, 4.0);
+        cfg.options.order = SweepOrder::Identity;
+        let ident = plan(&MixedPlanner { cfg }, &stats, 8);
+        for (m, i) in mixed.iter().zip(&ident) {
+            assert!(i.perm.is_none());
+            let QuantScheme::Static { labels, bits, .. } = &i.quant else { panic!("not static") };
+            let QuantScheme::Mixed { groups, .. } = &m.quant else { panic!("not mixed") };
+            let perm = m.perm.as_ref().unwrap();
+            for g in groups {
+                let members = &perm[g.start..g.start + g.len];
+                assert!(members.iter().all(|&j| labels[j] == labels[members[0]] && bits[labels[j] as usize] == g.bits));
+            }
+            assert_eq!(i.quant.bits(64), m.quant.bits(64), "the same bits stored");
+            assert_eq!(i.report.as_ref().unwrap()["order"], "identity");
+        }
+    }
+
+    #[test]
+    fn identity_order_at_equal_bits_keeps_the_baselines_mask() {
+        // Bits held at 4 (--min-bits 4 --max-bits 4; 4 groups of 16 then cost 5.25 bits with
+        // their metadata, the budget): every group gets 4 bits. Solved in place, the first block's mask (chosen before any quantization
+        // error) is the per-row 4-bit baseline's and as many weights are pruned; later blocks
+        // see errors of other grids (each group's own range) and may differ.
+        let (stats, _) = planted(4, 16, 512);
+        let mut cfg = config_keep(Mode::Mi, 4, 4.0 + 4.0 * 20.0 / 64.0);
+        (cfg.budget.min_bits, cfg.budget.max_bits) = (4, 4);
+        cfg.options.order = SweepOrder::Identity;
+        let p = &plan(&MixedPlanner { cfg }, &stats, 8)[0];
+        let QuantScheme::Static { bits, .. } = &p.quant else { panic!("not static") };
+        assert_eq!(bits, &vec![4; 4]);
+        let h = crate::solver::HessianSource::host_matrix(&stats.hessian).unwrap();
+        let (rows, cols) = (8, 64);
+        let w: Vec<f32> = (0..rows * cols).map(|k| (((k * 37 + 11) % 101) as f32 - 50.0) / 40.0).collect();
+        let solve = |quant: QuantScheme| {
+            let cfg = crate::solver::SolverConfig {
+                sparsity: crate::solver::Sparsity::Unstructured(0.5),
+                blocksize: 16,
+                quant,
+                ..crate::solver::SolverConfig::published()
+            };
+            crate::solver::host::solve(&w, rows, cols, &h, &cfg, p.perm.as_deref()).unwrap()
+        };
+        let base = solve(QuantScheme::PerRow { bits: 4, sym: false });
+        let ident = solve(p.quant.clone());
+        // The first block's mask, read off the unquantized sweep (quantization may round
+        // further weights to zero, and a masked weight stays exactly zero on any grid).
+        let mask = solve(QuantScheme::None);
+        assert_eq!(base.pruned, ident.pruned);
+        for r in 0..rows {
+            for j in (0..16).filter(|&j| mask.weight[r * cols + j] == 0.0) {
+                assert_eq!((base.weight[r * cols + j], ident.weight[r * cols + j]), (0.0, 0.0), "row {r} column {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn uniform_in_mixed_order_sweeps_the_base_scheme_in_the_mixed_plans_order() {
+        let (stats, _) = planted(4, 16, 512);
+        let mixed = plan(&MixedPlanner { cfg: config(Mode::Mi, 4, 4.0) }, &stats, 8);
+        let mut cfg = config(Mode::Mi, 4, 4.0);
+        cfg.options.uniform_in_mixed_order = true;
+        cfg.options.base = QuantScheme::PerRow { bits: 3, sym: false };
+        let uni = plan(&MixedPlanner { cfg }, &stats, 8);
+        for (m, u) in mixed.iter().zip(&uni) {
+            assert_eq!(u.perm, m.perm);
+            assert_eq!(u.quant, QuantScheme::PerRow { bits: 3, sym: false });
+            let r = u.report.as_ref().unwrap();
+            assert_eq!(r["avg_bits"], 3.0);
+            assert_eq!(r["mixed_avg_bits_with_metadata"], m.report.as_ref().unwrap()["avg_bits_with_metadata"]);
+        }
+    }
+
+    #[test]
+    fn obs_importance_discounts_channels_the_others_explain() {
+        // 8 channels that are noisy copies of one value and 8 independent ones, the same
+        // scale and weights: diag importance is about equal, obs gives the copies far less,
+        // and mi-obs with the Gaussian estimator agrees with obs on which are redundant.
+        let (d, tokens) = (16, 2048);
+        let mut rng = crate::rng::seeded(3);
+        let mut x = Vec::with_capacity(tokens * d);
+        for _ in 0..tokens {
+            let shared = crate::rng::uniform(&mut rng) * 2.0 - 1.0;
+            for j in 0..d {
+                let own = crate::rng::uniform(&mut rng) * 2.0 - 1.0;
+                x.push(if j < 8 { shared + 0.05 * own } else { own } as f32);
+            }
+        }
+        let mut stats = SiteStatistics::new(d, HessianAccumulation::Sum, true, None);
+        stats.add(&candle_core::Tensor::from_vec(x, (1, tokens, d), &candle_core::Device::Cpu).unwrap()).unwrap();
+        let diag = stats.hessian.diagonal().unwrap();
+        let w = vec![1.0f32; 4 * d];
+        let ctx = SiteContext {
+            layer: 0,
+            site: InputSite::Attn,
+            cols: d,
+            hessian_diag: &diag,
+            hessian: Some(&stats.hessian),
+            moments: stats.moments.as_ref(),
+            reservoir: None,
+            linears: vec![LinearWeights { kind: LinearKind::Q, rows: 4, weight: &w }],
+        };
+        let imp = |i: Importance| {
+            SiteImportance::new(&ctx, i, crate::mixed::mutual_info::MiMethod::Corr, 0.01).unwrap().columns(&w, 4, d)
+        };
+        let (dg, obs, miobs) = (imp(Importance::Diag), imp(Importance::Obs), imp(Importance::MiObs));
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        // Diag: the copies' H_jj is about (1/3 + 0.05²/3) · 2 · 4 rows, the others' 1/3 · 2 · 4.
+        assert!((mean(&dg[..8]) / mean(&dg[8..]) - 1.0).abs() < 0.1, "{dg:?}");
+        assert!(mean(&obs[..8]) < 0.1 * mean(&obs[8..]), "{obs:?}");
+        assert!(mean(&miobs[..8]) < 0.1 * mean(&miobs[8..]), "{miobs:?}");
+        // The independent channels keep about all of H_jj.
+        assert!(mean(&obs[8..]) > 0.9 * mean(&dg[8..]), "{obs:?} {dg:?}");
+    }
+
+    #[test]
+    fn scale_groups_have_equal_sizes_and_mi_ones_recover_planted_blocks() {
+        let (stats, truth) = planted(4, 16, 512);
+        let mut cfg = config(Mode::Scales, 4, 16.0);
+        cfg.options.base = QuantScheme::Grouped { bits: 3, sym: false, size: 16 };
+        let grouped_cost = cfg.options.base.bits(64);
+        for source in [ScaleSource::Mi, ScaleSource::Random, ScaleSource::Range, ScaleSource::Contiguous] {
+            cfg.options.scale_source = source;
+            let planner = ScalePlanner { cfg: cfg.clone() };
+            assert_eq!(planner.needs().channel_moments, source == ScaleSource::Mi);
+            for p in plan(&planner, &stats, 8) {
+                let QuantScheme::Static { labels, bits, .. } = &p.quant else { panic!("not static") };
+                assert_eq!(bits, &vec![3; 4]);
+                assert_eq!(p.quant.static_group_sizes().unwrap(), vec![16; 4], "{source:?}");
+                assert_eq!(p.quant.bits(64), grouped_cost, "the cost of --groupsize 16");
+                assert!(p.perm.is_none());
+                match source {
+                    ScaleSource::Mi => {
+                        assert!((0..64).all(|j| labels[j] == labels[16 * truth[j]]), "{labels:?}")
+                    }
+                    ScaleSource::Contiguous => assert!((0..64).all(|j| labels[j] as usize == j / 16)),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nm_planner_adds_channel_sets_to_any_plan() {
+        // MI sets of 4 inside planted blocks; random sets are sets of 4 too; the inner
+        // plans are unchanged but for the sets.
+        use crate::mixed::nm_sets::{NmConfig, NmPermutation, NmPlanner};
+        let (stats, truth) = planted(4, 16, 512);
+        let base = QuantScheme::PerRow { bits: 4, sym: false };
+        for method in [NmPermutation::Mi, NmPermutation::Random, NmPermutation::Magnitude] {
+            let nm = NmConfig {
+                method,
+                n: 2,
+                m: 4,
+                mi_method: crate::mixed::mutual_info::MiMethod::Corr,
+                reservoir: 0,
+                seed: 1,
+            };
+            let planner = NmPlanner { inner: Box::new(UniformPlanner { quant: base.clone() }), cfg: nm };
+            assert_eq!(planner.needs().channel_moments, method == NmPermutation::Mi);
+            for p in plan(&planner, &stats, 8) {
+                assert_eq!(p.quant, base);
+                let sets = p.nm_sets.as_ref().unwrap();
+                let mut sizes = vec![0; 16];
+                for &s in sets.iter() {
+                    sizes[s as usize] += 1;
+                }
+                assert_eq!(sizes, vec![4; 16]);
+                if method == NmPermutation::Mi {
+                    assert!((0..64).all(|j| (0..64).all(|i| sets[i] != sets[j] || truth[i] == truth[j])));
+                }
+                assert_eq!(p.report.as_ref().unwrap()["nm_permutation"]["method"], serde_json::json!(method));
+            }
         }
     }
 }

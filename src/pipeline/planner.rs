@@ -33,6 +33,9 @@ pub struct SiteContext<'a> {
     pub cols: usize,
     /// The diagonal of H = 2/n Σ x xᵀ, undamped.
     pub hessian_diag: &'a [f64],
+    /// H itself (`HessianSource::host_matrix` forms it on the host, shared with the host
+    /// solver), where the pipeline has it.
+    pub hessian: Option<&'a super::hessian::Hessian>,
     pub moments: Option<&'a ChannelMoments>,
     /// Stored calibration tokens of this input, if asked for.
     pub reservoir: Option<&'a [Vec<f32>]>,
@@ -45,6 +48,9 @@ pub struct LinearPlan {
     pub quant: QuantScheme,
     /// Sweep order (column k of the sweep is column perm[k]); None = identity (or act-order).
     pub perm: Option<Vec<usize>>,
+    /// n:m pruning over these sets of columns (`SolverConfig::nm_sets`); None = windows of
+    /// the sweep.
+    pub nm_sets: Option<std::sync::Arc<Vec<u32>>>,
     /// The planner's own account of its decision, for the result JSON.
     pub report: Option<serde_json::Value>,
     /// Time spent planning this linear.

@@ -125,6 +125,7 @@ fn site_contexts<'a>(
             site,
             cols: site_width(weights, site),
             hessian_diag: &hessian_diags[&site],
+            hessian: Some(&stats[&site].hessian),
             moments: stats[&site].moments.as_ref(),
             reservoir: stats[&site].reservoir.as_ref().map(|r| r.rows.as_slice()),
             linears: linears_of(site)
@@ -172,6 +173,7 @@ fn solve_one(
     let solver_cfg = SolverConfig {
         quant: plan.quant.clone(),
         scale_precision: ScalePrecision::of_storage(storage.dtype),
+        nm_sets: plan.nm_sets.clone().or_else(|| cfg.solver.nm_sets.clone()),
         ..cfg.solver.clone()
     };
     let solved = solver::solve_linear(

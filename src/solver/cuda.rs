@@ -42,6 +42,12 @@ pub fn unsupported(cfg: &SolverConfig, cols: usize) -> Option<String> {
     if cfg.blocksize > MAX_BLOCKSIZE {
         return Some(format!("--blocksize above {MAX_BLOCKSIZE} is solved on the host"));
     }
+    if matches!(cfg.quant, QuantScheme::Static { .. }) {
+        return Some("static (by-label) quantization groups are solved on the host".into());
+    }
+    if cfg.nm_sets.is_some() {
+        return Some("n:m over permuted channel sets is solved on the host".into());
+    }
     if let Sparsity::NM { m, .. } = cfg.sparsity {
         let cut_inside_window =
             cfg.quant.sweep_grids(cols).iter().any(|g| !(g.start % cfg.blocksize).is_multiple_of(m));

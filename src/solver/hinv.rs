@@ -33,6 +33,19 @@ pub fn dampen(h: &mut [f64], n: usize, percdamp: f64) {
     }
 }
 
+/// The diagonal of H⁻¹ for H prepared as the sweep prepares it (`dampen`), in f64: the
+/// order-free part of the OBS saliency (1/[H⁻¹]_jj = H_jj·(1 − R²_j) for the damped H,
+/// R²_j of channel j regressed on all others).
+pub fn inverse_diagonal(h: &[f64], n: usize, percdamp: f64) -> Result<Vec<f64>> {
+    let mut hd = h.to_vec();
+    dampen(&mut hd, n, percdamp);
+    let llt = Mat::<f64>::from_fn(n, n, |i, j| hd[i * n + j]).llt(Side::Lower).map_err(|_| {
+        anyhow::anyhow!("Hessian is not positive definite even after damping; raise --percdamp (e.g. 0.1)")
+    })?;
+    let inv = llt.inverse();
+    Ok((0..n).map(|j| inv[(j, j)]).collect())
+}
+
 /// Precision of the H⁻¹ factorisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -146,6 +159,24 @@ mod tests {
             for threads in [2, 3, 4, 8] {
                 assert!(one == run(threads, p), "{p:?}: {threads} threads differ from 1");
             }
+        }
+    }
+
+    #[test]
+    fn inverse_diagonal_is_the_first_swept_columns_saliency() {
+        // [H⁻¹]_00 = U_00² for the upper factor of H⁻¹ (the first column of a sweep), for
+        // every column brought to the front; and 1/[H⁻¹]_jj = H_jj (1 − R²_j) ≤ H_jj.
+        let n = 4;
+        let h: Vec<f64> = vec![4.0, 1.0, 0.5, 0.0, 1.0, 3.0, 0.2, 0.1, 0.5, 0.2, 2.0, 0.3, 0.0, 0.1, 0.3, 1.0];
+        let d = inverse_diagonal(&h, n, 0.01).unwrap();
+        let mut damped = h.clone();
+        dampen(&mut damped, n, 0.01);
+        for j in 0..n {
+            let order: Vec<usize> = std::iter::once(j).chain((0..n).filter(|&k| k != j)).collect();
+            let hp: Vec<f64> = (0..n * n).map(|k| damped[order[k / n] * n + order[k % n]]).collect();
+            let u = inverse_cholesky_upper(&hp, n).unwrap();
+            assert!((u[0] * u[0] - d[j]).abs() < 1e-12, "{j}: {} vs {}", u[0] * u[0], d[j]);
+            assert!(1.0 / d[j] <= damped[j * n + j] + 1e-12);
         }
     }
 

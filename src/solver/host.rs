@@ -57,25 +57,55 @@ pub fn solve(
             .collect(),
         _ => vec![None; rows],
     };
+    // So do static groups' grids, one per (row, group), from the group's columns.
+    let static_grids: Vec<Vec<QuantParams>> = match &cfg.quant {
+        QuantScheme::Static { labels, bits, sym } => {
+            if labels.len() != cols || labels.iter().any(|&l| l as usize >= bits.len()) {
+                bail!(
+                    "solver: static groups label {} columns into {} groups, for {cols} columns",
+                    labels.len(),
+                    bits.len()
+                );
+            }
+            w.par_chunks(cols).map(|r| static_row_grids(r, labels, bits, *sym, precision)).collect()
+        }
+        _ => Vec::new(),
+    };
+    let n_m = match cfg.sparsity {
+        Sparsity::NM { n, m } => Some((n, m)),
+        _ => None,
+    };
+    if cfg.nm_sets.is_some() && (n_m.is_none() || cfg.lazy_updates) {
+        bail!("solver: n:m sets need n:m sparsity and the eager sweep (not --lazy-updates)");
+    }
     let Factorised { mut wp, u, udiag, order } = factorise(w, rows, cols, h, cfg, perm)?;
+    let static_group: Vec<u32> = match &cfg.quant {
+        QuantScheme::Static { labels, .. } => order.iter().map(|&j| labels[j]).collect(),
+        _ => Vec::new(),
+    };
+    let nm_sets = match (&cfg.nm_sets, n_m) {
+        (Some(sets), Some((_, m))) => Some(NmSets::in_sweep_order(sets, &order, m)?),
+        _ => None,
+    };
     let sweep = Sweep {
         cols,
         u: &u,
         udiag: &udiag,
         grid_at: &grid_at,
         n_grids,
+        static_group: &static_group,
+        nm_sets: nm_sets.as_ref(),
         sym: cfg.quant.symmetric(),
         precision,
-        n_m: match cfg.sparsity {
-            Sparsity::NM { n, m } => Some((n, m)),
-            _ => None,
-        },
+        n_m,
     };
     let mut loss_rows = vec![0f64; rows];
     let mut pruned_rows = vec![0usize; rows];
     // Each row's current grid. It lives across blocks: a group (GPTQ's --groupsize above
     // the blocksize, or a mixed-precision group) may start in one block and run on.
     let mut grids = row_grids;
+    // n:m sets: each row's mask over all columns (a set may reach into later blocks).
+    let mut set_mask = vec![false; if nm_sets.is_some() { rows * cols } else { 0 }];
     // Lazy mode: this block's scaled errors (rows × block), for the tail GEMM.
     let mut block_err: Vec<f32> = Vec::new();
     for i1 in (0..cols).step_by(cfg.blocksize) {
@@ -100,6 +130,16 @@ pub fn solve(
         } else {
             (0..rows.div_ceil(CHUNK_ROWS)).map(|_| &mut [][..]).collect()
         };
+        let mut set_chunks: Vec<&mut [bool]> = if nm_sets.is_some() {
+            set_mask.chunks_mut(cols * CHUNK_ROWS).collect()
+        } else {
+            (0..rows.div_ceil(CHUNK_ROWS)).map(|_| &mut [][..]).collect()
+        };
+        let static_chunks: Vec<&[Vec<QuantParams>]> = if static_grids.is_empty() {
+            (0..rows.div_ceil(CHUNK_ROWS)).map(|_| &[][..]).collect()
+        } else {
+            static_grids.chunks(CHUNK_ROWS).collect()
+        };
         wp.par_chunks_mut(cols * CHUNK_ROWS)
             .zip(loss_rows.par_chunks_mut(CHUNK_ROWS))
             .zip(pruned_rows.par_chunks_mut(CHUNK_ROWS))
@@ -107,9 +147,25 @@ pub fn solve(
             .zip(grids.par_chunks_mut(CHUNK_ROWS))
             .zip(mask.par_chunks(count * CHUNK_ROWS))
             .zip(fitted_chunks.par_iter_mut())
-            .for_each(|((((((wrows, losses), pruned), errs), params), mask), fitted)| {
-                sweep.block(BlockRows { i1, i2, reach, wrows, losses, pruned, errs, params, mask, fitted });
+            .zip(set_chunks.par_iter_mut())
+            .zip(static_chunks.par_iter())
+            .for_each(|((((((((wrows, losses), pruned), errs), params), mask), fitted), set_mask), static_params)| {
+                sweep.block(BlockRows {
+                    i1,
+                    i2,
+                    reach,
+                    wrows,
+                    losses,
+                    pruned,
+                    errs,
+                    params,
+                    static_params,
+                    mask,
+                    fitted,
+                    set_mask,
+                });
             });
+        drop(set_chunks);
         drop(err_chunks);
         drop(fitted_chunks);
         if cfg.lazy_updates && i2 < cols {
@@ -182,6 +238,51 @@ fn unstructured_block_mask(wp: &[f32], cols: usize, i1: usize, i2: usize, udiag:
     metric.iter().map(|&m| m <= thresh).collect()
 }
 
+/// One row's grid of each static group, from the untouched row (`find_params` on the
+/// group's columns, in column order).
+fn static_row_grids(
+    row: &[f32],
+    labels: &[u32],
+    bits: &[u32],
+    sym: bool,
+    precision: ScalePrecision,
+) -> Vec<QuantParams> {
+    let mut members: Vec<Vec<f32>> = vec![Vec::new(); bits.len()];
+    for (&x, &l) in row.iter().zip(labels) {
+        members[l as usize].push(x);
+    }
+    members.iter().zip(bits).map(|(xs, &b)| find_params(xs, b, sym, precision)).collect()
+}
+
+/// n:m sets in sweep positions: each set's positions ascending, and the set whose first
+/// position each sweep position is.
+struct NmSets {
+    members: Vec<Vec<usize>>,
+    first_at: Vec<Option<usize>>,
+}
+
+impl NmSets {
+    fn in_sweep_order(sets: &[u32], order: &[usize], m: usize) -> Result<NmSets> {
+        let cols = order.len();
+        if sets.len() != cols {
+            bail!("solver: n:m sets label {} columns, the weight has {cols}", sets.len());
+        }
+        let k = sets.iter().map(|&s| s as usize + 1).max().unwrap_or(0);
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); k];
+        for (pos, &j) in order.iter().enumerate() {
+            members[sets[j] as usize].push(pos);
+        }
+        if members.iter().any(|s| s.len() != m) {
+            bail!("solver: every n:m set needs exactly {m} columns");
+        }
+        let mut first_at = vec![None; cols];
+        for (s, mem) in members.iter().enumerate() {
+            first_at[mem[0]] = Some(s);
+        }
+        Ok(NmSets { members, first_at })
+    }
+}
+
 /// What every row's sweep shares.
 struct Sweep<'a> {
     cols: usize,
@@ -191,6 +292,10 @@ struct Sweep<'a> {
     grid_at: &'a [Option<(usize, GridRange)>],
     /// Grids per row (per-row quantization: one, fitted before the sweep).
     n_grids: usize,
+    /// The static group of each sweep position (empty unless the scheme is static).
+    static_group: &'a [u32],
+    /// n:m over sets of columns instead of consecutive windows.
+    nm_sets: Option<&'a NmSets>,
     sym: bool,
     precision: ScalePrecision,
     n_m: Option<(usize, usize)>,
@@ -209,17 +314,21 @@ struct BlockRows<'r> {
     /// The rows' scaled errors of this block, lazy mode only (else empty).
     errs: &'r mut [f32],
     params: &'r mut [Option<QuantParams>],
+    /// The rows' static grids (rows × groups), static schemes only (else empty).
+    static_params: &'r [Vec<QuantParams>],
     /// The block's unstructured mask of these rows (rows × block).
     mask: &'r [bool],
     /// The grids these rows were fitted with (rows × n_grids), filled as grids start.
     fitted: &'r mut [QuantParams],
+    /// The rows' n:m set masks over all columns (rows × cols), n:m sets only (else empty).
+    set_mask: &'r mut [bool],
 }
 
 impl Sweep<'_> {
     /// Prunes and quantizes columns i1..i2 of a few rows, column by column, each column's
     /// error spread over the later columns through U's row (the OBS update).
     fn block(&self, b: BlockRows) {
-        let BlockRows { i1, i2, reach, wrows, losses, pruned, errs, params, mask, fitted } = b;
+        let BlockRows { i1, i2, reach, wrows, losses, pruned, errs, params, static_params, mask, fitted, set_mask } = b;
         let cols = self.cols;
         let count = i2 - i1;
         let n_rows = wrows.len() / cols;
@@ -229,7 +338,14 @@ impl Sweep<'_> {
             let urow = &self.u[i * cols..(i + 1) * cols];
             for r in 0..n_rows {
                 let row = &mut wrows[r * cols..(r + 1) * cols];
-                if let Some((n, m)) = self.n_m {
+                let mut set_pruned = false;
+                if let (Some(sets), Some((n, _))) = (self.nm_sets, self.n_m) {
+                    let smask = &mut set_mask[r * cols..(r + 1) * cols];
+                    if let Some(s) = sets.first_at[i] {
+                        pruned[r] += self.mask_set(row, &sets.members[s], n, smask);
+                    }
+                    set_pruned = smask[i];
+                } else if let Some((n, m)) = self.n_m {
                     if (i - i1) % m == 0 {
                         self.mask_n_of_m(row, i, i1, i2, n, m, &mut row_mask[r]);
                     }
@@ -239,8 +355,11 @@ impl Sweep<'_> {
                     params[r] = Some(p);
                     fitted[r * self.n_grids + k] = p;
                 }
+                if !self.static_group.is_empty() {
+                    params[r] = Some(static_params[r][self.static_group[i] as usize]);
+                }
                 let w = row[i];
-                let mut q = if row_mask[r][i - i1] { 0.0 } else { w };
+                let mut q = if row_mask[r][i - i1] || set_pruned { 0.0 } else { w };
                 if let Some(p) = &params[r] {
                     q = quantize(q, p);
                 }
@@ -260,6 +379,19 @@ impl Sweep<'_> {
         for (p, m) in pruned.iter_mut().zip(&row_mask) {
             *p += m.iter().filter(|&&x| x).count();
         }
+    }
+
+    /// N:M pruning of one set of columns (sweep positions, the first being the current
+    /// column): the n with the smallest w² / [H⁻¹]_jj² (ties to the earlier position) join
+    /// the row's set mask. Returns how many were pruned.
+    fn mask_set(&self, row: &[f32], members: &[usize], n: usize, set_mask: &mut [bool]) -> usize {
+        let metric = |j: usize| row[j] * row[j] / (self.udiag[j] * self.udiag[j]);
+        let mut idx = members.to_vec();
+        idx.sort_by(|&a, &b| metric(a).total_cmp(&metric(b)));
+        for &j in idx.iter().take(n) {
+            set_mask[j] = true;
+        }
+        n.min(idx.len())
     }
 
     /// N:M pruning of the window of m columns starting at `i` (cut at the block end): the n
@@ -332,6 +464,7 @@ mod tests {
             hinv_precision: HinvPrecision::F32,
             lazy_updates: false,
             scale_precision: crate::solver::ScalePrecision::F32,
+            nm_sets: None,
         }
     }
 
@@ -478,5 +611,116 @@ mod tests {
                 lazy.loss
             );
         }
+    }
+    /// Static groups: labels of each column and one width per group.
+    fn static_scheme(labels: &[u32], bits: &[u32]) -> QuantScheme {
+        QuantScheme::Static { labels: labels.to_vec(), bits: bits.to_vec(), sym: false }
+    }
+
+    #[test]
+    fn one_static_group_equals_the_per_row_grid_exactly() {
+        // Same grids (one per row, from the untouched weight), same sweep: the same weights
+        // to the bit, in natural and in act-order, with and without pruning.
+        let (rows, cols) = (10, 24);
+        let (w, h) = (weights(rows, cols), spd(cols, 6));
+        for sparsity in [Sparsity::Dense, Sparsity::Unstructured(0.5), Sparsity::NM { n: 2, m: 4 }] {
+            for act_order in [false, true] {
+                let base = SolverConfig { act_order, ..cfg(sparsity, QuantScheme::PerRow { bits: 3, sym: false }) };
+                let stat = SolverConfig { quant: static_scheme(&[0; 24], &[3]), ..base.clone() };
+                let a = solve(&w, rows, cols, &h, &base, None).unwrap();
+                let b = solve(&w, rows, cols, &h, &stat, None).unwrap();
+                assert_eq!(a.weight, b.weight, "{sparsity:?} act-order {act_order}");
+                assert_eq!((a.loss, a.pruned), (b.loss, b.pruned));
+            }
+        }
+    }
+
+    #[test]
+    fn static_groups_at_equal_bits_keep_the_baseline_mask_where_grids_coincide() {
+        // Every (row, group) holds its row's minimum and maximum, so each group's grid is the
+        // per-row grid: the whole sweep (mask decisions, quantized values) is the baseline's.
+        let (rows, cols) = (6, 16);
+        let labels: Vec<u32> = (0..cols as u32).map(|j| j % 4).collect();
+        let mut w = weights(rows, cols);
+        for r in 0..rows {
+            for g in 0..4 {
+                w[r * cols + g] = -2.0; // columns 0..4: one of each group
+                w[r * cols + 4 + g] = 2.0; // columns 4..8: one of each group
+            }
+        }
+        let h = spd(cols, 7);
+        let base = cfg(Sparsity::Unstructured(0.5), QuantScheme::PerRow { bits: 2, sym: false });
+        let stat = SolverConfig { quant: static_scheme(&labels, &[2, 2, 2, 2]), ..base.clone() };
+        let a = solve(&w, rows, cols, &h, &base, None).unwrap();
+        let b = solve(&w, rows, cols, &h, &stat, None).unwrap();
+        assert_eq!(a.weight, b.weight);
+        assert_eq!(a.pruned, b.pruned);
+    }
+
+    #[test]
+    fn static_groups_quantize_on_their_own_grids_in_the_natural_order() {
+        // Groups that interleave (not runs of the sweep), equal bits: the first block's mask
+        // is the baseline's (chosen before any quantization error), as many weights are
+        // pruned as in the baseline, and every weight lies on the grid its group had in the
+        // untouched weight (at most 2^bits values per row and group).
+        let (rows, cols, block) = (8, 32, 8);
+        let labels: Vec<u32> = (0..cols as u32).map(|j| (j * 7 % 5) % 3).collect();
+        let (w, h) = (weights(rows, cols), spd(cols, 8));
+        for bits in [[3u32, 3, 3], [2, 4, 3]] {
+            let quant = static_scheme(&labels, &bits);
+            let c = cfg(Sparsity::Unstructured(0.5), quant.clone());
+            let out = solve(&w, rows, cols, &h, &c, None).unwrap();
+            let base = solve(&w, rows, cols, &h, &cfg(Sparsity::Unstructured(0.5), QuantScheme::None), None).unwrap();
+            assert_eq!(out.pruned, base.pruned);
+            for r in 0..rows {
+                let grids = static_row_grids(&w[r * cols..(r + 1) * cols], &labels, &bits, false, ScalePrecision::F32);
+                for j in 0..cols {
+                    let x = out.weight[r * cols + j];
+                    let p = grids[labels[j] as usize];
+                    assert_eq!(quantizer::quantize(x, &p), x, "row {r} column {j} is off its group's grid");
+                    if j < block && base.weight[r * cols + j] == 0.0 {
+                        assert_eq!(x, 0.0, "row {r} column {j}: the first block's mask differs");
+                    }
+                }
+            }
+            let (_, per_group) = max_levels(&out.weight, cols, &quant, None);
+            assert!(per_group <= 1 << bits.iter().max().unwrap(), "{per_group}");
+        }
+    }
+
+    #[test]
+    fn n_m_sets_of_consecutive_columns_equal_plain_n_m() {
+        let (rows, cols) = (6, 16);
+        let (w, h) = (weights(rows, cols), spd(cols, 2));
+        let plain = cfg(Sparsity::NM { n: 2, m: 4 }, QuantScheme::PerRow { bits: 4, sym: false });
+        let sets: Vec<u32> = (0..cols as u32).map(|j| j / 4).collect();
+        let with_sets = SolverConfig { nm_sets: Some(std::sync::Arc::new(sets)), ..plain.clone() };
+        let a = solve(&w, rows, cols, &h, &plain, None).unwrap();
+        let b = solve(&w, rows, cols, &h, &with_sets, None).unwrap();
+        assert_eq!(a.weight, b.weight);
+        assert_eq!(a.pruned, b.pruned);
+    }
+
+    #[test]
+    fn n_m_sets_hold_the_pattern_in_the_permuted_channel_order() {
+        // Sets of 4 scattered columns spanning blocks: n of every set pruned in every row,
+        // the sweep still in the natural order.
+        let (rows, cols) = (6, 32);
+        let (w, h) = (weights(rows, cols), spd(cols, 9));
+        let sets: Vec<u32> = (0..cols as u32).map(|j| j % 8).collect();
+        let c = SolverConfig {
+            nm_sets: Some(std::sync::Arc::new(sets.clone())),
+            ..cfg(Sparsity::NM { n: 2, m: 4 }, QuantScheme::None)
+        };
+        let out = solve(&w, rows, cols, &h, &c, None).unwrap();
+        assert_eq!(out.pruned, rows * cols / 2);
+        for r in 0..rows {
+            for s in 0..8 {
+                let z = (0..cols).filter(|&j| sets[j] == s && out.weight[r * cols + j] == 0.0).count();
+                assert!(z >= 2, "row {r} set {s}: {z} zeros");
+            }
+        }
+        // Lazy updates would read stale values for later blocks' members: refused.
+        assert!(solve(&w, rows, cols, &h, &SolverConfig { lazy_updates: true, ..c }, None).is_err());
     }
 }

@@ -62,6 +62,14 @@ pub struct SolverConfig {
     /// packed exports and the engines reading them compute the same weights. Both solvers
     /// (host and CUDA kernel) round the scale the same way.
     pub scale_precision: ScalePrecision,
+    /// n:m pruning over sets of m columns anywhere in the row instead of m consecutive
+    /// columns of the sweep: `nm_sets[j]` is the set of original column j (every set has m
+    /// columns). A set's n weights are chosen when the sweep reaches its first column, from
+    /// the current values of all its columns, so the sweep order stays whatever it is
+    /// otherwise (a channel permutation for n:m without a change of the OBS order). The
+    /// stored weight then has the n:m pattern in the permuted channel order, not in the
+    /// stored one. Host eager sweep only.
+    pub nm_sets: Option<std::sync::Arc<Vec<u32>>>,
 }
 
 impl SolverConfig {
@@ -77,6 +85,7 @@ impl SolverConfig {
             hinv_precision: HinvPrecision::F32,
             lazy_updates: false,
             scale_precision: ScalePrecision::F32,
+            nm_sets: None,
         }
     }
 }

@@ -33,6 +33,17 @@ pub enum QuantScheme {
         groups: Vec<ColumnGroup>,
         sym: bool,
     },
+    /// Groups of any columns, not runs of the sweep (GPTQ's "static groups", generalised):
+    /// `labels[j]` is the group of original column j, `bits[g]` the width of group g. Each
+    /// (row, group) grid is fitted from the untouched weight before the sweep, as the
+    /// per-row grid is, so the sweep may visit the columns in any order (natural, act-order)
+    /// and each column keeps its place. A group of every column equals `PerRow`. Groups
+    /// without columns store nothing.
+    Static {
+        labels: Vec<u32>,
+        bits: Vec<u32>,
+        sym: bool,
+    },
 }
 
 /// Columns `start..start + len` (in sweep order) whose grid is fitted when the sweep
@@ -51,13 +62,16 @@ impl QuantScheme {
 
     pub fn symmetric(&self) -> bool {
         match self {
-            QuantScheme::PerRow { sym, .. } | QuantScheme::Grouped { sym, .. } | QuantScheme::Mixed { sym, .. } => *sym,
+            QuantScheme::PerRow { sym, .. }
+            | QuantScheme::Grouped { sym, .. }
+            | QuantScheme::Mixed { sym, .. }
+            | QuantScheme::Static { sym, .. } => *sym,
             QuantScheme::None => false,
         }
     }
 
-    /// The grids a sweep fits as it goes, in sweep order: one per group. Per-row grids are
-    /// fitted on the untouched weight before the sweep instead (none here).
+    /// The grids a sweep fits as it goes, in sweep order: one per group. Per-row and static
+    /// grids are fitted on the untouched weight before the sweep instead (none here).
     pub fn sweep_grids(&self, cols: usize) -> Vec<GridRange> {
         match self {
             QuantScheme::Grouped { bits, size, .. } => (0..cols)
@@ -67,15 +81,16 @@ impl QuantScheme {
             QuantScheme::Mixed { groups, .. } => {
                 groups.iter().map(|g| GridRange { start: g.start, len: g.len, bits: g.bits }).collect()
             }
-            QuantScheme::None | QuantScheme::PerRow { .. } => Vec::new(),
+            QuantScheme::None | QuantScheme::PerRow { .. } | QuantScheme::Static { .. } => Vec::new(),
         }
     }
 
     /// Every grid of a row, per-row grids included: the column ranges (in sweep order) whose
-    /// weights share one scale and zero point.
+    /// weights share one scale and zero point. Static groups are no ranges: none here (see
+    /// `static_group_sizes`).
     pub fn grids(&self, cols: usize) -> Vec<GridRange> {
         match self {
-            QuantScheme::None => Vec::new(),
+            QuantScheme::None | QuantScheme::Static { .. } => Vec::new(),
             QuantScheme::PerRow { bits, .. } => vec![GridRange { start: 0, len: cols, bits: *bits }],
             _ => self.sweep_grids(cols),
         }
@@ -84,6 +99,13 @@ impl QuantScheme {
     /// (average bits per weight, the same including metadata) of one row of `cols` columns,
     /// or None for an unquantized scheme.
     pub fn bits(&self, cols: usize) -> Option<(f64, f64)> {
+        if let QuantScheme::Static { bits, .. } = self {
+            let sizes = self.static_group_sizes().expect("static");
+            let c = cols as f64;
+            let payload = sizes.iter().zip(bits).map(|(&n, &b)| n as f64 * b as f64).sum::<f64>() / c;
+            let meta = sizes.iter().zip(bits).filter(|(&n, _)| n > 0).map(|(_, &b)| metadata_bits(b)).sum::<f64>() / c;
+            return Some((payload, payload + meta));
+        }
         let grids = self.grids(cols);
         if grids.is_empty() {
             return None;
@@ -96,6 +118,18 @@ impl QuantScheme {
         };
         let meta: f64 = grids.iter().map(|g| metadata_bits(g.bits)).sum::<f64>() / c;
         Some((payload, payload + meta))
+    }
+}
+
+impl QuantScheme {
+    /// Columns in each static group (indexed as `bits`), or None for other schemes.
+    pub fn static_group_sizes(&self) -> Option<Vec<usize>> {
+        let QuantScheme::Static { labels, bits, .. } = self else { return None };
+        let mut sizes = vec![0usize; bits.len()];
+        for &l in labels {
+            sizes[l as usize] += 1;
+        }
+        Some(sizes)
     }
 }
 
@@ -120,6 +154,21 @@ pub fn max_levels(w: &[f32], cols: usize, quant: &QuantScheme, perm: Option<&[us
         vals.dedup();
         vals.len()
     };
+    if let QuantScheme::Static { labels, bits, .. } = quant {
+        // Groups by label over the original columns (the sweep order does not matter).
+        let k = bits.len();
+        return w
+            .par_chunks(cols)
+            .map(|row| {
+                let mut groups: Vec<Vec<u32>> = vec![Vec::new(); k];
+                for (j, &x) in row.iter().enumerate() {
+                    groups[labels[j] as usize].push(x.to_bits());
+                }
+                let per_row = count(&mut row.iter().map(|x| x.to_bits()).collect());
+                (per_row, groups.iter_mut().map(count).max().unwrap_or(0))
+            })
+            .reduce(|| (0, 0), |x, y| (x.0.max(y.0), x.1.max(y.1)));
+    }
     // Rows in parallel (a sort per row and grid: seconds single-threaded at opt-6.7b's fc2).
     w.par_chunks(cols)
         .map(|row| {
@@ -157,6 +206,22 @@ mod tests {
         let (b, m) = QuantScheme::Mixed { groups: g, sym: false }.bits(256).unwrap();
         assert!((b - (64.0 * 2.0 + 192.0 * 4.0) / 256.0).abs() < 1e-12);
         assert!((m - b - (18.0 + 20.0) / 256.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn static_groups_cost_as_mixed_groups_of_the_same_sizes() {
+        // 64 columns at 2 bits and 192 at 4, interleaved: the cost of the contiguous runs.
+        let labels: Vec<u32> = (0..256).map(|j| u32::from(j % 4 != 0)).collect();
+        let stat = QuantScheme::Static { labels, bits: vec![2, 4], sym: false };
+        assert_eq!(stat.static_group_sizes(), Some(vec![64, 192]));
+        let g = vec![ColumnGroup { start: 0, len: 64, bits: 2 }, ColumnGroup { start: 64, len: 192, bits: 4 }];
+        assert_eq!(stat.bits(256), QuantScheme::Mixed { groups: g, sym: false }.bits(256));
+        assert!(stat.sweep_grids(256).is_empty(), "static grids are fitted before the sweep");
+        // One group is the per-row grid; an empty group stores nothing.
+        let one = QuantScheme::Static { labels: vec![0; 100], bits: vec![3], sym: false };
+        assert_eq!(one.bits(100), QuantScheme::PerRow { bits: 3, sym: false }.bits(100));
+        let empty = QuantScheme::Static { labels: vec![0; 100], bits: vec![3, 8], sym: false };
+        assert_eq!(empty.bits(100), one.bits(100));
     }
 
     #[test]
