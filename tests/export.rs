@@ -307,7 +307,9 @@ fn act_order_and_mixed_precision_exports_read_back_exactly() {
     // GPTQ kernels can read it; q/k/v rank their own channels, so their groups differ and
     // they are stored dense. The read-back is exact either way.
     let d = t.path().join("enhanced");
-    let flags = ["--wbits", "4", "--target-avg-bits", "4.0", "--use-mi-grouping", "0", "--n-groups", "6"];
+    // --leftover keep: spending the leftover moves single columns and unequalises the groups.
+    let flags =
+        ["--wbits", "4", "--target-avg-bits", "4.0", "--use-mi-grouping", "0", "--n-groups", "6", "--leftover", "keep"];
     let (r, stderr) = prune_save("opt-mini-b", &flags, "gptq", &d);
     assert_eq!(eval_nll(&d), nll_of(&r["eval"][0]));
     assert!(stderr.contains("stored dense") && stderr.contains("uniform width"), "{stderr}");
