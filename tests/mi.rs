@@ -90,7 +90,9 @@ fn plans(r: &serde_json::Value) -> Vec<serde_json::Value> {
 fn every_mode_stays_within_the_bit_budget_and_mi_runs_are_reproducible() {
     let t = tempfile::tempdir().unwrap();
     let target = 3.0;
-    let common_flags = ["--target-avg-bits", "3.0", "--n-groups", "4"];
+    // --leftover keep: whole groups (spending the leftover, the default, moves single columns
+    // between groups, differently for MI and the control; checked at the end).
+    let common_flags = ["--target-avg-bits", "3.0", "--n-groups", "4", "--leftover", "keep"];
     let mut mi_flags = vec!["--use-mi-grouping", "1"];
     mi_flags.extend_from_slice(&common_flags);
     let mi = prune(&mi_flags, t.path(), "mi");
@@ -126,6 +128,12 @@ fn every_mode_stays_within_the_bit_budget_and_mi_runs_are_reproducible() {
         assert_eq!(a["group_bits"], b["group_bits"]);
     }
     assert_eq!(mi["ppl"]["wikitext2"], again["ppl"]["wikitext2"]);
+    // The default spends the leftover: every linear within 0.01 bits of the target, under it.
+    let spent = prune(&["--use-mi-grouping", "1", "--target-avg-bits", "3.0", "--n-groups", "4"], t.path(), "spent");
+    for l in spent["linears"].as_array().unwrap() {
+        let b = l["avg_bits_with_metadata"].as_f64().unwrap();
+        assert!(b <= target + 1e-12 && b > target - 0.01, "spent {} {}: {b}", l["layer"], l["name"]);
+    }
 }
 
 #[test]
