@@ -6,37 +6,9 @@ import glob, json, math, os, re, sys
 from collections import defaultdict
 
 
-def betacf(a, b, x):
-    # Continued fraction of the regularised incomplete beta (Numerical Recipes 6.4).
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > 1e-300 else 1e-300)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d; d = 1.0 / (d if abs(d) > 1e-300 else 1e-300)
-        c = 1.0 + aa / c if abs(1.0 + aa / c) > 1e-300 else 1e-300
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d; d = 1.0 / (d if abs(d) > 1e-300 else 1e-300)
-        c = 1.0 + aa / c if abs(1.0 + aa / c) > 1e-300 else 1e-300
-        de = d * c
-        h *= de
-        if abs(de - 1.0) < 1e-12:
-            break
-    return h
-
-
-def betainc(a, b, x):
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    lbt = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(1 - x)
-    if x < (a + 1) / (a + b + 2):
-        return math.exp(lbt) * betacf(a, b, x) / a
-    return 1.0 - math.exp(lbt) * betacf(b, a, 1 - x) / b
+# The incomplete beta function (t-test p-values): one copy, in the study's table script.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mi_study_table import betainc  # noqa: E402
 
 
 def welch(x, y):
