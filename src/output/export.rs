@@ -148,7 +148,7 @@ pub struct SizeReport {
     /// Biases, layer norms, project_in / project_out.
     pub other_tensor_bytes: u64,
     pub safetensors_header_bytes: u64,
-    /// config.json, quantize_config.json, tokenizer files.
+    /// config.json, quantize_config.json, tokenizer files and the export marker.
     pub other_file_bytes: u64,
     /// Weights of the decoder linears, and of those stored packed.
     pub linear_weights: u64,
