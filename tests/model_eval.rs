@@ -69,29 +69,29 @@ fn dense_window_nll_matches_reference_model_b() {
     dense_windows_match("opt-mini-b", 2);
 }
 
-#[test]
-fn f16_on_the_cpu_matches_the_reference_as_f32_does() {
-    // `--dtype f16` on the CPU: the published code's precision (it ran in fp16 on a GPU). Measured
-    // 2.6e-5 nats from it (f32: 5.4e-5); tolerance 5e-4.
+/// `eval FIXTURE --dtype f16` on the first WikiText-2 window: the result JSON, its window NLL
+/// and the published code's (fp16) one.
+fn f16_first_window_nll(fixture: &str) -> (serde_json::Value, f64, f64) {
     let t = tempfile::tempdir().unwrap();
     let json = t.path().join("eval.json");
     let out = std::process::Command::new(common::bin())
-        .args([
-            "eval",
-            common::fixture("opt-mini-b").to_str().unwrap(),
-            "--datasets",
-            "wikitext2",
-            "--max-windows",
-            "1",
-        ])
+        .args(["eval", common::fixture(fixture).to_str().unwrap(), "--datasets", "wikitext2", "--max-windows", "1"])
         .args(["--dtype", "f16", "--json", json.to_str().unwrap(), "--data-dir", common::data_dir().to_str().unwrap()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(e["dtype"], "f16");
     let got = e["results"][0]["window_mean_nll"][0].as_f64().unwrap();
-    let want = common::reference("opt-mini-b", "dense")["window_mean_nll"]["wikitext2"][0].as_f64().unwrap();
+    let want = common::reference(fixture, "dense")["window_mean_nll"]["wikitext2"][0].as_f64().unwrap();
+    (e, got, want)
+}
+
+#[test]
+fn f16_on_the_cpu_matches_the_reference_as_f32_does() {
+    // `--dtype f16` on the CPU: the published code's precision (it ran in fp16 on a GPU). Measured
+    // 2.6e-5 nats from it (f32: 5.4e-5); tolerance 5e-4.
+    let (e, got, want) = f16_first_window_nll("opt-mini-b");
+    assert_eq!(e["dtype"], "f16");
     assert!((got - want).abs() <= 5e-4, "{got} vs {want}");
 }
 
@@ -192,23 +192,6 @@ fn f16_evaluation_survives_attention_logits_past_the_f16_range() {
     // torch's attention keeps them), the window NLL is finite and near the published code's
     // fp16 one; this model's f16 and f32 passes differ by up to ~2e-2 nats per window
     // (../shared/fixtures/README.md, "Numerics"), measured 5e-3 here. Tolerance 3e-2.
-    let t = tempfile::tempdir().unwrap();
-    let json = t.path().join("eval.json");
-    let out = std::process::Command::new(common::bin())
-        .args([
-            "eval",
-            common::fixture("opt-mini-c").to_str().unwrap(),
-            "--datasets",
-            "wikitext2",
-            "--max-windows",
-            "1",
-        ])
-        .args(["--dtype", "f16", "--json", json.to_str().unwrap(), "--data-dir", common::data_dir().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let got = e["results"][0]["window_mean_nll"][0].as_f64().unwrap();
-    let want = common::reference("opt-mini-c", "dense")["window_mean_nll"]["wikitext2"][0].as_f64().unwrap();
+    let (_, got, want) = f16_first_window_nll("opt-mini-c");
     assert!(got.is_finite() && (got - want).abs() <= 3e-2, "{got} vs {want}");
 }
