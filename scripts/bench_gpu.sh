@@ -9,7 +9,8 @@
 # and carried, never committed. Writes OUT_DIR/bench_*.json and OUT_DIR/bench_gpu.md.
 #
 # Environment: RUNS (default "sgpt50 sgpt50w4 gptq4"), PUB_RUNS (the published code's, default
-# RUNS; "" for none), EVAL (corpora, default all three), MI=0 (skip the MI run), RANDOM_SHAPES="1.3b:24 6.7b:8" (random-weight
+# RUNS; "" for none), VARIANTS (ours again with each as a flag, e.g. "offload": run sgpt50-offload
+# with --offload, compared with the same published run), EVAL (corpora, default all three), MI=0 (skip the MI run), RANDOM_SHAPES="1.3b:24 6.7b:8" (random-weight
 # checkpoints with those widths and layer counts, made here by scripts/make_random_opt.py, added
 # to FIXTURES as rand-SHAPE-LN).
 set -euo pipefail
@@ -34,8 +35,11 @@ for fx in $FIXTURES; do
     run=${cfg%%:*}; rest=${cfg#*:}; method=${rest%%:*}; flags=${rest#*:}
     [[ " $RUNS " == *" $run "* ]] || continue
     pub=$PUB_SGPT; [ "$method" = gptq ] && pub=$PUB_GPTQ
-    peak_mem "$OUT/bench_ours_${fx}_$run.mem" "$BIN" prune "$SHARED/fixtures/$fx" c4 $flags --device cuda \
-      --eval-datasets "$EVAL" --data-dir "$SHARED/data" --json "$OUT/bench_ours_${fx}_$run.json" > "$OUT/bench_ours_${fx}_$run.log" 2>&1 || true
+    for variant in "" ${VARIANTS:-}; do
+      name=$run${variant:+-$variant}
+      peak_mem "$OUT/bench_ours_${fx}_$name.mem" "$BIN" prune "$SHARED/fixtures/$fx" c4 $flags ${variant:+--$variant} --device cuda \
+        --eval-datasets "$EVAL" --data-dir "$SHARED/data" --json "$OUT/bench_ours_${fx}_$name.json" > "$OUT/bench_ours_${fx}_$name.log" 2>&1 || true
+    done
     [[ " ${PUB_RUNS-$RUNS} " == *" $run "* ]] || continue
     peak_mem "$OUT/bench_ref_${fx}_$run.mem" python3 "$HERE/published_harness.py" "$SHARED/fixtures/$fx" \
       --published "$pub" --method "$method" $flags --data-dir "$SHARED/data" --eval "$EVAL" \

@@ -25,9 +25,15 @@ def main(d):
             "(what MI would cost without the overlap).", "",
             "| fixture | run | tool | compress s | phases (calib fwd / plan / solve / recompute / other) | MI share (all planning) | peak GPU MiB | eval tok/s (wt2) | WikiText-2 | PTB | C4 | zeros |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for p in sorted(glob.glob(os.path.join(d, "bench_ours_*.json"))):
+    # A run "RUN-VARIANT" (e.g. sgpt50-offload) is ours with one more flag, compared with the
+    # published RUN; each base run first, its variants after it.
+    def order(p):
+        fx, run = os.path.basename(p)[len("bench_ours_"):-5].rsplit("_", 1)
+        return (fx, run.split("-")[0], "-" in run, run)
+    for p in sorted(glob.glob(os.path.join(d, "bench_ours_*.json")), key=order):
         key = os.path.basename(p)[len("bench_ours_"):-5]
         fx, run = key.rsplit("_", 1)
+        base = run.split("-")[0]
         o = json.load(open(p))
         t = o["times"]
         wt = next((e for e in o["eval"] if e["dataset"] == "wikitext2"), None)
@@ -39,16 +45,17 @@ def main(d):
         rows.append(f"| {fx} | {run} | sparsegpt-mi | {compress:.2f} | {t['calibration_forward_s']:.2f} / {t['plan_s']:.2f} / "
                     f"{t['solve_s']:.2f} / {t['recompute_s']:.2f} / {compress - phases:.2f} | {100 * t['plan_s'] / compress:.1f}% ({100 * t.get('plan_thread_s', t['plan_s']) / compress:.1f}%) | {mem(p[:-5] + '.mem'):.0f} | {tps:.0f} | "
                     + " | ".join(f"{v:.2f}" for v in ppl) + f" | {o['zero_fraction']:.4f} |")
-        rp = os.path.join(d, f"bench_ref_{key}.json")
+        rp = os.path.join(d, f"bench_ref_{fx}_{base}.json")
         if os.path.exists(rp):
             r = json.load(open(rp))
-            rppl = [r["ppl"].get(x, float("nan")) for x in ("wikitext2", "ptb", "c4")]
             rtps = r["eval_tokens_per_s"].get("wikitext2", float("nan"))
-            rows.append(f"| {fx} | {run} | published | {r['times']['compress_s']:.2f} | – | – | {mem(rp[:-5] + '.mem'):.0f} "
-                        f"({r['peak_gpu_mib']:.0f}) | {rtps:.0f} | " + " | ".join(f"{v:.2f}" for v in rppl)
-                        + f" | {r['zero_fraction']:.4f} |")
+            if run == base:
+                rppl = [r["ppl"].get(x, float("nan")) for x in ("wikitext2", "ptb", "c4")]
+                rows.append(f"| {fx} | {run} | published | {r['times']['compress_s']:.2f} | – | – | {mem(rp[:-5] + '.mem'):.0f} "
+                            f"({r['peak_gpu_mib']:.0f}) | {rtps:.0f} | " + " | ".join(f"{v:.2f}" for v in rppl)
+                            + f" | {r['zero_fraction']:.4f} |")
             rows.append(f"| {fx} | {run} | ratio ours/published | {compress / r['times']['compress_s']:.2f}× | | | "
-                        f"{mem(p[:-5] + '.mem') / mem(rp[:-5] + '.mem'):.2f}× | | | | | |")
+                        f"{mem(p[:-5] + '.mem') / mem(rp[:-5] + '.mem'):.2f}× | {tps / rtps:.2f}× | | | | |")
     print("\n".join(rows))
 
 

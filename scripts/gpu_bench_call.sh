@@ -4,6 +4,8 @@
 # gpu_run.sh, then scripts/bench_gpu.sh on random checkpoints, everything packed into
 # $OUT/bench_NAME.tar.xz.
 #   NAME=p1 FX=opt-mini-c STAGES="sanity reference" SHAPES="1.3b:24" RUNS=... PUB_RUNS=... bash scripts/gpu_bench_call.sh
+# BENCH_FIXTURES: fixtures benchmarked before the random checkpoints (FX's stages lay them out);
+# LIMIT: seconds for the benchmark (the table is written from what finished).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 NAME=${NAME:-bench}
@@ -16,8 +18,9 @@ CUSOLVER=$(python3 -c "import glob, site; print(next(iter(sorted(g for p in site
 [ -n "$CUSOLVER" ] && export LD_LIBRARY_PATH=$(dirname "$CUSOLVER"):$LD_LIBRARY_PATH
 if [ -n "${SHAPES:-}" ]; then
   mkdir -p $S/fixtures
-  RANDOM_SHAPES="$SHAPES" EVAL=${EVAL:-wikitext2} MI=${MI:-0} bash scripts/bench_gpu.sh $B .carry/published/sparsegpt \
-    .carry/published/gptq $S $W/${NAME}_bench "" > $W/${NAME}_bench.log 2>&1
+  RANDOM_SHAPES="$SHAPES" EVAL=${EVAL:-wikitext2} MI=${MI:-0} timeout ${LIMIT:-0} bash scripts/bench_gpu.sh $B \
+    .carry/published/sparsegpt .carry/published/gptq $S $W/${NAME}_bench "${BENCH_FIXTURES:-}" > $W/${NAME}_bench.log 2>&1
+  python3 scripts/bench_table.py $W/${NAME}_bench > $W/${NAME}_bench/bench_gpu.md
   cat $W/${NAME}_bench/bench_gpu.md
 fi
 tar --exclude='*.safetensors' -cJf ${OUT:-.}/bench_$NAME.tar.xz -C $W .

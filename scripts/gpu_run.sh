@@ -25,8 +25,9 @@ for f in .carry/fx/$FX/* .carry/fxz/$FX/*; do
   case $f in *.xz) xz -dc "$f" > $S/fixtures/$FX/$(basename "${f%.xz}");; *) cp "$f" $S/fixtures/$FX/;; esac
 done
 cp $S/data/opt-tokenizer/* $S/fixtures/$FX/
-BIN=/tmp/sparsegpt-mi
-[ -x $BIN ] || { xz -dc .carry/sparsegpt-mi-cuda.xz > $BIN; chmod +x $BIN; }
+# BIN / CUDA_XZ: another build than .carry/sparsegpt-mi-cuda.xz (e.g. the one a study began with).
+BIN=${BIN:-/tmp/sparsegpt-mi}
+[ -x $BIN ] || { xz -dc ${CUDA_XZ:-.carry/sparsegpt-mi-cuda.xz} > $BIN; chmod +x $BIN; }
 export SPARSEGPT_MI_DATA_DIR=$S/data
 export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
 # cuSOLVER (the GPU solver opens it at run time): the toolkit's, else the Python wheels'.

@@ -186,6 +186,22 @@ fn offloaded_model_gives_the_same_losses() {
 }
 
 #[test]
+fn layerwise_evaluation_gives_each_window_its_own_nll() {
+    // The offloaded schedule (every layer once over all passes) against one window per
+    // pass through the whole model: the same NLL for every window, whatever the pass size.
+    let (model, _) = common::load("opt-mini-b");
+    let s = 64;
+    let ids: Vec<u32> = (0..5 * s as u32).map(|i| (i * 7919 + 11) % 50000).collect();
+    let windows: Vec<&[u32]> = ids.chunks(s).collect();
+    let single: Vec<f64> = windows.iter().map(|w| eval::window_nll(&model, w).unwrap()).collect();
+    assert!(single.iter().all(|v| v.is_finite() && *v > 0.0), "{single:?}");
+    for per_pass in [1, 2, 5] {
+        let layerwise = eval::windows_nll_layerwise(&model, &windows, per_pass).unwrap();
+        assert_eq!(layerwise, single, "{per_pass} windows per pass");
+    }
+}
+
+#[test]
 fn f16_evaluation_survives_attention_logits_past_the_f16_range() {
     // opt-mini-c (trained in bf16) has heads whose q·k/√d reaches ~9.4e5 on WikiText-2, past
     // f16's 65504: scores formed in f16 overflow to inf and the PPL is NaN. Formed in f32 (as

@@ -59,6 +59,7 @@ pub struct NmPlanner {
 impl Planner for NmPlanner {
     fn needs(&self) -> PlannerNeeds {
         let mut needs = self.inner.needs();
+        needs.weights = true; // the kept-magnitude report reads them for every method
         if self.cfg.method == NmPermutation::Mi {
             needs.channel_moments = true;
             if self.cfg.mi_method != MiMethod::Corr {

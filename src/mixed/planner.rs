@@ -77,7 +77,11 @@ pub struct PlanReport {
 impl Planner for MixedPlanner {
     fn needs(&self) -> PlannerNeeds {
         let sample_based = self.cfg.mi_method != super::mutual_info::MiMethod::Corr;
-        PlannerNeeds { channel_moments: true, reservoir: if sample_based { self.cfg.reservoir } else { 0 } }
+        PlannerNeeds {
+            channel_moments: true,
+            reservoir: if sample_based { self.cfg.reservoir } else { 0 },
+            weights: true,
+        }
     }
 
     fn warm_up(&self, device: &Device) -> Result<()> {
@@ -235,7 +239,11 @@ impl Planner for ScalePlanner {
     fn needs(&self) -> PlannerNeeds {
         let mi = self.cfg.options.scale_source == ScaleSource::Mi;
         let sample_based = self.cfg.mi_method != super::mutual_info::MiMethod::Corr;
-        PlannerNeeds { channel_moments: mi, reservoir: if mi && sample_based { self.cfg.reservoir } else { 0 } }
+        PlannerNeeds {
+            channel_moments: mi,
+            reservoir: if mi && sample_based { self.cfg.reservoir } else { 0 },
+            weights: self.cfg.options.scale_source == ScaleSource::Range,
+        }
     }
 
     fn plan_site(&self, ctx: &SiteContext) -> Result<Vec<LinearPlan>> {
@@ -508,8 +516,12 @@ mod tests {
         let mask = solve(QuantScheme::None);
         assert_eq!(base.pruned, ident.pruned);
         for r in 0..rows {
-            for j in (0..16).filter(|&j| mask.weight[r * cols + j] == 0.0) {
-                assert_eq!((base.weight[r * cols + j], ident.weight[r * cols + j]), (0.0, 0.0), "row {r} column {j}");
+            for j in (0..16).filter(|&j| mask.weight.as_host().unwrap()[r * cols + j] == 0.0) {
+                assert_eq!(
+                    (base.weight.as_host().unwrap()[r * cols + j], ident.weight.as_host().unwrap()[r * cols + j]),
+                    (0.0, 0.0),
+                    "row {r} column {j}"
+                );
             }
         }
     }

@@ -100,6 +100,11 @@ impl OptModel {
         })
     }
 
+    /// Whether the decoder layers live off the compute device (`load_model_offloaded`).
+    pub fn is_offloaded(&self) -> bool {
+        !self.layer_home.same_device(&self.device)
+    }
+
     /// Token + position embeddings of `ids` (batch, seq), positions 0.. (no padding).
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let (_, s) = ids.dims2()?;

@@ -66,6 +66,11 @@ impl CodeStore {
 }
 
 impl SolvedSink for CodeStore {
+    /// Codes are kept for quantized linears only.
+    fn needs_weight(&self, grids: Option<&LinearGrids>) -> bool {
+        grids.is_some()
+    }
+
     fn solved(&self, layer: usize, kind: LinearKind, weight: &[f32], grids: Option<&LinearGrids>) -> Result<()> {
         let Some(grids) = grids else { return Ok(()) };
         let codes = recover(weight, grids)?;
@@ -114,7 +119,7 @@ pub(crate) mod tests {
             ..SolverConfig::published()
         };
         let s = host::solve(&w, rows, cols, &h, &cfg, perm).unwrap();
-        (s.weight, s.grids.expect("quantized"))
+        (s.weight.to_host().unwrap(), s.grids.expect("quantized"))
     }
 
     #[test]

@@ -89,6 +89,9 @@ pub struct PhaseTimes {
 /// lies on (None when not quantized). The packed exports keep its integer codes this way
 /// (`output::codes`); an error stops the run.
 pub trait SolvedSink: Sync {
+    /// Whether `solved` wants this linear's weight (a weight the device solved is copied to
+    /// the host only then).
+    fn needs_weight(&self, grids: Option<&LinearGrids>) -> bool;
     fn solved(&self, layer: usize, kind: LinearKind, weight: &[f32], grids: Option<&LinearGrids>) -> Result<()>;
 }
 
@@ -96,6 +99,10 @@ pub trait SolvedSink: Sync {
 pub struct NoSink;
 
 impl SolvedSink for NoSink {
+    fn needs_weight(&self, _: Option<&LinearGrids>) -> bool {
+        false
+    }
+
     fn solved(&self, _: usize, _: LinearKind, _: &[f32], _: Option<&LinearGrids>) -> Result<()> {
         Ok(())
     }

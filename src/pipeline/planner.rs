@@ -15,13 +15,16 @@ pub struct PlannerNeeds {
     pub channel_moments: bool,
     /// Calibration tokens to keep per linear input (0 = none).
     pub reservoir: usize,
+    /// The linears' weights on the host (`LinearWeights::weight`; empty when not asked for,
+    /// which saves a device-to-host copy of every layer when the GPU solves).
+    pub weights: bool,
 }
 
 /// One linear that reads the planned input.
 pub struct LinearWeights<'a> {
     pub kind: LinearKind,
     pub rows: usize,
-    /// rows × cols, row-major, on the host.
+    /// rows × cols, row-major, on the host (empty unless the planner's needs ask for it).
     pub weight: &'a [f32],
 }
 

@@ -11,7 +11,7 @@ use super::planner::{LinearPlan, LinearWeights, Planner, SiteContext};
 use super::statistics::SiteStatistics;
 use super::{CompressConfig, LinearReport, PhaseTimes, SolvedSink};
 use crate::model::{DecoderLayer, InputSite, LinearKind};
-use crate::solver::{self, ScalePrecision, SolverConfig};
+use crate::solver::{self, ScalePrecision, SolvedWeight, SolverConfig};
 use anyhow::{anyhow, bail, Result};
 use candle_core::{DType, Tensor};
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,12 +43,15 @@ pub(super) fn plan_and_solve(
     }
     let hessian_diags: BTreeMap<InputSite, Vec<f64>> =
         stats.iter().map(|(&s, st)| Ok((s, st.hessian.diagonal()?))).collect::<Result<_>>()?;
-    // Host copies of the weights, for the planner and the host solver.
+    let overlap = layer.q_proj.weight().device().is_cuda() && !cfg.host_solver;
+    // Host copies of the weights, for a planner that reads them and for the host solver
+    // (empty otherwise: the device solver reads the layer's tensors).
+    let host_copies = planner.needs().weights || !overlap;
     let weights: Vec<((usize, usize), Vec<f32>)> = LinearKind::ALL
         .iter()
         .map(|&kind| {
             let wt = layer.linear(kind).weight();
-            Ok((wt.dims2()?, weight_vec(wt)?))
+            Ok((wt.dims2()?, if host_copies { weight_vec(wt)? } else { Vec::new() }))
         })
         .collect::<Result<_>>()?;
     // Sites in layer order (the host's solve order), and widest first (the planning order).
@@ -56,7 +59,6 @@ pub(super) fn plan_and_solve(
     let mut planning_order: Vec<usize> = (0..sites.len()).collect();
     planning_order.sort_by_key(|&s| std::cmp::Reverse(site_width(&weights, sites[s])));
     let contexts = site_contexts(index, &sites, stats, &hessian_diags, &weights);
-    let overlap = layer.q_proj.weight().device().is_cuda() && !cfg.host_solver;
     let mut reports: Vec<Option<LinearReport>> = (0..LinearKind::ALL.len()).map(|_| None).collect();
     std::thread::scope(|scope| -> Result<()> {
         let (send, planned) = std::sync::mpsc::channel::<(usize, Result<Vec<LinearPlan>>)>();
@@ -178,7 +180,7 @@ fn solve_one(
     };
     let solved = solver::solve_linear(
         layer.linear(kind).weight(),
-        w,
+        (!w.is_empty()).then_some(w.as_slice()),
         &stats.hessian,
         &solver_cfg,
         plan.perm.as_deref(),
@@ -190,8 +192,12 @@ fn solve_one(
             eprintln!("note: solving on the host: {why}");
         }
     }
-    if !solved.loss.is_finite() || !crate::numerics::all_finite_f32(&solved.weight) {
-        let values: Vec<f64> = solved.weight.iter().map(|&x| x as f64).collect();
+    let finite = match &solved.weight {
+        SolvedWeight::Host(w) => crate::numerics::all_finite_f32(w),
+        SolvedWeight::Device(t) => crate::numerics::all_finite(t)?,
+    };
+    if !solved.loss.is_finite() || !finite {
+        let values: Vec<f64> = solved.weight.to_host()?.iter().map(|&x| x as f64).collect();
         bail!(
             "layer {index} {}: the solve gave non-finite weights ({}; loss {}) from a finite Hessian: the damped Hessian is too ill-conditioned for {:?}; try --hinv-precision f64 or a larger --percdamp",
             kind.path(),
@@ -200,18 +206,29 @@ fn solve_one(
             cfg.solver.hinv_precision
         );
     }
-    storage
-        .sink
-        .solved(index, kind, &solved.weight, solved.grids.as_ref())
-        .map_err(|e| anyhow!("layer {index} {}: {e}", kind.path()))?;
+    if storage.sink.needs_weight(solved.grids.as_ref()) {
+        let copied;
+        let w = match solved.weight.as_host() {
+            Some(w) => w,
+            None => {
+                copied = solved.weight.to_host()?;
+                &copied
+            }
+        };
+        storage
+            .sink
+            .solved(index, kind, w, solved.grids.as_ref())
+            .map_err(|e| anyhow!("layer {index} {}: {e}", kind.path()))?;
+    }
     let dtype = storage.dtype;
-    let (wq, zero_fraction) = install(layer, kind, solved.weight, (rows, cols), dtype)?;
-    if !crate::numerics::all_finite_f32(&wq) {
+    let installed = install_solved(layer, kind, solved.weight, (rows, cols), dtype)?;
+    let Some(wq) = installed.host_values else {
         bail!(
             "layer {index} {}: compressed weights overflow the checkpoint's {dtype:?} (they are rounded to it, as the reference does)",
             kind.path()
         );
-    }
+    };
+    let zero_fraction = installed.zero_fraction;
     let (max_distinct_per_row, max_distinct_per_group) =
         solver::scheme::max_levels(&wq, cols, &plan.quant, plan.perm.as_deref());
     let solve_seconds = ts.elapsed().as_secs_f64();
@@ -265,4 +282,41 @@ pub(super) fn install(
     let device = layer.linear(kind).weight().device().clone();
     layer.set_weight(kind, Tensor::from_vec(w.clone(), shape, &device)?)?;
     Ok((w, zero_fraction))
+}
+
+/// A solved weight as installed: its values at storage precision on the host (None where
+/// they overflow it) and its zero fraction.
+struct Installed {
+    host_values: Option<Vec<f32>>,
+    zero_fraction: f64,
+}
+
+/// `install` for a solved weight wherever the solver left it. A weight on the device is
+/// rounded, checked and counted there (the same round-to-nearest-even as the host's
+/// `half` conversion) and installed without a round trip; only its rounded values come
+/// back, for the level counts.
+fn install_solved(
+    layer: &mut DecoderLayer,
+    kind: LinearKind,
+    weight: SolvedWeight,
+    shape: (usize, usize),
+    storage: DType,
+) -> Result<Installed> {
+    match weight {
+        SolvedWeight::Host(w) => {
+            let (wq, zero_fraction) = install(layer, kind, w, shape, storage)?;
+            let finite = crate::numerics::all_finite_f32(&wq);
+            Ok(Installed { host_values: finite.then_some(wq), zero_fraction })
+        }
+        SolvedWeight::Device(t) => {
+            let stored = if storage == DType::F32 { t } else { t.to_dtype(storage)? };
+            if !crate::numerics::all_finite(&stored)? {
+                return Ok(Installed { host_values: None, zero_fraction: 0.0 });
+            }
+            let zeros = stored.eq(0.0)?.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+            let host_values = stored.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            layer.set_weight(kind, stored)?;
+            Ok(Installed { host_values: Some(host_values), zero_fraction: zeros / (shape.0 * shape.1) as f64 })
+        }
+    }
 }

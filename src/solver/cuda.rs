@@ -13,12 +13,13 @@
 //! a machine without it still runs everything else and says what is missing.
 
 use super::quantizer::{QuantParams, ScalePrecision};
-use super::{hinv, LinearGrids, Solved, SolverConfig, Sparsity};
+use super::{hinv, LinearGrids, Solved, SolvedWeight, SolverConfig, Sparsity};
 use crate::solver::{self, QuantScheme};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::cuda_backend::cudarc::cublas;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
-use candle_core::cuda_backend::CudaDevice;
+use candle_core::cuda_backend::{CudaDevice, CudaStorage};
+use candle_core::op::BackpropOp;
 use candle_core::{DType, Device, Storage, Tensor};
 use std::ffi::c_void;
 use std::sync::{Mutex, OnceLock};
@@ -259,13 +260,23 @@ pub fn solve(w: &Tensor, h_sum: &Tensor, h_scale: f64, cfg: &SolverConfig, perm:
         let g = &fitted[(k * rows + r) * 3..(k * rows + r) * 3 + 3];
         QuantParams { scale: g[0], zero: g[1], maxq: g[2] }
     });
-    Ok(Solved {
-        weight: solver::unpermute_columns(&dev.clone_dtoh(&wbuf)?, cols, &order),
-        loss,
-        pruned,
-        host_reason: None,
-        grids,
-    })
+    // The weight stays on the device, back in the original column order.
+    let swept = Tensor::from_storage(
+        Storage::Cuda(CudaStorage::wrap_cuda_slice(wbuf, dev.clone())),
+        (rows, cols),
+        BackpropOp::none(),
+        false,
+    );
+    let weight = if identity {
+        swept
+    } else {
+        let mut inverse = vec![0u32; cols];
+        for (k, &j) in order.iter().enumerate() {
+            inverse[j] = k as u32;
+        }
+        swept.index_select(&Tensor::from_vec(inverse, cols, swept.device())?, 1)?
+    };
+    Ok(Solved { weight: SolvedWeight::Device(weight), loss, pruned, host_reason: None, grids })
 }
 
 /// Fits every row's grid over columns `c0..c0 + len` of `w` into the `rows` grids at device
@@ -470,7 +481,8 @@ pub fn compare_with_host(
     let t = std::time::Instant::now();
     let host_solved = solver::host::solve(&w, rows, cols, &h_host, &host_cfg, None)?;
     let host_s = t.elapsed().as_secs_f64();
-    let pairs = || dev_solved.weight.iter().zip(&host_solved.weight);
+    let (dev_w, host_w) = (dev_solved.weight.to_host()?, host_solved.weight.to_host()?);
+    let pairs = || dev_w.iter().zip(&host_w);
     let differing = pairs().filter(|(a, b)| (*a - *b).abs() > 1e-4 * (1.0 + b.abs())).count();
     let grid_scales_differing = match (&dev_solved.grids, &host_solved.grids) {
         (None, None) => 0.0,

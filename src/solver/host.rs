@@ -14,7 +14,7 @@ use super::magnitude::kth_smallest;
 use super::quantizer::ScalePrecision;
 use super::quantizer::{find_params, quantize, QuantParams};
 use super::scheme::{GridRange, QuantScheme};
-use super::{sweep_order, unpermute_columns, LinearGrids, Solved, SolverConfig, Sparsity};
+use super::{sweep_order, unpermute_columns, LinearGrids, Solved, SolvedWeight, SolverConfig, Sparsity};
 use crate::model::cpu_kernels::View;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
@@ -174,7 +174,7 @@ pub fn solve(
     }
     let grids = LinearGrids::collect(&cfg.quant, rows, &order, precision, |r, k| fitted[r * n_grids + k]);
     Ok(Solved {
-        weight: unpermute_columns(&wp, cols, &order),
+        weight: SolvedWeight::Host(unpermute_columns(&wp, cols, &order)),
         loss: loss_rows.iter().sum(),
         pruned: pruned_rows.iter().sum(),
         host_reason: None,
@@ -480,7 +480,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let zeros = out.weight.iter().filter(|&&x| x == 0.0).count();
+        let zeros = out.weight.as_host().unwrap().iter().filter(|&&x| x == 0.0).count();
         // int(128·0.5) + 1 masked per 16×8 block (the threshold element itself is included).
         assert_eq!(zeros, 3 * 65);
         assert_eq!(out.pruned, 3 * 65);
@@ -494,7 +494,7 @@ mod tests {
         assert_eq!(out.pruned, rows * cols / 2, "exactly n of every m");
         for r in 0..rows {
             for g in 0..cols / 4 {
-                let z = (0..4).filter(|&k| out.weight[r * cols + g * 4 + k] == 0.0).count();
+                let z = (0..4).filter(|&k| out.weight.as_host().unwrap()[r * cols + g * 4 + k] == 0.0).count();
                 assert!(z >= 2, "row {r} group {g} has {z} zeros");
             }
         }
@@ -507,7 +507,7 @@ mod tests {
         let out = solve(&weights(rows, cols), rows, cols, &spd(cols, 3), &c, None).unwrap();
         for r in 0..rows {
             let set: std::collections::BTreeSet<u32> =
-                out.weight[r * cols..(r + 1) * cols].iter().map(|x| x.to_bits()).collect();
+                out.weight.as_host().unwrap()[r * cols..(r + 1) * cols].iter().map(|x| x.to_bits()).collect();
             assert!(set.len() <= 8, "row {r}: {} values", set.len());
         }
     }
@@ -528,7 +528,7 @@ mod tests {
                 ..cfg(Sparsity::Dense, QuantScheme::Mixed { groups: groups.clone(), sym: false })
             };
             let out = solve(&weights(rows, cols), rows, cols, &spd(cols, 5), &c, None).unwrap();
-            let (_, per_group) = max_levels(&out.weight, cols, &c.quant, None);
+            let (_, per_group) = max_levels(out.weight.as_host().unwrap(), cols, &c.quant, None);
             assert!(per_group <= 8, "lazy {lazy}: {per_group} values in a group");
         }
     }
@@ -556,7 +556,12 @@ mod tests {
                 })
                 .sum()
         };
-        assert!(out_err(&gptq.weight) < 0.8 * out_err(&rtn), "{} vs {}", out_err(&gptq.weight), out_err(&rtn));
+        assert!(
+            out_err(gptq.weight.as_host().unwrap()) < 0.8 * out_err(&rtn),
+            "{} vs {}",
+            out_err(gptq.weight.as_host().unwrap()),
+            out_err(&rtn)
+        );
     }
 
     #[test]
@@ -571,10 +576,10 @@ mod tests {
         let perm: Vec<usize> = (0..cols).rev().collect();
         let out = solve(&w, rows, cols, &h, &cfg(Sparsity::Dense, QuantScheme::None), Some(&perm)).unwrap();
         for r in 0..rows {
-            assert_eq!(out.weight[r * cols + 3], 0.0);
+            assert_eq!(out.weight.as_host().unwrap()[r * cols + 3], 0.0);
         }
         // No pruning, no quantization, no error: the live columns come back unchanged.
-        for (k, (&a, &b)) in out.weight.iter().zip(&w).enumerate() {
+        for (k, (&a, &b)) in out.weight.as_host().unwrap().iter().zip(&w).enumerate() {
             if k % cols != 3 {
                 assert_eq!(a, b);
             }
@@ -599,8 +604,10 @@ mod tests {
             // Same masks and grid points (summation order only); values within f32 rounding.
             let differ = eager
                 .weight
+                .as_host()
+                .unwrap()
                 .iter()
-                .zip(&lazy.weight)
+                .zip(lazy.weight.as_host().unwrap())
                 .filter(|(a, b)| (*a - *b).abs() > 1e-4 * a.abs().max(1.0))
                 .count();
             assert_eq!(differ, 0, "{quant:?}, {sparsity:?}: {differ} weights differ");
@@ -629,7 +636,11 @@ mod tests {
                 let stat = SolverConfig { quant: static_scheme(&[0; 24], &[3]), ..base.clone() };
                 let a = solve(&w, rows, cols, &h, &base, None).unwrap();
                 let b = solve(&w, rows, cols, &h, &stat, None).unwrap();
-                assert_eq!(a.weight, b.weight, "{sparsity:?} act-order {act_order}");
+                assert_eq!(
+                    a.weight.as_host().unwrap(),
+                    b.weight.as_host().unwrap(),
+                    "{sparsity:?} act-order {act_order}"
+                );
                 assert_eq!((a.loss, a.pruned), (b.loss, b.pruned));
             }
         }
@@ -653,7 +664,7 @@ mod tests {
         let stat = SolverConfig { quant: static_scheme(&labels, &[2, 2, 2, 2]), ..base.clone() };
         let a = solve(&w, rows, cols, &h, &base, None).unwrap();
         let b = solve(&w, rows, cols, &h, &stat, None).unwrap();
-        assert_eq!(a.weight, b.weight);
+        assert_eq!(a.weight.as_host().unwrap(), b.weight.as_host().unwrap());
         assert_eq!(a.pruned, b.pruned);
     }
 
@@ -675,15 +686,15 @@ mod tests {
             for r in 0..rows {
                 let grids = static_row_grids(&w[r * cols..(r + 1) * cols], &labels, &bits, false, ScalePrecision::F32);
                 for j in 0..cols {
-                    let x = out.weight[r * cols + j];
+                    let x = out.weight.as_host().unwrap()[r * cols + j];
                     let p = grids[labels[j] as usize];
                     assert_eq!(quantizer::quantize(x, &p), x, "row {r} column {j} is off its group's grid");
-                    if j < block && base.weight[r * cols + j] == 0.0 {
+                    if j < block && base.weight.as_host().unwrap()[r * cols + j] == 0.0 {
                         assert_eq!(x, 0.0, "row {r} column {j}: the first block's mask differs");
                     }
                 }
             }
-            let (_, per_group) = max_levels(&out.weight, cols, &quant, None);
+            let (_, per_group) = max_levels(out.weight.as_host().unwrap(), cols, &quant, None);
             assert!(per_group <= 1 << bits.iter().max().unwrap(), "{per_group}");
         }
     }
@@ -697,7 +708,7 @@ mod tests {
         let with_sets = SolverConfig { nm_sets: Some(std::sync::Arc::new(sets)), ..plain.clone() };
         let a = solve(&w, rows, cols, &h, &plain, None).unwrap();
         let b = solve(&w, rows, cols, &h, &with_sets, None).unwrap();
-        assert_eq!(a.weight, b.weight);
+        assert_eq!(a.weight.as_host().unwrap(), b.weight.as_host().unwrap());
         assert_eq!(a.pruned, b.pruned);
     }
 
@@ -716,7 +727,8 @@ mod tests {
         assert_eq!(out.pruned, rows * cols / 2);
         for r in 0..rows {
             for s in 0..8 {
-                let z = (0..cols).filter(|&j| sets[j] == s && out.weight[r * cols + j] == 0.0).count();
+                let z =
+                    (0..cols).filter(|&j| sets[j] == s && out.weight.as_host().unwrap()[r * cols + j] == 0.0).count();
                 assert!(z >= 2, "row {r} set {s}: {z} zeros");
             }
         }

@@ -90,9 +90,36 @@ impl SolverConfig {
     }
 }
 
+/// A solved weight, rows × cols in the original column order, where the solver left it.
+pub enum SolvedWeight {
+    /// Row-major on the host (the host solver).
+    Host(Vec<f32>),
+    /// An f32 (rows, cols) tensor on the compute device (the device solver): it is rounded
+    /// to storage precision and installed there, and only comes to the host where the run
+    /// needs host values (packed exports, level counts of quantized linears).
+    Device(Tensor),
+}
+
+impl SolvedWeight {
+    /// The values on the host (copied from the device where they are there).
+    pub fn to_host(&self) -> Result<Vec<f32>> {
+        Ok(match self {
+            SolvedWeight::Host(w) => w.clone(),
+            SolvedWeight::Device(t) => t.flatten_all()?.to_vec1()?,
+        })
+    }
+
+    /// The host values, where the host solver produced them.
+    pub fn as_host(&self) -> Option<&[f32]> {
+        match self {
+            SolvedWeight::Host(w) => Some(w),
+            SolvedWeight::Device(_) => None,
+        }
+    }
+}
+
 pub struct Solved {
-    /// The compressed weight, rows × cols, row-major, in the original column order.
-    pub weight: Vec<f32>,
+    pub weight: SolvedWeight,
     /// Σ (w − q)² / [H⁻¹]_jj² / 2, the reference's `Losses` summed.
     pub loss: f64,
     /// Weights the pruning mask set to zero (quantization can round more to zero).
@@ -113,11 +140,12 @@ pub trait HessianSource {
 }
 
 /// Solves one linear where it is best solved. `weight` is the layer's weight tensor (on the
-/// compute device), `host_weight` the same values on the host; `host_only` is the user's
+/// compute device), `host_weight` the same values on the host where the caller has them
+/// (else they are copied from `weight` if the host solves); `host_only` is the user's
 /// `--host-solver`.
 pub fn solve_linear(
     weight: &Tensor,
-    host_weight: &[f32],
+    host_weight: Option<&[f32]>,
     h: &dyn HessianSource,
     cfg: &SolverConfig,
     perm: Option<&[usize]>,
@@ -131,6 +159,14 @@ pub fn solve_linear(
             Some(why) => host_reason = Some(why),
         }
     }
+    let copied;
+    let host_weight = match host_weight {
+        Some(w) => w,
+        None => {
+            copied = weight.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            &copied
+        }
+    };
     let solved = host::solve(host_weight, rows, cols, &h.host_matrix()?, cfg, perm)?;
     Ok(Solved { host_reason, ..solved })
 }

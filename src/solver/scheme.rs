@@ -170,9 +170,14 @@ pub fn max_levels(w: &[f32], cols: usize, quant: &QuantScheme, perm: Option<&[us
             .reduce(|| (0, 0), |x, y| (x.0.max(y.0), x.1.max(y.1)));
     }
     // Rows in parallel (a sort per row and grid: seconds single-threaded at opt-6.7b's fc2).
+    // One grid spanning the row is the row itself (the sweep order does not change a set).
+    let whole_row = ranges == [(0, cols)];
     w.par_chunks(cols)
         .map(|row| {
             let per_row = count(&mut row.iter().map(|x| x.to_bits()).collect());
+            if whole_row {
+                return (per_row, per_row);
+            }
             let per_group = ranges
                 .iter()
                 .map(|&(a, b)| count(&mut order[a..b].iter().map(|&j| row[j].to_bits()).collect()))
