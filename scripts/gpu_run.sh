@@ -2,7 +2,7 @@
 # On the GPU machine (device tool): lay out a ../shared-like tree from what was carried, unpack
 # the CUDA binary, then run the named stages. Writes everything under $OUT (or ./gpu_out).
 #
-#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity selfcheck compare bench cpu mishare rounding reference noise reload hinv64 mi mi25 scale exports study
+#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity selfcheck compare bench cpu mishare rounding reference noise reload hinv64 mi mi25 scale exports study run
 #
 # Carried (ignored, under .carry/): sparsegpt-mi-cuda.xz (scripts/build_cuda.sh), data.tar.xz
 # (evaluation + calibration data), reference/ (../shared/reference), fx/FIXTURE/{config.json,
@@ -173,6 +173,11 @@ for stage in "$@"; do
         --device cuda --jobs ${JOBS:-4} > "$OUT/mi25_log_$FX.txt" 2>&1
       cp test_results/mi_$FX.md "$OUT/"; tar -cJf "$OUT/mi_runs_$FX.tar.xz" -C test_results/mi "$FX"
       tail -12 "$OUT/mi_$FX.md"
+      ;;
+    run)
+      # Any command in this stage's environment (BIN, S, OUT, the CUDA library path), e.g. one
+      # run under SPARSEGPT_MI_TRACE=1 with a timeout: RUN_CMD='timeout 120 $BIN prune …'.
+      eval "${RUN_CMD:?set RUN_CMD}"
       ;;
     study)
       # Issue 17's study on FIXTURE (one fixture per call: three do not fit the 64 MiB that

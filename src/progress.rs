@@ -12,3 +12,15 @@ pub fn bar(len: usize, label: &str) -> ProgressBar {
     pb.set_prefix(label.to_string());
     pb
 }
+
+/// With `SPARSEGPT_MI_TRACE` set, one timestamped line per step of the layer loop and of
+/// planning on stderr (where a long run spends its time, or where it stalls, without a
+/// debugger on the GPU machine). The message is only formed when tracing.
+pub fn trace(message: impl FnOnce() -> String) {
+    use std::sync::OnceLock;
+    static START: OnceLock<Option<std::time::Instant>> = OnceLock::new();
+    if let Some(start) = START.get_or_init(|| std::env::var_os("SPARSEGPT_MI_TRACE").map(|_| std::time::Instant::now()))
+    {
+        eprintln!("trace {:>9.3} s [{:?}] {}", start.elapsed().as_secs_f64(), std::thread::current().id(), message());
+    }
+}

@@ -74,6 +74,7 @@ pub fn balanced_spectral(aff: &SymMatrix, k: usize, size: usize, seed: u64) -> R
         return Ok(vec![0; aff.d]);
     }
     let u = laplacian_bottom_eigenvectors(aff, k)?;
+    crate::progress::trace(|| format!("balanced spectral d = {}: eigenvectors in, balanced k-means", aff.d));
     Ok(super::kmeans::balanced_kmeans(&embedding_features(&u), k, k, size, seed))
 }
 
@@ -104,10 +105,13 @@ pub fn laplacian_bottom_eigenvectors(aff: &SymMatrix, k: usize) -> Result<Mat<f6
         for i in 0..d {
             b[(i, i)] += 1.0;
         }
+        crate::progress::trace(|| format!("Laplacian d = {d}: Krylov–Schur for {k} eigenvectors"));
         if let Some(u) = top_eigenvectors(&b, k) {
             return Ok(u);
         }
+        crate::progress::trace(|| format!("Laplacian d = {d}: Krylov–Schur did not converge"));
     }
+    crate::progress::trace(|| format!("Laplacian d = {d}: dense eigensolver"));
     dense_bottom_eigenvectors(&normalised, k)
 }
 

@@ -35,8 +35,12 @@ pub fn site_labels(ctx: &SiteContext, cfg: &MixedConfig, size: usize) -> Result<
             None,
         )),
         ScaleSource::Mi => {
+            let what = || format!("layer {} {:?} ({cols} channels)", ctx.layer, ctx.site);
+            crate::progress::trace(|| format!("{}: MI similarity", what()));
             let sim = host_similarity(ctx, cfg.mi_method)?;
+            crate::progress::trace(|| format!("{}: balanced spectral clustering into {k} groups", what()));
             let labels = grouping::balanced_spectral(&sim, k, size, cfg.seed)?;
+            crate::progress::trace(|| format!("{}: grouped", what()));
             let GroupQuality { silhouette, .. } = grouping::quality(&sim, &labels);
             Some((labels, Some(silhouette)))
         }

@@ -74,6 +74,7 @@ pub(super) fn plan_and_solve(
         let mut plans: Vec<Option<Vec<LinearPlan>>> = (0..sites.len()).map(|_| None).collect();
         let receive = |plans: &mut Vec<Option<Vec<LinearPlan>>>| -> Result<usize> {
             let (s, p) = planned.recv().map_err(|_| anyhow!("planning thread ended early"))?;
+            crate::progress::trace(|| format!("layer {index} {:?}: plan in", sites[s]));
             plans[s] = Some(p?);
             Ok(s)
         };
@@ -167,6 +168,7 @@ fn solve_one(
     notes: &mut BTreeSet<String>,
 ) -> Result<LinearReport> {
     let kind = LinearKind::ALL[k];
+    crate::progress::trace(|| format!("layer {index} {}: solving", kind.path()));
     let ((rows, cols), w) = weight;
     let (rows, cols) = (*rows, *cols);
     let ts = Instant::now();
