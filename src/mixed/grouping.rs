@@ -106,7 +106,7 @@ pub fn laplacian_bottom_eigenvectors(aff: &SymMatrix, k: usize) -> Result<Mat<f6
             b[(i, i)] += 1.0;
         }
         crate::progress::trace(|| format!("Laplacian d = {d}: Krylov–Schur for {k} eigenvectors"));
-        if let Some(u) = within_deadline(PARTIAL_EIGEN_DEADLINE, move || top_eigenvectors(&b, k)).flatten() {
+        if let Some(u) = within_deadline(partial_eigen_deadline(d), move || top_eigenvectors(&b, k)).flatten() {
             return Ok(u);
         }
         crate::progress::trace(|| format!("Laplacian d = {d}: Krylov–Schur did not converge or did not return"));
@@ -115,11 +115,16 @@ pub fn laplacian_bottom_eigenvectors(aff: &SymMatrix, k: usize) -> Result<Mat<f6
     dense_bottom_eigenvectors(&normalised, k)
 }
 
-/// How long the partial eigensolver may run before the dense one replaces it. faer 0.24's
-/// Krylov–Schur can spin without end: fixture A's fc2 input at calibration seed 4 on the GPU
-/// machine (`test_results/mi_study/trace_opt-mini-a_G_Gmi_s4.txt`) never returned, where it
-/// otherwise takes milliseconds (the dense solver at d = 1024 about a second, at 8192 minutes).
-const PARTIAL_EIGEN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long the partial eigensolver may run at width `d` before the dense one replaces it:
+/// 60 s per 1024 channels. faer 0.24's Krylov–Schur can spin without end: fixture A's fc2
+/// input at calibration seed 4 on the GPU machine
+/// (`test_results/mi_study/trace_opt-mini-a_G_Gmi_s4.txt`) never returned, where the same
+/// solve at the other layers took 70–90 ms. The margin (~700× at d = 1024, its matrix–vector
+/// products growing as d²) keeps a solve that converges from being abandoned on a slow machine,
+/// so results stay independent of timing; a hung one costs the deadline once.
+fn partial_eigen_deadline(d: usize) -> std::time::Duration {
+    std::time::Duration::from_secs(60 * d.div_ceil(1024).max(1) as u64)
+}
 
 /// `f()` on a thread of its own, or None if it has not returned within `deadline` (the thread
 /// is then left to finish, or to spin until the process ends; said once on stderr).
