@@ -39,12 +39,12 @@ pub fn windows_nll_layerwise(model: &OptModel, windows: &[&[u32]], per_pass: usi
     let s = windows[0].len();
     let mask = model.causal_mask(s)?;
     let passes: Vec<&[&[u32]]> = windows.chunks(per_pass.max(1)).collect();
+    // Each pass's ids as one (batch × seq) run: embedded here, the loss targets at the end.
+    let ids: Vec<Vec<u32>> = passes.iter().map(|ws| ws.iter().flat_map(|w| w.iter().copied()).collect()).collect();
     let mut states = passes
         .iter()
-        .map(|ws| {
-            let flat: Vec<u32> = ws.iter().flat_map(|w| w.iter().copied()).collect();
-            model.embed(&Tensor::from_vec(flat, (ws.len(), s), &model.device)?)
-        })
+        .zip(&ids)
+        .map(|(ws, flat)| model.embed(&Tensor::from_slice(flat, (ws.len(), s), &model.device)?))
         .collect::<Result<Vec<_>>>()?;
     for layer in &model.layers {
         let layer = layer.to_device(&model.device)?;
@@ -53,20 +53,20 @@ pub fn windows_nll_layerwise(model: &OptModel, windows: &[&[u32]], per_pass: usi
         }
     }
     let mut nlls = Vec::with_capacity(windows.len());
-    for (ws, h) in passes.iter().zip(&states) {
-        nlls.extend(pass_nlls(model, ws, h)?);
+    for ((ws, flat), h) in passes.iter().zip(&ids).zip(&states) {
+        nlls.extend(pass_nlls(model, ws, flat, h)?);
     }
     Ok(nlls)
 }
 
-/// Mean NLL of each window of one pass from its last hidden states `h` (batch, seq, hidden).
-fn pass_nlls(model: &OptModel, windows: &[&[u32]], h: &Tensor) -> Result<Vec<f64>> {
+/// Mean NLL of each window of one pass from its last hidden states `h` (batch, seq, hidden);
+/// `flat`: the pass's windows one after another.
+fn pass_nlls(model: &OptModel, windows: &[&[u32]], flat: &[u32], h: &Tensor) -> Result<Vec<f64>> {
     let s = windows[0].len();
     if model.device.is_cuda() {
         // All windows' losses on the device, one transfer (per-window calls synchronise
         // the GPU several times per window).
-        let flat: Vec<u32> = windows.iter().flat_map(|w| w.iter().copied()).collect();
-        let sums = model.batch_nll_sums(h, &flat, s)?;
+        let sums = model.batch_nll_sums(h, flat, s)?;
         return Ok(sums.into_iter().map(|sum| sum / (s - 1) as f64).collect());
     }
     windows

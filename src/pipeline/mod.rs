@@ -245,7 +245,7 @@ fn magnitude_baseline(model: &mut OptModel, cfg: &CompressConfig) -> Result<(Vec
             let t0 = Instant::now();
             let wt = layer.linear(kind).weight().clone();
             let (rows, cols) = wt.dims2()?;
-            let mut w = schedule::weight_vec(&wt)?;
+            let mut w = crate::solver::host_values(&wt)?;
             magnitude::magnitude_prune(&mut w, fraction);
             let (_, zero_fraction) = schedule::install(layer, kind, w, (rows, cols), storage)?;
             reports.push(LinearReport {

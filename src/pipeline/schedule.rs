@@ -51,7 +51,7 @@ pub(super) fn plan_and_solve(
         .iter()
         .map(|&kind| {
             let wt = layer.linear(kind).weight();
-            Ok((wt.dims2()?, if host_copies { weight_vec(wt)? } else { Vec::new() }))
+            Ok((wt.dims2()?, if host_copies { solver::host_values(wt)? } else { Vec::new() }))
         })
         .collect::<Result<_>>()?;
     // Sites in layer order (the host's solve order), and widest first (the planning order).
@@ -254,10 +254,6 @@ fn solve_one(
     })
 }
 
-pub(super) fn weight_vec(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
-}
-
 /// Rounds compressed weights to the checkpoint's storage dtype, as the reference does when
 /// it writes them back (`.to(weight.dtype)`), so evaluation, saving and reloading agree.
 fn to_storage_precision(mut w: Vec<f32>, storage: DType) -> Vec<f32> {
@@ -316,7 +312,7 @@ fn install_solved(
                 return Ok(Installed { host_values: None, zero_fraction: 0.0 });
             }
             let zeros = stored.eq(0.0)?.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
-            let host_values = stored.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let host_values = solver::host_values(&stored)?;
             layer.set_weight(kind, stored)?;
             Ok(Installed { host_values: Some(host_values), zero_fraction: zeros / (shape.0 * shape.1) as f64 })
         }

@@ -100,13 +100,18 @@ pub enum SolvedWeight {
     Device(Tensor),
 }
 
+/// A tensor's values as a row-major f32 host vector (converted and copied from wherever it is).
+pub fn host_values(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?)
+}
+
 impl SolvedWeight {
     /// The values on the host (copied from the device where they are there).
     pub fn to_host(&self) -> Result<Vec<f32>> {
-        Ok(match self {
-            SolvedWeight::Host(w) => w.clone(),
-            SolvedWeight::Device(t) => t.flatten_all()?.to_vec1()?,
-        })
+        match self {
+            SolvedWeight::Host(w) => Ok(w.clone()),
+            SolvedWeight::Device(t) => host_values(t),
+        }
     }
 
     /// The host values, where the host solver produced them.
@@ -163,7 +168,7 @@ pub fn solve_linear(
     let host_weight = match host_weight {
         Some(w) => w,
         None => {
-            copied = weight.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            copied = host_values(weight)?;
             &copied
         }
     };
