@@ -5,7 +5,8 @@
 # $OUT/bench_NAME.tar.xz.
 #   NAME=p1 FX=opt-mini-c STAGES="sanity reference" SHAPES="1.3b:24" RUNS=... PUB_RUNS=... bash scripts/gpu_bench_call.sh
 # BENCH_FIXTURES: fixtures benchmarked before the random checkpoints (FX's stages lay them out);
-# LIMIT: seconds for the benchmark (the table is written from what finished).
+# LIMIT: seconds for the benchmark (the table is written from what finished); SELFCHECK=1: the
+# GPU solver against the host one (`self-check`, default shapes) first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 NAME=${NAME:-bench}
@@ -16,6 +17,7 @@ B=/tmp/sparsegpt-mi; S=/tmp/shared
 export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
 CUSOLVER=$(python3 -c "import glob, site; print(next(iter(sorted(g for p in site.getsitepackages() for g in glob.glob(p + '/nvidia/**/libcusolver.so.1*', recursive=True))), ''))" 2>/dev/null)
 [ -n "$CUSOLVER" ] && export LD_LIBRARY_PATH=$(dirname "$CUSOLVER"):$LD_LIBRARY_PATH
+[ "${SELFCHECK:-0}" = 1 ] && $B self-check --json $W/${NAME}_selfcheck.json > $W/${NAME}_selfcheck.md 2>&1
 if [ -n "${SHAPES:-}" ]; then
   mkdir -p $S/fixtures
   RANDOM_SHAPES="$SHAPES" EVAL=${EVAL:-wikitext2} MI=${MI:-0} timeout ${LIMIT:-0} bash scripts/bench_gpu.sh $B \

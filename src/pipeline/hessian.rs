@@ -5,6 +5,7 @@
 use crate::model::cpu_kernels::{TilePtr, View};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// How H = 2/n Σ x xᵀ is accumulated over the calibration sequences.
@@ -28,6 +29,9 @@ pub struct Hessian {
     pub sequences: usize,
     /// H as a host f64 matrix, formed on first use.
     host: OnceLock<Arc<Vec<f64>>>,
+    /// Set when the device sum was handed to its last reader, whose solve overwrites it with
+    /// H⁻¹'s factor: later reads of the sum fail instead of seeing that.
+    overwritten: AtomicBool,
 }
 
 /// Σ x xᵀ in f32: a tensor on the compute device, or on the host only its lower triangle
@@ -39,7 +43,14 @@ enum GramSum {
 
 impl Hessian {
     pub fn new(dim: usize, accumulation: HessianAccumulation) -> Self {
-        Hessian { dim, accumulation, sum: None, sequences: 0, host: OnceLock::new() }
+        Hessian {
+            dim,
+            accumulation,
+            sum: None,
+            sequences: 0,
+            host: OnceLock::new(),
+            overwritten: AtomicBool::new(false),
+        }
     }
 
     pub fn running_average(&self) -> bool {
@@ -90,6 +101,7 @@ impl Hessian {
 
     /// The diagonal of H, without forming the matrix on the host.
     pub fn diagonal(&self) -> Result<Vec<f64>> {
+        self.check_not_overwritten()?;
         let n = self.dim;
         let diag: Vec<f64> = match &self.sum {
             Some(GramSum::Device(t)) => crate::solver::hinv::diagonal(t)?.to_dtype(DType::F64)?.to_vec1()?,
@@ -116,8 +128,16 @@ impl Hessian {
         })
     }
 
+    fn check_not_overwritten(&self) -> Result<()> {
+        if self.overwritten.load(Ordering::Acquire) {
+            bail!("the Hessian was read after its last linear's solve overwrote it");
+        }
+        Ok(())
+    }
+
     /// H = 2/nsamples · Σ x xᵀ as a row-major f64 host matrix.
     pub fn matrix(&self) -> Result<Vec<f64>> {
+        self.check_not_overwritten()?;
         let n = self.dim;
         let sum = match &self.sum {
             Some(GramSum::Device(t)) => t.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?,
@@ -132,9 +152,13 @@ impl Hessian {
 impl crate::solver::HessianSource for Hessian {
     fn device_sum(&self) -> Option<(&Tensor, f64)> {
         match &self.sum {
-            Some(GramSum::Device(t)) => Some((t, self.scale())),
+            Some(GramSum::Device(t)) if !self.overwritten.load(Ordering::Acquire) => Some((t, self.scale())),
             _ => None,
         }
+    }
+
+    fn hand_over_device_sum(&self) {
+        self.overwritten.store(true, Ordering::Release);
     }
 
     fn host_matrix(&self) -> Result<Arc<Vec<f64>>> {

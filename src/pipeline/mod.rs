@@ -148,9 +148,13 @@ pub fn compress_into(
         let compressed = cfg.layers.contains(&i);
         if compressed {
             let t = Instant::now();
-            crate::progress::trace(|| format!("layer {i}: calibration pass"));
+            crate::progress::trace(|| {
+                format!("layer {i}: calibration pass{}", crate::progress::device_memory(&model.device))
+            });
             let stats = calibration_pass(&layer, &inps, &mask, i, planner.needs(), cfg)?;
-            crate::progress::trace(|| format!("layer {i}: planning and solving"));
+            crate::progress::trace(|| {
+                format!("layer {i}: planning and solving{}", crate::progress::device_memory(&model.device))
+            });
             times.calibration_forward_s += t.elapsed().as_secs_f64();
             reports.extend(schedule::plan_and_solve(
                 &mut layer, i, &stats, planner, cfg, storage, sink, &mut times, &mut notes,

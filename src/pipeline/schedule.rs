@@ -11,7 +11,7 @@ use super::planner::{LinearPlan, LinearWeights, Planner, SiteContext};
 use super::statistics::SiteStatistics;
 use super::{CompressConfig, LinearReport, PhaseTimes, SolvedSink};
 use crate::model::{DecoderLayer, InputSite, LinearKind};
-use crate::solver::{self, ScalePrecision, SolvedWeight, SolverConfig};
+use crate::solver::{self, HessianUse, ScalePrecision, SolvedWeight, SolverConfig};
 use anyhow::{anyhow, bail, Result};
 use candle_core::{DType, Tensor};
 use std::collections::{BTreeMap, BTreeSet};
@@ -90,13 +90,17 @@ pub(super) fn plan_and_solve(
             let s = if overlap { receive(&mut plans)? } else { next };
             times.plan_s += tw.elapsed().as_secs_f64();
             let site_plans = plans[s].take().ok_or_else(|| anyhow!("no plan for {:?}", sites[s]))?;
-            for (k, plan) in linears_of(sites[s]).zip(site_plans) {
+            let n_plans = site_plans.len();
+            for (i, (k, plan)) in linears_of(sites[s]).zip(site_plans).enumerate() {
+                // The site's last linear is its Hessian's last reader (the statistics go when
+                // the layer is done).
+                let h_use = if i + 1 == n_plans { HessianUse::LastReader } else { HessianUse::Shared };
                 let solved = solve_one(
                     layer,
                     index,
                     k,
                     &weights[k],
-                    &stats[&sites[s]],
+                    (&stats[&sites[s]], h_use),
                     plan,
                     cfg,
                     Storage { dtype: storage, sink },
@@ -160,7 +164,7 @@ fn solve_one(
     index: usize,
     k: usize,
     weight: &((usize, usize), Vec<f32>),
-    stats: &SiteStatistics,
+    (stats, h_use): (&SiteStatistics, HessianUse),
     plan: LinearPlan,
     cfg: &CompressConfig,
     storage: Storage,
@@ -168,7 +172,10 @@ fn solve_one(
     notes: &mut BTreeSet<String>,
 ) -> Result<LinearReport> {
     let kind = LinearKind::ALL[k];
-    crate::progress::trace(|| format!("layer {index} {}: solving", kind.path()));
+    let device = layer.linear(kind).weight().device().clone();
+    crate::progress::trace(|| {
+        format!("layer {index} {}: solving{}", kind.path(), crate::progress::device_memory(&device))
+    });
     let ((rows, cols), w) = weight;
     let (rows, cols) = (*rows, *cols);
     let ts = Instant::now();
@@ -184,6 +191,7 @@ fn solve_one(
         layer.linear(kind).weight(),
         (!w.is_empty()).then_some(w.as_slice()),
         &stats.hessian,
+        h_use,
         &solver_cfg,
         plan.perm.as_deref(),
         cfg.host_solver,
@@ -222,6 +230,9 @@ fn solve_one(
             .solved(index, kind, w, solved.grids.as_ref())
             .map_err(|e| anyhow!("layer {index} {}: {e}", kind.path()))?;
     }
+    crate::progress::trace(|| {
+        format!("layer {index} {}: solved{}", kind.path(), crate::progress::device_memory(&device))
+    });
     let dtype = storage.dtype;
     let installed = install_solved(layer, kind, solved.weight, (rows, cols), dtype)?;
     let Some(wq) = installed.host_values else {

@@ -16,6 +16,7 @@ use super::quantizer::{QuantParams, ScalePrecision};
 use super::{hinv, LinearGrids, Solved, SolvedWeight, SolverConfig, Sparsity};
 use crate::solver::{self, QuantScheme};
 use anyhow::{anyhow, bail, Context, Result};
+use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cublas;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDevice, CudaStorage};
@@ -68,18 +69,6 @@ fn cuda_device(t: &Tensor) -> Result<CudaDevice> {
     }
 }
 
-/// A fresh device buffer holding `t` (converted to f32, row-major).
-fn f32_buffer(dev: &CudaDevice, t: &Tensor) -> Result<CudaSlice<f32>> {
-    let t = t.to_dtype(DType::F32)?.contiguous()?;
-    let n = t.elem_count();
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cuda(cs) = &*storage else { bail!("solver_cuda: tensor is not on a CUDA device") };
-    let src = cs.as_cuda_slice::<f32>()?.slice(layout.start_offset()..layout.start_offset() + n);
-    let mut dst = unsafe { dev.alloc::<f32>(n)? };
-    dev.memcpy_dtod(&src, &mut dst)?;
-    Ok(dst)
-}
-
 fn ptr<T>(dev: &CudaDevice, s: &CudaSlice<T>) -> u64 {
     let stream = dev.cuda_stream();
     let (p, _sync) = s.device_ptr(&stream);
@@ -96,6 +85,62 @@ macro_rules! launch {
         let cfg = LaunchConfig { grid_dim: (($grid as u32).max(1), 1, 1), block_dim: ($block, 1, 1), shared_mem_bytes: $smem };
         unsafe { b.launch(cfg) }.map_err(|e| anyhow!("solver kernel {}: {e:?}", $name))?;
     }};
+}
+
+/// A fresh f32 device buffer holding `t` (row-major): copied where it is f32, widened by
+/// one kernel where it is f16 or bf16 (no f32 tensor in between).
+fn f32_buffer(dev: &CudaDevice, t: &Tensor) -> Result<CudaSlice<f32>> {
+    let t = t.contiguous()?;
+    let n = t.elem_count();
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cuda(cs) = &*storage else { bail!("solver_cuda: tensor is not on a CUDA device") };
+    let range = layout.start_offset()..layout.start_offset() + n;
+    let mut dst = unsafe { dev.alloc::<f32>(n)? };
+    let (src, widen) = match t.dtype() {
+        DType::F32 => {
+            dev.memcpy_dtod(&cs.as_cuda_slice::<f32>()?.slice(range), &mut dst)?;
+            return Ok(dst);
+        }
+        DType::F16 => (ptr(dev, cs.as_cuda_slice::<half::f16>()?) + 2 * range.start as u64, "widen_f16"),
+        DType::BF16 => (ptr(dev, cs.as_cuda_slice::<half::bf16>()?) + 2 * range.start as u64, "widen_bf16"),
+        other => bail!("solver_cuda: weights in {other:?}; f32, f16 or bf16 expected"),
+    };
+    let (dp, n64) = (ptr(dev, &dst), n as i64);
+    launch!(dev, widen, grid = n.div_ceil(256), block = 256, smem = 0; src, dp, n64);
+    Ok(dst)
+}
+
+/// Damps H and factors H⁻¹ in place (`inverse_cholesky_upper`), on the tensor's own storage:
+/// candle's in-place op, so a sum no later linear reads needs no copy.
+struct FactorInPlace {
+    n: usize,
+    damp: f32,
+}
+
+impl candle_core::InplaceOp1 for FactorInPlace {
+    fn name(&self) -> &'static str {
+        "sgmi-factor-hinv"
+    }
+
+    fn cpu_fwd(&self, _: &mut candle_core::CpuStorage, _: &candle_core::Layout) -> candle_core::Result<()> {
+        candle_core::bail!("sgmi-factor-hinv runs on CUDA only")
+    }
+
+    fn cuda_fwd(&self, storage: &mut CudaStorage, layout: &candle_core::Layout) -> candle_core::Result<()> {
+        let fail = |e: anyhow::Error| candle_core::Error::Msg(format!("{e:#}"));
+        if !layout.is_contiguous() || layout.start_offset() != 0 || layout.shape().dims() != [self.n, self.n] {
+            return Err(fail(anyhow!("H must be a contiguous {0} × {0} tensor of its own", self.n)));
+        }
+        let dev = storage.device().clone();
+        let h = storage.as_cuda_slice_mut::<f32>()?;
+        let (hp, ni, damp) = (ptr(&dev, h), self.n as i32, self.damp);
+        let prepare = || -> Result<()> {
+            launch!(dev, "prepare_diag", grid = self.n.div_ceil(256), block = 256, smem = 0; hp, ni, damp);
+            Ok(())
+        };
+        prepare().map_err(fail)?;
+        inverse_cholesky_upper(&dev, h, self.n).map_err(fail)
+    }
 }
 
 /// cuSOLVER's dense Cholesky routines, opened at run time.
@@ -196,9 +241,18 @@ fn check(status: i32, what: &str) -> Result<()> {
 }
 
 /// Compresses one linear on the device. `w`: rows × cols (any float dtype), `h_sum`: the f32
-/// Σ x xᵀ of its inputs, `h_scale`: its factor to H (`HessianSource::device_sum`).
+/// Σ x xᵀ of its inputs, `h_scale`: its factor to H (`HessianSource::device_sum`);
+/// `overwrite_sum`: no one reads `h_sum` afterwards, so where the sweep takes the columns in
+/// their order and H is the sum itself, H⁻¹ is factored in its storage.
 /// Same contract as `solver::solve`.
-pub fn solve(w: &Tensor, h_sum: &Tensor, h_scale: f64, cfg: &SolverConfig, perm: Option<&[usize]>) -> Result<Solved> {
+pub fn solve(
+    w: &Tensor,
+    h_sum: &Tensor,
+    h_scale: f64,
+    overwrite_sum: bool,
+    cfg: &SolverConfig,
+    perm: Option<&[usize]>,
+) -> Result<Solved> {
     let (rows, cols) = w.dims2()?;
     if let Some(why) = unsupported(cfg, cols) {
         bail!("{why}");
@@ -207,13 +261,9 @@ pub fn solve(w: &Tensor, h_sum: &Tensor, h_scale: f64, cfg: &SolverConfig, perm:
     if h_sum.dims2()? != (cols, cols) {
         bail!("solver: weight {rows}×{cols} and Hessian {:?} do not fit", h_sum.dims());
     }
-    let w = w.to_dtype(DType::F32)?;
     // The running average is H itself (scale 1): no scaled copy of a d × d matrix.
-    let h = if h_scale == 1.0 && h_sum.dtype() == DType::F32 {
-        h_sum.clone()
-    } else {
-        h_sum.to_dtype(DType::F32)?.affine(h_scale, 0.0)?
-    };
+    let scaled = !(h_scale == 1.0 && h_sum.dtype() == DType::F32);
+    let h = if scaled { h_sum.to_dtype(DType::F32)?.affine(h_scale, 0.0)? } else { h_sum.clone() };
     let diag: Vec<f32> = hinv::diagonal(&h)?.to_vec1()?;
     let dead: Vec<bool> = diag.iter().map(|&d| d == 0.0).collect();
     let diag_fixed: Vec<f64> = diag.iter().map(|&d| if d == 0.0 { 1.0 } else { d as f64 }).collect();
@@ -226,32 +276,36 @@ pub fn solve(w: &Tensor, h_sum: &Tensor, h_scale: f64, cfg: &SolverConfig, perm:
     let quantized = cfg.quant.is_quantized();
     // Per-row grids from the untouched weight (as the reference), before dead columns go.
     if let QuantScheme::PerRow { bits, sym } = cfg.quant {
-        let w0 = f32_buffer(&dev, &w)?;
+        let w0 = f32_buffer(&dev, w)?;
         row_grids(&dev, &w0, cols, rows, 0, cols, bits, sym, cfg.scale_precision, ptr(&dev, &grids))?;
     }
+    // Dead columns zeroed and columns permuted in the weight's own dtype (exact), widened
+    // to f32 once, into the buffer the sweep works on.
     let w_live = if dead.iter().any(|&d| d) {
         let keep: Vec<f32> = dead.iter().map(|&d| if d { 0.0 } else { 1.0 }).collect();
-        w.broadcast_mul(&Tensor::from_vec(keep, (1, cols), w.device())?)?
+        w.broadcast_mul(&Tensor::from_vec(keep, (1, cols), w.device())?.to_dtype(w.dtype())?)?
     } else {
-        w
+        w.clone()
     };
     let identity = order.iter().enumerate().all(|(k, &j)| k == j);
     let order_t = Tensor::from_vec(order.iter().map(|&j| j as u32).collect::<Vec<_>>(), cols, w_live.device())?;
-    let (wp, hp) = if identity {
-        (w_live, h)
+    let (wp, u) = if identity {
+        // H itself where its last reader may overwrite it, else a copy (the sum is read again).
+        (w_live, if scaled || overwrite_sum { h } else { h.copy()? })
     } else {
         (w_live.index_select(&order_t, 1)?, h.index_select(&order_t, 0)?.index_select(&order_t, 1)?)
     };
     let mut wbuf = f32_buffer(&dev, &wp)?;
-    let mut hbuf = f32_buffer(&dev, &hp)?;
-    drop((wp, hp));
+    drop(wp);
     let mean_diag = order.iter().map(|&j| diag_fixed[j]).sum::<f64>() / cols as f64;
     let damp = (cfg.percdamp * mean_diag) as f32;
-    let hp_ptr = ptr(&dev, &hbuf);
-    let ci = cols as i32;
-    launch!(dev, "prepare_diag", grid = cols.div_ceil(256), block = 256, smem = 0; hp_ptr, ci, damp);
-    inverse_cholesky_upper(&dev, &mut hbuf, cols)?;
-    let (row_loss, pruned) = sweep(&dev, &mut wbuf, &hbuf, rows, cols, cfg, quantized.then_some(&grids))?;
+    u.inplace_op1(&FactorInPlace { n: cols, damp }).map_err(|e| anyhow!("{e}"))?;
+    let (row_loss, pruned) = {
+        let (storage, _) = u.storage_and_layout();
+        let Storage::Cuda(cs) = &*storage else { bail!("solver_cuda: H is not on a CUDA device") };
+        sweep(&dev, &mut wbuf, cs.as_cuda_slice::<f32>()?, rows, cols, cfg, quantized.then_some(&grids))?
+    };
+    drop(u);
     let loss: f64 = dev.clone_dtoh(&row_loss)?.iter().map(|&x| x as f64).sum();
     // The grids as the kernels used them (copied, not recomputed: a grid is fitted on the
     // values its first column saw, which the final weights no longer hold).
@@ -450,7 +504,9 @@ pub struct Comparison {
 }
 
 /// Solves one random layer (correlated inputs, as activations are) on the device and on the
-/// host with the same H and compares: the `self-check` subcommand.
+/// host with the same H and compares: the `self-check` subcommand. The device solve takes the
+/// pipeline's usual path for a checkpoint in f16 whose H no later linear reads: f16 weights
+/// (the host gets the same values) and H overwritten in place.
 pub fn compare_with_host(
     device: &Device,
     rows: usize,
@@ -460,19 +516,18 @@ pub fn compare_with_host(
 ) -> Result<Comparison> {
     let mut rng = crate::rng::seeded(seed);
     let mut uniform = move || (crate::rng::uniform(&mut rng) * 2.0 - 1.0) as f32;
-    let w: Vec<f32> = (0..rows * cols).map(|_| uniform() * 0.1).collect();
+    let w: Vec<f32> = (0..rows * cols).map(|_| half::f16::from_f32(uniform() * 0.1).to_f32()).collect();
     let tokens = 2 * cols;
     let m: Vec<f32> = (0..cols * cols).map(|k| if k % (cols + 1) == 0 { 1.0 } else { uniform() * 0.1 }).collect();
     let z: Vec<f32> = (0..tokens * cols).map(|_| uniform()).collect();
     let x = Tensor::from_vec(z, (tokens, cols), device)?.matmul(&Tensor::from_vec(m, (cols, cols), device)?)?;
-    let h_sum = x.t()?.matmul(&x)?;
-    let scale = 2.0 / 16.0;
-    let wt = Tensor::from_vec(w.clone(), (rows, cols), device)?;
+    // H itself (the running average's scale 1), read by the host before the device overwrites it.
+    let h = (x.t()?.matmul(&x)? * (2.0 / 16.0))?;
+    let h_host: Vec<f64> = h.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    let wt = Tensor::from_vec(w.clone(), (rows, cols), device)?.to_dtype(DType::F16)?;
     let t = std::time::Instant::now();
-    let dev_solved = solve(&wt, &h_sum, scale, cfg, None).context("device solve")?;
+    let dev_solved = solve(&wt, &h, 1.0, true, cfg, None).context("device solve")?;
     let device_s = t.elapsed().as_secs_f64();
-    let h_host: Vec<f64> =
-        h_sum.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?.into_iter().map(|v| v * scale).collect();
     // The host's reference order where grids align with blocks (then the two sweeps do the
     // same arithmetic in the same order); its eager order for mixed groups, whose grids the
     // device reads from current values as the eager sweep does.

@@ -135,10 +135,21 @@ pub struct Solved {
     pub grids: Option<LinearGrids>,
 }
 
+/// Whether a solve is the last to read its Hessian (then a device solve may overwrite it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HessianUse {
+    Shared,
+    LastReader,
+}
+
 /// The solver's view of a linear's input Hessian H = 2/n Σ x xᵀ (undamped).
 pub trait HessianSource {
     /// The f32 Σ x xᵀ on a CUDA device and its factor to H, where it was accumulated there.
     fn device_sum(&self) -> Option<(&Tensor, f64)>;
+    /// Said before the device sum's last reader overwrites it (H⁻¹'s factor in place of a
+    /// copy: at a wide input H is the solve's largest buffer); the source refuses its sum
+    /// afterwards.
+    fn hand_over_device_sum(&self);
     /// H as a row-major f64 host matrix (formed on first use, then shared by the linears
     /// that read the same input).
     fn host_matrix(&self) -> Result<std::sync::Arc<Vec<f64>>>;
@@ -147,11 +158,12 @@ pub trait HessianSource {
 /// Solves one linear where it is best solved. `weight` is the layer's weight tensor (on the
 /// compute device), `host_weight` the same values on the host where the caller has them
 /// (else they are copied from `weight` if the host solves); `host_only` is the user's
-/// `--host-solver`.
+/// `--host-solver`; `h_use`: whether later linears still read `h`.
 pub fn solve_linear(
     weight: &Tensor,
     host_weight: Option<&[f32]>,
     h: &dyn HessianSource,
+    h_use: HessianUse,
     cfg: &SolverConfig,
     perm: Option<&[usize]>,
     host_only: bool,
@@ -160,7 +172,13 @@ pub fn solve_linear(
     let mut host_reason = None;
     if let Some((sum, scale)) = h.device_sum().filter(|_| !host_only) {
         match device_unsupported(cfg, cols) {
-            None => return device_solve(weight, sum, scale, cfg, perm),
+            None => {
+                let overwrite = h_use == HessianUse::LastReader;
+                if overwrite {
+                    h.hand_over_device_sum();
+                }
+                return device_solve(weight, sum, scale, overwrite, cfg, perm);
+            }
             Some(why) => host_reason = Some(why),
         }
     }
@@ -191,14 +209,15 @@ fn device_solve(
     weight: &Tensor,
     sum: &Tensor,
     scale: f64,
+    overwrite_sum: bool,
     cfg: &SolverConfig,
     perm: Option<&[usize]>,
 ) -> Result<Solved> {
-    cuda::solve(weight, sum, scale, cfg, perm)
+    cuda::solve(weight, sum, scale, overwrite_sum, cfg, perm)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn device_solve(_: &Tensor, _: &Tensor, _: f64, _: &SolverConfig, _: Option<&[usize]>) -> Result<Solved> {
+fn device_solve(_: &Tensor, _: &Tensor, _: f64, _: bool, _: &SolverConfig, _: Option<&[usize]>) -> Result<Solved> {
     unreachable!("device_unsupported always answers without the cuda feature")
 }
 

@@ -18,6 +18,17 @@ extern "C" __global__ void prepare_diag(float* h, int n, float damp) {
     h[(long long)j * n + j] = d + damp;
 }
 
+// y = x widened to f32 (exact): the weight's f32 working copy without an f32 tensor first.
+extern "C" __global__ void widen_f16(const __half* x, float* y, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = __half2float(x[i]);
+}
+
+extern "C" __global__ void widen_bf16(const __nv_bfloat16* x, float* y, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = __bfloat162float(x[i]);
+}
+
 // metric[r, k] = W[r, c0 + k]² / U[c0 + k, c0 + k]², SparseGPT's saliency for the block's
 // adaptive mask (`W1 ** 2 / diag(Hinv1) ** 2`).
 extern "C" __global__ void block_metric(const float* w, int ld, int rows, int c0, int count,
