@@ -301,9 +301,9 @@ struct Installed {
 }
 
 /// `install` for a solved weight wherever the solver left it. A weight on the device is
-/// rounded, checked and counted there (the same round-to-nearest-even as the host's
-/// `half` conversion) and installed without a round trip; only its rounded values come
-/// back, for the level counts.
+/// rounded and checked there (the same round-to-nearest-even as the host's `half`
+/// conversion) and installed without a round trip; only its rounded values come back, for
+/// the level and zero counts.
 fn install_solved(
     layer: &mut DecoderLayer,
     kind: LinearKind,
@@ -322,10 +322,14 @@ fn install_solved(
             if !crate::numerics::all_finite(&stored)? {
                 return Ok(Installed { host_values: None, zero_fraction: 0.0 });
             }
-            let zeros = stored.eq(0.0)?.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+            // Zeros counted on the host copy the level counts need anyway (no device mask).
             let host_values = solver::host_values(&stored)?;
+            let zeros = {
+                use rayon::prelude::*;
+                host_values.par_iter().filter(|&&x| x == 0.0).count()
+            };
             layer.set_weight(kind, stored)?;
-            Ok(Installed { host_values: Some(host_values), zero_fraction: zeros / (shape.0 * shape.1) as f64 })
+            Ok(Installed { host_values: Some(host_values), zero_fraction: zeros as f64 / (shape.0 * shape.1) as f64 })
         }
     }
 }

@@ -100,9 +100,17 @@ pub enum SolvedWeight {
     Device(Tensor),
 }
 
-/// A tensor's values as a row-major f32 host vector (converted and copied from wherever it is).
+/// A tensor's values as a row-major f32 host vector (copied from wherever it is). f16 and bf16
+/// values travel as they are and are widened on the host (exact): half the transfer of a
+/// device-side conversion, and no f32 copy on the device.
 pub fn host_values(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?)
+    use candle_core::DType;
+    let flat = t.flatten_all()?;
+    Ok(match t.dtype() {
+        DType::F16 => flat.to_vec1::<half::f16>()?.par_iter().map(|x| x.to_f32()).collect(),
+        DType::BF16 => flat.to_vec1::<half::bf16>()?.par_iter().map(|x| x.to_f32()).collect(),
+        _ => flat.to_dtype(DType::F32)?.to_vec1()?,
+    })
 }
 
 impl SolvedWeight {
@@ -268,6 +276,22 @@ pub(crate) fn unpermute_columns(wp: &[f32], cols: usize, order: &[usize]) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_values_widen_half_precision_exactly() -> Result<()> {
+        let vals: Vec<f32> = vec![0.0, -0.0, 1.5, -2.25e-3, 6.1e-5, 65504.0, -1e-7, 3.0e38];
+        let t = Tensor::from_vec(vals, (2, 4), &candle_core::Device::Cpu)?;
+        for dtype in [candle_core::DType::F16, candle_core::DType::BF16, candle_core::DType::F32] {
+            let h = t.to_dtype(dtype)?;
+            let expected: Vec<f32> = h.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
+            let got = host_values(&h)?;
+            assert_eq!(
+                got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                expected.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            );
+        }
+        Ok(())
+    }
 
     #[test]
     fn segments_cut_blocks_at_grid_starts() {
