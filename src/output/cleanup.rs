@@ -83,7 +83,16 @@ impl Drop for TempPath {
 fn remove_path(p: &Path) {
     match std::fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => {
-            let _ = std::fs::remove_dir_all(p);
+            // A writer on another thread (the export, while the signal handler sweeps) can add
+            // a file between remove_dir_all's listing and its final rmdir, which then fails
+            // (not empty): try again until the directory is gone. Once it is, nothing can be
+            // created inside it (the writers never recreate it).
+            for _ in 0..1000 {
+                if std::fs::remove_dir_all(p).is_ok() || std::fs::symlink_metadata(p).is_err() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
         }
         Ok(_) => {
             let _ = std::fs::remove_file(p);
@@ -186,6 +195,31 @@ pub fn remove_stale(dir: &Path, name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_is_removed_while_another_thread_writes_into_it() {
+        let t = tempfile::tempdir().unwrap();
+        for round in 0..20 {
+            let dir = t.path().join(format!("d{round}"));
+            std::fs::create_dir(&dir).unwrap();
+            let writer = {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    // Files keep coming, as an export writes them, until the directory is gone
+                    // (or a bound, where it survived).
+                    let mut i = 0u64;
+                    while i < 5000 && File::create(dir.join(i.to_string())).is_ok() {
+                        i += 1;
+                        std::thread::sleep(std::time::Duration::from_micros(20));
+                    }
+                })
+            };
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            remove_path(&dir);
+            writer.join().unwrap();
+            assert!(!dir.exists(), "round {round}: the directory survived its removal");
+        }
+    }
 
     #[test]
     fn temporary_names_are_recognised_only_for_their_target() {
