@@ -14,11 +14,7 @@ W=/tmp/gpu_work; mkdir -p $W
 [ -n "${FX:-}" ] && bash scripts/gpu_run.sh "$FX" ${STAGES:-sanity} > $W/${NAME}_stages.log 2>&1
 B=/tmp/sparsegpt-mi; S=/tmp/shared
 mkdir -p $S/data; [ -d $S/data/c4 ] || tar -xJf .carry/data.tar.xz -C $S/data
-# Unpacked again whenever the carried archive differs from the one unpacked (a warm machine
-# keeps /tmp between calls).
-if [ "$(cat $B.sha256 2>/dev/null)" != "$(sha256sum < .carry/sparsegpt-mi-cuda.xz)" ]; then
-  xz -dc .carry/sparsegpt-mi-cuda.xz > $B && chmod +x $B && sha256sum < .carry/sparsegpt-mi-cuda.xz > $B.sha256
-fi
+source scripts/gpu_unpack.sh; gpu_unpack $B .carry/sparsegpt-mi-cuda.xz
 export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
 CUSOLVER=$(python3 -c "import glob, site; print(next(iter(sorted(g for p in site.getsitepackages() for g in glob.glob(p + '/nvidia/**/libcusolver.so.1*', recursive=True))), ''))" 2>/dev/null)
 [ -n "$CUSOLVER" ] && export LD_LIBRARY_PATH=$(dirname "$CUSOLVER"):$LD_LIBRARY_PATH

@@ -8,7 +8,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 SHAPE=${SHAPE:-6.7b}; LAYERS=${LAYERS:-8}; S=/tmp/shared; B=/tmp/sparsegpt-mi-eval; OUT=${OUT:-gpu_out}
 mkdir -p $S/data "$OUT"; [ -d $S/data/c4 ] || tar -xJf .carry/data.tar.xz -C $S/data
-xz -dc .carry/sparsegpt-mi-cuda.xz > $B; chmod +x $B
+source scripts/gpu_unpack.sh; gpu_unpack $B .carry/sparsegpt-mi-cuda.xz
 export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
 CUSOLVER=$(python3 -c "import glob, site; print(next(iter(sorted(g for p in site.getsitepackages() for g in glob.glob(p + '/nvidia/**/libcusolver.so.1*', recursive=True))), ''))" 2>/dev/null)
 [ -n "$CUSOLVER" ] && export LD_LIBRARY_PATH=$(dirname "$CUSOLVER"):$LD_LIBRARY_PATH

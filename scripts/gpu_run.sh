@@ -27,12 +27,7 @@ done
 cp $S/data/opt-tokenizer/* $S/fixtures/$FX/
 # BIN / CUDA_XZ: another build than .carry/sparsegpt-mi-cuda.xz (e.g. the one a study began with).
 BIN=${BIN:-/tmp/sparsegpt-mi}
-# Unpacked again whenever the carried archive differs from the one unpacked (a warm machine
-# keeps /tmp between calls).
-XZ=${CUDA_XZ:-.carry/sparsegpt-mi-cuda.xz}
-if [ -f "$XZ" ] && [ "$(cat $BIN.sha256 2>/dev/null)" != "$(sha256sum < "$XZ")" ]; then
-  xz -dc "$XZ" > $BIN && chmod +x $BIN && sha256sum < "$XZ" > $BIN.sha256
-fi
+source scripts/gpu_unpack.sh; gpu_unpack $BIN ${CUDA_XZ:-.carry/sparsegpt-mi-cuda.xz}
 export SPARSEGPT_MI_DATA_DIR=$S/data
 export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
 # cuSOLVER (the GPU solver opens it at run time): the toolkit's, else the Python wheels'.

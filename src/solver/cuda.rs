@@ -132,15 +132,15 @@ impl candle_core::InplaceOp1 for FactorInPlace {
             return Err(fail(anyhow!("H must be a contiguous {0} × {0} tensor of its own", self.n)));
         }
         let dev = storage.device().clone();
-        let h = storage.as_cuda_slice_mut::<f32>()?;
-        let (hp, ni, damp) = (ptr(&dev, h), self.n as i32, self.damp);
-        let prepare = || -> Result<()> {
-            launch!(dev, "prepare_diag", grid = self.n.div_ceil(256), block = 256, smem = 0; hp, ni, damp);
-            Ok(())
-        };
-        prepare().map_err(fail)?;
-        inverse_cholesky_upper(&dev, h, self.n).map_err(fail)
+        damp_and_factor(&dev, storage.as_cuda_slice_mut::<f32>()?, self.n, self.damp).map_err(fail)
     }
+}
+
+/// The reference's damping of H's diagonal (`prepare_diag`), then H⁻¹'s factor in place.
+fn damp_and_factor(dev: &CudaDevice, h: &mut CudaSlice<f32>, n: usize, damp: f32) -> Result<()> {
+    let (hp, ni) = (ptr(dev, h), n as i32);
+    launch!(dev, "prepare_diag", grid = n.div_ceil(256), block = 256, smem = 0; hp, ni, damp);
+    inverse_cholesky_upper(dev, h, n)
 }
 
 /// cuSOLVER's dense Cholesky routines, opened at run time.

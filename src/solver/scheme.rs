@@ -149,7 +149,6 @@ pub fn max_levels(w: &[f32], cols: usize, quant: &QuantScheme, perm: Option<&[us
         }
         _ => vec![(0, cols)],
     };
-    let count = |vals: &mut Vec<u32>| distinct_values(vals);
     if let QuantScheme::Static { labels, bits, .. } = quant {
         // Groups by label over the original columns (the sweep order does not matter).
         let k = bits.len();
@@ -160,8 +159,8 @@ pub fn max_levels(w: &[f32], cols: usize, quant: &QuantScheme, perm: Option<&[us
                 for (j, &x) in row.iter().enumerate() {
                     groups[labels[j] as usize].push(x.to_bits());
                 }
-                let per_row = count(&mut row.iter().map(|x| x.to_bits()).collect());
-                (per_row, groups.iter_mut().map(count).max().unwrap_or(0))
+                let per_row = distinct_values(&mut row.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+                (per_row, groups.iter_mut().map(|g| distinct_values(g)).max().unwrap_or(0))
             })
             .reduce(|| (0, 0), |x, y| (x.0.max(y.0), x.1.max(y.1)));
     }
@@ -170,13 +169,13 @@ pub fn max_levels(w: &[f32], cols: usize, quant: &QuantScheme, perm: Option<&[us
     let whole_row = ranges == [(0, cols)];
     w.par_chunks(cols)
         .map(|row| {
-            let per_row = count(&mut row.iter().map(|x| x.to_bits()).collect());
+            let per_row = distinct_values(&mut row.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
             if whole_row {
                 return (per_row, per_row);
             }
             let per_group = ranges
                 .iter()
-                .map(|&(a, b)| count(&mut order[a..b].iter().map(|&j| row[j].to_bits()).collect()))
+                .map(|&(a, b)| distinct_values(&mut order[a..b].iter().map(|&j| row[j].to_bits()).collect::<Vec<_>>()))
                 .max()
                 .unwrap_or(0);
             (per_row, per_group)
