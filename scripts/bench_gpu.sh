@@ -28,10 +28,12 @@ for spec in ${RANDOM_SHAPES:-}; do
 done
 FIXTURES=$(echo $FIXTURES)
 # Warm the driver's PTX cache once (candle's kernels are JIT-compiled on first use): a short
-# compress + evaluation, since a dense evaluation alone leaves kernels the compressed model's
-# evaluation uses cold (p5: 66k tokens/s cold, 152.6k warm).
+# compress + an evaluation of one full batch of windows and a partial one, since a dense
+# evaluation, or one of a single window, leaves kernels of the benchmarked evaluation cold
+# (p5, p6: 65k tokens/s cold, 153k warm). A cache large enough for all of them.
+export CUDA_CACHE_MAXSIZE=${CUDA_CACHE_MAXSIZE:-4294967296}
 "$BIN" prune "$SHARED/fixtures/${FIXTURES%% *}" c4 --sparsity 0.5 --wbits 4 --nsamples 2 --device cuda \
-  --eval-datasets ptb --max-windows 1 --data-dir "$SHARED/data" --json "$OUT/warmup.json" > /dev/null
+  --eval-datasets ptb --max-windows 9 --data-dir "$SHARED/data" --json "$OUT/warmup.json" > /dev/null
 for fx in $FIXTURES; do
   for cfg in "sgpt50:sparsegpt:--sparsity 0.5" "sgpt50w4:sparsegpt:--sparsity 0.5 --wbits 4" "gptq4:gptq:--wbits 4"; do
     run=${cfg%%:*}; rest=${cfg#*:}; method=${rest%%:*}; flags=${rest#*:}

@@ -24,16 +24,3 @@ pub fn trace(message: impl FnOnce() -> String) {
         eprintln!("trace {:>9.3} s [{:?}] {}", start.elapsed().as_secs_f64(), std::thread::current().id(), message());
     }
 }
-
-/// For trace lines: the memory in use on a CUDA device (all of the card's, as nvidia-smi
-/// counts it), empty for other devices.
-pub fn device_memory(device: &candle_core::Device) -> String {
-    #[cfg(feature = "cuda")]
-    if let candle_core::Device::Cuda(d) = device {
-        if let Ok((free, total)) = d.cuda_stream().context().mem_get_info() {
-            return format!(" [device: {} MiB in use]", (total - free) >> 20);
-        }
-    }
-    let _ = device;
-    String::new()
-}

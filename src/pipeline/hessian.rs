@@ -78,15 +78,38 @@ impl Hessian {
         Ok(())
     }
 
+    /// Gives H its device buffer to accumulate into in place before the first update: `spare`
+    /// (an earlier H's buffer of the same width, whose contents the first update never reads)
+    /// where it fits, a new zero one otherwise. No-op once H has a sum.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn start_device_sum(&mut self, device: &candle_core::Device, spare: Option<Tensor>) -> Result<()> {
+        if self.sum.is_none() {
+            let n = self.dim;
+            let buffer = match spare {
+                Some(t) if t.dims() == [n, n] && t.dtype() == DType::F32 && t.device().same_device(device) => t,
+                _ => Tensor::zeros((n, n), DType::F32, device)?,
+            };
+            self.sum = Some(GramSum::Device(buffer));
+        }
+        Ok(())
+    }
+
     /// The device sum to accumulate into in place, created (zero) on first use.
     #[cfg(feature = "cuda")]
     pub(crate) fn device_sum_buffer(&mut self, device: &candle_core::Device) -> Result<Tensor> {
-        if self.sum.is_none() {
-            self.sum = Some(GramSum::Device(Tensor::zeros((self.dim, self.dim), DType::F32, device)?));
-        }
+        self.start_device_sum(device, None)?;
         match &self.sum {
             Some(GramSum::Device(t)) => Ok(t.clone()),
             _ => bail!("Hessian inputs moved between devices"),
+        }
+    }
+
+    /// The device tensor the sum lives in, for reuse as another H's buffer (its contents are
+    /// H, or H⁻¹'s factor where the last reader overwrote it).
+    pub(crate) fn into_device_sum(self) -> Option<Tensor> {
+        match self.sum {
+            Some(GramSum::Device(t)) => Some(t),
+            _ => None,
         }
     }
 

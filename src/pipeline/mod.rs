@@ -34,7 +34,8 @@ pub struct CompressConfig {
     pub magnitude: bool,
     /// The decoder layers compressed; the others only pass their outputs on.
     pub layers: Range<usize>,
-    /// Calibration windows per forward pass (larger batches mean fewer, larger GPU launches).
+    /// Calibration windows per forward pass at most (larger batches mean fewer, larger GPU
+    /// launches); wide layers get fewer (`windows_per_pass`).
     pub batch: usize,
     /// Seed of the reservoir sampling of stored tokens.
     pub seed: u64,
@@ -137,9 +138,14 @@ pub fn compress_into(
     let storage = model.storage_dtype;
     let mask = model.causal_mask(calibration[0].len())?;
     let t = Instant::now();
-    let mut inps = catch_inputs(model, calibration, cfg.batch)?;
+    let batch = windows_per_pass(cfg.batch, calibration[0].len() * model.config.ffn_dim * model.dtype.size_in_bytes());
+    let mut inps = catch_inputs(model, calibration, batch)?;
     times.catch_inputs_s = t.elapsed().as_secs_f64();
 
+    // Each input's device Hessian buffer, kept from layer to layer (the widths are the same
+    // in every layer): a new 1 GiB fc2 Hessian per layer, allocated among the pass's
+    // temporaries, splits the CUDA pool and raises its peak.
+    let mut hessian_buffers = BTreeMap::new();
     let pb = crate::progress::bar(model.layers.len(), "compress");
     for i in 0..model.layers.len() {
         let t_layer = Instant::now();
@@ -149,33 +155,54 @@ pub fn compress_into(
         if compressed {
             let t = Instant::now();
             crate::progress::trace(|| {
-                format!("layer {i}: calibration pass{}", crate::progress::device_memory(&model.device))
+                format!("layer {i}: calibration pass{}", crate::device_memory::describe(&model.device))
             });
-            let stats = calibration_pass(&layer, &inps, &mask, i, planner.needs(), cfg)?;
+            let stats = calibration_pass(&layer, &inps, &mask, i, planner.needs(), cfg, &mut hessian_buffers)?;
             crate::progress::trace(|| {
-                format!("layer {i}: planning and solving{}", crate::progress::device_memory(&model.device))
+                format!("layer {i}: planning and solving{}", crate::device_memory::describe(&model.device))
             });
             times.calibration_forward_s += t.elapsed().as_secs_f64();
             reports.extend(schedule::plan_and_solve(
                 &mut layer, i, &stats, planner, cfg, storage, sink, &mut times, &mut notes,
             )?);
+            for (site, st) in stats {
+                if let Some(buffer) = st.into_reusable_buffer() {
+                    hessian_buffers.insert(site, buffer);
+                }
+            }
         }
         // Outputs of the (compressed) layer become the next layer's inputs.
         let t = Instant::now();
         for (b, x) in inps.iter_mut().enumerate() {
             *x = layer.forward(x, &mask, None)?;
-            check_layer_outputs(x, i, b * cfg.batch.max(1), compressed)?;
+            check_layer_outputs(x, i, b * batch, compressed)?;
         }
         times.recompute_s += t.elapsed().as_secs_f64();
         if compressed {
             model.layers[i] = layer.to_device(&model.layer_home)?;
         }
+        drop(layer);
+        crate::device_memory::release_free_blocks(&model.device)?;
+        crate::progress::trace(|| format!("layer {i}: done{}", crate::device_memory::describe(&model.device)));
         times.per_layer_s.push(t_layer.elapsed().as_secs_f64());
         pb.inc(1);
     }
     pb.finish_and_clear();
     times.total_s = t_start.elapsed().as_secs_f64();
     Ok((reports, times))
+}
+
+/// The pass's widest activation (a window's fc1 output) may take this much device memory per
+/// batch: the calibration pass and the recompute run their batches while the layer's weights,
+/// every window's inputs and the Hessians are live, and larger temporaries than this set the
+/// CUDA pool's peak (opt-6.7b widths, 8 windows: 1 GiB of temporaries at fc1 and the pool grown
+/// by as much again, test_results/gpu/bench_h200_p6).
+const PASS_ACTIVATION_BYTES: usize = 128 << 20;
+
+/// Windows per batch of the layer loop: at most `max_windows` (the device's), fewer where one
+/// window's widest activation takes `window_activation_bytes`, at least one.
+fn windows_per_pass(max_windows: usize, window_activation_bytes: usize) -> usize {
+    (PASS_ACTIVATION_BYTES / window_activation_bytes.max(1)).clamp(1, max_windows.max(1))
 }
 
 /// Stops the run where a layer's outputs stop being finite (one reduction per batch): its
@@ -205,7 +232,8 @@ fn catch_inputs(model: &OptModel, calibration: &[Vec<u32>], batch: usize) -> Res
         .collect()
 }
 
-/// One calibration pass through `layer`: the statistics of its four linear inputs.
+/// One calibration pass through `layer`: the statistics of its four linear inputs, their
+/// device Hessians accumulated into `spare` buffers where those fit.
 fn calibration_pass(
     layer: &DecoderLayer,
     inps: &[Tensor],
@@ -213,6 +241,7 @@ fn calibration_pass(
     index: usize,
     needs: PlannerNeeds,
     cfg: &CompressConfig,
+    spare: &mut BTreeMap<InputSite, Tensor>,
 ) -> Result<BTreeMap<InputSite, SiteStatistics>> {
     let (hidden, ffn) = (layer.q_proj.weight().dims2()?.1, layer.fc2.weight().dims2()?.1);
     let mut stats: BTreeMap<InputSite, SiteStatistics> = InputSite::ALL
@@ -225,6 +254,12 @@ fn calibration_pass(
             (s, SiteStatistics::new(d, cfg.hessian_accumulation, needs.channel_moments, reservoir))
         })
         .collect();
+    // The buffers exist before the pass's first activation, the widest first.
+    let mut by_width: Vec<_> = stats.iter_mut().collect();
+    by_width.sort_by_key(|(_, st)| std::cmp::Reverse(st.hessian.dim));
+    for (site, st) in by_width {
+        st.prepare(mask.device(), spare.remove(site))?;
+    }
     for x in inps {
         let mut observe = |site: InputSite, a: &Tensor| stats.get_mut(&site).expect("all sites").add(a);
         layer.forward(x, mask, Some(&mut observe))?;
@@ -272,4 +307,22 @@ fn magnitude_baseline(model: &mut OptModel, cfg: &CompressConfig) -> Result<(Vec
     }
     let total = t_start.elapsed().as_secs_f64();
     Ok((reports, PhaseTimes { solve_s: total, total_s: total, ..Default::default() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pass_batches_keep_the_widest_activation_within_the_budget() {
+        // 2048-token windows in f16: opt-6.7b's fc1 output is 64 MiB a window, opt-1.3b's 32,
+        // the fixtures' (ffn 1024) 4.
+        let f16_window = |ffn: usize| 2048 * ffn * 2;
+        assert_eq!(windows_per_pass(8, f16_window(16384)), 2);
+        assert_eq!(windows_per_pass(8, f16_window(8192)), 4);
+        assert_eq!(windows_per_pass(8, f16_window(1024)), 8, "the device's batch caps it");
+        assert_eq!(windows_per_pass(8, f16_window(65536)), 1, "never fewer than one window");
+        assert_eq!(windows_per_pass(1, f16_window(1024)), 1, "the CPU's one window stays one");
+        assert_eq!(windows_per_pass(0, 0), 1);
+    }
 }

@@ -174,7 +174,7 @@ fn solve_one(
     let kind = LinearKind::ALL[k];
     let device = layer.linear(kind).weight().device().clone();
     crate::progress::trace(|| {
-        format!("layer {index} {}: solving{}", kind.path(), crate::progress::device_memory(&device))
+        format!("layer {index} {}: solving{}", kind.path(), crate::device_memory::describe(&device))
     });
     let ((rows, cols), w) = weight;
     let (rows, cols) = (*rows, *cols);
@@ -231,7 +231,7 @@ fn solve_one(
             .map_err(|e| anyhow!("layer {index} {}: {e}", kind.path()))?;
     }
     crate::progress::trace(|| {
-        format!("layer {index} {}: solved{}", kind.path(), crate::progress::device_memory(&device))
+        format!("layer {index} {}: solved{}", kind.path(), crate::device_memory::describe(&device))
     });
     let dtype = storage.dtype;
     let installed = install_solved(layer, kind, solved.weight, (rows, cols), dtype)?;

@@ -23,6 +23,27 @@ impl SiteStatistics {
         }
     }
 
+    /// Before the pass: where H is accumulated in place on a CUDA device, gives it its buffer
+    /// now (`spare`, an earlier layer's at this input, where it fits), so that the pass's
+    /// temporaries do not take the space first.
+    pub fn prepare(&mut self, device: &candle_core::Device, spare: Option<Tensor>) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if self.moments.is_none() && device.is_cuda() {
+            return self.hessian.start_device_sum(device, spare);
+        }
+        let _ = (device, spare);
+        Ok(())
+    }
+
+    /// After the layer: the device buffer H was accumulated in place, for the next layer's
+    /// statistics at this input (None where H was not accumulated in place).
+    pub fn into_reusable_buffer(self) -> Option<Tensor> {
+        if self.moments.is_some() {
+            return None;
+        }
+        self.hessian.into_device_sum()
+    }
+
     /// Adds one batch of inputs, (batch, seq, dim) or (tokens, dim).
     pub fn add(&mut self, x: &Tensor) -> Result<()> {
         let dims = x.dims();
@@ -142,12 +163,15 @@ impl SiteStatistics {
         let seq_len = tokens / sequences.max(1);
         let acc = self.hessian.device_sum_buffer(x2.device())?;
         if self.hessian.running_average() {
+            // The first sequence's c is 0: the buffer (maybe an earlier H's) is not read.
             for q in 0..sequences.max(1) {
                 let (c, sc) = running_average_factors(self.hessian.sequences + q);
                 super::gram_cuda::gram_update(&acc, &x2.narrow(0, q * seq_len, seq_len)?, sc * sc, c)?;
             }
         } else {
-            super::gram_cuda::gram_update(&acc, x2, 1.0, 1.0)?;
+            // The first update does not read the buffer (it may be an earlier H's).
+            let beta = if self.hessian.sequences == 0 { 0.0 } else { 1.0 };
+            super::gram_cuda::gram_update(&acc, x2, 1.0, beta)?;
         }
         Ok(())
     }
