@@ -21,17 +21,6 @@ pub fn describe(device: &candle_core::Device) -> String {
     String::new()
 }
 
-/// Waits for the device's work and returns every free block of its memory pool to the driver
-/// (`cuMemPoolTrimTo(pool, 0)`); a no-op on other devices.
-pub fn release_free_blocks(device: &candle_core::Device) -> anyhow::Result<()> {
-    #[cfg(feature = "cuda")]
-    if let candle_core::Device::Cuda(d) = device {
-        return cuda::trim_pool(d);
-    }
-    let _ = device;
-    Ok(())
-}
-
 #[cfg(feature = "cuda")]
 mod cuda {
     use anyhow::{anyhow, Result};
@@ -57,16 +46,5 @@ mod cuda {
             read(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)?,
             read(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?,
         ))
-    }
-
-    pub(super) fn trim_pool(d: &CudaDevice) -> Result<()> {
-        // Blocks freed on the stream become free for the pool once the stream reaches them.
-        d.cuda_stream().synchronize().map_err(|e| anyhow!("CUDA synchronize: {e}"))?;
-        let ctx = d.cuda_stream().context().clone();
-        // SAFETY: the device handle comes from a live context; trimming only releases memory
-        // no allocation uses.
-        let pool =
-            unsafe { result::device::get_mem_pool(ctx.cu_device()) }.map_err(|e| anyhow!("CUDA memory pool: {e}"))?;
-        unsafe { result::mem_pool::trim_to(pool, 0) }.map_err(|e| anyhow!("CUDA memory pool trim: {e}"))
     }
 }

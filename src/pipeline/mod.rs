@@ -182,7 +182,6 @@ pub fn compress_into(
             model.layers[i] = layer.to_device(&model.layer_home)?;
         }
         drop(layer);
-        crate::device_memory::release_free_blocks(&model.device)?;
         crate::progress::trace(|| format!("layer {i}: done{}", crate::device_memory::describe(&model.device)));
         times.per_layer_s.push(t_layer.elapsed().as_secs_f64());
         pb.inc(1);
