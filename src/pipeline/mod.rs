@@ -35,7 +35,7 @@ pub struct CompressConfig {
     /// The decoder layers compressed; the others only pass their outputs on.
     pub layers: Range<usize>,
     /// Calibration windows per forward pass at most (larger batches mean fewer, larger GPU
-    /// launches); wide layers get fewer (`windows_per_pass`).
+    /// launches); wide layers get fewer (`windows_per_batch`).
     pub batch: usize,
     /// Seed of the reservoir sampling of stored tokens.
     pub seed: u64,
@@ -138,13 +138,14 @@ pub fn compress_into(
     let storage = model.storage_dtype;
     let mask = model.causal_mask(calibration[0].len())?;
     let t = Instant::now();
-    let batch = windows_per_pass(cfg.batch, calibration[0].len() * model.config.ffn_dim * model.dtype.size_in_bytes());
+    let batch = windows_per_batch(cfg.batch, calibration[0].len() * model.config.ffn_dim * model.dtype.size_in_bytes());
     let mut inps = catch_inputs(model, calibration, batch)?;
     times.catch_inputs_s = t.elapsed().as_secs_f64();
 
     // Each input's device Hessian buffer, kept from layer to layer (the widths are the same
-    // in every layer): a new 1 GiB fc2 Hessian per layer, allocated among the pass's
-    // temporaries, splits the CUDA pool and raises its peak.
+    // in every layer): after layer 0 the loop allocates and zero-fills no Hessian (1 GiB at
+    // fc2 for opt-6.7b) among the pass's temporaries. Alone, at 8 windows a batch, this did not
+    // lower the peak (test_results/gpu/bench_h200_p7/README.md); the batch size did.
     let mut hessian_buffers = BTreeMap::new();
     let pb = crate::progress::bar(model.layers.len(), "compress");
     for i in 0..model.layers.len() {
@@ -181,7 +182,6 @@ pub fn compress_into(
         if compressed {
             model.layers[i] = layer.to_device(&model.layer_home)?;
         }
-        drop(layer);
         crate::progress::trace(|| format!("layer {i}: done{}", crate::device_memory::describe(&model.device)));
         times.per_layer_s.push(t_layer.elapsed().as_secs_f64());
         pb.inc(1);
@@ -200,7 +200,7 @@ const PASS_ACTIVATION_BYTES: usize = 128 << 20;
 
 /// Windows per batch of the layer loop: at most `max_windows` (the device's), fewer where one
 /// window's widest activation takes `window_activation_bytes`, at least one.
-fn windows_per_pass(max_windows: usize, window_activation_bytes: usize) -> usize {
+fn windows_per_batch(max_windows: usize, window_activation_bytes: usize) -> usize {
     (PASS_ACTIVATION_BYTES / window_activation_bytes.max(1)).clamp(1, max_windows.max(1))
 }
 
@@ -317,11 +317,11 @@ mod tests {
         // 2048-token windows in f16: opt-6.7b's fc1 output is 64 MiB a window, opt-1.3b's 32,
         // the fixtures' (ffn 1024) 4.
         let f16_window = |ffn: usize| 2048 * ffn * 2;
-        assert_eq!(windows_per_pass(8, f16_window(16384)), 2);
-        assert_eq!(windows_per_pass(8, f16_window(8192)), 4);
-        assert_eq!(windows_per_pass(8, f16_window(1024)), 8, "the device's batch caps it");
-        assert_eq!(windows_per_pass(8, f16_window(65536)), 1, "never fewer than one window");
-        assert_eq!(windows_per_pass(1, f16_window(1024)), 1, "the CPU's one window stays one");
-        assert_eq!(windows_per_pass(0, 0), 1);
+        assert_eq!(windows_per_batch(8, f16_window(16384)), 2);
+        assert_eq!(windows_per_batch(8, f16_window(8192)), 4);
+        assert_eq!(windows_per_batch(8, f16_window(1024)), 8, "the device's batch caps it");
+        assert_eq!(windows_per_batch(8, f16_window(65536)), 1, "never fewer than one window");
+        assert_eq!(windows_per_batch(1, f16_window(1024)), 1, "the CPU's one window stays one");
+        assert_eq!(windows_per_batch(0, 0), 1);
     }
 }
