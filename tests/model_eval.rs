@@ -211,3 +211,25 @@ fn f16_evaluation_survives_attention_logits_past_the_f16_range() {
     let (_, got, want) = f16_first_window_nll("opt-mini-c");
     assert!(got.is_finite() && (got - want).abs() <= 3e-2, "{got} vs {want}");
 }
+
+#[test]
+fn a_new_weight_is_written_into_the_layers_own_buffer() {
+    use sparsegpt_mi::model::LinearKind;
+    let (mut model, _) = common::load("opt-mini-b");
+    // A handle copy on the same device shares the layer's tensors (the pipeline's working copy).
+    let shared = model.layers[0].to_device(&Device::Cpu).unwrap();
+    let bias_before: Vec<f32> = shared.linear(LinearKind::Fc1).bias().unwrap().to_vec1().unwrap();
+    let (rows, cols) = shared.linear(LinearKind::Fc1).weight().dims2().unwrap();
+    let values: Vec<f32> = (0..rows * cols).map(|i| (i % 7) as f32 - 3.0).collect();
+    model.layers[0]
+        .set_weight(LinearKind::Fc1, Tensor::from_vec(values.clone(), (rows, cols), &Device::Cpu).unwrap())
+        .unwrap();
+    for layer in [&model.layers[0], &shared] {
+        let got: Vec<f32> = layer.linear(LinearKind::Fc1).weight().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(got, values, "both handles read the new values from one buffer");
+        let bias: Vec<f32> = layer.linear(LinearKind::Fc1).bias().unwrap().to_vec1().unwrap();
+        assert_eq!(bias, bias_before, "the bias is kept");
+    }
+    let wrong = Tensor::zeros((rows, cols + 1), candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert!(model.layers[0].set_weight(LinearKind::Fc1, wrong).is_err(), "a weight of another shape is refused");
+}

@@ -176,6 +176,18 @@ impl DecoderLayer {
             bail!("new weight for {} has shape {:?}, expected {:?}", kind.path(), weight.dims(), old.weight().dims());
         }
         let weight = weight.to_dtype(old.weight().dtype())?.to_device(old.weight().device())?;
+        // Written into the old weight's own buffer where it can be: a new buffer for every
+        // solved weight is born among the solver's temporaries and outlives them, and the CUDA
+        // pool's reserve crept ~130 MiB a layer with live data constant
+        // (test_results/gpu/bench_h200_p9). Handles that share the old weight (a layer's
+        // `to_device` copy on its own device) see the new values.
+        if weight.id() == old.weight().id() {
+            return Ok(());
+        }
+        if old.weight().is_contiguous() && weight.is_contiguous() {
+            old.weight().slice_set(&weight, 0, 0)?;
+            return Ok(());
+        }
         let new = Linear::new(weight, old.bias().cloned());
         match kind {
             LinearKind::Q => self.q_proj = new,
