@@ -169,23 +169,16 @@ impl DecoderLayer {
         }
     }
 
-    /// Replaces a linear's weight (shape and dtype kept), e.g. after compression.
+    /// Replaces a linear's weight (shape and dtype kept), e.g. after compression: written into
+    /// the old weight's buffer where it can be (`device_memory::overwrite`), so handles sharing
+    /// it (a layer's `to_device` copy on its own device) see the new values.
     pub fn set_weight(&mut self, kind: LinearKind, weight: Tensor) -> Result<()> {
         let old = self.linear(kind);
         if weight.dims() != old.weight().dims() {
             bail!("new weight for {} has shape {:?}, expected {:?}", kind.path(), weight.dims(), old.weight().dims());
         }
         let weight = weight.to_dtype(old.weight().dtype())?.to_device(old.weight().device())?;
-        // Written into the old weight's own buffer where it can be: a new buffer for every
-        // solved weight is born among the solver's temporaries and outlives them, and the CUDA
-        // pool's reserve crept ~130 MiB a layer with live data constant
-        // (test_results/gpu/bench_h200_p9). Handles that share the old weight (a layer's
-        // `to_device` copy on its own device) see the new values.
-        if weight.id() == old.weight().id() {
-            return Ok(());
-        }
-        if old.weight().is_contiguous() && weight.is_contiguous() {
-            old.weight().slice_set(&weight, 0, 0)?;
+        if crate::device_memory::overwrite(old.weight(), &weight)? {
             return Ok(());
         }
         let new = Linear::new(weight, old.bias().cloned());

@@ -172,12 +172,15 @@ pub fn compress_into(
                 }
             }
         }
-        // Outputs of the (compressed) layer become the next layer's inputs.
+        // Outputs of the (compressed) layer become the next layer's inputs, in the inputs'
+        // own buffers (`device_memory::overwrite`).
         let t = Instant::now();
         for (b, x) in inps.iter_mut().enumerate() {
             let y = layer.forward(x, &mask, None)?;
             check_layer_outputs(&y, i, b * batch, compressed)?;
-            write_in_place(x, y)?;
+            if !crate::device_memory::overwrite(x, &y)? {
+                *x = y;
+            }
         }
         times.recompute_s += t.elapsed().as_secs_f64();
         if compressed {
@@ -203,18 +206,6 @@ const PASS_ACTIVATION_BYTES: usize = 128 << 20;
 /// window's widest activation takes `window_activation_bytes`, at least one.
 fn windows_per_batch(max_windows: usize, window_activation_bytes: usize) -> usize {
     (PASS_ACTIVATION_BYTES / window_activation_bytes.max(1)).clamp(1, max_windows.max(1))
-}
-
-/// Puts `y` into `x`'s own buffer where it can (same shape): the layer loop's inputs then stay
-/// where they were allocated instead of each layer's outputs being born among the pass's
-/// temporaries, which fragmented the CUDA pool (test_results/gpu/bench_h200_p9).
-fn write_in_place(x: &mut Tensor, y: Tensor) -> Result<()> {
-    if x.dims() == y.dims() && x.dtype() == y.dtype() && x.is_contiguous() && y.is_contiguous() {
-        x.slice_set(&y, 0, 0)?;
-    } else {
-        *x = y;
-    }
-    Ok(())
 }
 
 /// Stops the run where a layer's outputs stop being finite (one reduction per batch): its
@@ -336,25 +327,5 @@ mod tests {
         assert_eq!(windows_per_batch(8, f16_window(65536)), 1, "never fewer than one window");
         assert_eq!(windows_per_batch(1, f16_window(1024)), 1, "the CPU's one window stays one");
         assert_eq!(windows_per_batch(0, 0), 1);
-    }
-
-    #[test]
-    fn layer_outputs_go_into_the_inputs_own_buffer() {
-        let dev = candle_core::Device::Cpu;
-        let mut x = Tensor::zeros((2, 3, 4), candle_core::DType::F32, &dev).unwrap();
-        let alias = x.clone();
-        let y = Tensor::arange(0f32, 24., &dev).unwrap().reshape((2, 3, 4)).unwrap();
-        write_in_place(&mut x, y.clone()).unwrap();
-        for t in [&x, &alias] {
-            assert_eq!(
-                t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-                y.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-            );
-        }
-        // Outputs of another shape replace the input.
-        let z = Tensor::ones((1, 3, 4), candle_core::DType::F32, &dev).unwrap();
-        write_in_place(&mut x, z).unwrap();
-        assert_eq!(x.dims(), &[1, 3, 4]);
-        assert_eq!(alias.dims(), &[2, 3, 4]);
     }
 }
