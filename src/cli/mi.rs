@@ -3,10 +3,11 @@
 
 use super::common::CommonArgs;
 use super::mixed::MiArgs;
+use super::values::{GroupingMethod, SamplerKind};
 use anyhow::Result;
 use clap::Args;
 use sparsegpt_mi::data::{self, calibration, source::needs, Corpus};
-use sparsegpt_mi::mixed::{self, grouping::GroupingMethod, Mode};
+use sparsegpt_mi::mixed::{self, Mode};
 use sparsegpt_mi::model::{self, LinearKind};
 use sparsegpt_mi::output::atomic;
 use std::path::PathBuf;
@@ -25,8 +26,8 @@ pub struct MiInspectArgs {
     pub nsamples: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, value_enum, default_value_t = calibration::SamplerKind::Python)]
-    pub sampler: calibration::SamplerKind,
+    #[arg(long, value_enum, default_value_t = SamplerKind::Python)]
+    pub sampler: SamplerKind,
     /// Output directory for mi_L<layer>_<linear>.png and .json.
     #[arg(long, default_value = "test_results/mi")]
     pub out: PathBuf,
@@ -65,7 +66,7 @@ pub fn run(args: MiInspectArgs) -> Result<()> {
     let tok = model::tokenizer::load(&files.tokenizer)?;
     let mut model = args.common.load_model(&files, &device)?;
     let docs = source.calibration_documents(Corpus::C4)?;
-    let calib = calibration::build(&docs, &tok, args.nsamples, data::SEQLEN, args.seed, args.sampler)?;
+    let calib = calibration::build(&docs, &tok, args.nsamples, data::SEQLEN, args.seed, args.sampler.into())?;
     // The grouping MI mode would make (or its random control, if asked for).
     let mode = if args.mi.grouping == GroupingMethod::Random { Mode::Random } else { Mode::Mi };
     let cfg = args.mi.config(mode, false, args.seed).expect("a mixed mode");

@@ -11,17 +11,14 @@
 //! `--redundancy-discount`, `--leftover`, `--partition-seed`) and the n:m channel sets
 //! (`--nm-permutation`) are options of these modes.
 
+use super::values::{BitPolicy, GroupingMethod, Importance, MiMethod, NmPermutation, SweepOrder};
 use anyhow::{bail, Result};
 use clap::Args;
 use serde::{Serialize, Serializer};
-use sparsegpt_mi::mixed::bit_alloc::{BitBudget, BitPolicy};
-use sparsegpt_mi::mixed::grouping::GroupingMethod;
-use sparsegpt_mi::mixed::importance::Importance;
-use sparsegpt_mi::mixed::mutual_info::MiMethod;
-use sparsegpt_mi::mixed::nm_sets::{NmConfig, NmPermutation};
-use sparsegpt_mi::mixed::{GroupCount, MixedConfig, Mode, PlanOptions, ScaleSource, SweepOrder};
+use sparsegpt_mi::mixed::bit_alloc::BitBudget;
+use sparsegpt_mi::mixed::nm_sets::NmConfig;
+use sparsegpt_mi::mixed::{GroupCount, MixedConfig, Mode, PlanOptions, ScaleSource};
 use sparsegpt_mi::solver::scheme::metadata_bits;
-use sparsegpt_mi::solver::QuantScheme;
 
 #[derive(Args, Clone, Debug, Serialize)]
 pub struct MiArgs {
@@ -191,17 +188,14 @@ impl MiArgs {
         Ok(())
     }
 
-    /// `base`: the run's uniform scheme (--wbits, --groupsize), `percdamp`: the solver's.
-    pub fn options(&self, base: QuantScheme, percdamp: f64) -> PlanOptions {
+    fn options(&self) -> PlanOptions {
         PlanOptions {
-            order: self.order,
+            order: self.order.into(),
             uniform_in_mixed_order: self.uniform_in_mixed_order,
-            importance: self.importance,
+            importance: self.importance.into(),
             redundancy_discount: self.redundancy_discount == OnOff::On,
             spend_leftover: self.leftover == Leftover::Spend,
             partition_seed: self.partition_seed,
-            base,
-            percdamp,
             scale_source: match self.grouping {
                 GroupingMethod::Random => ScaleSource::Random,
                 GroupingMethod::Range => ScaleSource::Range,
@@ -214,10 +208,10 @@ impl MiArgs {
     /// The n:m channel sets of `--nm-permutation` (None when off).
     pub fn nm_config(&self, n: usize, m: usize, seed: u64) -> Option<NmConfig> {
         (self.nm_permutation != NmPermutation::None && m > 0).then(|| NmConfig {
-            method: self.nm_permutation,
+            method: self.nm_permutation.into(),
             n,
             m,
-            mi_method: self.mi_method,
+            mi_method: self.mi_method.into(),
             reservoir: self.reservoir,
             seed: self.partition_seed.unwrap_or(seed),
         })
@@ -256,14 +250,15 @@ impl MiArgs {
                 min_bits: self.min_bits,
                 max_bits: self.max_bits,
             },
-            mi_method: self.mi_method,
+            mi_method: self.mi_method.into(),
             // The control takes its group sizes from the default clustering.
-            clustering: if self.grouping == GroupingMethod::Random { GroupingMethod::Spectral } else { self.grouping },
-            bit_policy: self.bit_policy,
+            clustering: if self.grouping == GroupingMethod::Random { GroupingMethod::Spectral } else { self.grouping }
+                .into(),
+            bit_policy: self.bit_policy.into(),
             reservoir: self.reservoir,
             sym,
             seed,
-            options: self.options(PlanOptions::default().base, PlanOptions::default().percdamp),
+            options: self.options(),
         })
     }
 }

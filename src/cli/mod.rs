@@ -8,6 +8,7 @@ mod mi;
 mod mixed;
 mod prune;
 mod self_check;
+mod values;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -2,18 +2,19 @@
 
 use super::common::{command_line, print_ppl_table, CommonArgs, ReportArgs};
 use super::mixed::MiArgs;
+use super::values::{HessianAccumulation, HinvPrecision, SamplerKind, SaveFormat};
 use anyhow::{bail, Result};
 use clap::Args;
 use serde::Serialize;
-use sparsegpt_mi::data::calibration::{self, SamplerKind};
+use sparsegpt_mi::data::calibration;
 use sparsegpt_mi::data::{self, source::needs, Corpus};
 use sparsegpt_mi::mixed;
 use sparsegpt_mi::model::{self, OptConfig};
 use sparsegpt_mi::output::codes::CodeStore;
-use sparsegpt_mi::output::export::{self, PlannedQuantization, SaveFormat};
+use sparsegpt_mi::output::export::{self, PlannedQuantization};
 use sparsegpt_mi::output::{atomic, summary};
-use sparsegpt_mi::pipeline::{self, hessian::HessianAccumulation, CompressConfig};
-use sparsegpt_mi::solver::{HinvPrecision, QuantScheme, ScalePrecision, SolverConfig, Sparsity};
+use sparsegpt_mi::pipeline::{self, CompressConfig};
+use sparsegpt_mi::solver::{QuantScheme, Sparsity, SweepSettings};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -150,7 +151,7 @@ impl PruneArgs {
         if self.mi.uniform_in_mixed_order && self.wbits >= 16 {
             bail!("--uniform-in-mixed-order quantizes at --wbits: give it");
         }
-        if self.mi.nm_permutation != mixed::nm_sets::NmPermutation::None {
+        if self.mi.nm_permutation != super::values::NmPermutation::None {
             if self.prunem == 0 {
                 bail!("--nm-permutation permutes the channels of n:m pruning: give --prunen/--prunem");
             }
@@ -185,8 +186,8 @@ impl PruneArgs {
         Ok(())
     }
 
-    fn save_format(&self) -> SaveFormat {
-        self.save_format.unwrap_or_default()
+    fn save_format(&self) -> export::SaveFormat {
+        self.save_format.unwrap_or_default().into()
     }
 
     /// What the run will quantize, for the save formats' checks.
@@ -220,18 +221,14 @@ impl PruneArgs {
         }
     }
 
-    fn solver_config(&self) -> SolverConfig {
-        SolverConfig {
+    fn sweep_settings(&self) -> SweepSettings {
+        SweepSettings {
             sparsity: self.sparsity(),
             blocksize: self.blocksize,
             percdamp: self.percdamp,
-            quant: self.base_quant(),
             act_order: self.act_order,
-            hinv_precision: self.hinv_precision,
+            hinv_precision: self.hinv_precision.into(),
             lazy_updates: self.lazy_updates,
-            // Set per checkpoint by the pipeline (its storage dtype).
-            scale_precision: ScalePrecision::F32,
-            nm_sets: None,
         }
     }
 
@@ -294,29 +291,26 @@ pub fn run(args: PruneArgs) -> Result<()> {
         calibration::Calibration { windows: vec![], sources: vec![] }
     } else {
         let docs = source.calibration_documents(calib_source)?;
-        calibration::build(&docs, &tok, args.nsamples, data::SEQLEN, args.seed, args.sampler)?
+        calibration::build(&docs, &tok, args.nsamples, data::SEQLEN, args.seed, args.sampler.into())?
     };
     let calibration_s = t0.elapsed().as_secs_f64();
 
     let cfg = CompressConfig {
-        solver: args.solver_config(),
+        sweep: args.sweep_settings(),
         magnitude: args.gmp,
         layers: args.layers(model.layers.len()),
         batch: sparsegpt_mi::eval::windows_per_pass(&device),
         seed: args.seed,
         host_solver: args.host_solver,
-        hessian_accumulation: args.hessian_accumulation,
+        hessian_accumulation: args.hessian_accumulation.into(),
     };
     let mode = args.mi.mode();
-    let mixed_cfg = args.mi.config(mode, args.sym, args.seed).map(|mut c| {
-        c.options = args.mi.options(args.base_quant(), args.percdamp);
-        c
-    });
+    let mixed_cfg = args.mi.config(mode, args.sym, args.seed);
     let nm = args.mi.nm_config(args.prunen, args.prunem, args.seed);
-    let planner = mixed::planner(mode, args.base_quant(), mixed_cfg, nm);
+    let planner = mixed::planner(mode, &cfg.sweep, args.base_quant(), mixed_cfg, nm)?;
     // The packed formats need every quantized linear's integer codes.
     let codes = CodeStore::new();
-    let (linears, times) = if args.save.is_some() && args.save_format() != SaveFormat::Dense {
+    let (linears, times) = if args.save.is_some() && args.save_format() != export::SaveFormat::Dense {
         pipeline::compress_into(&mut model, &calib.windows, &cfg, &*planner, &codes)?
     } else {
         pipeline::compress(&mut model, &calib.windows, &cfg, &*planner)?
@@ -342,11 +336,10 @@ pub fn run(args: PruneArgs) -> Result<()> {
             let request = export::SaveRequest {
                 format,
                 dtype: model.storage_dtype,
-                packed: (format != SaveFormat::Dense).then_some(export::PackedRun {
+                packed: (format != export::SaveFormat::Dense).then_some(export::PackedRun {
                     codes: &codes,
                     sym: args.sym,
-                    act_order: args.act_order,
-                    percdamp: args.percdamp,
+                    sweep: &cfg.sweep,
                 }),
             };
             let saved = export::save(&model, &files, target, &request)?;

@@ -20,11 +20,22 @@ pub struct SelfCheckArgs {
     pub seed: u64,
 }
 
+/// One setting the check covers: the run's sweep settings, the linear's quantization and the
+/// precision its scales are held in.
+#[cfg(feature = "cuda")]
+struct Setting {
+    name: &'static str,
+    settings: sparsegpt_mi::solver::SweepSettings,
+    quant: sparsegpt_mi::solver::QuantScheme,
+    scale_precision: sparsegpt_mi::solver::ScalePrecision,
+}
+
 /// The solver settings the check covers: the reference's runs plus grouped mixed precision.
 #[cfg(feature = "cuda")]
-fn settings(cols: usize) -> Vec<(&'static str, sparsegpt_mi::solver::SolverConfig)> {
-    use sparsegpt_mi::solver::{ColumnGroup, QuantScheme, ScalePrecision, SolverConfig, Sparsity};
-    let base = SolverConfig { sparsity: Sparsity::Unstructured(0.5), ..SolverConfig::published() };
+fn settings(cols: usize) -> Vec<Setting> {
+    use sparsegpt_mi::solver::{ColumnGroup, QuantScheme, ScalePrecision, Sparsity, SweepSettings};
+    let sgpt50 = SweepSettings { sparsity: Sparsity::Unstructured(0.5), ..SweepSettings::published() };
+    let dense = SweepSettings::published();
     let mut groups = Vec::new();
     let (mut start, mut k) = (0, 0);
     while start < cols {
@@ -33,47 +44,49 @@ fn settings(cols: usize) -> Vec<(&'static str, sparsegpt_mi::solver::SolverConfi
         start += len;
         k += 1;
     }
+    let setting = |name, settings: &SweepSettings, quant| Setting {
+        name,
+        settings: settings.clone(),
+        quant,
+        scale_precision: ScalePrecision::F32,
+    };
     vec![
-        ("sgpt50", base.clone()),
-        ("sgpt50w4", SolverConfig { quant: QuantScheme::PerRow { bits: 4, sym: false }, ..base.clone() }),
-        ("sgpt24", SolverConfig { sparsity: Sparsity::NM { n: 2, m: 4 }, ..base.clone() }),
-        (
-            "gptq3",
-            SolverConfig {
-                sparsity: Sparsity::Dense,
-                quant: QuantScheme::PerRow { bits: 3, sym: false },
-                ..base.clone()
-            },
+        setting("sgpt50", &sgpt50, QuantScheme::None),
+        setting("sgpt50w4", &sgpt50, QuantScheme::PerRow { bits: 4, sym: false }),
+        setting(
+            "sgpt24",
+            &SweepSettings { sparsity: Sparsity::NM { n: 2, m: 4 }, ..sgpt50.clone() },
+            QuantScheme::None,
         ),
-        (
-            "gptq2g128",
-            SolverConfig {
-                sparsity: Sparsity::Dense,
-                quant: QuantScheme::Grouped { bits: 2, sym: false, size: 128 },
-                ..base.clone()
-            },
-        ),
-        (
+        setting("gptq3", &dense, QuantScheme::PerRow { bits: 3, sym: false }),
+        setting("gptq2g128", &dense, QuantScheme::Grouped { bits: 2, sym: false, size: 128 }),
+        setting(
             "gptq4actorder",
-            SolverConfig {
-                sparsity: Sparsity::Dense,
-                quant: QuantScheme::PerRow { bits: 4, sym: true },
-                act_order: true,
-                ..base.clone()
-            },
+            &SweepSettings { act_order: true, ..dense.clone() },
+            QuantScheme::PerRow { bits: 4, sym: true },
         ),
-        (
-            // Grids on f16 scales, as f16 checkpoints are solved (SolverConfig::scale_precision).
-            "gptq3g128f16",
-            SolverConfig {
-                sparsity: Sparsity::Dense,
-                quant: QuantScheme::Grouped { bits: 3, sym: false, size: 128 },
-                scale_precision: ScalePrecision::F16,
-                ..base.clone()
-            },
-        ),
-        ("sgpt50mixed", SolverConfig { quant: QuantScheme::Mixed { groups, sym: false }, ..base }),
+        // Grids on f16 scales, as f16 checkpoints are solved (solver::SweepSpec::scale_precision).
+        Setting {
+            scale_precision: ScalePrecision::F16,
+            ..setting("gptq3g128f16", &dense, QuantScheme::Grouped { bits: 3, sym: false, size: 128 })
+        },
+        setting("sgpt50mixed", &sgpt50, QuantScheme::Mixed { groups, sym: false }),
     ]
+}
+
+/// The device solver against the host solver on one random rows × cols layer.
+#[cfg(feature = "cuda")]
+fn compare(
+    device: &candle_core::Device,
+    rows: usize,
+    cols: usize,
+    setting: &Setting,
+    seed: u64,
+) -> Result<sparsegpt_mi::solver::cuda::Comparison> {
+    use sparsegpt_mi::solver::{LinearScheme, SweepSpec};
+    let scheme = LinearScheme::uniform(setting.quant.clone());
+    let spec = SweepSpec { settings: &setting.settings, scheme: &scheme, scale_precision: setting.scale_precision };
+    sparsegpt_mi::solver::cuda::compare_with_host(device, rows, cols, spec, seed)
 }
 
 #[cfg(feature = "cuda")]
@@ -89,18 +102,19 @@ pub fn run(args: SelfCheckArgs) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     // Loads the kernels (PTX JIT) outside the timed runs.
-    sparsegpt_mi::solver::cuda::compare_with_host(&device, 8, 128, &settings(128)[0].1, args.seed)?;
+    compare(&device, 8, 128, &settings(128)[0], args.seed)?;
     let mut rows = Vec::new();
     println!(
         "| setting | rows×cols | fraction differing | max |Δw| | loss Δ | scales differing | pruned device / host | device s | host s |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for &(r, c) in &shapes {
-        for (name, cfg) in settings(c) {
+        for setting in settings(c) {
+            let name = setting.name;
             if args.settings.as_deref().is_some_and(|only| !only.split(',').any(|s| s.trim() == name)) {
                 continue;
             }
-            let cmp = sparsegpt_mi::solver::cuda::compare_with_host(&device, r, c, &cfg, args.seed)?;
+            let cmp = compare(&device, r, c, &setting, args.seed)?;
             println!(
                 "| {name} | {r}×{c} | {:.2e} | {:.2e} | {:.2e} | {:.2e} | {} / {} | {:.3} | {:.3} |",
                 cmp.fraction_differing,

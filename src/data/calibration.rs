@@ -6,14 +6,13 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 /// Which random generator draws the windows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SamplerKind {
     /// CPython's Mersenne Twister: the same windows as the published code for the same seed.
     Python,
     /// The tool's own generator (`crate::rng`): an independent stream, for checking that
     /// results do not hinge on one draw.
-    #[value(alias = "splitmix")]
     Xoshiro,
 }
 

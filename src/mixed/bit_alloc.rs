@@ -5,7 +5,7 @@ use crate::solver::scheme::metadata_bits;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BitPolicy {
     /// Minimise Σ importance · 2^(−2b) under the budget (greedy marginal gain per bit).

@@ -23,7 +23,7 @@ use faer::linalg::solvers::DenseSolveCore;
 use faer::{Mat, Side};
 use serde::Serialize;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Importance {
     #[default]

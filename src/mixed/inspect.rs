@@ -7,7 +7,7 @@ use super::MixedConfig;
 use crate::model::{LinearKind, OptModel};
 use crate::pipeline::planner::{LinearPlan, Planner, PlannerNeeds, SiteContext};
 use crate::pipeline::{self, hessian::HessianAccumulation, CompressConfig};
-use crate::solver::{QuantScheme, SolverConfig};
+use crate::solver::{LinearScheme, QuantScheme, SweepSettings};
 use anyhow::{bail, Result};
 use std::sync::Mutex;
 
@@ -35,7 +35,7 @@ struct Capture<'a> {
 
 impl Planner for Capture<'_> {
     fn needs(&self) -> PlannerNeeds {
-        super::planner::MixedPlanner { cfg: self.cfg.clone() }.needs()
+        super::planner::mixed_needs(self.cfg)
     }
 
     fn plan_site(&self, ctx: &SiteContext) -> Result<Vec<LinearPlan>> {
@@ -47,13 +47,7 @@ impl Planner for Capture<'_> {
         Ok(ctx
             .linears
             .iter()
-            .map(|_| LinearPlan {
-                quant: QuantScheme::None,
-                perm: None,
-                nm_sets: None,
-                report: None,
-                plan_seconds: 0.0,
-            })
+            .map(|_| LinearPlan { scheme: LinearScheme::uniform(QuantScheme::None), report: None, plan_seconds: 0.0 })
             .collect())
     }
 }
@@ -75,7 +69,7 @@ pub fn inspect(
     model.layers.truncate(layer + 1);
     let capture = Capture { kind, cfg, found: Mutex::new(None) };
     let run = CompressConfig {
-        solver: SolverConfig::published(),
+        sweep: SweepSettings::published(),
         magnitude: false,
         layers: layer..layer + 1,
         batch,

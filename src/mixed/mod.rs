@@ -32,7 +32,8 @@ pub mod planner;
 pub mod scale_groups;
 
 use crate::pipeline::planner::Planner;
-use crate::solver::QuantScheme;
+use crate::solver::{QuantScheme, SweepSettings};
+use anyhow::Result;
 use bit_alloc::{BitBudget, BitPolicy};
 use grouping::GroupingMethod;
 use importance::Importance;
@@ -64,7 +65,7 @@ impl Mode {
 }
 
 /// How a mixed plan orders the sweep.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SweepOrder {
     /// Groups most important first, columns by decreasing H_jj inside a group (the tool's
@@ -105,10 +106,6 @@ pub struct PlanOptions {
     pub spend_leftover: bool,
     /// Seed of random partitions (the random control, random scale groups); None = `seed`.
     pub partition_seed: Option<u64>,
-    /// The uniform scheme of `--wbits`/`--groupsize` (for `uniform_in_mixed_order`, scales).
-    pub base: QuantScheme,
-    /// The solver's dampening, for H⁻¹ on the planner side (`Importance::Obs`).
-    pub percdamp: f64,
     /// Scale groups' source (`Mode::Scales` only).
     pub scale_source: ScaleSource,
 }
@@ -122,8 +119,6 @@ impl Default for PlanOptions {
             redundancy_discount: true,
             spend_leftover: true,
             partition_seed: None,
-            base: QuantScheme::PerRow { bits: 4, sym: false },
-            percdamp: 0.01,
             scale_source: ScaleSource::Mi,
         }
     }
@@ -159,21 +154,23 @@ impl MixedConfig {
     }
 }
 
-/// The planner of a run: `base` for every linear in baseline mode, else mixed precision or
-/// scale groups; with `nm`, n:m channel sets on top of either.
+/// The planner of a run: `base` (the run's uniform scheme) for every linear in baseline
+/// mode, else mixed precision or scale groups; with `nm`, n:m channel sets on top of either.
+/// `sweep`: the settings every solve of the run uses.
 pub fn planner(
     mode: Mode,
+    sweep: &SweepSettings,
     base: QuantScheme,
     mixed: Option<MixedConfig>,
     nm: Option<nm_sets::NmConfig>,
-) -> Box<dyn Planner> {
+) -> Result<Box<dyn Planner>> {
     let inner: Box<dyn Planner> = match (mode, mixed) {
         (Mode::Baseline, _) | (_, None) => Box::new(planner::UniformPlanner { quant: base }),
-        (Mode::Scales, Some(cfg)) => Box::new(planner::ScalePlanner { cfg }),
-        (_, Some(cfg)) => Box::new(planner::MixedPlanner { cfg }),
+        (Mode::Scales, Some(cfg)) => Box::new(planner::ScalePlanner::new(cfg, &base)?),
+        (_, Some(cfg)) => Box::new(planner::MixedPlanner::new(cfg, base, sweep)),
     };
-    match nm {
+    Ok(match nm {
         Some(cfg) if cfg.method != nm_sets::NmPermutation::None => Box::new(nm_sets::NmPlanner { inner, cfg }),
         _ => inner,
-    }
+    })
 }

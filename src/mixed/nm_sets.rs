@@ -1,6 +1,6 @@
 //! Channel sets for n:m pruning (`--nm-permutation`): which m input channels form one n:m
 //! group, instead of m consecutive ones. The solver prunes n of every set in every row,
-//! choosing when the sweep reaches the set's first column (`SolverConfig::nm_sets`), and
+//! choosing when the sweep reaches the set's first column (`solver::LinearScheme::nm_sets`), and
 //! the sweep order is left as it is: only which weights are pruned changes, not the OBS
 //! order. The weights stay in their stored order, so the stored weight has the n:m pattern
 //! in the permuted channel order; 2:4 hardware needs it in the stored order, which a
@@ -28,7 +28,7 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NmPermutation {
     /// Consecutive columns (the n:m of the published code).
@@ -112,7 +112,7 @@ impl Planner for NmPlanner {
                 None => plan.report = Some(serde_json::json!({ "nm_permutation": note })),
             }
             plan.plan_seconds += seconds;
-            plan.nm_sets = Some(Arc::new(sets));
+            plan.scheme.nm_sets = Some(Arc::new(sets));
         }
         Ok(plans)
     }

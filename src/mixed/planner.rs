@@ -9,7 +9,7 @@ use super::groups::{mi_groups, rank_groups, ChannelGroups};
 use super::importance::{Importance, SiteImportance};
 use super::{scale_groups, GroupCount, MixedConfig, Mode, ScaleSource, SweepOrder};
 use crate::pipeline::planner::{LinearPlan, Planner, PlannerNeeds, SiteContext};
-use crate::solver::{ColumnGroup, QuantScheme};
+use crate::solver::{ColumnGroup, LinearScheme, QuantScheme, SweepSettings};
 use anyhow::{bail, Result};
 use candle_core::Device;
 use serde::Serialize;
@@ -29,20 +29,30 @@ impl Planner for UniformPlanner {
         Ok(ctx
             .linears
             .iter()
-            .map(|_| LinearPlan {
-                quant: self.quant.clone(),
-                perm: None,
-                nm_sets: None,
-                report: None,
-                plan_seconds: 0.0,
-            })
+            .map(|_| LinearPlan { scheme: LinearScheme::uniform(self.quant.clone()), report: None, plan_seconds: 0.0 })
             .collect())
     }
 }
 
 /// Mixed precision: each linear's input channels in groups, each group its bit width.
 pub struct MixedPlanner {
-    pub cfg: MixedConfig,
+    cfg: MixedConfig,
+    /// The run's uniform scheme (`PlanOptions::uniform_in_mixed_order` stores it).
+    base: QuantScheme,
+    /// The solves' dampening, for H⁻¹ on the planner side (`Importance::Obs`).
+    percdamp: f64,
+}
+
+impl MixedPlanner {
+    pub fn new(cfg: MixedConfig, base: QuantScheme, sweep: &SweepSettings) -> Self {
+        MixedPlanner { cfg, base, percdamp: sweep.percdamp }
+    }
+}
+
+/// What a mixed plan of `cfg` records in the calibration pass.
+pub(crate) fn mixed_needs(cfg: &MixedConfig) -> PlannerNeeds {
+    let sample_based = cfg.mi_method != super::mutual_info::MiMethod::Corr;
+    PlannerNeeds { channel_moments: true, reservoir: if sample_based { cfg.reservoir } else { 0 }, weights: true }
 }
 
 /// How one linear's groups and bits were decided, as the result JSON records it.
@@ -76,12 +86,7 @@ pub struct PlanReport {
 
 impl Planner for MixedPlanner {
     fn needs(&self) -> PlannerNeeds {
-        let sample_based = self.cfg.mi_method != super::mutual_info::MiMethod::Corr;
-        PlannerNeeds {
-            channel_moments: true,
-            reservoir: if sample_based { self.cfg.reservoir } else { 0 },
-            weights: true,
-        }
+        mixed_needs(&self.cfg)
     }
 
     fn warm_up(&self, device: &Device) -> Result<()> {
@@ -103,7 +108,7 @@ impl Planner for MixedPlanner {
             Mode::Enhanced => None,
             _ => Some(mi_groups(ctx, cfg)?),
         };
-        let site_importance = SiteImportance::new(ctx, opts.importance, cfg.mi_method, opts.percdamp)?;
+        let site_importance = SiteImportance::new(ctx, opts.importance, cfg.mi_method, self.percdamp)?;
         let mut grouping_seconds = t0.elapsed().as_secs_f64();
         let mut plans = Vec::with_capacity(ctx.linears.len());
         for (i, lin) in ctx.linears.iter().enumerate() {
@@ -125,7 +130,7 @@ impl Planner for MixedPlanner {
             let mixed = QuantScheme::Mixed { groups: planned.col_groups.clone(), sym: cfg.sym };
             let (_, mixed_with_meta) = mixed.bits(ctx.cols).expect("quantized");
             let (quant, perm) = if opts.uniform_in_mixed_order {
-                (opts.base.clone(), Some(planned.perm))
+                (self.base.clone(), Some(planned.perm))
             } else if opts.order == SweepOrder::Identity {
                 let labels = planned.labels.iter().map(|&l| l as u32).collect();
                 (QuantScheme::Static { labels, bits: planned.bits.clone(), sym: cfg.sym }, None)
@@ -156,9 +161,7 @@ impl Planner for MixedPlanner {
             };
             let plan_seconds = t0.elapsed().as_secs_f64() + std::mem::take(&mut grouping_seconds);
             plans.push(LinearPlan {
-                quant,
-                perm,
-                nm_sets: None,
+                scheme: LinearScheme { quant, perm, nm_sets: None },
                 report: Some(serde_json::to_value(report)?),
                 plan_seconds,
             });
@@ -229,10 +232,23 @@ fn plan_bits(ctx: &SiteContext, groups: &ChannelGroups, importance: &[f64], cfg:
     Ok(PlannedBits { labels, bits, perm, col_groups, moved })
 }
 
-/// Uniform bits with scale groups of equal size (`--groupsize`) chosen by a partition
-/// (`ScaleSource`), as static groups: each column in its place.
+/// Uniform bits with scale groups of equal size (the base scheme's group size) chosen by a
+/// partition (`ScaleSource`), as static groups: each column in its place.
 pub struct ScalePlanner {
-    pub cfg: MixedConfig,
+    cfg: MixedConfig,
+    bits: u32,
+    sym: bool,
+    size: usize,
+}
+
+impl ScalePlanner {
+    /// `base`: the run's grouped scheme, whose bits and group size every scale group takes.
+    pub fn new(cfg: MixedConfig, base: &QuantScheme) -> Result<Self> {
+        let QuantScheme::Grouped { bits, sym, size } = *base else {
+            bail!("scale groups need a grouped base scheme (bits and a group size), not {base:?}");
+        };
+        Ok(ScalePlanner { cfg, bits, sym, size })
+    }
 }
 
 impl Planner for ScalePlanner {
@@ -247,10 +263,7 @@ impl Planner for ScalePlanner {
     }
 
     fn plan_site(&self, ctx: &SiteContext) -> Result<Vec<LinearPlan>> {
-        let cfg = &self.cfg;
-        let QuantScheme::Grouped { bits, sym, size } = cfg.options.base else {
-            bail!("scale groups need --wbits and --groupsize");
-        };
+        let (cfg, bits, sym, size) = (&self.cfg, self.bits, self.sym, self.size);
         let t0 = Instant::now();
         let site = scale_groups::site_labels(ctx, cfg, size)?;
         let mut site_seconds = t0.elapsed().as_secs_f64();
@@ -276,7 +289,7 @@ impl Planner for ScalePlanner {
                 "silhouette": silhouette,
                 "seconds": plan_seconds,
             });
-            plans.push(LinearPlan { quant, perm: None, nm_sets: None, report: Some(report), plan_seconds });
+            plans.push(LinearPlan { scheme: LinearScheme::uniform(quant), report: Some(report), plan_seconds });
         }
         Ok(plans)
     }
@@ -308,6 +321,11 @@ mod tests {
         let mut stats = SiteStatistics::new(d, HessianAccumulation::Sum, true, None);
         stats.add(&candle_core::Tensor::from_vec(x, (1, tokens, d), &candle_core::Device::Cpu).unwrap()).unwrap();
         (stats, (0..d).map(|j| j / size).collect())
+    }
+
+    /// A mixed planner of `cfg` over a 4-bit per-row base scheme, with the published sweep.
+    fn mixed_planner(cfg: MixedConfig) -> MixedPlanner {
+        MixedPlanner::new(cfg, QuantScheme::PerRow { bits: 4, sym: false }, &SweepSettings::published())
     }
 
     fn config(mode: Mode, k: usize, target: f64) -> MixedConfig {
@@ -352,8 +370,8 @@ mod tests {
 
     /// The channels of each planned group, as sets of original column indices.
     fn partition(plan: &LinearPlan) -> Vec<std::collections::BTreeSet<usize>> {
-        let QuantScheme::Mixed { groups, .. } = &plan.quant else { panic!("not mixed") };
-        let perm = plan.perm.as_ref().unwrap();
+        let QuantScheme::Mixed { groups, .. } = &plan.scheme.quant else { panic!("not mixed") };
+        let perm = plan.scheme.perm.as_ref().unwrap();
         groups.iter().map(|g| perm[g.start..g.start + g.len].iter().copied().collect()).collect()
     }
 
@@ -363,7 +381,7 @@ mod tests {
         let base = QuantScheme::PerRow { bits: 4, sym: false };
         let plans = plan(&UniformPlanner { quant: base.clone() }, &stats, 4);
         assert_eq!(plans.len(), 3);
-        assert!(plans.iter().all(|p| p.quant == base && p.perm.is_none() && p.report.is_none()));
+        assert!(plans.iter().all(|p| p.scheme.quant == base && p.scheme.perm.is_none() && p.report.is_none()));
         assert_eq!(UniformPlanner { quant: base }.needs(), PlannerNeeds::default());
     }
 
@@ -377,18 +395,18 @@ mod tests {
     #[test]
     fn mi_planner_recovers_planted_channel_blocks_within_the_budget() {
         let (stats, truth) = planted(4, 16, 512);
-        let planner = MixedPlanner { cfg: config_keep(Mode::Mi, 4, 4.0) };
+        let planner = mixed_planner(config_keep(Mode::Mi, 4, 4.0));
         assert!(planner.needs().channel_moments);
         let plans = plan(&planner, &stats, 8);
         let want: std::collections::BTreeSet<std::collections::BTreeSet<usize>> =
             (0..4).map(|b| (0..64).filter(|&j| truth[j] == b).collect()).collect();
         for p in &plans {
             // The sweep order is a permutation, and its groups are exactly the planted blocks.
-            let mut seen = p.perm.clone().unwrap();
+            let mut seen = p.scheme.perm.clone().unwrap();
             seen.sort_unstable();
             assert_eq!(seen, (0..64).collect::<Vec<_>>());
             assert_eq!(partition(p).into_iter().collect::<std::collections::BTreeSet<_>>(), want);
-            let (_, with_meta) = p.quant.bits(64).unwrap();
+            let (_, with_meta) = p.scheme.quant.bits(64).unwrap();
             assert!(with_meta <= 4.0 + 1e-12, "{with_meta}");
             assert_eq!(p.report.as_ref().unwrap()["mode"], "mi");
         }
@@ -400,8 +418,8 @@ mod tests {
     #[test]
     fn random_control_keeps_mi_group_sizes_but_not_its_channels() {
         let (stats, _) = planted(4, 16, 512);
-        let mi = plan(&MixedPlanner { cfg: config_keep(Mode::Mi, 4, 4.0) }, &stats, 8);
-        let rnd = plan(&MixedPlanner { cfg: config_keep(Mode::Random, 4, 4.0) }, &stats, 8);
+        let mi = plan(&mixed_planner(config_keep(Mode::Mi, 4, 4.0)), &stats, 8);
+        let rnd = plan(&mixed_planner(config_keep(Mode::Random, 4, 4.0)), &stats, 8);
         let sizes = |p: &LinearPlan| {
             let mut s: Vec<usize> = partition(p).iter().map(|g| g.len()).collect();
             s.sort_unstable();
@@ -411,27 +429,27 @@ mod tests {
         let mi_set: std::collections::BTreeSet<_> = partition(&mi[0]).into_iter().collect();
         assert!(partition(&rnd[0]).iter().any(|g| !mi_set.contains(g)), "random groups equal the MI blocks");
         // Same seed, same partition.
-        let again = plan(&MixedPlanner { cfg: config_keep(Mode::Random, 4, 4.0) }, &stats, 8);
+        let again = plan(&mixed_planner(config_keep(Mode::Random, 4, 4.0)), &stats, 8);
         assert_eq!(partition(&rnd[0]), partition(&again[0]));
         // Another partition seed, another partition (the calibration seed unchanged).
         let mut other = config_keep(Mode::Random, 4, 4.0);
         other.options.partition_seed = Some(7);
-        assert_ne!(partition(&plan(&MixedPlanner { cfg: other }, &stats, 8)[0]), partition(&rnd[0]));
+        assert_ne!(partition(&plan(&mixed_planner(other), &stats, 8)[0]), partition(&rnd[0]));
     }
 
     #[test]
     fn enhanced_planner_gives_the_most_important_channels_the_most_bits() {
         let (stats, _) = planted(4, 16, 512);
-        let plans = plan(&MixedPlanner { cfg: config_keep(Mode::Enhanced, 4, 3.5) }, &stats, 8);
+        let plans = plan(&mixed_planner(config_keep(Mode::Enhanced, 4, 3.5)), &stats, 8);
         for p in &plans {
-            let QuantScheme::Mixed { groups, .. } = &p.quant else { panic!() };
+            let QuantScheme::Mixed { groups, .. } = &p.scheme.quant else { panic!() };
             // Groups are swept most important first: bits never increase along the sweep.
             assert!(groups.windows(2).all(|w| w[0].bits >= w[1].bits), "{groups:?}");
             assert!(groups[0].bits > groups[groups.len() - 1].bits, "{groups:?}");
             // Column norms grow with the index (and H_jj is about equal): the first group
             // holds the highest-index channels.
             assert!(partition(p)[0].iter().all(|&j| j >= 48), "{:?}", partition(p)[0]);
-            assert!(p.quant.bits(64).unwrap().1 <= 3.5 + 1e-12);
+            assert!(p.scheme.quant.bits(64).unwrap().1 <= 3.5 + 1e-12);
             assert_eq!(p.report.as_ref().unwrap()["silhouette"], serde_json::Value::Null);
         }
     }
@@ -445,8 +463,8 @@ mod tests {
             for target in [2.25, 2.5, 3.0, 3.0557] {
                 // 4 groups' metadata at 2 bits cost 2.28 bits on 256 columns: 3 at 2.25.
                 let k = if target < 2.3 { 3 } else { 4 };
-                for p in plan(&MixedPlanner { cfg: config(mode, k, target) }, &stats, 8) {
-                    let (_, with_meta) = p.quant.bits(256).unwrap();
+                for p in plan(&mixed_planner(config(mode, k, target)), &stats, 8) {
+                    let (_, with_meta) = p.scheme.quant.bits(256).unwrap();
                     assert!(
                         with_meta <= target + 1e-12 && target - with_meta <= 0.01,
                         "{mode:?} {target}: {with_meta}"
@@ -454,8 +472,8 @@ mod tests {
                     let r = p.report.unwrap();
                     assert_eq!(r["avg_bits_with_metadata"].as_f64().unwrap(), with_meta);
                 }
-                for p in plan(&MixedPlanner { cfg: config_keep(mode, k, target) }, &stats, 8) {
-                    assert!(p.quant.bits(256).unwrap().1 <= target + 1e-12);
+                for p in plan(&mixed_planner(config_keep(mode, k, target)), &stats, 8) {
+                    assert!(p.scheme.quant.bits(256).unwrap().1 <= target + 1e-12);
                     assert_eq!(p.report.unwrap()["moved_columns"], 0);
                 }
             }
@@ -466,20 +484,20 @@ mod tests {
     fn identity_order_keeps_every_column_in_place_on_its_groups_grid() {
         // The same groups and bits as the mixed plan, as static groups swept in place.
         let (stats, _) = planted(4, 16, 512);
-        let mixed = plan(&MixedPlanner { cfg: config(Mode::Mi, 4, 4.0) }, &stats, 8);
+        let mixed = plan(&mixed_planner(config(Mode::Mi, 4, 4.0)), &stats, 8);
         let mut cfg = config(Mode::Mi, 4, 4.0);
         cfg.options.order = SweepOrder::Identity;
-        let ident = plan(&MixedPlanner { cfg }, &stats, 8);
+        let ident = plan(&mixed_planner(cfg), &stats, 8);
         for (m, i) in mixed.iter().zip(&ident) {
-            assert!(i.perm.is_none());
-            let QuantScheme::Static { labels, bits, .. } = &i.quant else { panic!("not static") };
-            let QuantScheme::Mixed { groups, .. } = &m.quant else { panic!("not mixed") };
-            let perm = m.perm.as_ref().unwrap();
+            assert!(i.scheme.perm.is_none());
+            let QuantScheme::Static { labels, bits, .. } = &i.scheme.quant else { panic!("not static") };
+            let QuantScheme::Mixed { groups, .. } = &m.scheme.quant else { panic!("not mixed") };
+            let perm = m.scheme.perm.as_ref().unwrap();
             for g in groups {
                 let members = &perm[g.start..g.start + g.len];
                 assert!(members.iter().all(|&j| labels[j] == labels[members[0]] && bits[labels[j] as usize] == g.bits));
             }
-            assert_eq!(i.quant.bits(64), m.quant.bits(64), "the same bits stored");
+            assert_eq!(i.scheme.quant.bits(64), m.scheme.quant.bits(64), "the same bits stored");
             assert_eq!(i.report.as_ref().unwrap()["order"], "identity");
         }
     }
@@ -494,23 +512,28 @@ mod tests {
         let mut cfg = config_keep(Mode::Mi, 4, 4.0 + 4.0 * 20.0 / 64.0);
         (cfg.budget.min_bits, cfg.budget.max_bits) = (4, 4);
         cfg.options.order = SweepOrder::Identity;
-        let p = &plan(&MixedPlanner { cfg }, &stats, 8)[0];
-        let QuantScheme::Static { bits, .. } = &p.quant else { panic!("not static") };
+        let p = &plan(&mixed_planner(cfg), &stats, 8)[0];
+        let QuantScheme::Static { bits, .. } = &p.scheme.quant else { panic!("not static") };
         assert_eq!(bits, &vec![4; 4]);
         let h = crate::solver::HessianSource::host_matrix(&stats.hessian).unwrap();
         let (rows, cols) = (8, 64);
         let w: Vec<f32> = (0..rows * cols).map(|k| (((k * 37 + 11) % 101) as f32 - 50.0) / 40.0).collect();
+        let settings = SweepSettings {
+            sparsity: crate::solver::Sparsity::Unstructured(0.5),
+            blocksize: 16,
+            ..SweepSettings::published()
+        };
         let solve = |quant: QuantScheme| {
-            let cfg = crate::solver::SolverConfig {
-                sparsity: crate::solver::Sparsity::Unstructured(0.5),
-                blocksize: 16,
-                quant,
-                ..crate::solver::SolverConfig::published()
+            let scheme = LinearScheme { quant, ..p.scheme.clone() };
+            let spec = crate::solver::SweepSpec {
+                settings: &settings,
+                scheme: &scheme,
+                scale_precision: crate::solver::ScalePrecision::F32,
             };
-            crate::solver::host::solve(&w, rows, cols, &h, &cfg, p.perm.as_deref()).unwrap()
+            crate::solver::host::solve(&w, rows, cols, &h, spec).unwrap()
         };
         let base = solve(QuantScheme::PerRow { bits: 4, sym: false });
-        let ident = solve(p.quant.clone());
+        let ident = solve(p.scheme.quant.clone());
         // The first block's mask, read off the unquantized sweep (quantization may round
         // further weights to zero, and a masked weight stays exactly zero on any grid).
         let mask = solve(QuantScheme::None);
@@ -529,14 +552,14 @@ mod tests {
     #[test]
     fn uniform_in_mixed_order_sweeps_the_base_scheme_in_the_mixed_plans_order() {
         let (stats, _) = planted(4, 16, 512);
-        let mixed = plan(&MixedPlanner { cfg: config(Mode::Mi, 4, 4.0) }, &stats, 8);
+        let mixed = plan(&mixed_planner(config(Mode::Mi, 4, 4.0)), &stats, 8);
         let mut cfg = config(Mode::Mi, 4, 4.0);
         cfg.options.uniform_in_mixed_order = true;
-        cfg.options.base = QuantScheme::PerRow { bits: 3, sym: false };
-        let uni = plan(&MixedPlanner { cfg }, &stats, 8);
+        let base = QuantScheme::PerRow { bits: 3, sym: false };
+        let uni = plan(&MixedPlanner::new(cfg, base, &SweepSettings::published()), &stats, 8);
         for (m, u) in mixed.iter().zip(&uni) {
-            assert_eq!(u.perm, m.perm);
-            assert_eq!(u.quant, QuantScheme::PerRow { bits: 3, sym: false });
+            assert_eq!(u.scheme.perm, m.scheme.perm);
+            assert_eq!(u.scheme.quant, QuantScheme::PerRow { bits: 3, sym: false });
             let r = u.report.as_ref().unwrap();
             assert_eq!(r["avg_bits"], 3.0);
             assert_eq!(r["mixed_avg_bits_with_metadata"], m.report.as_ref().unwrap()["avg_bits_with_metadata"]);
@@ -589,18 +612,18 @@ mod tests {
     fn scale_groups_have_equal_sizes_and_mi_ones_recover_planted_blocks() {
         let (stats, truth) = planted(4, 16, 512);
         let mut cfg = config(Mode::Scales, 4, 16.0);
-        cfg.options.base = QuantScheme::Grouped { bits: 3, sym: false, size: 16 };
-        let grouped_cost = cfg.options.base.bits(64);
+        let base = QuantScheme::Grouped { bits: 3, sym: false, size: 16 };
+        let grouped_cost = base.bits(64);
         for source in [ScaleSource::Mi, ScaleSource::Random, ScaleSource::Range, ScaleSource::Contiguous] {
             cfg.options.scale_source = source;
-            let planner = ScalePlanner { cfg: cfg.clone() };
+            let planner = ScalePlanner::new(cfg.clone(), &base).unwrap();
             assert_eq!(planner.needs().channel_moments, source == ScaleSource::Mi);
             for p in plan(&planner, &stats, 8) {
-                let QuantScheme::Static { labels, bits, .. } = &p.quant else { panic!("not static") };
+                let QuantScheme::Static { labels, bits, .. } = &p.scheme.quant else { panic!("not static") };
                 assert_eq!(bits, &vec![3; 4]);
-                assert_eq!(p.quant.static_group_sizes().unwrap(), vec![16; 4], "{source:?}");
-                assert_eq!(p.quant.bits(64), grouped_cost, "the cost of --groupsize 16");
-                assert!(p.perm.is_none());
+                assert_eq!(p.scheme.quant.static_group_sizes().unwrap(), vec![16; 4], "{source:?}");
+                assert_eq!(p.scheme.quant.bits(64), grouped_cost, "the cost of --groupsize 16");
+                assert!(p.scheme.perm.is_none());
                 match source {
                     ScaleSource::Mi => {
                         assert!((0..64).all(|j| labels[j] == labels[16 * truth[j]]), "{labels:?}")
@@ -631,8 +654,8 @@ mod tests {
             let planner = NmPlanner { inner: Box::new(UniformPlanner { quant: base.clone() }), cfg: nm };
             assert_eq!(planner.needs().channel_moments, method == NmPermutation::Mi);
             for p in plan(&planner, &stats, 8) {
-                assert_eq!(p.quant, base);
-                let sets = p.nm_sets.as_ref().unwrap();
+                assert_eq!(p.scheme.quant, base);
+                let sets = p.scheme.nm_sets.as_ref().unwrap();
                 let mut sizes = vec![0; 16];
                 for &s in sets.iter() {
                     sizes[s as usize] += 1;

@@ -83,7 +83,9 @@ impl SolvedSink for CodeStore {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::solver::{host, ColumnGroup, QuantScheme, ScalePrecision, SolverConfig, Sparsity};
+    use crate::solver::{
+        host, ColumnGroup, LinearScheme, QuantScheme, ScalePrecision, Sparsity, SweepSettings, SweepSpec,
+    };
 
     /// A random SPD Hessian with correlated channels, and a weight.
     fn layer(rows: usize, cols: usize, seed: u64) -> (Vec<f32>, Vec<f64>) {
@@ -110,15 +112,10 @@ pub(crate) mod tests {
     ) -> (Vec<f32>, LinearGrids) {
         let (rows, cols) = (12, 200);
         let (w, h) = layer(rows, cols, 7);
-        let cfg = SolverConfig {
-            sparsity,
-            quant,
-            act_order,
-            blocksize: 64,
-            scale_precision: ScalePrecision::F16,
-            ..SolverConfig::published()
-        };
-        let s = host::solve(&w, rows, cols, &h, &cfg, perm).unwrap();
+        let settings = SweepSettings { sparsity, act_order, blocksize: 64, ..SweepSettings::published() };
+        let scheme = LinearScheme { quant, perm: perm.map(<[usize]>::to_vec), nm_sets: None };
+        let spec = SweepSpec { settings: &settings, scheme: &scheme, scale_precision: ScalePrecision::F16 };
+        let s = host::solve(&w, rows, cols, &h, spec).unwrap();
         (s.weight.to_host().unwrap(), s.grids.expect("quantized"))
     }
 

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 pub const MARKER: &str = ".sparsegpt-mi-export";
 
 /// How `--save` writes the model.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SaveFormat {
     /// Every weight as a float in the checkpoint's dtype (quantized weights as their values).
@@ -119,8 +119,8 @@ pub fn check_storage(format: SaveFormat, storage: DType) -> Result<()> {
 pub struct PackedRun<'a> {
     pub codes: &'a CodeStore,
     pub sym: bool,
-    pub act_order: bool,
-    pub percdamp: f64,
+    /// The run's sweep settings (act-order and dampening go into the format's config).
+    pub sweep: &'a crate::solver::SweepSettings,
 }
 
 pub struct SaveRequest<'a> {
@@ -347,7 +347,7 @@ fn write_format(model: &OptModel, files: &ModelFiles, dir: &Path, req: &SaveRequ
             let g = gptq::write(
                 model,
                 &storage,
-                &gptq::GptqRun { sym: run.sym, act_order: run.act_order, damp_percent: run.percdamp },
+                &gptq::GptqRun { sym: run.sym, act_order: run.sweep.act_order, damp_percent: run.sweep.percdamp },
                 req.dtype,
             )?;
             tensors.extend(g.tensors);

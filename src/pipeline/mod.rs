@@ -15,7 +15,7 @@ mod schedule;
 pub mod statistics;
 
 use crate::model::{DecoderLayer, InputSite, LinearKind, OptModel};
-use crate::solver::{magnitude, LinearGrids, SolverConfig};
+use crate::solver::{magnitude, LinearGrids, SweepSettings};
 use anyhow::Result;
 use candle_core::Tensor;
 use hessian::HessianAccumulation;
@@ -28,9 +28,9 @@ use std::time::Instant;
 
 #[derive(Clone, Debug)]
 pub struct CompressConfig {
-    pub solver: SolverConfig,
+    pub sweep: SweepSettings,
     /// Magnitude pruning (the published `--gmp` baseline) instead of SparseGPT: no
-    /// calibration, `solver.sparsity`'s fraction per linear.
+    /// calibration, `sweep.sparsity`'s fraction per linear.
     pub magnitude: bool,
     /// The decoder layers compressed; the others only pass their outputs on.
     pub layers: Range<usize>,
@@ -163,9 +163,9 @@ pub fn compress_into(
                 format!("layer {i}: planning and solving{}", crate::device_memory::describe(&model.device))
             });
             times.calibration_forward_s += t.elapsed().as_secs_f64();
-            reports.extend(schedule::plan_and_solve(
-                &mut layer, i, &stats, planner, cfg, storage, sink, &mut times, &mut notes,
-            )?);
+            let job = schedule::LayerJob { index: i, cfg, storage: schedule::Storage { dtype: storage, sink } };
+            let mut ledger = schedule::Ledger { times: &mut times, notes: &mut notes };
+            reports.extend(schedule::plan_and_solve(&mut layer, &job, &stats, planner, &mut ledger)?);
             for (site, st) in stats {
                 if let Some(buffer) = st.into_reusable_buffer() {
                     hessian_buffers.insert(site, buffer);
@@ -274,7 +274,7 @@ fn calibration_pass(
 fn magnitude_baseline(model: &mut OptModel, cfg: &CompressConfig) -> Result<(Vec<LinearReport>, PhaseTimes)> {
     let t_start = Instant::now();
     let mut reports = Vec::new();
-    let fraction = match cfg.solver.sparsity {
+    let fraction = match cfg.sweep.sparsity {
         crate::solver::Sparsity::Unstructured(f) => f,
         _ => 0.0,
     };

@@ -4,7 +4,7 @@
 
 use super::moments::ChannelMoments;
 use crate::model::{InputSite, LinearKind};
-use crate::solver::QuantScheme;
+use crate::solver::LinearScheme;
 use anyhow::Result;
 use candle_core::Device;
 
@@ -48,12 +48,7 @@ pub struct SiteContext<'a> {
 
 /// How one linear is to be solved.
 pub struct LinearPlan {
-    pub quant: QuantScheme,
-    /// Sweep order (column k of the sweep is column perm[k]); None = identity (or act-order).
-    pub perm: Option<Vec<usize>>,
-    /// n:m pruning over these sets of columns (`SolverConfig::nm_sets`); None = windows of
-    /// the sweep.
-    pub nm_sets: Option<std::sync::Arc<Vec<u32>>>,
+    pub scheme: LinearScheme,
     /// The planner's own account of its decision, for the result JSON.
     pub report: Option<serde_json::Value>,
     /// Time spent planning this linear.

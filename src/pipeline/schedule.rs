@@ -11,26 +11,35 @@ use super::planner::{LinearPlan, LinearWeights, Planner, SiteContext};
 use super::statistics::SiteStatistics;
 use super::{CompressConfig, LinearReport, PhaseTimes, SolvedSink};
 use crate::model::{DecoderLayer, InputSite, LinearKind};
-use crate::solver::{self, HessianUse, ScalePrecision, SolvedWeight, SolverConfig};
+use crate::solver::{self, HessianUse, ScalePrecision, SolvedWeight, SweepSpec};
 use anyhow::{anyhow, bail, Result};
 use candle_core::{DType, Tensor};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
+/// One layer's solves: which layer, the run's settings, and where solved weights go.
+pub(super) struct LayerJob<'a> {
+    pub index: usize,
+    pub cfg: &'a CompressConfig,
+    pub storage: Storage<'a>,
+}
+
+/// What the solves account for: phase times, and notes printed once per run.
+pub(super) struct Ledger<'a> {
+    pub times: &'a mut PhaseTimes,
+    pub notes: &'a mut BTreeSet<String>,
+}
+
 /// One layer's linears, planned and solved, their weights installed in `layer`. Returns the
 /// reports in layer order.
-#[allow(clippy::too_many_arguments)] // the layer, its statistics and the run's settings
 pub(super) fn plan_and_solve(
     layer: &mut DecoderLayer,
-    index: usize,
+    job: &LayerJob,
     stats: &BTreeMap<InputSite, SiteStatistics>,
     planner: &dyn Planner,
-    cfg: &CompressConfig,
-    storage: DType,
-    sink: &dyn SolvedSink,
-    times: &mut PhaseTimes,
-    notes: &mut BTreeSet<String>,
+    ledger: &mut Ledger,
 ) -> Result<Vec<LinearReport>> {
+    let (index, cfg) = (job.index, job.cfg);
     // A NaN or Inf in H reaches every plan and solve of its linears: stop here, with why.
     for (&site, st) in stats {
         if let Some(what) = st.hessian.non_finite()? {
@@ -83,34 +92,23 @@ pub(super) fn plan_and_solve(
             for _ in 0..sites.len() {
                 receive(&mut plans)?;
             }
-            times.plan_s += tw.elapsed().as_secs_f64();
+            ledger.times.plan_s += tw.elapsed().as_secs_f64();
         }
         for next in 0..sites.len() {
             let tw = Instant::now();
             let s = if overlap { receive(&mut plans)? } else { next };
-            times.plan_s += tw.elapsed().as_secs_f64();
+            ledger.times.plan_s += tw.elapsed().as_secs_f64();
             let site_plans = plans[s].take().ok_or_else(|| anyhow!("no plan for {:?}", sites[s]))?;
             let n_plans = site_plans.len();
             for (i, (k, plan)) in linears_of(sites[s]).zip(site_plans).enumerate() {
                 // The site's last linear is its Hessian's last reader (the statistics go when
                 // the layer is done).
                 let h_use = if i + 1 == n_plans { HessianUse::LastReader } else { HessianUse::Shared };
-                let solved = solve_one(
-                    layer,
-                    index,
-                    k,
-                    &weights[k],
-                    (&stats[&sites[s]], h_use),
-                    plan,
-                    cfg,
-                    Storage { dtype: storage, sink },
-                    times,
-                    notes,
-                )?;
+                let solved = solve_one(layer, job, k, &weights[k], (&stats[&sites[s]], h_use), plan, ledger)?;
                 reports[k] = Some(solved);
             }
         }
-        times.plan_thread_s += planning.join().map_err(|_| anyhow!("planning thread panicked"))?;
+        ledger.times.plan_thread_s += planning.join().map_err(|_| anyhow!("planning thread panicked"))?;
         Ok(())
     })?;
     // Reports in layer order, whatever order the linears were solved in.
@@ -152,25 +150,22 @@ fn site_width(weights: &[((usize, usize), Vec<f32>)], site: InputSite) -> usize 
 }
 
 /// Where a solved weight goes: rounded to the checkpoint's dtype, and shown to the sink.
-struct Storage<'a> {
-    dtype: DType,
-    sink: &'a dyn SolvedSink,
+pub(super) struct Storage<'a> {
+    pub dtype: DType,
+    pub sink: &'a dyn SolvedSink,
 }
 
 /// Solves linear `k` of the layer with its plan, installs the result, and reports it.
-#[allow(clippy::too_many_arguments)] // one linear, its inputs, and the run's settings
 fn solve_one(
     layer: &mut DecoderLayer,
-    index: usize,
+    job: &LayerJob,
     k: usize,
     weight: &((usize, usize), Vec<f32>),
     (stats, h_use): (&SiteStatistics, HessianUse),
     plan: LinearPlan,
-    cfg: &CompressConfig,
-    storage: Storage,
-    times: &mut PhaseTimes,
-    notes: &mut BTreeSet<String>,
+    ledger: &mut Ledger,
 ) -> Result<LinearReport> {
+    let (index, cfg, storage) = (job.index, job.cfg, &job.storage);
     let kind = LinearKind::ALL[k];
     let device = layer.linear(kind).weight().device().clone();
     crate::progress::trace(|| {
@@ -179,26 +174,23 @@ fn solve_one(
     let ((rows, cols), w) = weight;
     let (rows, cols) = (*rows, *cols);
     let ts = Instant::now();
-    // Grids are fitted with scales as the checkpoint stores them (see
-    // `SolverConfig::scale_precision`).
-    let solver_cfg = SolverConfig {
-        quant: plan.quant.clone(),
+    // Grids are fitted with scales as the checkpoint stores them (`SweepSpec::scale_precision`).
+    let spec = SweepSpec {
+        settings: &cfg.sweep,
+        scheme: &plan.scheme,
         scale_precision: ScalePrecision::of_storage(storage.dtype),
-        nm_sets: plan.nm_sets.clone().or_else(|| cfg.solver.nm_sets.clone()),
-        ..cfg.solver.clone()
     };
     let solved = solver::solve_linear(
         layer.linear(kind).weight(),
         (!w.is_empty()).then_some(w.as_slice()),
         &stats.hessian,
         h_use,
-        &solver_cfg,
-        plan.perm.as_deref(),
+        spec,
         cfg.host_solver,
     )
     .map_err(|e| anyhow!("layer {index} {}: {e}", kind.path()))?;
     if let Some(why) = &solved.host_reason {
-        if notes.insert(why.clone()) {
+        if ledger.notes.insert(why.clone()) {
             eprintln!("note: solving on the host: {why}");
         }
     }
@@ -213,7 +205,7 @@ fn solve_one(
             kind.path(),
             crate::numerics::describe_values(&values, &[rows, cols]),
             solved.loss,
-            cfg.solver.hinv_precision
+            cfg.sweep.hinv_precision
         );
     }
     if storage.sink.needs_weight(solved.grids.as_ref()) {
@@ -243,10 +235,10 @@ fn solve_one(
     };
     let zero_fraction = installed.zero_fraction;
     let (max_distinct_per_row, max_distinct_per_group) =
-        solver::scheme::max_levels(&wq, cols, &plan.quant, plan.perm.as_deref());
+        solver::scheme::max_levels(&wq, cols, &plan.scheme.quant, plan.scheme.perm.as_deref());
     let solve_seconds = ts.elapsed().as_secs_f64();
-    times.solve_s += solve_seconds;
-    let bits = plan.quant.bits(cols);
+    ledger.times.solve_s += solve_seconds;
+    let bits = plan.scheme.quant.bits(cols);
     Ok(LinearReport {
         layer: index,
         name: kind.path().to_string(),

@@ -13,7 +13,7 @@
 //! a machine without it still runs everything else and says what is missing.
 
 use super::quantizer::{QuantParams, ScalePrecision};
-use super::{hinv, LinearGrids, Solved, SolvedWeight, SolverConfig, Sparsity};
+use super::{hinv, LinearGrids, Solved, SolvedWeight, Sparsity, SweepSettings, SweepSpec};
 use crate::solver::{self, QuantScheme};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::backend::BackendStorage;
@@ -34,7 +34,8 @@ pub const MAX_BLOCKSIZE: usize = 1024;
 
 /// Why this configuration must be solved on the host, if it must (`cols`: the linear's
 /// input width, where its grids start).
-pub fn unsupported(cfg: &SolverConfig, cols: usize) -> Option<String> {
+pub fn unsupported(spec: SweepSpec, cols: usize) -> Option<String> {
+    let (cfg, scheme) = (spec.settings, spec.scheme);
     if cfg.hinv_precision != hinv::HinvPrecision::F32 {
         return Some("--hinv-precision f64 is solved on the host (cuSOLVER is used in f32, as the reference)".into());
     }
@@ -44,15 +45,15 @@ pub fn unsupported(cfg: &SolverConfig, cols: usize) -> Option<String> {
     if cfg.blocksize > MAX_BLOCKSIZE {
         return Some(format!("--blocksize above {MAX_BLOCKSIZE} is solved on the host"));
     }
-    if matches!(cfg.quant, QuantScheme::Static { .. }) {
+    if matches!(scheme.quant, QuantScheme::Static { .. }) {
         return Some("static (by-label) quantization groups are solved on the host".into());
     }
-    if cfg.nm_sets.is_some() {
+    if scheme.nm_sets.is_some() {
         return Some("n:m over permuted channel sets is solved on the host".into());
     }
     if let Sparsity::NM { m, .. } = cfg.sparsity {
         let cut_inside_window =
-            cfg.quant.sweep_grids(cols).iter().any(|g| !(g.start % cfg.blocksize).is_multiple_of(m));
+            scheme.quant.sweep_grids(cols).iter().any(|g| !(g.start % cfg.blocksize).is_multiple_of(m));
         if cut_inside_window {
             return Some(
                 "n:m pruning with quantization groups that start inside an n:m window is solved on the host".into(),
@@ -245,16 +246,10 @@ fn check(status: i32, what: &str) -> Result<()> {
 /// `overwrite_sum`: no one reads `h_sum` afterwards, so where the sweep takes the columns in
 /// their order and H is the sum itself, H⁻¹ is factored in its storage.
 /// Same contract as `solver::solve`.
-pub fn solve(
-    w: &Tensor,
-    h_sum: &Tensor,
-    h_scale: f64,
-    overwrite_sum: bool,
-    cfg: &SolverConfig,
-    perm: Option<&[usize]>,
-) -> Result<Solved> {
+pub fn solve(w: &Tensor, h_sum: &Tensor, h_scale: f64, overwrite_sum: bool, spec: SweepSpec) -> Result<Solved> {
     let (rows, cols) = w.dims2()?;
-    if let Some(why) = unsupported(cfg, cols) {
+    let (cfg, quant) = (spec.settings, &spec.scheme.quant);
+    if let Some(why) = unsupported(spec, cols) {
         bail!("{why}");
     }
     let dev = cuda_device(w)?;
@@ -267,17 +262,18 @@ pub fn solve(
     let diag: Vec<f32> = hinv::diagonal(&h)?.to_vec1()?;
     let dead: Vec<bool> = diag.iter().map(|&d| d == 0.0).collect();
     let diag_fixed: Vec<f64> = diag.iter().map(|&d| if d == 0.0 { 1.0 } else { d as f64 }).collect();
-    let order = solver::sweep_order(&diag_fixed, cfg, perm);
+    let order = solver::sweep_order(&diag_fixed, spec);
 
     // One (scale, zero, maxq) per row and grid, grid k at rows·3·k: each grid stays on the
     // device after its stretch is swept, and all come back for the export at the end.
-    let n_grids = cfg.quant.grids(cols).len();
+    let n_grids = quant.grids(cols).len();
     let grids = dev.alloc_zeros::<f32>(rows * 3 * n_grids.max(1))?;
-    let quantized = cfg.quant.is_quantized();
+    let quantized = quant.is_quantized();
     // Per-row grids from the untouched weight (as the reference), before dead columns go.
-    if let QuantScheme::PerRow { bits, sym } = cfg.quant {
+    if let QuantScheme::PerRow { bits, sym } = *quant {
         let w0 = f32_buffer(&dev, w)?;
-        row_grids(&dev, &w0, cols, rows, 0, cols, bits, sym, cfg.scale_precision, ptr(&dev, &grids))?;
+        let span = GridSpan { c0: 0, len: cols, bits, sym, precision: spec.scale_precision };
+        row_grids(&dev, &w0, cols, rows, span, ptr(&dev, &grids))?;
     }
     // Dead columns zeroed and columns permuted in the weight's own dtype (exact), widened
     // to f32 once, into the buffer the sweep works on.
@@ -303,14 +299,14 @@ pub fn solve(
     let (row_loss, pruned) = {
         let (storage, _) = u.storage_and_layout();
         let Storage::Cuda(cs) = &*storage else { bail!("solver_cuda: H is not on a CUDA device") };
-        sweep(&dev, &mut wbuf, cs.as_cuda_slice::<f32>()?, rows, cols, cfg, quantized.then_some(&grids))?
+        sweep(&dev, &mut wbuf, cs.as_cuda_slice::<f32>()?, rows, cols, spec, quantized.then_some(&grids))?
     };
     drop(u);
     let loss: f64 = dev.clone_dtoh(&row_loss)?.iter().map(|&x| x as f64).sum();
     // The grids as the kernels used them (copied, not recomputed: a grid is fitted on the
     // values its first column saw, which the final weights no longer hold).
     let fitted: Vec<f32> = if quantized { dev.clone_dtoh(&grids)? } else { Vec::new() };
-    let grids = LinearGrids::collect(&cfg.quant, rows, &order, cfg.scale_precision, |r, k| {
+    let grids = LinearGrids::collect(quant, rows, &order, spec.scale_precision, |r, k| {
         let g = &fitted[(k * rows + r) * 3..(k * rows + r) * 3 + 3];
         QuantParams { scale: g[0], zero: g[1], maxq: g[2] }
     });
@@ -333,22 +329,22 @@ pub fn solve(
     Ok(Solved { weight: SolvedWeight::Device(weight), loss, pruned, host_reason: None, grids })
 }
 
-/// Fits every row's grid over columns `c0..c0 + len` of `w` into the `rows` grids at device
-/// address `gp` (`kernels/solver.cu` `row_grids`, the device's `quantizer::find_params`).
-#[allow(clippy::too_many_arguments)]
-fn row_grids(
-    dev: &CudaDevice,
-    w: &CudaSlice<f32>,
-    ld: usize,
-    rows: usize,
+/// One grid of every row: columns `c0..c0 + len` of the sweep, its width, symmetry and the
+/// precision its scale is held in.
+#[derive(Clone, Copy)]
+struct GridSpan {
     c0: usize,
     len: usize,
     bits: u32,
     sym: bool,
     precision: ScalePrecision,
-    gp: u64,
-) -> Result<()> {
+}
+
+/// Fits every row's grid over `span` of `w` (leading dimension `ld`) into the `rows` grids at
+/// device address `gp` (`kernels/solver.cu` `row_grids`, the device's `quantizer::find_params`).
+fn row_grids(dev: &CudaDevice, w: &CudaSlice<f32>, ld: usize, rows: usize, span: GridSpan, gp: u64) -> Result<()> {
     let wp = ptr(dev, w);
+    let GridSpan { c0, len, bits, sym, precision } = span;
     let (ld, rows_i, c0, len, bits, sym) = (ld as i32, rows as i32, c0 as i32, len as i32, bits as i32, sym as i32);
     let precision: i32 = match precision {
         ScalePrecision::F32 => 0,
@@ -368,11 +364,12 @@ fn sweep(
     u: &CudaSlice<f32>,
     rows: usize,
     cols: usize,
-    cfg: &SolverConfig,
+    spec: SweepSpec,
     grids: Option<&CudaSlice<f32>>,
 ) -> Result<(CudaSlice<f32>, usize)> {
+    let cfg = spec.settings;
     let bs = cfg.blocksize;
-    let starts = cfg.quant.sweep_grids(cols);
+    let starts = spec.scheme.quant.sweep_grids(cols);
     let segments = solver::sweep_segments(cols, bs, &starts);
     let unstructured = match cfg.sparsity {
         Sparsity::Unstructured(ratio) => Some(ratio),
@@ -391,7 +388,7 @@ fn sweep(
     // The grid in use: per-row (slot 0) or the last one started, each in its own slot.
     let mut gp = grids_base;
     let grid_bytes = (rows * 3 * std::mem::size_of::<f32>()) as u64;
-    let sym = cfg.quant.symmetric();
+    let sym = spec.scheme.quant.symmetric();
     let (ld, rows_i) = (cols as i32, rows as i32);
     for seg in segments {
         let mcount = (seg.block + bs).min(cols) - seg.block;
@@ -408,7 +405,8 @@ fn sweep(
                 bail!("a quantization grid starts in an unquantized sweep");
             }
             gp = grids_base + k as u64 * grid_bytes;
-            row_grids(dev, w, cols, rows, g.start, g.len, g.bits, sym, cfg.scale_precision, gp)?;
+            let span = GridSpan { c0: g.start, len: g.len, bits: g.bits, sym, precision: spec.scale_precision };
+            row_grids(dev, w, cols, rows, span, gp)?;
         }
         let len = seg.end - seg.start;
         let (s1, len_i, mcount_i, moff) = (seg.start as i32, len as i32, mcount as i32, (seg.start - seg.block) as i32);
@@ -507,13 +505,7 @@ pub struct Comparison {
 /// host with the same H and compares: the `self-check` subcommand. The device solve takes the
 /// pipeline's usual path for a checkpoint in f16 whose H no later linear reads: f16 weights
 /// (the host gets the same values) and H overwritten in place.
-pub fn compare_with_host(
-    device: &Device,
-    rows: usize,
-    cols: usize,
-    cfg: &SolverConfig,
-    seed: u64,
-) -> Result<Comparison> {
+pub fn compare_with_host(device: &Device, rows: usize, cols: usize, spec: SweepSpec, seed: u64) -> Result<Comparison> {
     let mut rng = crate::rng::seeded(seed);
     let mut uniform = move || (crate::rng::uniform(&mut rng) * 2.0 - 1.0) as f32;
     let w: Vec<f32> = (0..rows * cols).map(|_| half::f16::from_f32(uniform() * 0.1).to_f32()).collect();
@@ -526,15 +518,15 @@ pub fn compare_with_host(
     let h_host: Vec<f64> = h.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
     let wt = Tensor::from_vec(w.clone(), (rows, cols), device)?.to_dtype(DType::F16)?;
     let t = std::time::Instant::now();
-    let dev_solved = solve(&wt, &h, 1.0, true, cfg, None).context("device solve")?;
+    let dev_solved = solve(&wt, &h, 1.0, true, spec).context("device solve")?;
     let device_s = t.elapsed().as_secs_f64();
     // The host's reference order where grids align with blocks (then the two sweeps do the
     // same arithmetic in the same order); its eager order for mixed groups, whose grids the
     // device reads from current values as the eager sweep does.
-    let lazy_updates = !matches!(cfg.quant, QuantScheme::Mixed { .. });
-    let host_cfg = SolverConfig { lazy_updates, ..cfg.clone() };
+    let lazy_updates = !matches!(spec.scheme.quant, QuantScheme::Mixed { .. });
+    let host_settings = SweepSettings { lazy_updates, ..spec.settings.clone() };
     let t = std::time::Instant::now();
-    let host_solved = solver::host::solve(&w, rows, cols, &h_host, &host_cfg, None)?;
+    let host_solved = solver::host::solve(&w, rows, cols, &h_host, SweepSpec { settings: &host_settings, ..spec })?;
     let host_s = t.elapsed().as_secs_f64();
     let (dev_w, host_w) = (dev_solved.weight.to_host()?, host_solved.weight.to_host()?);
     let pairs = || dev_w.iter().zip(&host_w);

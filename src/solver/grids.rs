@@ -25,7 +25,7 @@ pub struct LinearGrids {
     /// `order[p]` = the original column swept p-th.
     pub order: Vec<usize>,
     pub sym: bool,
-    /// The precision the scales were fitted in (`SolverConfig::scale_precision`).
+    /// The precision the scales were fitted in (`SweepSpec::scale_precision`).
     pub precision: ScalePrecision,
 }
 

@@ -47,7 +47,7 @@ pub fn inverse_diagonal(h: &[f64], n: usize, percdamp: f64) -> Result<Vec<f64>> 
 }
 
 /// Precision of the H⁻¹ factorisation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HinvPrecision {
     /// As the reference (torch.linalg.cholesky on f32): reproduces its decisions most closely.

@@ -14,7 +14,7 @@ use super::magnitude::kth_smallest;
 use super::quantizer::ScalePrecision;
 use super::quantizer::{find_params, quantize, QuantParams};
 use super::scheme::{GridRange, QuantScheme};
-use super::{sweep_order, unpermute_columns, LinearGrids, Solved, SolvedWeight, SolverConfig, Sparsity};
+use super::{sweep_order, unpermute_columns, LinearGrids, Solved, SolvedWeight, Sparsity, SweepSpec};
 use crate::model::cpu_kernels::View;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
@@ -23,163 +23,158 @@ use rayon::prelude::*;
 const CHUNK_ROWS: usize = 8;
 
 /// Compresses one linear's weight `w` (rows × cols, row-major) given its input Hessian `h`
-/// (cols × cols, undamped). `perm`, if given, is the column sweep order.
-pub fn solve(
-    w: &[f32],
-    rows: usize,
-    cols: usize,
-    h: &[f64],
-    cfg: &SolverConfig,
-    perm: Option<&[usize]>,
-) -> Result<Solved> {
+/// (cols × cols, undamped), as `spec` says.
+pub fn solve(w: &[f32], rows: usize, cols: usize, h: &[f64], spec: SweepSpec) -> Result<Solved> {
+    let (settings, scheme) = (spec.settings, spec.scheme);
     if w.len() != rows * cols || h.len() != cols * cols {
         bail!("solver: weight {}×{} and Hessian of {} entries do not fit", rows, cols, h.len());
     }
-    let precision = cfg.scale_precision;
-    // Every grid of a row (per-row: one), in sweep order, and the one starting at each column.
-    let n_grids = cfg.quant.grids(cols).len();
-    let mut grid_at: Vec<Option<(usize, GridRange)>> = vec![None; cols];
-    for (k, g) in cfg.quant.sweep_grids(cols).into_iter().enumerate() {
-        grid_at[g.start] = Some((k, g));
-    }
-    // The grid each (row, grid) was fitted with, for the export ([rows][n_grids]).
-    let unset = QuantParams { scale: 0.0, zero: 0.0, maxq: 0.0 };
-    let mut fitted = vec![unset; rows * n_grids];
-    // The per-row grid comes from the untouched weight, before dead columns are zeroed.
-    let row_grids: Vec<Option<QuantParams>> = match cfg.quant {
-        QuantScheme::PerRow { bits, sym } => w
-            .chunks(cols)
-            .zip(fitted.iter_mut())
-            .map(|(r, f)| {
-                *f = find_params(r, bits, sym, precision);
-                Some(*f)
-            })
-            .collect(),
-        _ => vec![None; rows],
-    };
-    // So do static groups' grids, one per (row, group), from the group's columns.
-    let static_grids: Vec<Vec<QuantParams>> = match &cfg.quant {
-        QuantScheme::Static { labels, bits, sym } => {
-            if labels.len() != cols || labels.iter().any(|&l| l as usize >= bits.len()) {
-                bail!(
-                    "solver: static groups label {} columns into {} groups, for {cols} columns",
-                    labels.len(),
-                    bits.len()
-                );
-            }
-            w.par_chunks(cols).map(|r| static_row_grids(r, labels, bits, *sym, precision)).collect()
+    let precision = spec.scale_precision;
+    if let QuantScheme::Static { labels, bits, .. } = &scheme.quant {
+        if labels.len() != cols || labels.iter().any(|&l| l as usize >= bits.len()) {
+            bail!(
+                "solver: static groups label {} columns into {} groups, for {cols} columns",
+                labels.len(),
+                bits.len()
+            );
         }
-        _ => Vec::new(),
-    };
-    let n_m = match cfg.sparsity {
+    }
+    let n_m = match settings.sparsity {
         Sparsity::NM { n, m } => Some((n, m)),
         _ => None,
     };
-    if cfg.nm_sets.is_some() && (n_m.is_none() || cfg.lazy_updates) {
+    if scheme.nm_sets.is_some() && (n_m.is_none() || settings.lazy_updates) {
         bail!("solver: n:m sets need n:m sparsity and the eager sweep (not --lazy-updates)");
     }
-    let Factorised { mut wp, u, udiag, order } = factorise(w, rows, cols, h, cfg, perm)?;
-    let static_group: Vec<u32> = match &cfg.quant {
-        QuantScheme::Static { labels, .. } => order.iter().map(|&j| labels[j]).collect(),
-        _ => Vec::new(),
-    };
-    let nm_sets = match (&cfg.nm_sets, n_m) {
-        (Some(sets), Some((_, m))) => Some(NmSets::in_sweep_order(sets, &order, m)?),
+    // Every row's state, its grid fitted on the untouched weight where the scheme fits one per
+    // row before the sweep (before dead columns are zeroed).
+    let n_grids = scheme.quant.grids(cols).len();
+    let mut states: Vec<RowState> = w
+        .chunks(cols)
+        .map(|row| {
+            let grid = match scheme.quant {
+                QuantScheme::PerRow { bits, sym } => Some(find_params(row, bits, sym, precision)),
+                _ => None,
+            };
+            let unset = QuantParams { scale: 0.0, zero: 0.0, maxq: 0.0 };
+            let mut fitted = vec![unset; n_grids];
+            if let (Some(g), Some(first)) = (grid, fitted.first_mut()) {
+                *first = g;
+            }
+            RowState { grid, fitted, set_mask: Vec::new(), errs: Vec::new(), loss: 0.0, pruned: 0 }
+        })
+        .collect();
+    // Static groups' grids come from the untouched weight too.
+    let grids = GridSource::new(&scheme.quant, w, cols, precision);
+    let Factorised { mut wp, u, udiag, order } = factorise(w, rows, cols, h, spec)?;
+    let grids = grids.in_sweep_order(&scheme.quant, &order);
+    let nm_sets = match (&scheme.nm_sets, n_m) {
+        (Some(sets), Some((_, m))) => {
+            let sets = NmSets::in_sweep_order(sets, &order, m)?;
+            states.iter_mut().for_each(|st| st.set_mask = vec![false; cols]);
+            Some(sets)
+        }
         _ => None,
     };
     let sweep = Sweep {
         cols,
         u: &u,
         udiag: &udiag,
-        grid_at: &grid_at,
-        n_grids,
-        static_group: &static_group,
+        grids: &grids,
         nm_sets: nm_sets.as_ref(),
-        sym: cfg.quant.symmetric(),
+        sym: scheme.quant.symmetric(),
         precision,
         n_m,
     };
-    let mut loss_rows = vec![0f64; rows];
-    let mut pruned_rows = vec![0usize; rows];
-    // Each row's current grid. It lives across blocks: a group (GPTQ's --groupsize above
-    // the blocksize, or a mixed-precision group) may start in one block and run on.
-    let mut grids = row_grids;
-    // n:m sets: each row's mask over all columns (a set may reach into later blocks).
-    let mut set_mask = vec![false; if nm_sets.is_some() { rows * cols } else { 0 }];
-    // Lazy mode: this block's scaled errors (rows × block), for the tail GEMM.
-    let mut block_err: Vec<f32> = Vec::new();
-    for i1 in (0..cols).step_by(cfg.blocksize) {
-        let i2 = (i1 + cfg.blocksize).min(cols);
+    for i1 in (0..cols).step_by(settings.blocksize) {
+        let i2 = (i1 + settings.blocksize).min(cols);
         let count = i2 - i1;
-        let mask = match cfg.sparsity {
+        let mask = match settings.sparsity {
             Sparsity::Unstructured(ratio) => unstructured_block_mask(&wp, cols, i1, i2, &udiag, ratio),
             _ => vec![false; rows * count],
         };
         // Columns an error reaches inside the column loop: the whole remainder (eager) or
         // the rest of the block (lazy; later columns get the tail GEMM below).
-        let reach = if cfg.lazy_updates { i2 } else { cols };
-        block_err.clear();
-        block_err.resize(if cfg.lazy_updates { rows * count } else { 0 }, 0.0);
-        let mut err_chunks: Vec<&mut [f32]> = if cfg.lazy_updates {
-            block_err.chunks_mut(count * CHUNK_ROWS).collect()
-        } else {
-            (0..rows.div_ceil(CHUNK_ROWS)).map(|_| &mut [][..]).collect()
-        };
-        let mut fitted_chunks: Vec<&mut [QuantParams]> = if n_grids > 0 {
-            fitted.chunks_mut(n_grids * CHUNK_ROWS).collect()
-        } else {
-            (0..rows.div_ceil(CHUNK_ROWS)).map(|_| &mut [][..]).collect()
-        };
-        let mut set_chunks: Vec<&mut [bool]> = if nm_sets.is_some() {
-            set_mask.chunks_mut(cols * CHUNK_ROWS).collect()
-        } else {
-            (0..rows.div_ceil(CHUNK_ROWS)).map(|_| &mut [][..]).collect()
-        };
-        let static_chunks: Vec<&[Vec<QuantParams>]> = if static_grids.is_empty() {
-            (0..rows.div_ceil(CHUNK_ROWS)).map(|_| &[][..]).collect()
-        } else {
-            static_grids.chunks(CHUNK_ROWS).collect()
-        };
+        let reach = if settings.lazy_updates { i2 } else { cols };
+        if settings.lazy_updates {
+            states.iter_mut().for_each(|st| st.errs = vec![0.0; count]);
+        }
+        let span = BlockSpan { i1, i2, reach };
         wp.par_chunks_mut(cols * CHUNK_ROWS)
-            .zip(loss_rows.par_chunks_mut(CHUNK_ROWS))
-            .zip(pruned_rows.par_chunks_mut(CHUNK_ROWS))
-            .zip(err_chunks.par_iter_mut())
-            .zip(grids.par_chunks_mut(CHUNK_ROWS))
+            .zip(states.par_chunks_mut(CHUNK_ROWS))
             .zip(mask.par_chunks(count * CHUNK_ROWS))
-            .zip(fitted_chunks.par_iter_mut())
-            .zip(set_chunks.par_iter_mut())
-            .zip(static_chunks.par_iter())
-            .for_each(|((((((((wrows, losses), pruned), errs), params), mask), fitted), set_mask), static_params)| {
-                sweep.block(BlockRows {
-                    i1,
-                    i2,
-                    reach,
-                    wrows,
-                    losses,
-                    pruned,
-                    errs,
-                    params,
-                    static_params,
-                    mask,
-                    fitted,
-                    set_mask,
-                });
-            });
-        drop(set_chunks);
-        drop(err_chunks);
-        drop(fitted_chunks);
-        if cfg.lazy_updates && i2 < cols {
+            .enumerate()
+            .for_each(|(c, ((wrows, states), mask))| sweep.block(span, c * CHUNK_ROWS, wrows, states, mask));
+        if settings.lazy_updates && i2 < cols {
+            let block_err: Vec<f32> = states.iter().flat_map(|st| st.errs.iter().copied()).collect();
             lazy_tail_update(&mut wp, rows, cols, i1, i2, &block_err, &u);
         }
     }
-    let grids = LinearGrids::collect(&cfg.quant, rows, &order, precision, |r, k| fitted[r * n_grids + k]);
+    let grids = LinearGrids::collect(&scheme.quant, rows, &order, precision, |r, k| states[r].fitted[k]);
     Ok(Solved {
         weight: SolvedWeight::Host(unpermute_columns(&wp, cols, &order)),
-        loss: loss_rows.iter().sum(),
-        pruned: pruned_rows.iter().sum(),
+        loss: states.iter().map(|st| st.loss).sum(),
+        pruned: states.iter().map(|st| st.pruned).sum(),
         host_reason: None,
         grids,
     })
+}
+
+/// Where a row's quantization grid comes from: one source per kind of scheme.
+enum GridSource {
+    /// Not quantized, or one grid per row fitted before the sweep (`RowState::grid`).
+    Fixed,
+    /// Grids fitted on the current values as the sweep reaches each one's first column
+    /// (grouped and mixed schemes): the grid starting at each sweep position and its index.
+    Sweep(Vec<Option<(usize, GridRange)>>),
+    /// Static groups: each row's grid of every group, fitted on the untouched weight
+    /// (rows × groups), and the group of each sweep position (empty until
+    /// `in_sweep_order`).
+    Static { row_grids: Vec<Vec<QuantParams>>, group_at: Vec<u32> },
+}
+
+impl GridSource {
+    fn new(quant: &QuantScheme, w: &[f32], cols: usize, precision: ScalePrecision) -> Self {
+        match quant {
+            QuantScheme::Static { labels, bits, sym } => GridSource::Static {
+                row_grids: w.par_chunks(cols).map(|r| static_row_grids(r, labels, bits, *sym, precision)).collect(),
+                group_at: Vec::new(),
+            },
+            QuantScheme::Grouped { .. } | QuantScheme::Mixed { .. } => {
+                let mut grid_at = vec![None; cols];
+                for (k, g) in quant.sweep_grids(cols).into_iter().enumerate() {
+                    grid_at[g.start] = Some((k, g));
+                }
+                GridSource::Sweep(grid_at)
+            }
+            QuantScheme::None | QuantScheme::PerRow { .. } => GridSource::Fixed,
+        }
+    }
+
+    /// Static groups located by sweep position (`order[k]`: the column swept k-th).
+    fn in_sweep_order(self, quant: &QuantScheme, order: &[usize]) -> Self {
+        match (self, quant) {
+            (GridSource::Static { row_grids, .. }, QuantScheme::Static { labels, .. }) => {
+                GridSource::Static { row_grids, group_at: order.iter().map(|&j| labels[j]).collect() }
+            }
+            (source, _) => source,
+        }
+    }
+}
+
+/// One row's state across the sweep.
+struct RowState {
+    /// The grid the row's current column is quantized on, if any.
+    grid: Option<QuantParams>,
+    /// The grids the row was fitted with, in sweep order (for the export).
+    fitted: Vec<QuantParams>,
+    /// n:m sets: the row's set mask over all columns, in sweep positions.
+    set_mask: Vec<bool>,
+    /// Lazy updates: the row's scaled errors of the current block.
+    errs: Vec<f32>,
+    loss: f64,
+    /// Weights the row's mask has pruned so far.
+    pruned: usize,
 }
 
 /// W and U = chol(H⁻¹)ᵀ in sweep order, ready to sweep.
@@ -193,17 +188,10 @@ struct Factorised {
     order: Vec<usize>,
 }
 
-fn factorise(
-    w: &[f32],
-    rows: usize,
-    cols: usize,
-    h: &[f64],
-    cfg: &SolverConfig,
-    perm: Option<&[usize]>,
-) -> Result<Factorised> {
+fn factorise(w: &[f32], rows: usize, cols: usize, h: &[f64], spec: SweepSpec) -> Result<Factorised> {
     let dead = hinv::dead_columns(h, cols);
     let h_diag_fixed: Vec<f64> = (0..cols).map(|j| if dead[j] { 1.0 } else { h[j * cols + j] }).collect();
-    let order = sweep_order(&h_diag_fixed, cfg, perm);
+    let order = sweep_order(&h_diag_fixed, spec);
     // Permute W's columns and H's rows and columns into sweep order.
     let mut wp = vec![0f32; rows * cols];
     for r in 0..rows {
@@ -217,11 +205,11 @@ fn factorise(
             hp[a * cols + b] = h[i * cols + j];
         }
     }
-    hinv::dampen(&mut hp, cols, cfg.percdamp);
-    let u64 = hinv::inverse_cholesky_upper_in(&hp, cols, cfg.hinv_precision)?;
+    hinv::dampen(&mut hp, cols, spec.settings.percdamp);
+    let u_f64 = hinv::inverse_cholesky_upper_in(&hp, cols, spec.settings.hinv_precision)?;
     drop(hp);
-    let u: Vec<f32> = u64.iter().map(|&x| x as f32).collect();
-    drop(u64);
+    let u: Vec<f32> = u_f64.iter().map(|&x| x as f32).collect();
+    drop(u_f64);
     let udiag: Vec<f32> = (0..cols).map(|j| u[j * cols + j]).collect();
     Ok(Factorised { wp, u, udiag, order })
 }
@@ -288,12 +276,7 @@ struct Sweep<'a> {
     cols: usize,
     u: &'a [f32],
     udiag: &'a [f32],
-    /// The grid that starts at each column, if one does, and its index in sweep order.
-    grid_at: &'a [Option<(usize, GridRange)>],
-    /// Grids per row (per-row quantization: one, fitted before the sweep).
-    n_grids: usize,
-    /// The static group of each sweep position (empty unless the scheme is static).
-    static_group: &'a [u32],
+    grids: &'a GridSource,
     /// n:m over sets of columns instead of consecutive windows.
     nm_sets: Option<&'a NmSets>,
     sym: bool,
@@ -301,73 +284,63 @@ struct Sweep<'a> {
     n_m: Option<(usize, usize)>,
 }
 
-/// One task's share of a block: a few rows and their state.
-struct BlockRows<'r> {
+/// The columns of one block, `i1..i2`; a column's error is applied to `i + 1..reach`.
+#[derive(Clone, Copy)]
+struct BlockSpan {
     i1: usize,
     i2: usize,
-    /// Columns a column's error is applied to: `i + 1..reach`.
     reach: usize,
-    wrows: &'r mut [f32],
-    losses: &'r mut [f64],
-    /// Weights each row's mask has pruned so far.
-    pruned: &'r mut [usize],
-    /// The rows' scaled errors of this block, lazy mode only (else empty).
-    errs: &'r mut [f32],
-    params: &'r mut [Option<QuantParams>],
-    /// The rows' static grids (rows × groups), static schemes only (else empty).
-    static_params: &'r [Vec<QuantParams>],
-    /// The block's unstructured mask of these rows (rows × block).
-    mask: &'r [bool],
-    /// The grids these rows were fitted with (rows × n_grids), filled as grids start.
-    fitted: &'r mut [QuantParams],
-    /// The rows' n:m set masks over all columns (rows × cols), n:m sets only (else empty).
-    set_mask: &'r mut [bool],
 }
 
 impl Sweep<'_> {
-    /// Prunes and quantizes columns i1..i2 of a few rows, column by column, each column's
-    /// error spread over the later columns through U's row (the OBS update).
-    fn block(&self, b: BlockRows) {
-        let BlockRows { i1, i2, reach, wrows, losses, pruned, errs, params, static_params, mask, fitted, set_mask } = b;
+    /// Prunes and quantizes the block's columns of a few rows (the first being row
+    /// `first_row` of the weight), column by column, each column's error spread over the later
+    /// columns through U's row (the OBS update). `mask`: the block's unstructured mask of
+    /// these rows (rows × block).
+    fn block(&self, span: BlockSpan, first_row: usize, wrows: &mut [f32], states: &mut [RowState], mask: &[bool]) {
+        let BlockSpan { i1, i2, reach } = span;
         let cols = self.cols;
         let count = i2 - i1;
-        let n_rows = wrows.len() / cols;
         let mut row_mask: Vec<Vec<bool>> = mask.chunks(count).map(<[bool]>::to_vec).collect();
         for i in i1..i2 {
             let d = self.udiag[i];
             let urow = &self.u[i * cols..(i + 1) * cols];
-            for r in 0..n_rows {
+            for (r, st) in states.iter_mut().enumerate() {
                 let row = &mut wrows[r * cols..(r + 1) * cols];
                 let mut set_pruned = false;
                 if let (Some(sets), Some((n, _))) = (self.nm_sets, self.n_m) {
-                    let smask = &mut set_mask[r * cols..(r + 1) * cols];
                     if let Some(s) = sets.first_at[i] {
-                        pruned[r] += self.mask_set(row, &sets.members[s], n, smask);
+                        st.pruned += self.mask_set(row, &sets.members[s], n, &mut st.set_mask);
                     }
-                    set_pruned = smask[i];
+                    set_pruned = st.set_mask[i];
                 } else if let Some((n, m)) = self.n_m {
                     if (i - i1) % m == 0 {
-                        self.mask_n_of_m(row, i, i1, i2, n, m, &mut row_mask[r]);
+                        self.mask_n_of_m(row, i..(i + m).min(i2), n, &mut row_mask[r], i1);
                     }
                 }
-                if let Some((k, g)) = self.grid_at[i] {
-                    let p = find_params(&row[g.start..g.start + g.len], g.bits, self.sym, self.precision);
-                    params[r] = Some(p);
-                    fitted[r * self.n_grids + k] = p;
-                }
-                if !self.static_group.is_empty() {
-                    params[r] = Some(static_params[r][self.static_group[i] as usize]);
+                match self.grids {
+                    GridSource::Fixed => {}
+                    GridSource::Sweep(grid_at) => {
+                        if let Some((k, g)) = grid_at[i] {
+                            let p = find_params(&row[g.start..g.start + g.len], g.bits, self.sym, self.precision);
+                            st.grid = Some(p);
+                            st.fitted[k] = p;
+                        }
+                    }
+                    GridSource::Static { row_grids, group_at } => {
+                        st.grid = Some(row_grids[first_row + r][group_at[i] as usize]);
+                    }
                 }
                 let w = row[i];
                 let mut q = if row_mask[r][i - i1] || set_pruned { 0.0 } else { w };
-                if let Some(p) = &params[r] {
+                if let Some(p) = &st.grid {
                     q = quantize(q, p);
                 }
                 row[i] = q;
                 let err = (w - q) / d;
-                losses[r] += ((w - q) as f64 / d as f64).powi(2) / 2.0;
-                if !errs.is_empty() {
-                    errs[r * count + (i - i1)] = err;
+                st.loss += ((w - q) as f64 / d as f64).powi(2) / 2.0;
+                if !st.errs.is_empty() {
+                    st.errs[i - i1] = err;
                 }
                 if err != 0.0 {
                     for (x, &hu) in row[i + 1..reach].iter_mut().zip(&urow[i + 1..reach]) {
@@ -376,8 +349,8 @@ impl Sweep<'_> {
                 }
             }
         }
-        for (p, m) in pruned.iter_mut().zip(&row_mask) {
-            *p += m.iter().filter(|&&x| x).count();
+        for (st, m) in states.iter_mut().zip(&row_mask) {
+            st.pruned += m.iter().filter(|&&x| x).count();
         }
     }
 
@@ -394,12 +367,11 @@ impl Sweep<'_> {
         n.min(idx.len())
     }
 
-    /// N:M pruning of the window of m columns starting at `i` (cut at the block end): the n
-    /// with the smallest w² / [H⁻¹]_jj² join the row's mask.
-    #[allow(clippy::too_many_arguments)] // the row, its window and its mask
-    fn mask_n_of_m(&self, row: &[f32], i: usize, i1: usize, i2: usize, n: usize, m: usize, row_mask: &mut [bool]) {
-        let end = (i + m).min(i2);
-        let mut idx: Vec<usize> = (i..end).collect();
+    /// N:M pruning of one window of columns (m from its first, cut at the block end): the n
+    /// with the smallest w² / [H⁻¹]_jj² join the row's block mask (`row_mask`, whose first
+    /// entry is column `i1`).
+    fn mask_n_of_m(&self, row: &[f32], window: std::ops::Range<usize>, n: usize, row_mask: &mut [bool], i1: usize) {
+        let mut idx: Vec<usize> = window.collect();
         let metric = |j: usize| row[j] * row[j] / (self.udiag[j] * self.udiag[j]);
         idx.sort_by(|&a, &b| metric(a).total_cmp(&metric(b)));
         for &j in idx.iter().take(n) {
@@ -429,7 +401,7 @@ fn lazy_tail_update(wp: &mut [f32], rows: usize, cols: usize, i1: usize, i2: usi
 mod tests {
     use super::*;
     use crate::solver::scheme::{max_levels, ColumnGroup};
-    use crate::solver::{hinv::HinvPrecision, quantizer};
+    use crate::solver::{hinv::HinvPrecision, quantizer, LinearScheme, SweepSettings};
 
     fn spd(n: usize, seed: u64) -> Vec<f64> {
         let mut s = seed;
@@ -454,18 +426,56 @@ mod tests {
         (0..rows * cols).map(|k| (((k * 37 + 11) % 101) as f32 - 50.0) / 40.0).collect()
     }
 
-    fn cfg(sparsity: Sparsity, quant: QuantScheme) -> SolverConfig {
-        SolverConfig {
-            sparsity,
-            blocksize: 8,
-            percdamp: 0.01,
-            quant,
-            act_order: false,
-            hinv_precision: HinvPrecision::F32,
-            lazy_updates: false,
-            scale_precision: crate::solver::ScalePrecision::F32,
-            nm_sets: None,
+    /// A sweep's settings and scheme, for `solve`.
+    #[derive(Clone)]
+    struct Case {
+        settings: SweepSettings,
+        scheme: LinearScheme,
+    }
+
+    impl Case {
+        fn lazy(mut self, lazy_updates: bool) -> Self {
+            self.settings.lazy_updates = lazy_updates;
+            self
         }
+        fn act_order(mut self, act_order: bool) -> Self {
+            self.settings.act_order = act_order;
+            self
+        }
+        fn quant(mut self, quant: QuantScheme) -> Self {
+            self.scheme.quant = quant;
+            self
+        }
+        fn nm_sets(mut self, sets: Vec<u32>) -> Self {
+            self.scheme.nm_sets = Some(std::sync::Arc::new(sets));
+            self
+        }
+    }
+
+    fn cfg(sparsity: Sparsity, quant: QuantScheme) -> Case {
+        Case {
+            settings: SweepSettings {
+                sparsity,
+                blocksize: 8,
+                percdamp: 0.01,
+                act_order: false,
+                hinv_precision: HinvPrecision::F32,
+                lazy_updates: false,
+            },
+            scheme: LinearScheme::uniform(quant),
+        }
+    }
+
+    /// `super::solve` with `perm` as the scheme's sweep order, f32 scales.
+    fn solve(w: &[f32], rows: usize, cols: usize, h: &[f64], case: &Case, perm: Option<&[usize]>) -> Result<Solved> {
+        let scheme = LinearScheme { perm: perm.map(<[usize]>::to_vec), ..case.scheme.clone() };
+        super::solve(
+            w,
+            rows,
+            cols,
+            h,
+            SweepSpec { settings: &case.settings, scheme: &scheme, scale_precision: ScalePrecision::F32 },
+        )
     }
 
     #[test]
@@ -523,12 +533,9 @@ mod tests {
             ColumnGroup { start: 27, len: 13, bits: 2 },
         ];
         for lazy in [false, true] {
-            let c = SolverConfig {
-                lazy_updates: lazy,
-                ..cfg(Sparsity::Dense, QuantScheme::Mixed { groups: groups.clone(), sym: false })
-            };
+            let c = cfg(Sparsity::Dense, QuantScheme::Mixed { groups: groups.clone(), sym: false }).lazy(lazy);
             let out = solve(&weights(rows, cols), rows, cols, &spd(cols, 5), &c, None).unwrap();
-            let (_, per_group) = max_levels(out.weight.as_host().unwrap(), cols, &c.quant, None);
+            let (_, per_group) = max_levels(out.weight.as_host().unwrap(), cols, &c.scheme.quant, None);
             assert!(per_group <= 8, "lazy {lazy}: {per_group} values in a group");
         }
     }
@@ -598,9 +605,7 @@ mod tests {
             (Sparsity::Unstructured(0.5), QuantScheme::PerRow { bits: 4, sym: false }),
         ] {
             let eager = solve(&w, rows, cols, &h, &cfg(sparsity, quant.clone()), None).unwrap();
-            let lazy =
-                solve(&w, rows, cols, &h, &SolverConfig { lazy_updates: true, ..cfg(sparsity, quant.clone()) }, None)
-                    .unwrap();
+            let lazy = solve(&w, rows, cols, &h, &cfg(sparsity, quant.clone()).lazy(true), None).unwrap();
             // Same masks and grid points (summation order only); values within f32 rounding.
             let differ = eager
                 .weight
@@ -632,8 +637,8 @@ mod tests {
         let (w, h) = (weights(rows, cols), spd(cols, 6));
         for sparsity in [Sparsity::Dense, Sparsity::Unstructured(0.5), Sparsity::NM { n: 2, m: 4 }] {
             for act_order in [false, true] {
-                let base = SolverConfig { act_order, ..cfg(sparsity, QuantScheme::PerRow { bits: 3, sym: false }) };
-                let stat = SolverConfig { quant: static_scheme(&[0; 24], &[3]), ..base.clone() };
+                let base = cfg(sparsity, QuantScheme::PerRow { bits: 3, sym: false }).act_order(act_order);
+                let stat = base.clone().quant(static_scheme(&[0; 24], &[3]));
                 let a = solve(&w, rows, cols, &h, &base, None).unwrap();
                 let b = solve(&w, rows, cols, &h, &stat, None).unwrap();
                 assert_eq!(
@@ -661,7 +666,7 @@ mod tests {
         }
         let h = spd(cols, 7);
         let base = cfg(Sparsity::Unstructured(0.5), QuantScheme::PerRow { bits: 2, sym: false });
-        let stat = SolverConfig { quant: static_scheme(&labels, &[2, 2, 2, 2]), ..base.clone() };
+        let stat = base.clone().quant(static_scheme(&labels, &[2, 2, 2, 2]));
         let a = solve(&w, rows, cols, &h, &base, None).unwrap();
         let b = solve(&w, rows, cols, &h, &stat, None).unwrap();
         assert_eq!(a.weight.as_host().unwrap(), b.weight.as_host().unwrap());
@@ -705,7 +710,7 @@ mod tests {
         let (w, h) = (weights(rows, cols), spd(cols, 2));
         let plain = cfg(Sparsity::NM { n: 2, m: 4 }, QuantScheme::PerRow { bits: 4, sym: false });
         let sets: Vec<u32> = (0..cols as u32).map(|j| j / 4).collect();
-        let with_sets = SolverConfig { nm_sets: Some(std::sync::Arc::new(sets)), ..plain.clone() };
+        let with_sets = plain.clone().nm_sets(sets);
         let a = solve(&w, rows, cols, &h, &plain, None).unwrap();
         let b = solve(&w, rows, cols, &h, &with_sets, None).unwrap();
         assert_eq!(a.weight.as_host().unwrap(), b.weight.as_host().unwrap());
@@ -719,10 +724,7 @@ mod tests {
         let (rows, cols) = (6, 32);
         let (w, h) = (weights(rows, cols), spd(cols, 9));
         let sets: Vec<u32> = (0..cols as u32).map(|j| j % 8).collect();
-        let c = SolverConfig {
-            nm_sets: Some(std::sync::Arc::new(sets.clone())),
-            ..cfg(Sparsity::NM { n: 2, m: 4 }, QuantScheme::None)
-        };
+        let c = cfg(Sparsity::NM { n: 2, m: 4 }, QuantScheme::None).nm_sets(sets.clone());
         let out = solve(&w, rows, cols, &h, &c, None).unwrap();
         assert_eq!(out.pruned, rows * cols / 2);
         for r in 0..rows {
@@ -733,6 +735,6 @@ mod tests {
             }
         }
         // Lazy updates would read stale values for later blocks' members: refused.
-        assert!(solve(&w, rows, cols, &h, &SolverConfig { lazy_updates: true, ..c }, None).is_err());
+        assert!(solve(&w, rows, cols, &h, &c.lazy(true), None).is_err());
     }
 }

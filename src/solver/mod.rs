@@ -38,14 +38,16 @@ pub enum Sparsity {
     NM { n: usize, m: usize },
 }
 
+/// The settings every sweep of a run shares: built once from the run's options, never
+/// changed during the run.
 #[derive(Clone, Debug)]
-pub struct SolverConfig {
+pub struct SweepSettings {
     pub sparsity: Sparsity,
     pub blocksize: usize,
     /// Dampening, as a fraction of the mean Hessian diagonal.
     pub percdamp: f64,
-    pub quant: QuantScheme,
-    /// GPTQ act-order: visit columns by decreasing H_jj.
+    /// GPTQ act-order: visit columns by decreasing H_jj (where the linear's scheme gives no
+    /// order of its own).
     pub act_order: bool,
     /// Precision of the H⁻¹ factorisation (the reference: f32).
     pub hinv_precision: HinvPrecision,
@@ -54,14 +56,31 @@ pub struct SolverConfig {
     /// arithmetic, other rounding; groups that start beyond the block then read values not
     /// yet updated by it, as the reference's `--groupsize` grid does.
     pub lazy_updates: bool,
-    /// The precision quantization scales are held in: the checkpoint's storage dtype (set by
-    /// the pipeline from `OptModel::storage_dtype`; f32 checkpoints keep f32 scales). The
-    /// published code keeps f32 scales in its fake-quantized weights and so disagrees with
-    /// its own f16 packed export by up to an f16 ulp; fitting each grid with the stored
-    /// scale (`quantizer::find_params`) makes the evaluated model, the dense export, the
-    /// packed exports and the engines reading them compute the same weights. Both solvers
-    /// (host and CUDA kernel) round the scale the same way.
-    pub scale_precision: ScalePrecision,
+}
+
+impl SweepSettings {
+    /// The published code's defaults: no pruning, blocksize 128, percdamp 0.01, natural
+    /// column order, f32 factorisation, eager updates; the caller sets what its run changes.
+    pub fn published() -> Self {
+        SweepSettings {
+            sparsity: Sparsity::Dense,
+            blocksize: 128,
+            percdamp: 0.01,
+            act_order: false,
+            hinv_precision: HinvPrecision::F32,
+            lazy_updates: false,
+        }
+    }
+}
+
+/// What a planner decides for one linear: its quantization scheme, its sweep order and the
+/// channel sets of its n:m pruning.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearScheme {
+    pub quant: QuantScheme,
+    /// Sweep order (column k of the sweep is column perm[k]); None = identity, or act-order
+    /// where the run asks for it.
+    pub perm: Option<Vec<usize>>,
     /// n:m pruning over sets of m columns anywhere in the row instead of m consecutive
     /// columns of the sweep: `nm_sets[j]` is the set of original column j (every set has m
     /// columns). A set's n weights are chosen when the sweep reaches its first column, from
@@ -72,22 +91,25 @@ pub struct SolverConfig {
     pub nm_sets: Option<std::sync::Arc<Vec<u32>>>,
 }
 
-impl SolverConfig {
-    /// The published code's defaults: no pruning, no quantization, blocksize 128,
-    /// percdamp 0.01, f32 factorisation; the caller sets what its run changes.
-    pub fn published() -> Self {
-        SolverConfig {
-            sparsity: Sparsity::Dense,
-            blocksize: 128,
-            percdamp: 0.01,
-            quant: QuantScheme::None,
-            act_order: false,
-            hinv_precision: HinvPrecision::F32,
-            lazy_updates: false,
-            scale_precision: ScalePrecision::F32,
-            nm_sets: None,
-        }
+impl LinearScheme {
+    /// `quant` in the run's column order, with n:m windows of the sweep.
+    pub fn uniform(quant: QuantScheme) -> Self {
+        LinearScheme { quant, perm: None, nm_sets: None }
     }
+}
+
+/// One linear's sweep: the run's settings, the linear's scheme, and the precision its grids'
+/// scales are held in — the checkpoint's storage dtype (`ScalePrecision::of_storage`; f32
+/// checkpoints keep f32 scales). The published code keeps f32 scales in its fake-quantized
+/// weights and so disagrees with its own f16 packed export by up to an f16 ulp; fitting each
+/// grid with the stored scale (`quantizer::find_params`) makes the evaluated model, the dense
+/// export, the packed exports and the engines reading them compute the same weights. Both
+/// solvers (host and CUDA kernel) round the scale the same way.
+#[derive(Clone, Copy, Debug)]
+pub struct SweepSpec<'a> {
+    pub settings: &'a SweepSettings,
+    pub scheme: &'a LinearScheme,
+    pub scale_precision: ScalePrecision,
 }
 
 /// A solved weight, rows × cols in the original column order, where the solver left it.
@@ -165,27 +187,26 @@ pub trait HessianSource {
 
 /// Solves one linear where it is best solved. `weight` is the layer's weight tensor (on the
 /// compute device), `host_weight` the same values on the host where the caller has them
-/// (else they are copied from `weight` if the host solves); `host_only` is the user's
-/// `--host-solver`; `h_use`: whether later linears still read `h`.
+/// (else they are copied from `weight` if the host solves); `host_only`: solve on the host
+/// even where the Hessian is on a device; `h_use`: whether later linears still read `h`.
 pub fn solve_linear(
     weight: &Tensor,
     host_weight: Option<&[f32]>,
     h: &dyn HessianSource,
     h_use: HessianUse,
-    cfg: &SolverConfig,
-    perm: Option<&[usize]>,
+    spec: SweepSpec,
     host_only: bool,
 ) -> Result<Solved> {
     let (rows, cols) = weight.dims2()?;
     let mut host_reason = None;
     if let Some((sum, scale)) = h.device_sum().filter(|_| !host_only) {
-        match device_unsupported(cfg, cols) {
+        match device_unsupported(spec, cols) {
             None => {
                 let overwrite = h_use == HessianUse::LastReader;
                 if overwrite {
                     h.hand_over_device_sum();
                 }
-                return device_solve(weight, sum, scale, overwrite, cfg, perm);
+                return device_solve(weight, sum, scale, overwrite, spec);
             }
             Some(why) => host_reason = Some(why),
         }
@@ -198,44 +219,37 @@ pub fn solve_linear(
             &copied
         }
     };
-    let solved = host::solve(host_weight, rows, cols, &h.host_matrix()?, cfg, perm)?;
+    let solved = host::solve(host_weight, rows, cols, &h.host_matrix()?, spec)?;
     Ok(Solved { host_reason, ..solved })
 }
 
 #[cfg(feature = "cuda")]
-fn device_unsupported(cfg: &SolverConfig, cols: usize) -> Option<String> {
-    cuda::unsupported(cfg, cols)
+fn device_unsupported(spec: SweepSpec, cols: usize) -> Option<String> {
+    cuda::unsupported(spec, cols)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn device_unsupported(_cfg: &SolverConfig, _cols: usize) -> Option<String> {
+fn device_unsupported(_spec: SweepSpec, _cols: usize) -> Option<String> {
     Some("this binary was built without the cuda feature".into())
 }
 
 #[cfg(feature = "cuda")]
-fn device_solve(
-    weight: &Tensor,
-    sum: &Tensor,
-    scale: f64,
-    overwrite_sum: bool,
-    cfg: &SolverConfig,
-    perm: Option<&[usize]>,
-) -> Result<Solved> {
-    cuda::solve(weight, sum, scale, overwrite_sum, cfg, perm)
+fn device_solve(weight: &Tensor, sum: &Tensor, scale: f64, overwrite_sum: bool, spec: SweepSpec) -> Result<Solved> {
+    cuda::solve(weight, sum, scale, overwrite_sum, spec)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn device_solve(_: &Tensor, _: &Tensor, _: f64, _: bool, _: &SolverConfig, _: Option<&[usize]>) -> Result<Solved> {
+fn device_solve(_: &Tensor, _: &Tensor, _: f64, _: bool, _: SweepSpec) -> Result<Solved> {
     unreachable!("device_unsupported always answers without the cuda feature")
 }
 
-/// Column order of a sweep: a given permutation, act-order (H_jj descending), or identity.
-pub(crate) fn sweep_order(h_diag: &[f64], cfg: &SolverConfig, perm: Option<&[usize]>) -> Vec<usize> {
-    if let Some(p) = perm {
-        return p.to_vec();
+/// Column order of a sweep: the scheme's permutation, act-order (H_jj descending), or identity.
+pub(crate) fn sweep_order(h_diag: &[f64], spec: SweepSpec) -> Vec<usize> {
+    if let Some(p) = &spec.scheme.perm {
+        return p.clone();
     }
     let mut order: Vec<usize> = (0..h_diag.len()).collect();
-    if cfg.act_order {
+    if spec.settings.act_order {
         order.sort_by(|&a, &b| h_diag[b].total_cmp(&h_diag[a]));
     }
     order
@@ -313,9 +327,13 @@ mod tests {
     #[test]
     fn act_order_sorts_by_decreasing_diagonal_and_a_permutation_wins() {
         let diag = [1.0, 3.0, 2.0];
-        let cfg = SolverConfig { act_order: true, ..SolverConfig::published() };
-        assert_eq!(sweep_order(&diag, &cfg, None), vec![1, 2, 0]);
-        assert_eq!(sweep_order(&diag, &SolverConfig::published(), None), vec![0, 1, 2]);
-        assert_eq!(sweep_order(&diag, &cfg, Some(&[2, 0, 1])), vec![2, 0, 1]);
+        let act = SweepSettings { act_order: true, ..SweepSettings::published() };
+        let natural = SweepSettings::published();
+        let plain = LinearScheme::uniform(QuantScheme::None);
+        let permuted = LinearScheme { perm: Some(vec![2, 0, 1]), ..plain.clone() };
+        let spec = |settings, scheme| SweepSpec { settings, scheme, scale_precision: ScalePrecision::F32 };
+        assert_eq!(sweep_order(&diag, spec(&act, &plain)), vec![1, 2, 0]);
+        assert_eq!(sweep_order(&diag, spec(&natural, &plain)), vec![0, 1, 2]);
+        assert_eq!(sweep_order(&diag, spec(&act, &permuted)), vec![2, 0, 1]);
     }
 }

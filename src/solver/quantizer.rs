@@ -11,7 +11,7 @@
 
 use candle_core::DType;
 
-/// The precision the grid's scale is held in (`SolverConfig::scale_precision`).
+/// The precision the grid's scale is held in (`SweepSpec::scale_precision`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScalePrecision {
