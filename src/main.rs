@@ -18,7 +18,7 @@ fn main() {
         eprintln!("warning: no SIGINT/SIGTERM handler ({e}): an interrupted run may leave temporary files");
     }
     if let Err(e) = cli::run() {
-        eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+        eprintln!("error: {}", cli::error_line(&e));
         std::process::exit(1);
     }
 }

@@ -4,7 +4,7 @@
 use super::common::CommonArgs;
 use super::mixed::MiArgs;
 use super::values::{GroupingMethod, SamplerKind};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use sparsegpt_mi::data::{self, calibration, source::needs, Corpus};
 use sparsegpt_mi::mixed::{self, Mode};
@@ -66,7 +66,8 @@ pub fn run(args: MiInspectArgs) -> Result<()> {
     let tok = model::tokenizer::load(&files.tokenizer)?;
     let mut model = args.common.load_model(&files, &device)?;
     let docs = source.calibration_documents(Corpus::C4)?;
-    let calib = calibration::build(&docs, &tok, args.nsamples, data::SEQLEN, args.seed, args.sampler.into())?;
+    let calib = calibration::build(&docs, &tok, args.nsamples, data::SEQLEN, args.seed, args.sampler.into())
+        .context("--nsamples")?;
     // The grouping MI mode would make (or its random control, if asked for).
     let mode = if args.mi.grouping == GroupingMethod::Random { Mode::Random } else { Mode::Mi };
     let cfg = args.mi.config(mode, false, args.seed).expect("a mixed mode");

@@ -64,3 +64,41 @@ pub fn run() -> Result<()> {
         Command::SelfCheck(a) => self_check::run(a),
     }
 }
+
+/// An error as the one line the binary prints: its chain joined as anyhow's `{:#}` joins it,
+/// with each library remedy named by the flag that applies it.
+pub fn error_line(e: &anyhow::Error) -> String {
+    use sparsegpt_mi::advice::{Advised, Remedy};
+    let flag = |r: Remedy| match r {
+        Remedy::MoreDamping => "raise --percdamp (e.g. 0.1)",
+        Remedy::F64InverseOrMoreDamping => "try --hinv-precision f64 or a larger --percdamp",
+        Remedy::F32Compute => "try --dtype f32",
+        Remedy::HostSolver => "or solve on the host with --host-solver",
+    };
+    e.chain()
+        .map(|c| match c.downcast_ref::<Advised>() {
+            Some(a) => format!("{}; {}", a.message, flag(a.remedy)),
+            None => c.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
+        .replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sparsegpt_mi::advice::{advised, Remedy};
+
+    #[test]
+    fn error_lines_name_the_flag_of_a_remedy_anywhere_in_the_chain() {
+        let plain = anyhow::anyhow!("inner\ndetail").context("outer");
+        assert_eq!(error_line(&plain), format!("{plain:#}").replace('\n', " "));
+        let e = advised("Hessian is not positive definite even after damping", Remedy::MoreDamping)
+            .context("layer 3 self_attn.q_proj");
+        assert_eq!(
+            error_line(&e),
+            "layer 3 self_attn.q_proj: Hessian is not positive definite even after damping; raise --percdamp (e.g. 0.1)"
+        );
+    }
+}

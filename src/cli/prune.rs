@@ -3,7 +3,7 @@
 use super::common::{command_line, print_ppl_table, CommonArgs, ReportArgs};
 use super::mixed::MiArgs;
 use super::values::{HessianAccumulation, HinvPrecision, SamplerKind, SaveFormat};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 use sparsegpt_mi::data::calibration;
@@ -182,7 +182,7 @@ impl PruneArgs {
         }
         self.mi.validate_shapes(cfg.hidden_size.min(cfg.ffn_dim))?;
         let format = self.save_format();
-        export::check_format(format, &self.planned_quantization(), &widths)?;
+        export::check_format(format, &self.planned_quantization(), &widths).map_err(|r| save_format_refusal(&r))?;
         Ok(())
     }
 
@@ -258,6 +258,32 @@ impl PruneArgs {
     }
 }
 
+/// A format's refusal in terms of the flags that chose the format and the run.
+fn save_format_refusal(r: &export::FormatRefusal) -> anyhow::Error {
+    use export::FormatRefusal as R;
+    match r {
+        R::NotQuantized(format) => anyhow::anyhow!(
+            "--save-format {} stores quantized weights, and this run does not quantize (give --wbits 2..8 or a mixed-precision mode; or save dense)",
+            format.name()
+        ),
+        R::GptqBits(b) => {
+            anyhow::anyhow!("--save-format gptq holds 2, 3, 4 or 8 bits, not --wbits {b} (compressed-tensors holds 1 to 8)")
+        }
+        R::GptqWidth(w) => anyhow::anyhow!(
+            "--save-format gptq: layer width {w} is not a multiple of 32, which GPTQ loaders need for inputs and outputs"
+        ),
+        R::GroupDoesNotDivide { group, width } => anyhow::anyhow!(
+            "--save-format compressed-tensors: --groupsize {group} does not divide the layer width {width}, and the format has no short last group (use --save-format gptq, or a group size dividing every width)"
+        ),
+        R::ActOrderWithGroups => anyhow::anyhow!(
+            "--save-format compressed-tensors cannot hold --act-order with --groupsize: its permuted-group act-order (\"group\", with weight_g_idx) was removed in compressed-tensors 0.20 (use --save-format gptq)"
+        ),
+        R::GptqDtype(dtype) => anyhow::anyhow!(
+            "--save-format gptq stores f16 scales and weights, and this checkpoint is {dtype:?} (use compressed-tensors, which keeps the checkpoint's dtype)"
+        ),
+    }
+}
+
 pub fn run(args: PruneArgs) -> Result<()> {
     args.validate()?;
     args.report.validate()?;
@@ -283,7 +309,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
     args.validate_shapes(&config)?;
     let tok = model::tokenizer::load(&files.tokenizer)?;
     let mut model = args.common.load_model(&files, &device)?;
-    export::check_storage(args.save_format(), model.storage_dtype)?;
+    export::check_storage(args.save_format(), model.storage_dtype).map_err(|r| save_format_refusal(&r))?;
     let load_s = t0.elapsed().as_secs_f64();
 
     let t0 = Instant::now();
@@ -291,7 +317,8 @@ pub fn run(args: PruneArgs) -> Result<()> {
         calibration::Calibration { windows: vec![], sources: vec![] }
     } else {
         let docs = source.calibration_documents(calib_source)?;
-        calibration::build(&docs, &tok, args.nsamples, data::SEQLEN, args.seed, args.sampler.into())?
+        calibration::build(&docs, &tok, args.nsamples, data::SEQLEN, args.seed, args.sampler.into())
+            .context("--nsamples")?
     };
     let calibration_s = t0.elapsed().as_secs_f64();
 

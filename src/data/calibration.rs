@@ -53,7 +53,7 @@ pub fn draw_windows(
     sampler: SamplerKind,
 ) -> Result<Vec<WindowSource>> {
     if nsamples == 0 {
-        bail!("--nsamples must be at least 1");
+        bail!("at least one calibration window is needed");
     }
     if doc_lengths.is_empty() {
         bail!("the calibration source has no documents");
@@ -64,7 +64,7 @@ pub fn draw_windows(
     }
     if nsamples > distinct {
         bail!(
-            "--nsamples {nsamples} exceeds the {distinct} distinct {seqlen}-token windows the calibration data holds"
+            "{nsamples} calibration windows: the number exceeds the {distinct} distinct {seqlen}-token windows the calibration data holds"
         );
     }
     let mut rng: Box<dyn IntRng> = match sampler {

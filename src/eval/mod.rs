@@ -122,13 +122,16 @@ pub fn perplexity(
         let first = nlls.len();
         let batch_nlls = windows_nll_layerwise(model, batch, per_pass)?;
         if let Some(w) = batch_nlls.iter().position(|v| !v.is_finite()) {
-            let hint = if model.dtype == candle_core::DType::F16 { "; try --dtype f32" } else { "" };
-            anyhow::bail!(
-                "non-finite logits in window {} of {dataset} (mean NLL {}): the model's activations overflowed {:?}{hint}",
+            let message = format!(
+                "non-finite logits in window {} of {dataset} (mean NLL {}): the model's activations overflowed {:?}",
                 first + w,
                 batch_nlls[w],
                 model.dtype
             );
+            return Err(match model.dtype {
+                candle_core::DType::F16 => crate::advice::advised(message, crate::advice::Remedy::F32Compute),
+                _ => anyhow::anyhow!(message),
+            });
         }
         nlls.extend(batch_nlls);
         pb.inc(batch.len() as u64);

@@ -46,7 +46,7 @@ fn check_floor(sizes: &[usize], budget: &BitBudget) -> Result<f64> {
     let floor = row_cost(sizes, &vec![budget.min_bits; sizes.len()]);
     if floor > limit + 1e-9 {
         bail!(
-            "--target-avg-bits {} is below what {} groups at --min-bits {} cost with their scale/zero metadata ({:.4} bits/weight); raise the target or use fewer groups",
+            "a target of {} bits is below what {} groups at the minimum of {} bits cost with their scale/zero metadata ({:.4} bits/weight); raise the target or use fewer groups",
             budget.target_avg_bits,
             sizes.len(),
             budget.min_bits,

@@ -519,7 +519,7 @@ pub fn cluster(sim: &SymMatrix, method: GroupingMethod, k: usize, seed: u64) -> 
         GroupingMethod::Kmeans => kmeans_labels(&sim.values, sim.d, k, seed),
         GroupingMethod::Random => bail!("random grouping needs group sizes (use random_with_sizes)"),
         GroupingMethod::Range | GroupingMethod::Contiguous => {
-            bail!("{method:?} groups are scale groups (--grouping-use scales), not an MI clustering")
+            bail!("{method:?} groups are scale groups, not an MI clustering")
         }
     };
     Ok(canonical(&labels))

@@ -62,7 +62,7 @@ pub fn mi_matrix(ctx: &SiteContext, method: MiMethod) -> Result<SymMatrix> {
         }
         MiMethod::Hist | MiMethod::Knn => match ctx.reservoir {
             Some(r) if !r.is_empty() => Ok(mutual_info::sample_mi(r, method)),
-            _ => bail!("the {method:?} estimator needs stored tokens (--reservoir)"),
+            _ => bail!("the {method:?} estimator needs stored tokens (a reservoir)"),
         },
     }
 }

@@ -60,7 +60,7 @@ impl SiteImportance {
         Ok(match importance {
             Importance::Diag => SiteImportance::Diag(hdiag.to_vec()),
             Importance::Obs => {
-                let h = ctx.hessian.ok_or_else(|| anyhow!("--importance obs needs the Hessian on the planner side"))?;
+                let h = ctx.hessian.ok_or_else(|| anyhow!("obs importance needs the Hessian on the planner side"))?;
                 let hinv = crate::solver::hinv::inverse_diagonal(&h.host_matrix()?, ctx.cols, percdamp)?;
                 SiteImportance::Obs(
                     hinv.iter().zip(hdiag).map(|(&d, &h)| if h == 0.0 { 0.0 } else { 1.0 / d }).collect(),
@@ -91,7 +91,7 @@ const RIDGE: f64 = 0.01;
 
 /// 1 − R̃²_j of every channel from the MI estimate of `method` (see the module notes).
 pub fn mi_residual_fraction(ctx: &SiteContext, method: MiMethod) -> Result<Vec<f64>> {
-    let m = ctx.moments.ok_or_else(|| anyhow!("--importance mi-obs needs the channel moments"))?;
+    let m = ctx.moments.ok_or_else(|| anyhow!("mi-obs importance needs the channel moments"))?;
     let rho = mutual_info::correlation_from_moments(&m.sum_xxt()?, &m.sum_x, m.tokens);
     let mi = match method {
         MiMethod::Corr => mutual_info::gaussian_mi(&rho),

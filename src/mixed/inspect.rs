@@ -63,7 +63,7 @@ pub fn inspect(
     batch: usize,
 ) -> Result<Inspection> {
     if layer >= model.layers.len() {
-        bail!("--layer {layer} is out of range: the model has {} decoder layers", model.layers.len());
+        bail!("layer {layer} is out of range: the model has {} decoder layers", model.layers.len());
     }
     // Only layers up to the inspected one are needed; nothing is compressed.
     model.layers.truncate(layer + 1);

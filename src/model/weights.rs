@@ -116,10 +116,13 @@ fn check_finite(file: &Path, name: &str, stored: &Tensor, converted: &Tensor, dt
         );
     }
     let largest = stored.abs()?.flatten_all()?.max(0)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-    bail!(
-        "{}: tensor {name} has values beyond the range of {dtype:?} (largest |x| = {largest:e}); run with --dtype f32",
-        file.display()
-    )
+    Err(crate::advice::advised(
+        format!(
+            "{}: tensor {name} has values beyond the range of {dtype:?} (largest |x| = {largest:e})",
+            file.display()
+        ),
+        crate::advice::Remedy::F32Compute,
+    ))
 }
 
 fn load_file(path: &Path) -> Result<HashMap<String, Tensor>> {

@@ -73,32 +73,82 @@ pub struct PlannedQuantization {
     pub act_order: bool,
 }
 
+/// Why a packed format cannot hold what a run produces.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FormatRefusal {
+    /// The format stores quantized weights and the run does not quantize.
+    NotQuantized(SaveFormat),
+    /// GPTQ holds 2, 3, 4 or 8 bits.
+    GptqBits(u32),
+    /// GPTQ loaders need every input and output width a multiple of 32.
+    GptqWidth(usize),
+    /// compressed-tensors has no short last group.
+    GroupDoesNotDivide { group: usize, width: usize },
+    /// compressed-tensors has no act-order with groups (removed in compressed-tensors 0.20).
+    ActOrderWithGroups,
+    /// GPTQ stores f16 scales and weights.
+    GptqDtype(DType),
+}
+
+impl std::fmt::Display for FormatRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FormatRefusal::NotQuantized(format) => {
+                write!(f, "the {} format stores quantized weights, and this run does not quantize", format.name())
+            }
+            FormatRefusal::GptqBits(b) => {
+                write!(f, "the gptq format holds 2, 3, 4 or 8 bits, not {b} (compressed-tensors holds 1 to 8)")
+            }
+            FormatRefusal::GptqWidth(w) => write!(
+                f,
+                "the gptq format: layer width {w} is not a multiple of 32, which GPTQ loaders need for inputs and outputs"
+            ),
+            FormatRefusal::GroupDoesNotDivide { group, width } => write!(
+                f,
+                "the compressed-tensors format: group size {group} does not divide the layer width {width}, and the format has no short last group"
+            ),
+            FormatRefusal::ActOrderWithGroups => write!(
+                f,
+                "the compressed-tensors format cannot hold act-order with groups: its permuted-group act-order (\"group\", with weight_g_idx) was removed in compressed-tensors 0.20"
+            ),
+            FormatRefusal::GptqDtype(dtype) => {
+                write!(f, "the gptq format stores f16 scales and weights, and this checkpoint is {dtype:?}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for FormatRefusal {}
+
 /// Checks before any work that `format` can hold what the run will produce on a model of
 /// these widths (hidden size and FFN width: every decoder linear's input and output).
-pub fn check_format(format: SaveFormat, q: &PlannedQuantization, widths: &[usize]) -> Result<()> {
-    let name = format.name();
+pub fn check_format(
+    format: SaveFormat,
+    q: &PlannedQuantization,
+    widths: &[usize],
+) -> std::result::Result<(), FormatRefusal> {
     if format == SaveFormat::Dense {
         return Ok(());
     }
     if !q.quantized {
-        bail!("--save-format {name} stores quantized weights, and this run does not quantize (give --wbits 2..8 or a mixed-precision mode; or save dense)");
+        return Err(FormatRefusal::NotQuantized(format));
     }
     match format {
         SaveFormat::Gptq => {
             if let Some(b) = q.uniform_bits.filter(|b| !super::packing::GPTQ_BITS.contains(b)) {
-                bail!("--save-format gptq holds 2, 3, 4 or 8 bits, not --wbits {b} (compressed-tensors holds 1 to 8)");
+                return Err(FormatRefusal::GptqBits(b));
             }
-            if let Some(w) = widths.iter().find(|w| !w.is_multiple_of(32)) {
-                bail!("--save-format gptq: layer width {w} is not a multiple of 32, which GPTQ loaders need for inputs and outputs");
+            if let Some(&w) = widths.iter().find(|w| !w.is_multiple_of(32)) {
+                return Err(FormatRefusal::GptqWidth(w));
             }
         }
         SaveFormat::CompressedTensors => {
-            if let Some(g) = q.group_size {
-                if let Some(w) = widths.iter().find(|w| !w.is_multiple_of(g)) {
-                    bail!("--save-format compressed-tensors: --groupsize {g} does not divide the layer width {w}, and the format has no short last group (use --save-format gptq, or a group size dividing every width)");
+            if let Some(group) = q.group_size {
+                if let Some(&width) = widths.iter().find(|w| !w.is_multiple_of(group)) {
+                    return Err(FormatRefusal::GroupDoesNotDivide { group, width });
                 }
                 if q.act_order {
-                    bail!("--save-format compressed-tensors cannot hold --act-order with --groupsize: its permuted-group act-order (\"group\", with weight_g_idx) was removed in compressed-tensors 0.20 (use --save-format gptq)");
+                    return Err(FormatRefusal::ActOrderWithGroups);
                 }
             }
         }
@@ -108,9 +158,9 @@ pub fn check_format(format: SaveFormat, q: &PlannedQuantization, widths: &[usize
 }
 
 /// Checks, once the model is loaded, that `format` can store its dtype.
-pub fn check_storage(format: SaveFormat, storage: DType) -> Result<()> {
+pub fn check_storage(format: SaveFormat, storage: DType) -> std::result::Result<(), FormatRefusal> {
     if format == SaveFormat::Gptq && storage != DType::F16 {
-        bail!("--save-format gptq stores f16 scales and weights, and this checkpoint is {storage:?} (use compressed-tensors, which keeps the checkpoint's dtype)");
+        return Err(FormatRefusal::GptqDtype(storage));
     }
     Ok(())
 }

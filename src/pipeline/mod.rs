@@ -215,12 +215,15 @@ fn check_layer_outputs(x: &Tensor, layer: usize, first_window: usize, compressed
         return Ok(());
     }
     let dtype = x.dtype();
-    let hint = if dtype == candle_core::DType::F16 { "; try --dtype f32" } else { "" };
-    anyhow::bail!(
-        "layer {layer}: non-finite outputs for calibration window {first_window} ({}){}: the layer's activations overflowed {dtype:?}{hint}",
+    let message = format!(
+        "layer {layer}: non-finite outputs for calibration window {first_window} ({}){}: the layer's activations overflowed {dtype:?}",
         crate::numerics::describe_non_finite(x),
         if compressed { " after compression" } else { "" },
-    )
+    );
+    Err(match dtype {
+        candle_core::DType::F16 => crate::advice::advised(message, crate::advice::Remedy::F32Compute),
+        _ => anyhow::anyhow!(message),
+    })
 }
 
 /// The inputs of decoder layer 0: the embeddings of the calibration windows, `batch` windows

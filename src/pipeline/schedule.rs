@@ -12,7 +12,7 @@ use super::statistics::SiteStatistics;
 use super::{CompressConfig, LinearReport, PhaseTimes, SolvedSink};
 use crate::model::{DecoderLayer, InputSite, LinearKind};
 use crate::solver::{self, HessianUse, ScalePrecision, SolvedWeight, SweepSpec};
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Tensor};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -188,7 +188,7 @@ fn solve_one(
         spec,
         cfg.host_solver,
     )
-    .map_err(|e| anyhow!("layer {index} {}: {e}", kind.path()))?;
+    .with_context(|| format!("layer {index} {}", kind.path()))?;
     if let Some(why) = &solved.host_reason {
         if ledger.notes.insert(why.clone()) {
             eprintln!("note: solving on the host: {why}");
@@ -200,13 +200,16 @@ fn solve_one(
     };
     if !solved.loss.is_finite() || !finite {
         let values: Vec<f64> = solved.weight.to_host()?.iter().map(|&x| x as f64).collect();
-        bail!(
-            "layer {index} {}: the solve gave non-finite weights ({}; loss {}) from a finite Hessian: the damped Hessian is too ill-conditioned for {:?}; try --hinv-precision f64 or a larger --percdamp",
-            kind.path(),
-            crate::numerics::describe_values(&values, &[rows, cols]),
-            solved.loss,
-            cfg.sweep.hinv_precision
-        );
+        return Err(crate::advice::advised(
+            format!(
+                "layer {index} {}: the solve gave non-finite weights ({}; loss {}) from a finite Hessian: the damped Hessian is too ill-conditioned for {:?}",
+                kind.path(),
+                crate::numerics::describe_values(&values, &[rows, cols]),
+                solved.loss,
+                cfg.sweep.hinv_precision
+            ),
+            crate::advice::Remedy::F64InverseOrMoreDamping,
+        ));
     }
     if storage.sink.needs_weight(solved.grids.as_ref()) {
         let copied;

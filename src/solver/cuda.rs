@@ -37,13 +37,15 @@ pub const MAX_BLOCKSIZE: usize = 1024;
 pub fn unsupported(spec: SweepSpec, cols: usize) -> Option<String> {
     let (cfg, scheme) = (spec.settings, spec.scheme);
     if cfg.hinv_precision != hinv::HinvPrecision::F32 {
-        return Some("--hinv-precision f64 is solved on the host (cuSOLVER is used in f32, as the reference)".into());
+        return Some(
+            "the f64 factorisation of H⁻¹ is solved on the host (cuSOLVER is used in f32, as the reference)".into(),
+        );
     }
     if cfg.lazy_updates {
-        return Some("--lazy-updates selects the host's reference-order sweep".into());
+        return Some("lazy updates select the host's reference-order sweep".into());
     }
     if cfg.blocksize > MAX_BLOCKSIZE {
-        return Some(format!("--blocksize above {MAX_BLOCKSIZE} is solved on the host"));
+        return Some(format!("a blocksize above {MAX_BLOCKSIZE} is solved on the host"));
     }
     if matches!(scheme.quant, QuantScheme::Static { .. }) {
         return Some("static (by-label) quantization groups are solved on the host".into());
@@ -116,6 +118,9 @@ fn f32_buffer(dev: &CudaDevice, t: &Tensor) -> Result<CudaSlice<f32>> {
 struct FactorInPlace {
     n: usize,
     damp: f32,
+    /// The factorisation's own error, kept whole (candle's error type carries only its text,
+    /// which would lose the remedy the CLI names).
+    failure: Mutex<Option<anyhow::Error>>,
 }
 
 impl candle_core::InplaceOp1 for FactorInPlace {
@@ -133,7 +138,13 @@ impl candle_core::InplaceOp1 for FactorInPlace {
             return Err(fail(anyhow!("H must be a contiguous {0} × {0} tensor of its own", self.n)));
         }
         let dev = storage.device().clone();
-        damp_and_factor(&dev, storage.as_cuda_slice_mut::<f32>()?, self.n, self.damp).map_err(fail)
+        damp_and_factor(&dev, storage.as_cuda_slice_mut::<f32>()?, self.n, self.damp).map_err(|e| {
+            let text = fail(anyhow!("{e:#}"));
+            if let Ok(mut slot) = self.failure.lock() {
+                *slot = Some(e);
+            }
+            text
+        })
     }
 }
 
@@ -163,10 +174,7 @@ fn cusolver() -> Result<&'static Cusolver> {
     static LIB: OnceLock<std::result::Result<Cusolver, String>> = OnceLock::new();
     LIB.get_or_init(|| unsafe {
         let lib = LIBCUSOLVER.iter().find_map(|n| libloading::Library::new(n).ok()).ok_or_else(|| {
-            format!(
-                "cuSOLVER ({}) not found: add the folder of the CUDA libraries to LD_LIBRARY_PATH, or solve on the host with --host-solver",
-                LIBCUSOLVER[0]
-            )
+            format!("cuSOLVER ({}) not found: add the folder of the CUDA libraries to LD_LIBRARY_PATH", LIBCUSOLVER[0])
         })?;
         // A symbol as the function type it is bound to (the field's, or the annotation's).
         unsafe fn sym<T: Copy>(lib: &libloading::Library, name: &str) -> std::result::Result<T, String> {
@@ -189,7 +197,7 @@ fn cusolver() -> Result<&'static Cusolver> {
         })
     })
     .as_ref()
-    .map_err(|e| anyhow!("{e}"))
+    .map_err(|e| crate::advice::advised(e.clone(), crate::advice::Remedy::HostSolver))
 }
 
 /// In place: the damped, symmetric n × n `h` becomes a matrix whose upper triangle
@@ -212,12 +220,13 @@ pub fn inverse_cholesky_upper(dev: &CudaDevice, h: &mut CudaSlice<f32>, n: usize
         check((cs.potri_buffer_size)(hd, FILL_LOWER, ni, a, ni, &mut l2), "potri_bufferSize")?;
         let work = dev.alloc_zeros::<f32>(l1.max(l2).max(1) as usize)?;
         let wp = ptr(dev, &work) as *mut f32;
-        let steps: [(&str, &str); 3] = [
-            ("potrf", "Hessian is not positive definite even after damping; raise --percdamp (e.g. 0.1)"),
-            ("potri", "Hessian inverse failed"),
-            ("potrf", "inverse Hessian lost positive definiteness; raise --percdamp (e.g. 0.1)"),
+        use crate::advice::Remedy::MoreDamping;
+        let steps: [(&str, &str, Option<crate::advice::Remedy>); 3] = [
+            ("potrf", "Hessian is not positive definite even after damping", Some(MoreDamping)),
+            ("potri", "Hessian inverse failed", None),
+            ("potrf", "inverse Hessian lost positive definiteness", Some(MoreDamping)),
         ];
-        for (step, why) in steps {
+        for (step, why, remedy) in steps {
             let status = if step == "potri" {
                 (cs.potri)(hd, FILL_LOWER, ni, a, ni, wp, l2, info_p)
             } else {
@@ -226,7 +235,11 @@ pub fn inverse_cholesky_upper(dev: &CudaDevice, h: &mut CudaSlice<f32>, n: usize
             check(status, step)?;
             let dev_info = dev.clone_dtoh(&info)?[0];
             if dev_info != 0 {
-                bail!("{why} (cuSOLVER {step} info {dev_info})");
+                let message = format!("{why} (cuSOLVER {step} info {dev_info})");
+                return Err(match remedy {
+                    Some(r) => crate::advice::advised(message, r),
+                    None => anyhow!(message),
+                });
             }
         }
         drop(work);
@@ -295,7 +308,9 @@ pub fn solve(w: &Tensor, h_sum: &Tensor, h_scale: f64, overwrite_sum: bool, spec
     drop(wp);
     let mean_diag = order.iter().map(|&j| diag_fixed[j]).sum::<f64>() / cols as f64;
     let damp = (cfg.percdamp * mean_diag) as f32;
-    u.inplace_op1(&FactorInPlace { n: cols, damp }).map_err(|e| anyhow!("{e}"))?;
+    let factor = FactorInPlace { n: cols, damp, failure: Mutex::new(None) };
+    u.inplace_op1(&factor)
+        .map_err(|e| factor.failure.lock().ok().and_then(|mut slot| slot.take()).unwrap_or_else(|| anyhow!("{e}")))?;
     let (row_loss, pruned) = {
         let (storage, _) = u.storage_and_layout();
         let Storage::Cuda(cs) = &*storage else { bail!("solver_cuda: H is not on a CUDA device") };

@@ -39,11 +39,13 @@ pub fn dampen(h: &mut [f64], n: usize, percdamp: f64) {
 pub fn inverse_diagonal(h: &[f64], n: usize, percdamp: f64) -> Result<Vec<f64>> {
     let mut hd = h.to_vec();
     dampen(&mut hd, n, percdamp);
-    let llt = Mat::<f64>::from_fn(n, n, |i, j| hd[i * n + j]).llt(Side::Lower).map_err(|_| {
-        anyhow::anyhow!("Hessian is not positive definite even after damping; raise --percdamp (e.g. 0.1)")
-    })?;
+    let llt = Mat::<f64>::from_fn(n, n, |i, j| hd[i * n + j]).llt(Side::Lower).map_err(|_| not_positive_definite())?;
     let inv = llt.inverse();
     Ok((0..n).map(|j| inv[(j, j)]).collect())
+}
+
+pub(crate) fn not_positive_definite() -> anyhow::Error {
+    crate::advice::advised("Hessian is not positive definite even after damping", crate::advice::Remedy::MoreDamping)
 }
 
 /// Precision of the H⁻¹ factorisation.
@@ -79,13 +81,11 @@ pub fn inverse_cholesky_upper_in(h: &[f64], n: usize, precision: HinvPrecision) 
 
 fn upper_factor_of_inverse<T: faer::traits::RealField + Copy>(m: Mat<T>) -> Result<Vec<T>> {
     let n = m.nrows();
-    let llt = m.llt(Side::Lower).map_err(|_| {
-        anyhow::anyhow!("Hessian is not positive definite even after damping; raise --percdamp (e.g. 0.1)")
-    })?;
+    let llt = m.llt(Side::Lower).map_err(|_| not_positive_definite())?;
     let inv = llt.inverse();
-    let llt_inv = inv
-        .llt(Side::Lower)
-        .map_err(|_| anyhow::anyhow!("inverse Hessian lost positive definiteness; raise --percdamp (e.g. 0.1)"))?;
+    let llt_inv = inv.llt(Side::Lower).map_err(|_| {
+        crate::advice::advised("inverse Hessian lost positive definiteness", crate::advice::Remedy::MoreDamping)
+    })?;
     let l = llt_inv.L();
     // U = Lᵀ: row i of U is column i of L.
     let mut u = vec![T::zero(); n * n];

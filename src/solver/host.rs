@@ -44,7 +44,7 @@ pub fn solve(w: &[f32], rows: usize, cols: usize, h: &[f64], spec: SweepSpec) ->
         _ => None,
     };
     if scheme.nm_sets.is_some() && (n_m.is_none() || settings.lazy_updates) {
-        bail!("solver: n:m sets need n:m sparsity and the eager sweep (not --lazy-updates)");
+        bail!("solver: n:m sets need n:m sparsity and the eager sweep (not lazy updates)");
     }
     // Every row's state, its grid fitted on the untouched weight where the scheme fits one per
     // row before the sweep (before dead columns are zeroed).
