@@ -69,7 +69,7 @@ pub struct MiArgs {
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     pub redundancy_discount: OnOff,
     /// Bits left under the target after whole-group steps: spend (move single columns between
-    /// groups, to within a bit per row) or keep (the earlier allocator).
+    /// groups, to within a bit per row) or keep (whole-group steps only: up to a group's size short).
     #[arg(long, value_enum, default_value_t = Leftover::Spend)]
     pub leftover: Leftover,
     /// Seed of random partitions, random scale groups and random n:m sets (default: --seed).
@@ -129,7 +129,7 @@ impl MiArgs {
         match (self.target_avg_bits, self.use_mi_grouping, self.grouping) {
             (None, _, _) => Mode::Baseline,
             (Some(_), _, GroupingMethod::Random) => Mode::Random,
-            (Some(_), 0, _) => Mode::Enhanced,
+            (Some(_), 0, _) => Mode::ImportanceRank,
             (Some(_), _, _) => Mode::Mi,
         }
     }
@@ -173,7 +173,7 @@ impl MiArgs {
             }
             GroupingUse::Bits => {}
         }
-        let mixed = matches!(self.mode(), Mode::Enhanced | Mode::Mi | Mode::Random);
+        let mixed = matches!(self.mode(), Mode::ImportanceRank | Mode::Mi | Mode::Random);
         let options_in_use = self.order != SweepOrder::Mixed
             || self.uniform_in_mixed_order
             || self.importance != Importance::Diag

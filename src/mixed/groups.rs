@@ -30,7 +30,7 @@ impl ChannelGroups {
     }
 }
 
-/// Enhanced mode: K groups of (near) equal size by importance rank.
+/// Importance-rank (enhanced) mode: K groups of (near) equal size by importance rank.
 pub fn rank_groups(importance: &[f64], k: usize) -> ChannelGroups {
     let d = importance.len();
     let k = k.min(d).max(1);

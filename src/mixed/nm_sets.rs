@@ -50,6 +50,17 @@ pub struct NmConfig {
     pub seed: u64,
 }
 
+/// How one linear's n:m channel sets were chosen, as the result JSON records it (under
+/// `nm_permutation`, beside the inner planner's report).
+#[derive(Debug, Clone, Serialize)]
+pub struct NmReport {
+    pub method: NmPermutation,
+    /// The magnitude the sets keep (`kept_magnitude`), and what consecutive sets keep.
+    pub kept_magnitude: f64,
+    pub kept_magnitude_identity: f64,
+    pub seconds: f64,
+}
+
 /// Any planner's plans with n:m channel sets added.
 pub struct NmPlanner {
     pub inner: Box<dyn Planner>,
@@ -99,12 +110,12 @@ impl Planner for NmPlanner {
             let kept = kept_magnitude(lin.weight, lin.rows, ctx.cols, &sets, n, m);
             let kept_identity = kept_magnitude(lin.weight, lin.rows, ctx.cols, &identity_sets(ctx.cols, m), n, m);
             let seconds = t.elapsed().as_secs_f64() + if i == 0 { site_seconds } else { 0.0 };
-            let note = serde_json::json!({
-                "method": self.cfg.method,
-                "kept_magnitude": kept,
-                "kept_magnitude_identity": kept_identity,
-                "seconds": seconds,
-            });
+            let note = serde_json::to_value(NmReport {
+                method: self.cfg.method,
+                kept_magnitude: kept,
+                kept_magnitude_identity: kept_identity,
+                seconds,
+            })?;
             match plan.report.as_mut().and_then(|r| r.as_object_mut()) {
                 Some(obj) => {
                     obj.insert("nm_permutation".into(), note);

@@ -1,6 +1,6 @@
 //! Packing quantized codes into the int32 words of the two checkpoint formats serving
 //! engines load: the GPTQ checkpoint format ("gptq", v1 zero points) and compressed-tensors'
-//! "pack-quantized" format. Pure functions on plain slices, `std` only; see
+//! "pack-quantized" format. Pure functions on plain slices; see
 //! docs/formats.md for the file layout, the config JSON and the sources each claim rests on.
 //!
 //! # Conventions used throughout
@@ -97,19 +97,6 @@ fn pack_stream(n: usize, bits: u32, n_words: usize, values: impl Fn(usize) -> u8
     words
 }
 
-/// Reads value `i` (of `bits` bits) of a little-endian bit stream held by `word(w)`.
-#[inline]
-fn stream_value(word: impl Fn(usize) -> u32, i: usize, bits: u32) -> u8 {
-    let bit = i * bits as usize;
-    let w = bit / 32;
-    let off = bit % 32;
-    let mut v = u64::from(word(w)) >> off;
-    if off + bits as usize > 32 {
-        v |= u64::from(word(w + 1)) << (32 - off);
-    }
-    (v & ((1u64 << bits) - 1)) as u8
-}
-
 // ---------------------------------------------------------------------------------------
 // GPTQ checkpoint format
 // ---------------------------------------------------------------------------------------
@@ -139,13 +126,6 @@ pub fn num_groups(in_dim: usize, group_size: Option<usize>) -> usize {
     }
 }
 
-/// Whether the reference GPTQ loaders can hold this linear: their buffers are
-/// `qweight [in // 32 · bits, out]` and `qzeros [groups, out // 32 · bits]`, so both
-/// dimensions must be multiples of 32 (GPTQModel's packer raises otherwise).
-pub fn gptq_shape_supported(in_dim: usize, out_dim: usize) -> bool {
-    in_dim.is_multiple_of(32) && out_dim.is_multiple_of(32)
-}
-
 /// GPTQ `qweight`: int32, row-major `[gptq_qweight_rows(in_dim, bits)][out_dim]`.
 ///
 /// `codes` are `[out_dim][in_dim]` (torch Linear layout), each `< 2^bits`. Packed along
@@ -168,20 +148,6 @@ pub fn pack_gptq_qweight(codes: &[u8], out_dim: usize, in_dim: usize, bits: u32)
         }
     }
     Ok(q)
-}
-
-/// Inverse of [`pack_gptq_qweight`]: codes `[out_dim][in_dim]`.
-pub fn unpack_gptq_qweight(qweight: &[i32], out_dim: usize, in_dim: usize, bits: u32) -> Result<Vec<u8>, PackError> {
-    check_gptq_bits(bits)?;
-    let rows = gptq_qweight_rows(in_dim, bits);
-    check_len("qweight", qweight.len(), rows * out_dim)?;
-    let mut codes = vec![0u8; out_dim * in_dim];
-    for o in 0..out_dim {
-        for i in 0..in_dim {
-            codes[o * in_dim + i] = stream_value(|r| qweight[r * out_dim + o] as u32, i, bits);
-        }
-    }
-    Ok(codes)
 }
 
 /// Which zero-point convention a GPTQ `qzeros` uses.
@@ -227,32 +193,6 @@ pub fn pack_gptq_qzeros(
     Ok(q)
 }
 
-/// Inverse of [`pack_gptq_qzeros`]: zeros `[groups][out_dim]` (v1: field + 1 mod 2^bits).
-pub fn unpack_gptq_qzeros(
-    qzeros: &[i32],
-    groups: usize,
-    out_dim: usize,
-    bits: u32,
-    convention: GptqZeros,
-) -> Result<Vec<u8>, PackError> {
-    check_gptq_bits(bits)?;
-    let cols = gptq_qzeros_cols(out_dim, bits);
-    check_len("qzeros", qzeros.len(), groups * cols)?;
-    let mask = ((1u32 << bits) - 1) as u8;
-    let mut zeros = vec![0u8; groups * out_dim];
-    for g in 0..groups {
-        let row = &qzeros[g * cols..(g + 1) * cols];
-        for o in 0..out_dim {
-            let field = stream_value(|c| row[c] as u32, o, bits);
-            zeros[g * out_dim + o] = match convention {
-                GptqZeros::V1 => field.wrapping_add(1) & mask,
-                GptqZeros::V2 => field,
-            };
-        }
-    }
-    Ok(zeros)
-}
-
 /// Number of zero points equal to 0 (asymmetric grids only) whose v1 field `maxq` is not
 /// the topmost field of its word, for 2/4/8 bits. Such a field is read back correctly by
 /// per-field readers (AutoGPTQ, vLLM's GPTQ kernels: `(field + 1) & maxq`), but GPTQModel's
@@ -276,75 +216,15 @@ pub fn gptq_v1_zero_hazard(zeros: &[u8], out_dim: usize, bits: u32) -> usize {
 // g_idx
 // ---------------------------------------------------------------------------------------
 
-/// `g_idx` (int32 `[in_dim]`) for groups of consecutive input channels:
-/// `g_idx[j] = j / group_size` (all 0 for per-channel, `group_size == None`).
-/// The short last group, if any, gets index `ceil(in_dim / group_size) − 1`.
-pub fn g_idx_contiguous(in_dim: usize, group_size: Option<usize>) -> Vec<i32> {
-    match group_size {
-        None => vec![0; in_dim],
-        Some(g) => (0..in_dim).map(|j| (j / g) as i32).collect(),
-    }
-}
-
-/// `g_idx` for act-order (`desc_act`) runs, as AutoGPTQ's `GPTQ.fasterquant` writes it
-/// without `static_groups`: the sweep visits column `order[p]` at position `p`, a new grid
-/// starts every `group_size` positions, so the column's group is `p / group_size`:
-/// `g_idx[order[p]] = p / group_size` (AutoGPTQ: `g_idx = [i // group_size …]` then
-/// `g_idx = g_idx[invperm]`). Scales/zeros of group `k` are those of the k-th grid of the
-/// sweep. (With `static_groups` the grids are fixed on the original column order and
-/// `g_idx` stays `j / group_size`: use [`g_idx_contiguous`].)
-pub fn g_idx_act_order(order: &[usize], group_size: Option<usize>) -> Result<Vec<i32>, PackError> {
-    let lens: Vec<usize> = match group_size {
-        None => vec![order.len()],
-        Some(g) => {
-            let n = order.len().div_ceil(g);
-            (0..n).map(|k| g.min(order.len() - k * g)).collect()
-        }
-    };
-    g_idx_column_groups(order, &lens)
-}
-
-/// `g_idx` for column groups that are consecutive runs of the sweep order: group `k`
-/// covers positions `[Σ lens[..k], Σ lens[..=k])` of `order`, so
-/// `g_idx[order[p]] = k` for those `p`. Generalises [`g_idx_act_order`] to groups of
-/// different lengths (the tool's mixed-precision column groups). `order` must be a
-/// permutation of `0..order.len()` and `lens` must add up to its length.
-pub fn g_idx_column_groups(order: &[usize], lens: &[usize]) -> Result<Vec<i32>, PackError> {
-    let n = order.len();
-    check_len("group lengths (sum)", lens.iter().sum(), n)?;
-    let mut g_idx = vec![-1i32; n];
-    let mut p = 0;
-    for (k, &len) in lens.iter().enumerate() {
-        for &j in &order[p..p + len] {
-            if j >= n || g_idx[j] != -1 {
-                return err(format!("order is not a permutation of 0..{n} (column {j})"));
-            }
-            g_idx[j] = k as i32;
-        }
-        p += len;
-    }
-    Ok(g_idx)
-}
-
 /// Whether `g_idx` is `j / group_size` (the layout every kernel and compressed-tensors'
 /// group strategy assume without a stored `g_idx`).
 pub fn g_idx_is_contiguous(g_idx: &[i32], group_size: Option<usize>) -> bool {
-    g_idx == g_idx_contiguous(g_idx.len(), group_size).as_slice()
+    g_idx.iter().enumerate().all(|(j, &g)| i64::from(g) == group_size.map_or(0, |size| (j / size) as i64))
 }
 
 // ---------------------------------------------------------------------------------------
 // compressed-tensors pack-quantized
 // ---------------------------------------------------------------------------------------
-
-/// compressed-tensors' signed value for an unsigned code: `q − 2^(bits−1)`.
-///
-/// Its int quantization is signed (`q_min = −2^(bits−1)`, `q_max = 2^(bits−1) − 1`), and
-/// `pack_to_int32` stores `signed + 2^(bits−1)`: the stored field of an unsigned GPTQ
-/// code `q` is therefore `q` itself. Zero points are shifted the same way (stored field =
-/// GPTQ `zero`), so `(q_s − zp_s)·scale = (q − zero)·scale` exactly.
-pub fn ct_signed(code: u8, bits: u32) -> i8 {
-    (i16::from(code) - (1i16 << (bits - 1))) as i8
-}
 
 /// Columns of `weight_packed` for `in_dim` input channels: `ceil(in_dim·bits/32)`
 /// (compressed-tensors ≥ the dense-packing change; older releases used
@@ -372,21 +252,6 @@ pub fn pack_ct_rows(codes: &[u8], rows: usize, cols: usize, bits: u32) -> Result
     Ok(out)
 }
 
-/// Inverse of [`pack_ct_rows`]: unsigned codes `[rows][cols]`.
-pub fn unpack_ct_rows(packed: &[i32], rows: usize, cols: usize, bits: u32) -> Result<Vec<u8>, PackError> {
-    check_ct_bits(bits)?;
-    let words = ct_packed_cols(cols, bits);
-    check_len("weight_packed", packed.len(), rows * words)?;
-    let mut codes = vec![0u8; rows * cols];
-    for r in 0..rows {
-        let row = &packed[r * words..(r + 1) * words];
-        for i in 0..cols {
-            codes[r * cols + i] = stream_value(|c| row[c] as u32, i, bits);
-        }
-    }
-    Ok(codes)
-}
-
 /// compressed-tensors `weight_zero_point` of an asymmetric linear: int32, row-major
 /// `[ct_packed_cols(out_dim, bits)][groups]` (`pack_to_int32(zero_point, bits, packed_dim=0)`).
 ///
@@ -407,20 +272,6 @@ pub fn pack_ct_zero_points(zeros: &[u8], out_dim: usize, groups: usize, bits: u3
         }
     }
     Ok(out)
-}
-
-/// Inverse of [`pack_ct_zero_points`]: unsigned zeros `[out_dim][groups]`.
-pub fn unpack_ct_zero_points(packed: &[i32], out_dim: usize, groups: usize, bits: u32) -> Result<Vec<u8>, PackError> {
-    check_ct_bits(bits)?;
-    let words = ct_packed_cols(out_dim, bits);
-    check_len("weight_zero_point", packed.len(), words * groups)?;
-    let mut zeros = vec![0u8; out_dim * groups];
-    for g in 0..groups {
-        for o in 0..out_dim {
-            zeros[o * groups + g] = stream_value(|w| packed[w * groups + g] as u32, o, bits);
-        }
-    }
-    Ok(zeros)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -528,69 +379,175 @@ pub fn widen_code(q: u8, zero: u8, from_bits: u32, to_bits: u32, sym: bool) -> R
     Ok(((u32::from(q) + shift) as u8, (1u32 << (to_bits - 1)) as u8))
 }
 
-// ---------------------------------------------------------------------------------------
-// f16
-// ---------------------------------------------------------------------------------------
+/// The layouts read back: decoders and builders that only the tests need (the product writes
+/// these formats; `model::packed` reads them independently).
+#[cfg(test)]
+pub(crate) mod decode {
+    use super::*;
 
-/// IEEE binary16 bits of `x`, rounded to nearest, ties to even (as torch's `.half()`);
-/// overflow gives ±inf, NaN stays NaN (quiet). The files store scales as f16; the crate's
-/// `half` crate does the same, this is here so the module stays `std`-only.
-pub fn f32_to_f16_bits(x: f32) -> u16 {
-    let b = x.to_bits();
-    let sign = ((b >> 16) & 0x8000) as u16;
-    let exp = ((b >> 23) & 0xff) as i32;
-    let man = b & 0x7f_ffff;
-    if exp == 0xff {
-        return sign | 0x7c00 | if man != 0 { 0x0200 | (man >> 13) as u16 } else { 0 };
-    }
-    let e = exp - 127 + 15;
-    if e >= 0x1f {
-        return sign | 0x7c00;
-    }
-    if e >= 1 {
-        let mut h = ((e as u32) << 10) | (man >> 13);
-        let rem = man & 0x1fff;
-        if rem > 0x1000 || (rem == 0x1000 && h & 1 == 1) {
-            h += 1; // a carry into the exponent is right, up to inf
+    /// Reads value `i` (of `bits` bits) of a little-endian bit stream held by `word(w)`.
+    #[inline]
+    fn stream_value(word: impl Fn(usize) -> u32, i: usize, bits: u32) -> u8 {
+        let bit = i * bits as usize;
+        let w = bit / 32;
+        let off = bit % 32;
+        let mut v = u64::from(word(w)) >> off;
+        if off + bits as usize > 32 {
+            v |= u64::from(word(w + 1)) << (32 - off);
         }
-        return sign | h as u16;
+        (v & ((1u64 << bits) - 1)) as u8
     }
-    // Subnormal (or zero) in f16: value = m · 2^(exp − 150), unit 2^−24 → m >> (126 − exp).
-    let shift = (126 - exp) as u32;
-    if shift > 24 {
-        return sign;
-    }
-    let m = man | 0x80_0000;
-    let mut h = m >> shift;
-    let rem = m & ((1 << shift) - 1);
-    let half = 1 << (shift - 1);
-    if rem > half || (rem == half && h & 1 == 1) {
-        h += 1;
-    }
-    sign | h as u16
-}
 
-/// The f32 value of IEEE binary16 bits `h` (exact).
-pub fn f16_bits_to_f32(h: u16) -> f32 {
-    let sign = u32::from(h & 0x8000) << 16;
-    let exp = u32::from((h >> 10) & 0x1f);
-    let man = u32::from(h & 0x3ff);
-    let bits = match (exp, man) {
-        (0, 0) => sign,
-        (0, _) => {
-            // subnormal: man · 2^−24
-            let v = man as f32 * f32::from_bits(0x3380_0000); // 2^-24
-            return if sign != 0 { -v } else { v };
+    /// Inverse of [`pack_gptq_qweight`]: codes `[out_dim][in_dim]`.
+    pub fn unpack_gptq_qweight(
+        qweight: &[i32],
+        out_dim: usize,
+        in_dim: usize,
+        bits: u32,
+    ) -> Result<Vec<u8>, PackError> {
+        check_gptq_bits(bits)?;
+        let rows = gptq_qweight_rows(in_dim, bits);
+        check_len("qweight", qweight.len(), rows * out_dim)?;
+        let mut codes = vec![0u8; out_dim * in_dim];
+        for o in 0..out_dim {
+            for i in 0..in_dim {
+                codes[o * in_dim + i] = stream_value(|r| qweight[r * out_dim + o] as u32, i, bits);
+            }
         }
-        (0x1f, 0) => sign | 0x7f80_0000,
-        (0x1f, _) => sign | 0x7fc0_0000 | (man << 13),
-        _ => sign | ((exp + 127 - 15) << 23) | (man << 13),
-    };
-    f32::from_bits(bits)
+        Ok(codes)
+    }
+
+    /// Inverse of [`pack_gptq_qzeros`]: zeros `[groups][out_dim]` (v1: field + 1 mod 2^bits).
+    pub fn unpack_gptq_qzeros(
+        qzeros: &[i32],
+        groups: usize,
+        out_dim: usize,
+        bits: u32,
+        convention: GptqZeros,
+    ) -> Result<Vec<u8>, PackError> {
+        check_gptq_bits(bits)?;
+        let cols = gptq_qzeros_cols(out_dim, bits);
+        check_len("qzeros", qzeros.len(), groups * cols)?;
+        let mask = ((1u32 << bits) - 1) as u8;
+        let mut zeros = vec![0u8; groups * out_dim];
+        for g in 0..groups {
+            let row = &qzeros[g * cols..(g + 1) * cols];
+            for o in 0..out_dim {
+                let field = stream_value(|c| row[c] as u32, o, bits);
+                zeros[g * out_dim + o] = match convention {
+                    GptqZeros::V1 => field.wrapping_add(1) & mask,
+                    GptqZeros::V2 => field,
+                };
+            }
+        }
+        Ok(zeros)
+    }
+
+    /// Inverse of [`pack_ct_rows`]: unsigned codes `[rows][cols]`.
+    pub fn unpack_ct_rows(packed: &[i32], rows: usize, cols: usize, bits: u32) -> Result<Vec<u8>, PackError> {
+        check_ct_bits(bits)?;
+        let words = ct_packed_cols(cols, bits);
+        check_len("weight_packed", packed.len(), rows * words)?;
+        let mut codes = vec![0u8; rows * cols];
+        for r in 0..rows {
+            let row = &packed[r * words..(r + 1) * words];
+            for i in 0..cols {
+                codes[r * cols + i] = stream_value(|c| row[c] as u32, i, bits);
+            }
+        }
+        Ok(codes)
+    }
+
+    /// Inverse of [`pack_ct_zero_points`]: unsigned zeros `[out_dim][groups]`.
+    pub fn unpack_ct_zero_points(
+        packed: &[i32],
+        out_dim: usize,
+        groups: usize,
+        bits: u32,
+    ) -> Result<Vec<u8>, PackError> {
+        check_ct_bits(bits)?;
+        let words = ct_packed_cols(out_dim, bits);
+        check_len("weight_zero_point", packed.len(), words * groups)?;
+        let mut zeros = vec![0u8; out_dim * groups];
+        for g in 0..groups {
+            for o in 0..out_dim {
+                zeros[o * groups + g] = stream_value(|w| packed[w * groups + g] as u32, o, bits);
+            }
+        }
+        Ok(zeros)
+    }
+
+    /// `g_idx` (int32 `[in_dim]`) for groups of consecutive input channels:
+    /// `g_idx[j] = j / group_size` (all 0 for per-channel, `group_size == None`).
+    /// The short last group, if any, gets index `ceil(in_dim / group_size) − 1`.
+    pub fn g_idx_contiguous(in_dim: usize, group_size: Option<usize>) -> Vec<i32> {
+        match group_size {
+            None => vec![0; in_dim],
+            Some(g) => (0..in_dim).map(|j| (j / g) as i32).collect(),
+        }
+    }
+
+    /// `g_idx` for act-order (`desc_act`) runs, as AutoGPTQ's `GPTQ.fasterquant` writes it
+    /// without `static_groups`: the sweep visits column `order[p]` at position `p`, a new grid
+    /// starts every `group_size` positions, so the column's group is `p / group_size`:
+    /// `g_idx[order[p]] = p / group_size` (AutoGPTQ: `g_idx = [i // group_size …]` then
+    /// `g_idx = g_idx[invperm]`). Scales/zeros of group `k` are those of the k-th grid of the
+    /// sweep. (With `static_groups` the grids are fixed on the original column order and
+    /// `g_idx` stays `j / group_size`: use [`g_idx_contiguous`].)
+    pub fn g_idx_act_order(order: &[usize], group_size: Option<usize>) -> Result<Vec<i32>, PackError> {
+        let lens: Vec<usize> = match group_size {
+            None => vec![order.len()],
+            Some(g) => {
+                let n = order.len().div_ceil(g);
+                (0..n).map(|k| g.min(order.len() - k * g)).collect()
+            }
+        };
+        g_idx_column_groups(order, &lens)
+    }
+
+    /// `g_idx` for column groups that are consecutive runs of the sweep order: group `k`
+    /// covers positions `[Σ lens[..k], Σ lens[..=k])` of `order`, so
+    /// `g_idx[order[p]] = k` for those `p`. Generalises [`g_idx_act_order`] to groups of
+    /// different lengths (the tool's mixed-precision column groups). `order` must be a
+    /// permutation of `0..order.len()` and `lens` must add up to its length.
+    pub fn g_idx_column_groups(order: &[usize], lens: &[usize]) -> Result<Vec<i32>, PackError> {
+        let n = order.len();
+        check_len("group lengths (sum)", lens.iter().sum(), n)?;
+        let mut g_idx = vec![-1i32; n];
+        let mut p = 0;
+        for (k, &len) in lens.iter().enumerate() {
+            for &j in &order[p..p + len] {
+                if j >= n || g_idx[j] != -1 {
+                    return err(format!("order is not a permutation of 0..{n} (column {j})"));
+                }
+                g_idx[j] = k as i32;
+            }
+            p += len;
+        }
+        Ok(g_idx)
+    }
+
+    /// compressed-tensors' signed value for an unsigned code: `q − 2^(bits−1)`.
+    ///
+    /// Its int quantization is signed (`q_min = −2^(bits−1)`, `q_max = 2^(bits−1) − 1`), and
+    /// `pack_to_int32` stores `signed + 2^(bits−1)`: the stored field of an unsigned GPTQ
+    /// code `q` is therefore `q` itself. Zero points are shifted the same way (stored field =
+    /// GPTQ `zero`), so `(q_s − zp_s)·scale = (q − zero)·scale` exactly.
+    pub fn ct_signed(code: u8, bits: u32) -> i8 {
+        (i16::from(code) - (1i16 << (bits - 1))) as i8
+    }
+
+    /// Whether the reference GPTQ loaders can hold this linear: their buffers are
+    /// `qweight [in // 32 · bits, out]` and `qzeros [groups, out // 32 · bits]`, so both
+    /// dimensions must be multiples of 32 (GPTQModel's packer raises otherwise).
+    pub fn gptq_shape_supported(in_dim: usize, out_dim: usize) -> bool {
+        in_dim.is_multiple_of(32) && out_dim.is_multiple_of(32)
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::decode::*;
     use super::*;
 
     /// xorshift64*: deterministic test data without dependencies.
@@ -1017,45 +974,5 @@ mod tests {
         z[9] = 0;
         assert_eq!(gptq_v1_zero_hazard(&z, 16, 4), 2);
         assert_eq!(gptq_v1_zero_hazard(&[0; 32], 32, 3), 0);
-    }
-
-    // ----- f16 --------------------------------------------------------------------------
-
-    #[test]
-    fn f16_round_trips_every_value() {
-        for h in 0..=u16::MAX {
-            let x = f16_bits_to_f32(h);
-            if x.is_nan() {
-                assert!(f16_bits_to_f32(f32_to_f16_bits(x)).is_nan());
-            } else {
-                assert_eq!(f32_to_f16_bits(x), h, "{h:#06x} → {x:e}");
-            }
-        }
-    }
-
-    #[test]
-    fn f16_rounds_to_nearest_even() {
-        // Every midpoint between neighbouring positive finite f16 values (exact in f32)
-        // rounds to the even one; just above / below it rounds up / down.
-        for h in 0..0x7bffu16 {
-            let (a, b) = (f16_bits_to_f32(h), f16_bits_to_f32(h + 1));
-            let mid = (a + b) / 2.0;
-            let even = if h % 2 == 0 { h } else { h + 1 };
-            assert_eq!(f32_to_f16_bits(mid), even, "midpoint of {h:#06x}");
-            assert_eq!(f32_to_f16_bits(f32::from_bits(mid.to_bits() + 1)), h + 1);
-            assert_eq!(f32_to_f16_bits(f32::from_bits(mid.to_bits() - 1)), h);
-            assert_eq!(f32_to_f16_bits(-mid), 0x8000 | even);
-        }
-        assert_eq!(f32_to_f16_bits(65504.0), 0x7bff);
-        assert_eq!(f32_to_f16_bits(65519.99), 0x7bff);
-        assert_eq!(f32_to_f16_bits(65520.0), 0x7c00, "the midpoint to 2^16 rounds to inf");
-        assert_eq!(f32_to_f16_bits(1e10), 0x7c00);
-        assert_eq!(f32_to_f16_bits(f32::NEG_INFINITY), 0xfc00);
-        assert_eq!(f32_to_f16_bits(2.0f32.powi(-25)), 0, "half the smallest subnormal ties to 0");
-        assert_eq!(f32_to_f16_bits(2.0f32.powi(-25) * 1.0001), 1);
-        assert_eq!(f32_to_f16_bits(1e-30), 0);
-        assert_eq!(f32_to_f16_bits(-0.0), 0x8000);
-        assert_eq!(f32_to_f16_bits(1.0), 0x3c00);
-        assert_eq!(f32_to_f16_bits(0.1), 0x2e66);
     }
 }

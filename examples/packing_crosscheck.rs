@@ -1,13 +1,11 @@
-//! Writes what src/output/packing.rs produces for fixed pseudo-random codes, as JSON, for
-//! scripts/crosscheck_packing.py to compare with compressed-tensors' own pack/unpack and with an
-//! independent Python implementation of the GPTQ layout. Built by scripts/crosscheck_packing.sh:
-//!   rustc --edition 2021 -O scripts/packing_crosscheck.rs -o /tmp/packing_crosscheck
-//!   /tmp/packing_crosscheck OUT.json
-#[allow(dead_code)]
-#[path = "../src/output/packing.rs"]
-mod packing;
+//! Writes what the library's packing (`sparsegpt_mi::output::packing`) produces for fixed
+//! pseudo-random codes, and the f16 bits the exports store for scales (`half`), as JSON, for
+//! scripts/crosscheck_packing.py to compare with compressed-tensors' own pack/unpack, an
+//! independent Python implementation of the GPTQ layout and torch's f16 rounding. Run by
+//! scripts/crosscheck_packing.sh:
+//!   cargo run --example packing_crosscheck -- OUT.json
 
-use packing::*;
+use sparsegpt_mi::output::packing::*;
 use std::fmt::Write as _;
 
 struct Rng(u64);
@@ -75,7 +73,8 @@ fn main() {
         }
     }
     // f32 → f16: special values, every f16 midpoint ± 1 ulp sample, and random bit patterns.
-    let mut f32s: Vec<u32> = vec![0, 0x8000_0000, 0x7f80_0000, 0xff80_0000, 0x477f_e000, 0x477f_efff, 0x477f_f000, 0x3380_0000, 0x3300_0000];
+    let mut f32s: Vec<u32> =
+        vec![0, 0x8000_0000, 0x7f80_0000, 0xff80_0000, 0x477f_e000, 0x477f_efff, 0x477f_f000, 0x3380_0000, 0x3300_0000];
     for _ in 0..200_000 {
         let b = rng.next() as u32;
         if f32::from_bits(b).is_nan() {
@@ -85,11 +84,13 @@ fn main() {
     }
     for _ in 0..100_000 {
         // values in the f16 range, where rounding matters
-        let x = (rng.next() % 0x7fff_ffff) as f32 / 0x7fff_ffff as f32 * 70000.0 * if rng.next() % 2 == 0 { 1.0 } else { -1.0 };
+        let x = (rng.next() % 0x7fff_ffff) as f32 / 0x7fff_ffff as f32
+            * 70000.0
+            * if rng.next().is_multiple_of(2) { 1.0 } else { -1.0 };
         let e = (rng.next() % 30) as i32 - 24;
         f32s.push((x * 2f32.powi(e) / 65536.0).to_bits());
     }
-    let f16s: Vec<u16> = f32s.iter().map(|&b| f32_to_f16_bits(f32::from_bits(b))).collect();
+    let f16s: Vec<u16> = f32s.iter().map(|&b| half::f16::from_f32(f32::from_bits(b)).to_bits()).collect();
     let json = format!(
         "{{\"ct_rows\":[{}],\"ct_zero_points\":[{}],\"gptq\":[{}],\"f16\":{{\"f32_bits\":{},\"f16_bits\":{}}}}}",
         ct.join(","),
@@ -99,5 +100,11 @@ fn main() {
         list(&f16s)
     );
     std::fs::write(&path, json).unwrap();
-    eprintln!("wrote {} ct rows, {} ct zero points, {} gptq, {} f16 cases to {path}", ct.len(), ctz.len(), gptq.len(), f32s.len());
+    eprintln!(
+        "wrote {} ct rows, {} ct zero points, {} gptq, {} f16 cases to {path}",
+        ct.len(),
+        ctz.len(),
+        gptq.len(),
+        f32s.len()
+    );
 }
