@@ -237,7 +237,8 @@ impl PruneArgs {
 
     /// The layers compressed, as opt.py's `--minlayer`/`--maxlayer` select them.
     fn layers(&self, n_layers: usize) -> std::ops::Range<usize> {
-        let clamp = |v: i64| v.clamp(0, n_layers as i64) as usize;
+        let n = i64::try_from(n_layers).unwrap_or(i64::MAX);
+        let clamp = |v: i64| v.clamp(0, n) as usize;
         clamp(self.minlayer)..clamp(self.maxlayer)
     }
 

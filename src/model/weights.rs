@@ -132,10 +132,25 @@ fn load_file(path: &Path) -> Result<HashMap<String, Tensor>> {
             )
         })
     } else if name.ends_with(".bin") || name.ends_with(".pt") || name.ends_with(".pth") {
-        // candle's unpickler only rebuilds tensors (no arbitrary code is run).
-        let list = candle_core::pickle::read_all(path)
-            .map_err(|e| anyhow::anyhow!("{}: not a readable PyTorch checkpoint ({e})", path.display()))?;
-        Ok(list.into_iter().collect())
+        // candle's unpickler only rebuilds tensors (no arbitrary code is run); what it would
+        // recurse on or allocate from is checked first.
+        let unreadable = |e: &dyn std::fmt::Display| {
+            anyhow::anyhow!(
+                "{}: not a readable PyTorch checkpoint ({})",
+                path.display(),
+                crate::hub::one_line(&e.to_string())
+            )
+        };
+        super::pickle_check::check_archive(path).map_err(|e| unreadable(&format!("{e:#}")))?;
+        let pth = candle_core::pickle::PthTensors::new(path, None).map_err(|e| unreadable(&e))?;
+        super::pickle_check::check_tensor_sizes(path, pth.tensor_infos()).map_err(|e| unreadable(&format!("{e:#}")))?;
+        let mut out = HashMap::new();
+        for name in pth.tensor_infos().keys() {
+            if let Some(t) = pth.get(name).map_err(|e| unreadable(&e))? {
+                out.insert(name.clone(), t);
+            }
+        }
+        Ok(out)
     } else {
         bail!("{}: unknown weight file type", path.display())
     }
