@@ -41,7 +41,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let data = source.check_available(&needs(&corpora, None))?;
     let t0 = std::time::Instant::now();
     let files = model::files::resolve_model(&args.model)?;
-    let tok = model::tokenizer::load(&files.tokenizer)?;
+    let config = model::OptConfig::from_file(&files.config)?;
+    let tok = model::tokenizer::load_for_vocab(&files.tokenizer, config.vocab_size)?;
     let model = args.common.load_model(&files, &device)?;
     let load_seconds = t0.elapsed().as_secs_f64();
     if let Some(p) = &args.logits_out {

@@ -62,7 +62,7 @@ pub fn run(args: MiInspectArgs) -> Result<()> {
             config.num_hidden_layers
         );
     }
-    let tok = model::tokenizer::load(&files.tokenizer)?;
+    let tok = model::tokenizer::load_for_vocab(&files.tokenizer, config.vocab_size)?;
     let mut model = args.common.load_model(&files, &device)?;
     let docs = source.calibration_documents(Corpus::C4)?;
     let calib = calibration::build(&docs, &tok, args.nsamples, data::SEQLEN, args.seed, args.sampler)?;

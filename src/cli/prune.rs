@@ -285,7 +285,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
     }
     let config = OptConfig::from_file(&files.config)?;
     args.validate_shapes(&config)?;
-    let tok = model::tokenizer::load(&files.tokenizer)?;
+    let tok = model::tokenizer::load_for_vocab(&files.tokenizer, config.vocab_size)?;
     let mut model = args.common.load_model(&files, &device)?;
     export::check_storage(args.save_format(), model.storage_dtype)?;
     let load_s = t0.elapsed().as_secs_f64();

@@ -14,6 +14,16 @@ pub enum TokenizerFiles {
     VocabMerges { vocab: PathBuf, merges: PathBuf },
 }
 
+impl TokenizerFiles {
+    /// The file(s), for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            TokenizerFiles::Json(p) => p.display().to_string(),
+            TokenizerFiles::VocabMerges { vocab, merges } => format!("{} and {}", vocab.display(), merges.display()),
+        }
+    }
+}
+
 /// Every file a model run needs, resolved to local paths.
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
