@@ -11,7 +11,7 @@ use sparsegpt_mi::mixed;
 use sparsegpt_mi::model::{self, OptConfig};
 use sparsegpt_mi::output::codes::CodeStore;
 use sparsegpt_mi::output::export::{self, PlannedQuantization, SaveFormat};
-use sparsegpt_mi::output::{atomic, summary};
+use sparsegpt_mi::output::{atomic, save_dir, summary};
 use sparsegpt_mi::pipeline::{self, hessian::HessianAccumulation, CompressConfig};
 use sparsegpt_mi::solver::{HinvPrecision, QuantScheme, ScalePrecision, SolverConfig, Sparsity};
 use std::path::PathBuf;
@@ -267,7 +267,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
     args.report.validate()?;
     let json_path = args.report.json.clone().unwrap_or_else(|| args.default_json_path());
     atomic::check_writable(&json_path, "--json")?;
-    let save = args.save.as_deref().map(|dir| export::check_save_target(dir, args.overwrite)).transpose()?;
+    let save = args.save.as_deref().map(|dir| save_dir::check_save_target(dir, args.overwrite)).transpose()?;
     if args.overwrite && save.is_none() {
         bail!("--overwrite is for --save: give --save DIR");
     }
@@ -281,7 +281,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
     let t0 = Instant::now();
     let files = model::files::resolve_model(&args.model)?;
     if let Some(target) = &save {
-        export::check_not_model(target, &files)?;
+        save_dir::check_not_model(target, &files)?;
     }
     let config = OptConfig::from_file(&files.config)?;
     args.validate_shapes(&config)?;

@@ -22,9 +22,10 @@ pub struct GptqSettings {
     pub group_size: Option<usize>,
     /// `checkpoint_format` "gptq" (v1: stored zero = zero − 1) or "gptq_v2".
     pub v1_zeros: bool,
-    /// `desc_act`: columns are grouped by `g_idx` (act-order), which must then be stored;
-    /// without it, a stored `g_idx` must be the plain `j / group_size` (engines ignore it).
-    pub desc_act: bool,
+    /// `desc_act`: true, columns are grouped by `g_idx` (act-order), which must then be
+    /// stored; false, a stored `g_idx` must be the plain `j / group_size` (engines ignore it);
+    /// absent, a stored `g_idx` is read as it is.
+    pub desc_act: Option<bool>,
     /// GPTQModel's `dynamic`: (regex, negative, overrides) in file order.
     pub dynamic: Vec<(regex::Regex, bool, Value)>,
 }
@@ -86,8 +87,8 @@ impl PackedFormat {
             "gptq" => {
                 let bits = bits_of(q.get("bits"), "GPTQ bits", &[2, 3, 4, 8])?;
                 let desc_act = match q.get("desc_act") {
-                    None | Some(Value::Null) => false,
-                    Some(Value::Bool(b)) => *b,
+                    None | Some(Value::Null) => None,
+                    Some(Value::Bool(b)) => Some(*b),
                     Some(other) => bail!("desc_act {other} is neither true nor false"),
                 };
                 let format = q
@@ -339,7 +340,7 @@ fn dequantize_gptq(map: &mut HashMap<String, Tensor>, p: &str, s: &GptqSettings)
     let inp = match &g_idx {
         Some(g) if g.rank() == 1 => g.elem_count(),
         Some(g) => bail!("{gn} has shape {:?}, expected one group per input column", g.dims()),
-        None if s.desc_act => {
+        None if s.desc_act == Some(true) => {
             bail!("{gn} is missing, but quantization_config's desc_act is true (act-order needs each column's group)")
         }
         None => mul(qrows, 32, &qn)? / b,
@@ -357,7 +358,7 @@ fn dequantize_gptq(map: &mut HashMap<String, Tensor>, p: &str, s: &GptqSettings)
     let g_idx = match g_idx {
         Some(g) => {
             let g_idx = check_g_idx(ints(&g, &gn)?, groups, &gn)?;
-            if !s.desc_act {
+            if s.desc_act == Some(false) {
                 if let Some(j) = (0..inp).find(|&j| g_idx[j] != plain_group(j, group_size)) {
                     bail!(
                         "{gn} puts column {j} in group {}, but quantization_config's desc_act is false, so engines read group {} (act-order checkpoints say desc_act: true)",
@@ -525,41 +526,41 @@ mod tests {
         m
     }
 
-    fn gptq(desc_act: bool, group_size: Option<usize>) -> GptqSettings {
+    fn gptq(desc_act: Option<bool>, group_size: Option<usize>) -> GptqSettings {
         GptqSettings { bits: 4, group_size, v1_zeros: false, desc_act, dynamic: vec![] }
     }
 
     #[test]
     fn gptq_config_and_tensors_must_agree() {
         // As written: weights (q − 7), row j = j − 7.
-        let w = dequantize_gptq(&mut gptq_map(None), "l", &gptq(false, None)).unwrap();
+        let w = dequantize_gptq(&mut gptq_map(None), "l", &gptq(Some(false), None)).unwrap();
         let row: Vec<f32> = w.to_dtype(DType::F32).unwrap().get(0).unwrap().to_vec1().unwrap();
         assert_eq!(row, (0..16).map(|j| j as f32 - 7.0).collect::<Vec<_>>());
         // Act-order without g_idx; a g_idx that is not the plain order without act-order.
-        let e = dequantize_gptq(&mut gptq_map(None), "l", &gptq(true, None)).unwrap_err().to_string();
+        let e = dequantize_gptq(&mut gptq_map(None), "l", &gptq(Some(true), None)).unwrap_err().to_string();
         assert!(e.contains("l.g_idx is missing, but quantization_config's desc_act is true"), "{e}");
         let mut two = vec![0; 8];
         two.extend([1; 8]);
         let mut map = gptq_map(Some(two.clone()));
         map.insert("l.scales".into(), Tensor::ones((2, 8), DType::F16, &Device::Cpu).unwrap());
         map.insert("l.qzeros".into(), t_i32(vec![0x7777_7777; 2], &[2, 1]));
-        dequantize_gptq(&mut map.clone(), "l", &gptq(false, Some(8))).unwrap();
+        dequantize_gptq(&mut map.clone(), "l", &gptq(Some(false), Some(8))).unwrap();
         let mut swapped = two.clone();
         swapped.swap(0, 15);
         map.insert("l.g_idx".into(), t_i32(swapped, &[16]));
-        let e = dequantize_gptq(&mut map.clone(), "l", &gptq(false, Some(8))).unwrap_err().to_string();
+        let e = dequantize_gptq(&mut map.clone(), "l", &gptq(Some(false), Some(8))).unwrap_err().to_string();
         assert!(e.contains("l.g_idx puts column 0 in group 1, but quantization_config's desc_act is false"), "{e}");
-        dequantize_gptq(&mut map, "l", &gptq(true, Some(8))).unwrap();
+        dequantize_gptq(&mut map, "l", &gptq(Some(true), Some(8))).unwrap();
         // A 0-dimensional qweight, a 2-D g_idx, a group count the config does not imply.
         let mut map = gptq_map(None);
         map.insert("l.qweight".into(), Tensor::new(5i32, &Device::Cpu).unwrap());
-        let e = dequantize_gptq(&mut map, "l", &gptq(false, None)).unwrap_err().to_string();
+        let e = dequantize_gptq(&mut map, "l", &gptq(Some(false), None)).unwrap_err().to_string();
         assert!(e.contains("l.qweight has shape [], expected a matrix"), "{e}");
         let mut map = gptq_map(None);
         map.insert("l.g_idx".into(), t_i32(vec![0; 16], &[4, 4]));
-        let e = dequantize_gptq(&mut map, "l", &gptq(true, None)).unwrap_err().to_string();
+        let e = dequantize_gptq(&mut map, "l", &gptq(Some(true), None)).unwrap_err().to_string();
         assert!(e.contains("l.g_idx has shape [4, 4]"), "{e}");
-        let e = dequantize_gptq(&mut gptq_map(None), "l", &gptq(false, Some(4))).unwrap_err().to_string();
+        let e = dequantize_gptq(&mut gptq_map(None), "l", &gptq(Some(false), Some(4))).unwrap_err().to_string();
         assert!(e.contains("l.scales has 1 groups, but group_size Some(4) on 16 inputs implies 4"), "{e}");
     }
 

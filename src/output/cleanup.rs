@@ -13,6 +13,10 @@ use std::sync::{Mutex, MutexGuard};
 static REGISTRY: Mutex<Vec<(u64, PathBuf)>> = Mutex::new(Vec::new());
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The file that marks a directory as this tool's: every export holds it (written first into
+/// the temporary directory), so stale temporary directories are known as ours by it.
+pub const MARKER: &str = ".sparsegpt-mi-export";
+
 /// The kinds of temporary names this tool gives, `.NAME.KINDPID`.
 const KINDS: [&str; 4] = ["partial", "tmp", "probe", "old"];
 
@@ -188,7 +192,7 @@ pub fn remove_stale(dir: &Path, name: &str) {
         let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
         let ours = if meta.is_dir() {
             (kind == "partial" || kind == "old")
-                && (path.join(super::export::MARKER).is_file()
+                && (path.join(MARKER).is_file()
                     || std::fs::read_dir(&path).map(|mut d| d.next().is_none()).unwrap_or(false))
         } else {
             meta.is_file() && kind != "partial"
@@ -284,7 +288,7 @@ mod tests {
         let dead = 4_999_999u32;
         std::fs::write(t.path().join(format!(".r.json.tmp{dead}")), b"{").unwrap();
         std::fs::create_dir(t.path().join(format!(".out.partial{dead}"))).unwrap();
-        std::fs::write(t.path().join(format!(".out.partial{dead}")).join(super::super::export::MARKER), b"").unwrap();
+        std::fs::write(t.path().join(format!(".out.partial{dead}")).join(super::MARKER), b"").unwrap();
         // Not ours: a directory without the marker, a live process's file, another name.
         std::fs::create_dir(t.path().join(format!(".out.old{dead}"))).unwrap();
         std::fs::write(t.path().join(format!(".out.old{dead}")).join("user.txt"), b"x").unwrap();
