@@ -11,7 +11,8 @@ use sparsegpt_mi::mixed;
 use sparsegpt_mi::model::{self, OptConfig};
 use sparsegpt_mi::output::codes::CodeStore;
 use sparsegpt_mi::output::export::{self, PlannedQuantization, SaveFormat};
-use sparsegpt_mi::output::{atomic, save_dir, summary};
+use sparsegpt_mi::output::targets::OutputRequest;
+use sparsegpt_mi::output::{atomic, summary};
 use sparsegpt_mi::pipeline::{self, hessian::HessianAccumulation, CompressConfig};
 use sparsegpt_mi::solver::{HinvPrecision, QuantScheme, ScalePrecision, SolverConfig, Sparsity};
 use std::path::PathBuf;
@@ -242,6 +243,16 @@ impl PruneArgs {
         clamp(self.minlayer)..clamp(self.maxlayer)
     }
 
+    /// Every path the run writes: the result JSON (given or default) and the export.
+    fn outputs(&self) -> OutputRequest {
+        let json = self.report.json.clone().unwrap_or_else(|| self.default_json_path());
+        let req = OutputRequest::new().file("--json", json);
+        match &self.save {
+            Some(dir) => req.save_dir("--save", dir, self.overwrite),
+            None => req,
+        }
+    }
+
     fn default_json_path(&self) -> PathBuf {
         let name = self.model.trim_end_matches('/').rsplit('/').next().unwrap_or("model").to_string();
         let mut tag = format!("{name}_{}", self.mi.mode().name());
@@ -265,10 +276,8 @@ impl PruneArgs {
 pub fn run(args: PruneArgs) -> Result<()> {
     args.validate()?;
     args.report.validate()?;
-    let json_path = args.report.json.clone().unwrap_or_else(|| args.default_json_path());
-    atomic::check_writable(&json_path, "--json")?;
-    let save = args.save.as_deref().map(|dir| save_dir::check_save_target(dir, args.overwrite)).transpose()?;
-    if args.overwrite && save.is_none() {
+    let outputs = args.outputs().check()?;
+    if args.overwrite && outputs.save().is_none() {
         bail!("--overwrite is for --save: give --save DIR");
     }
     let device = args.common.device()?;
@@ -280,9 +289,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
 
     let t0 = Instant::now();
     let files = model::files::resolve_model(&args.model)?;
-    if let Some(target) = &save {
-        save_dir::check_not_model(target, &files)?;
-    }
+    outputs.check_inputs(&files)?;
     let config = OptConfig::from_file(&files.config)?;
     args.validate_shapes(&config)?;
     let tok = model::tokenizer::load_for_vocab(&files.tokenizer, config.vocab_size)?;
@@ -337,7 +344,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
 
     let eval = sparsegpt_mi::eval::evaluate_all(&model, &tok, &eval_sets, &source, args.report.max_windows)?;
     print_ppl_table(&eval);
-    let saved = match &save {
+    let saved = match outputs.save() {
         Some(target) => {
             let format = args.save_format();
             let request = export::SaveRequest {
@@ -380,7 +387,8 @@ pub fn run(args: PruneArgs) -> Result<()> {
         saved,
         args,
     };
-    atomic::write_json_atomic(&json_path, &report)?;
+    let json_path = outputs.file("--json").expect("the result file is one of the outputs");
+    atomic::write_json_atomic(json_path, &report)?;
     println!("result: {}", json_path.display());
     Ok(())
 }

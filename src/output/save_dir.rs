@@ -43,7 +43,7 @@ impl SaveTarget {
 /// `path` absolute: the existing folders above its last component canonical (symlinks and
 /// `..` resolved as the kernel resolves them), the rest with `.` and `..` applied; the last
 /// component itself is kept as written (a symlink there stays visible).
-fn resolved(path: &Path) -> Result<PathBuf> {
+pub(crate) fn resolved(path: &Path) -> Result<PathBuf> {
     use std::path::Component;
     let abs = std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
     let comps: Vec<Component> = abs.components().collect();
@@ -158,7 +158,7 @@ fn write_marker(dir: &Path, files: &[String]) -> Result<()> {
 }
 
 /// Every file of the input model, as given and with symlinks resolved.
-fn model_paths(files: &ModelFiles) -> Vec<PathBuf> {
+pub(crate) fn model_paths(files: &ModelFiles) -> Vec<PathBuf> {
     let mut list = vec![files.config.clone()];
     list.extend(files.weights.iter().cloned());
     match &files.tokenizer {
