@@ -73,6 +73,10 @@ pub fn check_writable(path: &Path, flag: &str) -> Result<()> {
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => bail!("{flag} {shown}: is an existing directory; give a file name"),
         Ok(m) if !m.is_file() => bail!("{flag} {shown}: exists and is not a regular file"),
+        // A name the filesystem refuses (too long, a loop of links…) fails here, not at the end.
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound && e.raw_os_error() != Some(libc::ENOTDIR) => {
+            bail!("{flag} {shown}: cannot be used ({e})")
+        }
         _ => {}
     }
     check_folder_above(path, flag)?;
