@@ -354,6 +354,67 @@ impl HubClient {
     }
 }
 
+/// Hex sha256 of a file.
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl HubClient {
+    /// A fresh download's content against the hub's LFS etag (its sha256), where the file
+    /// came through LFS; small files carry a git hash and are checked by their reader.
+    pub fn check_lfs_sha256(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(etag) = self.blob_etag(path).filter(|e| e.len() == 64 && e.bytes().all(|b| b.is_ascii_hexdigit())) {
+            let got = sha256_file(path)?;
+            if !got.eq_ignore_ascii_case(&etag) {
+                anyhow::bail!("its sha256 {got} differs from the hub's {etag} (a damaged transfer)");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// For a file read from a hub cache snapshot (`…/models--org--name/snapshots/<commit>/file`):
+/// the command that removes it (the snapshot entry and the blob it points to), so that the
+/// next run downloads it again. None for any other path.
+pub fn cache_removal_hint(path: &Path) -> Option<String> {
+    let snapshot_dir =
+        path.ancestors().find(|a| a.parent().and_then(Path::file_name).is_some_and(|n| n == "snapshots"))?;
+    let repo = snapshot_dir.parent()?.parent()?.file_name()?.to_str()?;
+    if !(repo.starts_with("models--") || repo.starts_with("datasets--")) {
+        return None;
+    }
+    let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+    let mut cmd = format!("rm {}", quote(path));
+    if let Ok(blob) = std::fs::canonicalize(path) {
+        if blob != path && blob.parent().and_then(Path::file_name).is_some_and(|n| n == "blobs") {
+            cmd.push(' ');
+            cmd.push_str(&quote(&blob));
+        }
+    }
+    Some(format!("it is a hub cache copy: `{cmd}` removes it, and the next run downloads it again"))
+}
+
+/// `e` with [`cache_removal_hint`] added where `path` is a hub cache copy.
+pub fn with_cache_hint(e: anyhow::Error, path: &Path) -> anyhow::Error {
+    match cache_removal_hint(path) {
+        Some(hint) => anyhow::anyhow!("{}; {hint}", one_line(&format!("{e:#}"))),
+        None => e,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,6 +454,30 @@ mod tests {
         assert_eq!(c.endpoint, DEFAULT_ENDPOINT);
         assert_eq!(c.token, None);
         assert_eq!(c.cache_dir, PathBuf::from(".cache/huggingface/hub"));
+    }
+
+    #[test]
+    fn hub_cache_copies_are_named_with_the_command_that_removes_them() {
+        let t = tempfile::tempdir().unwrap();
+        let repo = t.path().join("models--org--m");
+        std::fs::create_dir_all(repo.join("blobs")).unwrap();
+        std::fs::create_dir_all(repo.join("snapshots/abc")).unwrap();
+        std::fs::write(repo.join("blobs/f00d"), b"x").unwrap();
+        std::os::unix::fs::symlink("../../blobs/f00d", repo.join("snapshots/abc/model.safetensors")).unwrap();
+        let link = repo.join("snapshots/abc/model.safetensors");
+        let hint = cache_removal_hint(&link).unwrap();
+        let blob = std::fs::canonicalize(repo.join("blobs/f00d")).unwrap();
+        assert_eq!(
+            hint,
+            format!(
+                "it is a hub cache copy: `rm '{}' '{}'` removes it, and the next run downloads it again",
+                link.display(),
+                blob.display()
+            )
+        );
+        assert_eq!(cache_removal_hint(&t.path().join("model/model.safetensors")), None);
+        let e = with_cache_hint(anyhow::anyhow!("bad header"), &link).to_string();
+        assert!(e.starts_with("bad header; it is a hub cache copy"), "{e}");
     }
 
     #[test]

@@ -47,14 +47,11 @@ pub enum ComputeDtype {
 }
 
 impl ReportArgs {
-    /// Checks before any work: a run must evaluate something, and its result file must be
-    /// writable (when given; `prune` checks its default path itself).
+    /// Checks before any work: a run must evaluate something (its result file is checked
+    /// with the command's other outputs, `output::targets`).
     pub fn validate(&self) -> Result<()> {
         if self.max_windows == Some(0) {
             anyhow::bail!("--max-windows 0 evaluates nothing: give at least 1 (or leave it out for every window)");
-        }
-        if let Some(j) = &self.json {
-            sparsegpt_mi::output::atomic::check_writable(j, "--json")?;
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ use candle_core::{DType, Tensor};
 use clap::Args;
 use sparsegpt_mi::data::{source::needs, Corpus};
 use sparsegpt_mi::model::{self, OptModel};
+use sparsegpt_mi::output::targets::OutputRequest;
 use sparsegpt_mi::output::{atomic, summary};
 use std::path::{Path, PathBuf};
 
@@ -32,25 +33,32 @@ pub fn run(args: EvalArgs) -> Result<()> {
         bail!("--datasets is empty: name at least one of wikitext2, ptb, c4");
     }
     args.report.validate()?;
-    if let Some(p) = &args.logits_out {
-        atomic::check_writable(p, "--logits-out")?;
+    let mut outputs = OutputRequest::new();
+    if let Some(j) = &args.report.json {
+        outputs = outputs.file("--json", j);
     }
+    if let Some(p) = &args.logits_out {
+        outputs = outputs.file("--logits-out", p);
+    }
+    let outputs = outputs.check()?;
     let device = args.common.device()?;
     // Data problems surface before any model is downloaded or loaded.
     let source = args.common.data_source()?;
     let data = source.check_available(&needs(&corpora, None))?;
     let t0 = std::time::Instant::now();
     let files = model::files::resolve_model(&args.model)?;
-    let tok = model::tokenizer::load(&files.tokenizer)?;
+    outputs.check_inputs(&files)?;
+    let config = model::OptConfig::from_file(&files.config)?;
+    let tok = model::tokenizer::load_for_vocab(&files.tokenizer, config.vocab_size)?;
     let model = args.common.load_model(&files, &device)?;
     let load_seconds = t0.elapsed().as_secs_f64();
-    if let Some(p) = &args.logits_out {
+    if let Some(p) = outputs.file("--logits-out") {
         let ids = source.eval_tokens(corpora[0], &tok)?;
         dump_logits(&model, &ids[..128.min(ids.len())], p)?;
     }
     let results = sparsegpt_mi::eval::evaluate_all(&model, &tok, &corpora, &source, args.report.max_windows)?;
     print_ppl_table(&results);
-    if let Some(j) = &args.report.json {
+    if let Some(j) = outputs.file("--json") {
         let report = summary::EvalReport {
             command: command_line(),
             model: args.model.clone(),

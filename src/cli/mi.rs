@@ -10,6 +10,7 @@ use sparsegpt_mi::data::{self, calibration, source::needs, Corpus};
 use sparsegpt_mi::mixed::{self, Mode};
 use sparsegpt_mi::model::{self, LinearKind};
 use sparsegpt_mi::output::atomic;
+use sparsegpt_mi::output::targets::OutputRequest;
 use std::path::PathBuf;
 
 #[derive(Args, Clone)]
@@ -48,13 +49,13 @@ pub fn run(args: MiInspectArgs) -> Result<()> {
     let stem = format!("mi_L{}_{}", args.layer, kind.path().rsplit('.').next().unwrap_or("linear"));
     let png_path = args.out.join(format!("{stem}.png"));
     let json_path = args.out.join(format!("{stem}.json"));
-    atomic::check_folder_writable(&args.out, "--out")?;
-    atomic::check_writable(&png_path, "--out")?;
-    atomic::check_writable(&json_path, "--out")?;
+    let outputs =
+        OutputRequest::new().folder("--out", &args.out).file("--out", &png_path).file("--out", &json_path).check()?;
     let device = args.common.device()?;
     let source = args.common.data_source()?;
     source.check_available(&needs(&[], Some(Corpus::C4)))?;
     let files = model::files::resolve_model(&args.model)?;
+    outputs.check_inputs(&files)?;
     let config = model::OptConfig::from_file(&files.config)?;
     if args.layer >= config.num_hidden_layers {
         anyhow::bail!(
@@ -63,7 +64,7 @@ pub fn run(args: MiInspectArgs) -> Result<()> {
             config.num_hidden_layers
         );
     }
-    let tok = model::tokenizer::load(&files.tokenizer)?;
+    let tok = model::tokenizer::load_for_vocab(&files.tokenizer, config.vocab_size)?;
     let mut model = args.common.load_model(&files, &device)?;
     let docs = source.calibration_documents(Corpus::C4)?;
     let calib = calibration::build(&docs, &tok, args.nsamples, data::SEQLEN, args.seed, args.sampler.into())

@@ -222,6 +222,18 @@ impl MiArgs {
         if matches!(self.mode(), Mode::Baseline | Mode::Scales) {
             return Ok(());
         }
+        if let (GroupCount::Auto, Some(t)) = (self.n_groups, self.target_avg_bits) {
+            // Auto picks among counts the budget pays for on each width: at least two must fit
+            // the narrowest one.
+            let budget = BitBudget { target_avg_bits: t, min_bits: self.min_bits, max_bits: self.max_bits };
+            if budget.affordable_groups(min_width) < 2 {
+                let floor = self.min_bits as f64 + 2.0 * metadata_bits(self.min_bits) / min_width as f64;
+                bail!(
+                    "--n-groups auto: --target-avg-bits {t} cannot pay for even 2 groups on {min_width}-wide layers (their scale/zero metadata at --min-bits {} cost {floor:.4} bits/weight); raise the target or lower --min-bits",
+                    self.min_bits
+                );
+            }
+        }
         if let GroupCount::Fixed(k) = self.n_groups {
             if k > min_width {
                 bail!("--n-groups {k} exceeds the layer width {min_width}");

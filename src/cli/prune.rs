@@ -12,6 +12,7 @@ use sparsegpt_mi::mixed;
 use sparsegpt_mi::model::{self, OptConfig};
 use sparsegpt_mi::output::codes::CodeStore;
 use sparsegpt_mi::output::export::{self, PlannedQuantization};
+use sparsegpt_mi::output::targets::OutputRequest;
 use sparsegpt_mi::output::{atomic, summary};
 use sparsegpt_mi::pipeline::{self, CompressConfig};
 use sparsegpt_mi::solver::{QuantScheme, Sparsity, SweepSettings};
@@ -234,8 +235,19 @@ impl PruneArgs {
 
     /// The layers compressed, as opt.py's `--minlayer`/`--maxlayer` select them.
     fn layers(&self, n_layers: usize) -> std::ops::Range<usize> {
-        let clamp = |v: i64| v.clamp(0, n_layers as i64) as usize;
+        let n = i64::try_from(n_layers).unwrap_or(i64::MAX);
+        let clamp = |v: i64| v.clamp(0, n) as usize;
         clamp(self.minlayer)..clamp(self.maxlayer)
+    }
+
+    /// Every path the run writes: the result JSON (given or default) and the export.
+    fn outputs(&self) -> OutputRequest {
+        let json = self.report.json.clone().unwrap_or_else(|| self.default_json_path());
+        let req = OutputRequest::new().file("--json", json);
+        match &self.save {
+            Some(dir) => req.save_dir("--save", dir, self.overwrite),
+            None => req,
+        }
     }
 
     fn default_json_path(&self) -> PathBuf {
@@ -287,10 +299,8 @@ fn save_format_refusal(r: &export::FormatRefusal) -> anyhow::Error {
 pub fn run(args: PruneArgs) -> Result<()> {
     args.validate()?;
     args.report.validate()?;
-    let json_path = args.report.json.clone().unwrap_or_else(|| args.default_json_path());
-    atomic::check_writable(&json_path, "--json")?;
-    let save = args.save.as_deref().map(|dir| export::check_save_target(dir, args.overwrite)).transpose()?;
-    if args.overwrite && save.is_none() {
+    let outputs = args.outputs().check()?;
+    if args.overwrite && outputs.save().is_none() {
         bail!("--overwrite is for --save: give --save DIR");
     }
     let device = args.common.device()?;
@@ -302,12 +312,10 @@ pub fn run(args: PruneArgs) -> Result<()> {
 
     let t0 = Instant::now();
     let files = model::files::resolve_model(&args.model)?;
-    if let Some(target) = &save {
-        export::check_not_model(target, &files)?;
-    }
+    outputs.check_inputs(&files)?;
     let config = OptConfig::from_file(&files.config)?;
     args.validate_shapes(&config)?;
-    let tok = model::tokenizer::load(&files.tokenizer)?;
+    let tok = model::tokenizer::load_for_vocab(&files.tokenizer, config.vocab_size)?;
     let mut model = args.common.load_model(&files, &device)?;
     export::check_storage(args.save_format(), model.storage_dtype).map_err(|r| save_format_refusal(&r))?;
     let load_s = t0.elapsed().as_secs_f64();
@@ -357,7 +365,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
 
     let eval = sparsegpt_mi::eval::evaluate_all(&model, &tok, &eval_sets, &source, args.report.max_windows)?;
     print_ppl_table(&eval);
-    let saved = match &save {
+    let saved = match outputs.save() {
         Some(target) => {
             let format = args.save_format();
             let request = export::SaveRequest {
@@ -399,7 +407,8 @@ pub fn run(args: PruneArgs) -> Result<()> {
         saved,
         args,
     };
-    atomic::write_json_atomic(&json_path, &report)?;
+    let json_path = outputs.file("--json").expect("the result file is one of the outputs");
+    atomic::write_json_atomic(json_path, &report)?;
     println!("result: {}", json_path.display());
     Ok(())
 }

@@ -58,7 +58,9 @@ pub(crate) fn is_unsupported(e: &anyhow::Error) -> bool {
 
 /// Footer, schema and column only (reads the footer, not the data).
 pub fn check_parquet_column(path: &Path, column: &str) -> Result<()> {
-    string_column(&open_parquet(path)?, column).map(drop)
+    let reader = open_parquet(path)?;
+    stated_rows(&reader, path)?;
+    string_column(&reader, column).map(drop)
 }
 
 /// Every value of a string column, in row order. A null value is an error (datautils' join
@@ -70,11 +72,13 @@ pub fn read_parquet_strings(path: &Path, column: &str) -> Result<Vec<String>> {
     let reader = open_parquet(path)?;
     let idx = string_column(&reader, column)?;
     let bad = |e: parquet::errors::ParquetError| anyhow!("corrupt parquet data: {}", one_line(&e.to_string()));
-    let total = reader.metadata().file_metadata().num_rows().max(0) as usize;
-    let mut out = Vec::with_capacity(total);
+    let total = stated_rows(&reader, path)?;
+    // Sized by what the file could hold, never by its footer alone.
+    let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let mut out = Vec::with_capacity(total.min(usize::try_from(file_len).unwrap_or(usize::MAX)));
     for rg in 0..reader.num_row_groups() {
         let group = reader.get_row_group(rg).map_err(bad)?;
-        let rows = group.metadata().num_rows().max(0) as usize;
+        let rows = group.metadata().num_rows() as usize; // checked non-negative by stated_rows
         let max_def = group.metadata().column(idx).column_descr().max_def_level();
         let mut col = get_typed_column_reader::<ByteArrayType>(group.get_column_reader(idx).map_err(bad)?);
         let start = out.len();
@@ -115,6 +119,34 @@ pub fn read_parquet_strings(path: &Path, column: &str) -> Result<Vec<String>> {
         bail!("corrupt parquet data: {} of {total} rows", out.len());
     }
     Ok(out)
+}
+
+/// The most rows a corpus file may state (the largest the hub's corpora hold: C4's train shard,
+/// 356 317 documents).
+pub const MAX_PARQUET_ROWS: u64 = 1 << 28;
+
+/// The row count the footer states, checked: non-negative in every row group, summing to the
+/// file's count, within [`MAX_PARQUET_ROWS`].
+fn stated_rows(reader: &impl parquet::file::reader::FileReader, path: &Path) -> Result<usize> {
+    let meta = reader.metadata();
+    let total = meta.file_metadata().num_rows();
+    let mut sum = 0u64;
+    for (i, rg) in meta.row_groups().iter().enumerate() {
+        let n = u64::try_from(rg.num_rows())
+            .map_err(|_| anyhow!("corrupt parquet footer: row group {i} states {} rows", rg.num_rows()))?;
+        sum = sum.checked_add(n).ok_or_else(|| anyhow!("corrupt parquet footer: row counts overflow"))?;
+    }
+    let total = u64::try_from(total).map_err(|_| anyhow!("corrupt parquet footer: it states {total} rows"))?;
+    if sum != total {
+        bail!("corrupt parquet footer: it states {total} rows, its row groups {sum}");
+    }
+    if total > MAX_PARQUET_ROWS {
+        bail!(
+            "{}: the parquet footer states {total} rows, over this tool's limit of {MAX_PARQUET_ROWS}",
+            path.display()
+        );
+    }
+    Ok(total as usize)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -174,6 +206,68 @@ pub fn check_gz_jsonl(path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-row-group parquet file of `rows` strings whose footer's file-level row count is
+    /// replaced by `claim` (compact thrift: field 3 of FileMetaData, an i64 zigzag varint, the
+    /// first `0x16 <rows·2>` after the schema).
+    fn parquet_claiming(rows: usize, claim: i64) -> Vec<u8> {
+        use parquet::data_type::{ByteArray, ByteArrayType};
+        use std::sync::Arc;
+        let schema = Arc::new(
+            parquet::schema::parser::parse_message_type("message schema { required binary text (STRING); }").unwrap(),
+        );
+        let props = Arc::new(parquet::file::properties::WriterProperties::builder().build());
+        let mut w = parquet::file::writer::SerializedFileWriter::new(Vec::new(), schema, props).unwrap();
+        let mut rg = w.next_row_group().unwrap();
+        let mut col = rg.next_column().unwrap().unwrap();
+        let vals: Vec<ByteArray> = (0..rows).map(|i| ByteArray::from(format!("row {i}").into_bytes())).collect();
+        col.typed::<ByteArrayType>().write_batch(&vals, None, None).unwrap();
+        col.close().unwrap();
+        rg.close().unwrap();
+        let bytes = w.into_inner().unwrap();
+        let n = bytes.len();
+        let flen = u32::from_le_bytes(bytes[n - 8..n - 4].try_into().unwrap()) as usize;
+        let footer = &bytes[n - 8 - flen..n - 8];
+        let at = footer.windows(2).position(|w| w == [0x16, (rows * 2) as u8]).expect("num_rows field") + 1;
+        let mut zz = ((claim << 1) ^ (claim >> 63)) as u64;
+        let mut varint = Vec::new();
+        loop {
+            let b = (zz & 0x7f) as u8;
+            zz >>= 7;
+            if zz == 0 {
+                varint.push(b);
+                break;
+            }
+            varint.push(b | 0x80);
+        }
+        let mut new_footer = footer[..at].to_vec();
+        new_footer.extend(&varint);
+        new_footer.extend(&footer[at + 1..]);
+        let mut out = bytes[..n - 8 - flen].to_vec();
+        out.extend(&new_footer);
+        out.extend((new_footer.len() as u32).to_le_bytes());
+        out.extend(b"PAR1");
+        out
+    }
+
+    #[test]
+    fn footer_row_counts_are_checked_before_anything_is_allocated() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("f.parquet");
+        std::fs::write(&p, parquet_claiming(3, 3)).unwrap();
+        assert_eq!(read_parquet_strings(&p, "text").unwrap(), ["row 0", "row 1", "row 2"]);
+        for (claim, needle) in [
+            (1i64 << 62, "it states 4611686018427387904 rows, its row groups 3"),
+            (-5, "it states -5 rows"),
+            (4, "it states 4 rows, its row groups 3"),
+        ] {
+            std::fs::write(&p, parquet_claiming(3, claim)).unwrap();
+            let e = read_parquet_strings(&p, "text").unwrap_err().to_string();
+            assert!(e.contains(needle), "{claim}: {e}");
+            let e = check_parquet_column(&p, "text").unwrap_err().to_string();
+            assert!(e.contains(needle), "{claim}: {e}");
+        }
+    }
 
     #[test]
     fn only_snappy_and_uncompressed_parquet_are_read() {

@@ -26,9 +26,8 @@
 use super::formats::{check_gz_jsonl, check_parquet_column, is_unsupported, read_gz_jsonl_texts, read_parquet_strings};
 use super::{self as data, Corpus, C4_EVAL_DOCS, C4_EVAL_WINDOWS, SEQLEN};
 use crate::hub::{one_line, CacheLookup, FetchError, HubClient, HubConfig};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// What a corpus is used for in a run.
@@ -531,33 +530,14 @@ fn quick_check(f: &DatasetFile, path: &Path) -> Result<()> {
 
 /// The check of a fresh download: sha256 against an LFS etag, then the whole content.
 fn full_check(client: &HubClient, f: &DatasetFile, path: &Path) -> Result<()> {
-    if let Some(etag) = client.blob_etag(path).filter(|e| e.len() == 64 && e.bytes().all(|b| b.is_ascii_hexdigit())) {
-        let got = sha256_file(path)?;
-        if !got.eq_ignore_ascii_case(&etag) {
-            bail!("its sha256 {got} differs from the hub's {etag} (a damaged transfer)");
-        }
-    }
+    client.check_lfs_sha256(path)?;
     match f.format {
         Format::Parquet { column } => read_parquet_strings(path, column).map(drop),
         Format::JsonLinesGz => check_gz_jsonl(path),
     }
 }
 
-/// Hex sha256 of a file.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    use sha2::Digest;
-    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
+pub use crate::hub::sha256_file;
 
 // ---------------------------------------------------------------------------------------------
 // Parquet: one string column.

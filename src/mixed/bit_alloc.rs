@@ -22,6 +22,20 @@ pub struct BitBudget {
     pub max_bits: u32,
 }
 
+impl BitBudget {
+    /// The most groups a row of `cols` columns can pay for: K groups at min bits with their
+    /// metadata within the target (the floor `check_floor` applies), at most `cols`.
+    pub fn affordable_groups(&self, cols: usize) -> usize {
+        let spare = self.target_avg_bits * cols as f64 + 1e-9 - cols as f64 * self.min_bits as f64;
+        let k = (spare / metadata_bits(self.min_bits)).floor();
+        if k.is_nan() || k < 0.0 {
+            0
+        } else {
+            (k as usize).min(cols)
+        }
+    }
+}
+
 /// OBS saliency of each input column: H_jj · Σ_rows W_rj² (the error a column's
 /// quantization noise causes in the layer output scales with it).
 pub fn column_importance(weight: &[f32], rows: usize, cols: usize, hessian_diag: &[f64]) -> Vec<f64> {
@@ -289,6 +303,28 @@ mod tests {
 
     fn budget(t: f64) -> BitBudget {
         BitBudget { target_avg_bits: t, min_bits: 2, max_bits: 8 }
+    }
+
+    #[test]
+    fn affordable_groups_are_those_the_floor_accepts() {
+        // 192 columns at 2.5 bits: 96 spare bits a row, 18 bits of metadata a group → 5.
+        assert_eq!(budget(2.5).affordable_groups(192), 5);
+        assert_eq!(budget(2.0).affordable_groups(192), 0);
+        assert_eq!(budget(1.0).affordable_groups(192), 0);
+        assert_eq!(budget(16.0).affordable_groups(4), 3);
+        assert_eq!(budget(32.0).affordable_groups(4), 4, "never more groups than columns");
+        for t in [2.1, 2.5, 3.0, 4.0] {
+            for cols in [64usize, 192, 768] {
+                let k = budget(t).affordable_groups(cols);
+                let sizes = |k: usize| (0..k).map(|g| cols / k + usize::from(g < cols % k)).collect::<Vec<_>>();
+                if k > 0 {
+                    check_floor(&sizes(k), &budget(t)).unwrap();
+                }
+                if k < cols {
+                    assert!(check_floor(&sizes(k + 1), &budget(t)).is_err(), "{t} {cols}: {} affordable", k + 1);
+                }
+            }
+        }
     }
 
     #[test]

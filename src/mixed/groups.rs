@@ -139,7 +139,13 @@ pub fn mi_groups(ctx: &SiteContext, cfg: &MixedConfig) -> Result<ChannelGroups> 
             let similarity_seconds = t0.elapsed().as_secs_f64();
             let labels = randomise(match fixed_k {
                 Some(k) => grouping::cluster(&sim, method, k.min(d), cfg.seed)?,
-                None => grouping::choose_k(&sim, method, &grouping::AUTO_CANDIDATES, cfg.seed)?.1,
+                None => {
+                    // Only counts the budget can pay for (the CLI refused a budget paying for none).
+                    let affordable = cfg.budget.affordable_groups(d);
+                    let candidates: Vec<usize> =
+                        grouping::AUTO_CANDIDATES.iter().copied().filter(|&k| k <= affordable).collect();
+                    grouping::choose_k(&sim, method, &candidates, cfg.seed)?.1
+                }
             });
             let clustering_seconds = t0.elapsed().as_secs_f64() - similarity_seconds;
             let quality = grouping::quality(&sim, &labels);

@@ -120,7 +120,8 @@ impl Planner for MixedPlanner {
                 None => {
                     let k = match cfg.groups {
                         GroupCount::Fixed(k) => k,
-                        GroupCount::Auto => 10,
+                        // Ten, or as many as the budget pays for on this width.
+                        GroupCount::Auto => 10.min(cfg.budget.affordable_groups(ctx.cols)).max(1),
                     };
                     own = rank_groups(&importance, k);
                     (&own, true)

@@ -14,6 +14,16 @@ pub enum TokenizerFiles {
     VocabMerges { vocab: PathBuf, merges: PathBuf },
 }
 
+impl TokenizerFiles {
+    /// The file(s), for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            TokenizerFiles::Json(p) => p.display().to_string(),
+            TokenizerFiles::VocabMerges { vocab, merges } => format!("{} and {}", vocab.display(), merges.display()),
+        }
+    }
+}
+
 /// Every file a model run needs, resolved to local paths.
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
@@ -111,7 +121,18 @@ impl FileSource for HubOnline {
         }
         let endpoint = &self.client.config().endpoint;
         match self.client.download(&self.repo, name) {
-            Ok(p) => Ok(Some(p)),
+            Ok(p) => match verify_download(&self.client, name, &p) {
+                Ok(()) => Ok(Some(p)),
+                Err(e) => {
+                    let removed = self.client.forget(&p).is_ok();
+                    bail!(
+                        "'{}/{name}' downloaded from {endpoint} is unusable: {}{}",
+                        self.id,
+                        crate::hub::one_line(&format!("{e:#}")),
+                        if removed { "; removed it from the hub cache, so the next run downloads it again" } else { "" }
+                    )
+                }
+            },
             Err(FetchError::EntryNotFound { .. }) => Ok(None),
             Err(e @ (FetchError::RepoNotFound { .. } | FetchError::Denied { .. })) => bail!(
                 "hub refused access to '{}' ({name}): {e}; check the model id, or set HF_TOKEN for a gated model",
@@ -138,6 +159,23 @@ impl FileSource for HubOnline {
             None => format!("hub repository '{}' at {}", self.id, self.client.config().endpoint),
         }
     }
+}
+
+/// The check of a fresh download before it is used: its sha256 against the hub's LFS etag,
+/// and its structure where it has one that can be read without loading the model (JSON files
+/// parse; a safetensors file's header describes exactly its bytes). PyTorch pickles are
+/// checked where they are read (`model::pickle_check`).
+fn verify_download(client: &HubClient, name: &str, path: &Path) -> Result<()> {
+    client.check_lfs_sha256(path)?;
+    if name.ends_with(".json") {
+        let f = std::fs::File::open(path)?;
+        serde_json::from_reader::<_, serde::de::IgnoredAny>(std::io::BufReader::new(f))
+            .map_err(|e| anyhow::anyhow!("not valid JSON ({e})"))?;
+    } else if name.ends_with(".safetensors") {
+        super::weights::check_safetensors_structure(path)
+            .map_err(|e| anyhow::anyhow!("not a readable safetensors file ({e:#})"))?;
+    }
+    Ok(())
 }
 
 /// Resolves a model directory or hub id to local files (hub settings from the environment).

@@ -12,6 +12,7 @@ pub mod cuda_forward;
 pub mod files;
 pub mod layer;
 pub mod packed;
+pub mod pickle_check;
 pub mod tokenizer;
 pub mod weights;
 

@@ -22,6 +22,10 @@ pub struct GptqSettings {
     pub group_size: Option<usize>,
     /// `checkpoint_format` "gptq" (v1: stored zero = zero − 1) or "gptq_v2".
     pub v1_zeros: bool,
+    /// `desc_act`: true, columns are grouped by `g_idx` (act-order), which must then be
+    /// stored; false, a stored `g_idx` must be the plain `j / group_size` (engines ignore it);
+    /// absent, a stored `g_idx` is read as it is.
+    pub desc_act: Option<bool>,
     /// GPTQModel's `dynamic`: (regex, negative, overrides) in file order.
     pub dynamic: Vec<(regex::Regex, bool, Value)>,
 }
@@ -44,6 +48,18 @@ pub enum PackedFormat {
 fn python_regex(pattern: &str) -> Result<regex::Regex> {
     // Python's re.match anchors at the start only.
     regex::Regex::new(&format!("^(?:{pattern})")).map_err(|e| anyhow!("bad regex '{pattern}': {e}"))
+}
+
+/// A bit width from config.json: an integer in `allowed`, read without truncation.
+fn bits_of(v: Option<&Value>, key: &str, allowed: &[u32]) -> Result<u32> {
+    let raw = v.with_context(|| format!("no {key}"))?;
+    match raw.as_u64().and_then(|b| u32::try_from(b).ok()) {
+        Some(b) if allowed.contains(&b) => Ok(b),
+        _ => bail!(
+            "{key} {raw} is not supported ({})",
+            allowed.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+        ),
+    }
 }
 
 fn group_size_of(v: Option<&Value>, what: &str) -> Result<Option<usize>> {
@@ -69,10 +85,12 @@ impl PackedFormat {
         let method = q.get("quant_method").and_then(Value::as_str).unwrap_or("");
         match method {
             "gptq" => {
-                let bits = q.get("bits").and_then(Value::as_u64).context("no bits")? as u32;
-                if ![2, 3, 4, 8].contains(&bits) {
-                    bail!("GPTQ bits {bits} are not supported (2, 3, 4 or 8)");
-                }
+                let bits = bits_of(q.get("bits"), "GPTQ bits", &[2, 3, 4, 8])?;
+                let desc_act = match q.get("desc_act") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::Bool(b)) => Some(*b),
+                    Some(other) => bail!("desc_act {other} is neither true nor false"),
+                };
                 let format = q
                     .get("checkpoint_format")
                     .or_else(|| q.get("format"))
@@ -99,6 +117,7 @@ impl PackedFormat {
                     bits,
                     group_size: group_size_of(q.get("group_size"), "group_size")?,
                     v1_zeros,
+                    desc_act,
                     dynamic,
                 }))
             }
@@ -116,10 +135,8 @@ impl PackedFormat {
                         bail!("config group {name}: format '{format}' is not supported (pack-quantized)");
                     }
                     let w = g.get("weights").with_context(|| format!("config group {name} has no weights"))?;
-                    let bits = w.get("num_bits").and_then(Value::as_u64).unwrap_or(0) as u32;
-                    if !(1..=8).contains(&bits) {
-                        bail!("config group {name}: num_bits {bits} is not supported (1 to 8)");
-                    }
+                    let bits = bits_of(w.get("num_bits"), "num_bits", &[1, 2, 3, 4, 5, 6, 7, 8])
+                        .map_err(|e| anyhow!("config group {name}: {e}"))?;
                     let ty = w.get("type").and_then(Value::as_str).unwrap_or("int");
                     if ty != "int" {
                         bail!("config group {name}: type '{ty}' is not supported (int)");
@@ -190,6 +207,22 @@ fn floats(t: &Tensor, name: &str) -> Result<(Vec<f32>, DType)> {
     Ok((t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?, dt))
 }
 
+/// `a · b` for sizes read from a checkpoint: an error naming what, never a wrapped product.
+fn mul(a: usize, b: usize, what: &str) -> Result<usize> {
+    a.checked_mul(b).with_context(|| format!("{what}: {a} × {b} overflows"))
+}
+
+/// The most elements a dequantized linear may have (2^36, as model::config's tensor limit).
+const MAX_LINEAR_ELEMENTS: usize = 1 << 36;
+
+/// A tensor's 2-D shape, or an error naming it (a 0-dimensional or 3-D tensor in its place).
+fn dims2_of(t: &Tensor, name: &str) -> Result<(usize, usize)> {
+    match *t.dims() {
+        [a, b] => Ok((a, b)),
+        ref d => bail!("{name} has shape {d:?}, expected a matrix"),
+    }
+}
+
 fn expect_shape(t: &Tensor, name: &str, want: &[usize], what: &str) -> Result<()> {
     if t.dims() != want {
         bail!("{name} has shape {:?}, expected {want:?} ({what})", t.dims());
@@ -232,10 +265,15 @@ fn dense_weight(
 }
 
 fn check_g_idx(g: Vec<i64>, groups: usize, name: &str) -> Result<Vec<usize>> {
-    if let Some(&bad) = g.iter().find(|&&x| x < 0 || x as usize >= groups) {
+    if let Some(&bad) = g.iter().find(|&&x| usize::try_from(x).map_or(true, |x| x >= groups)) {
         bail!("{name} holds group {bad}, but there are {groups} groups");
     }
     Ok(g.into_iter().map(|x| x as usize).collect())
+}
+
+/// The group of column `j` without act-order: `j / group_size` (one group per row: 0).
+fn plain_group(j: usize, group_size: Option<usize>) -> usize {
+    group_size.map_or(0, |g| j / g)
 }
 
 /// Replaces the packed tensors of every quantized linear in `map` (a checkpoint's tensors by
@@ -284,11 +322,8 @@ fn dequantize_gptq(map: &mut HashMap<String, Tensor>, p: &str, s: &GptqSettings)
         if *neg {
             bail!("{p}.qweight is packed, but `dynamic` excludes {module} from quantization");
         }
-        if let Some(b) = ov.get("bits").and_then(Value::as_u64) {
-            bits = b as u32;
-            if ![2, 3, 4, 8].contains(&bits) {
-                bail!("{module}: GPTQ bits {bits} are not supported (2, 3, 4 or 8)");
-            }
+        if ov.get("bits").is_some() {
+            bits = bits_of(ov.get("bits"), "GPTQ bits", &[2, 3, 4, 8]).map_err(|e| anyhow!("{module}: {e}"))?;
         }
         if ov.get("group_size").is_some() {
             group_size = group_size_of(ov.get("group_size"), "group_size")?;
@@ -299,22 +334,42 @@ fn dequantize_gptq(map: &mut HashMap<String, Tensor>, p: &str, s: &GptqSettings)
     let qzeros = take(map, &zn)?;
     let scales = take(map, &sn)?;
     let g_idx = map.remove(&gn);
-    let (groups, out) = scales.dims2().with_context(|| format!("{sn} is not a matrix"))?;
+    let (groups, out) = dims2_of(&scales, &sn)?;
+    let (qrows, _) = dims2_of(&qweight, &qn)?;
     let b = bits as usize;
     let inp = match &g_idx {
-        Some(g) => g.elem_count(),
-        None => qweight.dims()[0] * 32 / b,
+        Some(g) if g.rank() == 1 => g.elem_count(),
+        Some(g) => bail!("{gn} has shape {:?}, expected one group per input column", g.dims()),
+        None if s.desc_act == Some(true) => {
+            bail!("{gn} is missing, but quantization_config's desc_act is true (act-order needs each column's group)")
+        }
+        None => mul(qrows, 32, &qn)? / b,
     };
     let what = format!("in {inp}, out {out}, {bits} bits, {groups} groups");
-    expect_shape(&qweight, &qn, &[(inp * b).div_ceil(32), out], &what)?;
-    expect_shape(&qzeros, &zn, &[groups, (out * b).div_ceil(32)], &what)?;
+    expect_shape(&qweight, &qn, &[mul(inp, b, &what)?.div_ceil(32), out], &what)?;
+    expect_shape(&qzeros, &zn, &[groups, mul(out, b, &what)?.div_ceil(32)], &what)?;
+    if mul(out, inp, &what)? > MAX_LINEAR_ELEMENTS || inp == 0 || out == 0 {
+        bail!("{qn}: {what} is not a linear this tool reads (empty, or over {MAX_LINEAR_ELEMENTS} weights)");
+    }
     let want_groups = group_size.map_or(1, |g| inp.div_ceil(g));
     if groups != want_groups {
         bail!("{sn} has {groups} groups, but group_size {group_size:?} on {inp} inputs implies {want_groups}");
     }
     let g_idx = match g_idx {
-        Some(g) => check_g_idx(ints(&g, &gn)?, groups, &gn)?,
-        None => (0..inp).map(|j| group_size.map_or(0, |g| j / g)).collect(),
+        Some(g) => {
+            let g_idx = check_g_idx(ints(&g, &gn)?, groups, &gn)?;
+            if s.desc_act == Some(false) {
+                if let Some(j) = (0..inp).find(|&j| g_idx[j] != plain_group(j, group_size)) {
+                    bail!(
+                        "{gn} puts column {j} in group {}, but quantization_config's desc_act is false, so engines read group {} (act-order checkpoints say desc_act: true)",
+                        g_idx[j],
+                        plain_group(j, group_size)
+                    );
+                }
+            }
+            g_idx
+        }
+        None => (0..inp).map(|j| plain_group(j, group_size)).collect(),
     };
     let qw = words(&qweight, &qn)?;
     let qz = words(&qzeros, &zn)?;
@@ -374,17 +429,21 @@ fn dequantize_ct(map: &mut HashMap<String, Tensor>, p: &str, schemes: &[CtScheme
     let zp = map.remove(&zn);
     let g_idx = map.remove(&gn);
     let [out, inp] = shape[..] else { bail!("{shn} holds {shape:?}, expected [out, in]") };
-    if out <= 0 || inp <= 0 {
-        bail!("{shn} holds {shape:?}");
+    let size = |v: i64| usize::try_from(v).ok().filter(|&v| v > 0);
+    let (Some(out), Some(inp)) = (size(out), size(inp)) else {
+        bail!("{shn} holds {shape:?}, expected two positive sizes")
+    };
+    let b = s.bits as usize;
+    let (_, cols) = dims2_of(&packed, &pn)?;
+    if mul(out, inp, &format!("{shn} {shape:?}"))? > MAX_LINEAR_ELEMENTS {
+        bail!("{shn} holds {shape:?}: over {MAX_LINEAR_ELEMENTS} weights, more than this tool reads in one linear");
     }
-    let (out, inp, b) = (out as usize, inp as usize, s.bits as usize);
     let groups = s.group_size.map_or(1, |g| inp.div_ceil(g));
     let what = format!("weight_shape [{out}, {inp}], {b} bits, {groups} groups");
     // Rows are one bit stream (compressed-tensors ≥ its dense-packing change); releases
     // before it put 32 // bits fields in each word. The shapes differ for 3, 5, 6, 7 bits.
-    let stream_cols = (inp * b).div_ceil(32);
+    let stream_cols = mul(inp, b, &what)?.div_ceil(32);
     let per_word = 32 / b;
-    let cols = packed.dims2().map(|d| d.1).unwrap_or(0);
     let legacy = cols != stream_cols && cols == inp.div_ceil(per_word);
     let cols = if legacy { inp.div_ceil(per_word) } else { stream_cols };
     expect_shape(&packed, &pn, &[out, cols], &what)?;
@@ -404,7 +463,7 @@ fn dequantize_ct(map: &mut HashMap<String, Tensor>, p: &str, schemes: &[CtScheme
         vec![offset as f32; out * groups]
     } else {
         let zp = zp.with_context(|| format!("asymmetric scheme, but {zn} is missing"))?;
-        let zrows = if legacy { out.div_ceil(per_word) } else { (out * b).div_ceil(32) };
+        let zrows = if legacy { out.div_ceil(per_word) } else { mul(out, b, &what)?.div_ceil(32) };
         expect_shape(&zp, &zn, &[zrows, groups], &what)?;
         let z = words(&zp, &zn)?;
         (0..out * groups)
@@ -415,8 +474,9 @@ fn dequantize_ct(map: &mut HashMap<String, Tensor>, p: &str, schemes: &[CtScheme
             .collect()
     };
     let g_idx = match g_idx {
+        Some(g) if g.dims() != [inp] => bail!("{gn} has shape {:?}, expected [{inp}] ({what})", g.dims()),
         Some(g) => check_g_idx(ints(&g, &gn)?, groups, &gn)?,
-        None => (0..inp).map(|j| s.group_size.map_or(0, |g| j / g)).collect(),
+        None => (0..inp).map(|j| plain_group(j, s.group_size)).collect(),
     };
     let pw = words(&packed, &pn)?;
     let (sc, dtype) = floats(&scale, &sn)?;
@@ -448,6 +508,100 @@ mod tests {
         assert_eq!(stream_field(|k| w[k], 9, 3), 0);
     }
 
+    fn t_i32(v: Vec<i32>, shape: &[usize]) -> Tensor {
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    /// A 4-bit GPTQ linear, in 16, out 8, one group, codes 0..16 per row, as a checkpoint map.
+    fn gptq_map(g_idx: Option<Vec<i32>>) -> HashMap<String, Tensor> {
+        let qweight: Vec<i32> = (0..2 * 8).map(|k| if k < 8 { 0x7654_3210 } else { 0xfedc_ba98u32 as i32 }).collect();
+        let mut m = HashMap::new();
+        m.insert("l.qweight".into(), t_i32(qweight, &[2, 8]));
+        m.insert("l.qzeros".into(), t_i32(vec![0x7777_7777; 1], &[1, 1]));
+        m.insert("l.scales".into(), Tensor::ones((1, 8), DType::F16, &Device::Cpu).unwrap());
+        if let Some(g) = g_idx {
+            let n = g.len();
+            m.insert("l.g_idx".into(), t_i32(g, &[n]));
+        }
+        m
+    }
+
+    fn gptq(desc_act: Option<bool>, group_size: Option<usize>) -> GptqSettings {
+        GptqSettings { bits: 4, group_size, v1_zeros: false, desc_act, dynamic: vec![] }
+    }
+
+    #[test]
+    fn gptq_config_and_tensors_must_agree() {
+        // As written: weights (q − 7), row j = j − 7.
+        let w = dequantize_gptq(&mut gptq_map(None), "l", &gptq(Some(false), None)).unwrap();
+        let row: Vec<f32> = w.to_dtype(DType::F32).unwrap().get(0).unwrap().to_vec1().unwrap();
+        assert_eq!(row, (0..16).map(|j| j as f32 - 7.0).collect::<Vec<_>>());
+        // Act-order without g_idx; a g_idx that is not the plain order without act-order.
+        let e = dequantize_gptq(&mut gptq_map(None), "l", &gptq(Some(true), None)).unwrap_err().to_string();
+        assert!(e.contains("l.g_idx is missing, but quantization_config's desc_act is true"), "{e}");
+        let mut two = vec![0; 8];
+        two.extend([1; 8]);
+        let mut map = gptq_map(Some(two.clone()));
+        map.insert("l.scales".into(), Tensor::ones((2, 8), DType::F16, &Device::Cpu).unwrap());
+        map.insert("l.qzeros".into(), t_i32(vec![0x7777_7777; 2], &[2, 1]));
+        dequantize_gptq(&mut map.clone(), "l", &gptq(Some(false), Some(8))).unwrap();
+        let mut swapped = two.clone();
+        swapped.swap(0, 15);
+        map.insert("l.g_idx".into(), t_i32(swapped, &[16]));
+        let e = dequantize_gptq(&mut map.clone(), "l", &gptq(Some(false), Some(8))).unwrap_err().to_string();
+        assert!(e.contains("l.g_idx puts column 0 in group 1, but quantization_config's desc_act is false"), "{e}");
+        dequantize_gptq(&mut map, "l", &gptq(Some(true), Some(8))).unwrap();
+        // A 0-dimensional qweight, a 2-D g_idx, a group count the config does not imply.
+        let mut map = gptq_map(None);
+        map.insert("l.qweight".into(), Tensor::new(5i32, &Device::Cpu).unwrap());
+        let e = dequantize_gptq(&mut map, "l", &gptq(Some(false), None)).unwrap_err().to_string();
+        assert!(e.contains("l.qweight has shape [], expected a matrix"), "{e}");
+        let mut map = gptq_map(None);
+        map.insert("l.g_idx".into(), t_i32(vec![0; 16], &[4, 4]));
+        let e = dequantize_gptq(&mut map, "l", &gptq(Some(true), None)).unwrap_err().to_string();
+        assert!(e.contains("l.g_idx has shape [4, 4]"), "{e}");
+        let e = dequantize_gptq(&mut gptq_map(None), "l", &gptq(Some(false), Some(4))).unwrap_err().to_string();
+        assert!(e.contains("l.scales has 1 groups, but group_size Some(4) on 16 inputs implies 4"), "{e}");
+    }
+
+    #[test]
+    fn compressed_tensors_sizes_are_checked_not_wrapped() {
+        let scheme = CtScheme { targets: vec!["Linear".into()], bits: 4, symmetric: true, group_size: None };
+        for (shape, needle) in [
+            (vec![768i64, 1 << 62], "overflows"),
+            (vec![768, 1 << 61], "overflows"),
+            (vec![1 << 20, 1 << 20], "more than this tool reads"),
+            (vec![-1, 16], "expected two positive sizes"),
+            (vec![8, 16, 1], "expected [out, in]"),
+        ] {
+            let mut m = HashMap::new();
+            m.insert("l.weight_packed".into(), t_i32(vec![], &[768, 0]));
+            m.insert("l.weight_scale".into(), Tensor::ones((768, 1), DType::F16, &Device::Cpu).unwrap());
+            let n = shape.len();
+            m.insert("l.weight_shape".into(), Tensor::from_vec(shape.clone(), n, &Device::Cpu).unwrap());
+            let e = dequantize_ct(&mut m, "l", std::slice::from_ref(&scheme)).unwrap_err().to_string();
+            assert!(e.contains(needle), "{shape:?}: {e}");
+        }
+        let mut m = HashMap::new();
+        m.insert("l.weight_packed".into(), Tensor::new(0i32, &Device::Cpu).unwrap());
+        m.insert("l.weight_scale".into(), Tensor::ones((8, 1), DType::F16, &Device::Cpu).unwrap());
+        m.insert("l.weight_shape".into(), Tensor::new(&[8i64, 16], &Device::Cpu).unwrap());
+        let e = dequantize_ct(&mut m, "l", std::slice::from_ref(&scheme)).unwrap_err().to_string();
+        assert!(e.contains("l.weight_packed has shape [], expected a matrix"), "{e}");
+    }
+
+    #[test]
+    fn bit_widths_are_read_without_truncation() {
+        let e = PackedFormat::from_json(&serde_json::json!({"quant_method": "gptq", "bits": 4294967300u64}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("GPTQ bits 4294967300 is not supported"), "{e}");
+        let e = PackedFormat::from_json(&serde_json::json!({"quant_method": "gptq", "bits": 4, "desc_act": "yes"}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("desc_act \"yes\""), "{e}");
+    }
+
     #[test]
     fn configs_are_checked() {
         let ok = serde_json::json!({"quant_method": "gptq", "bits": 4, "group_size": 128, "checkpoint_format": "gptq",
@@ -457,7 +611,7 @@ mod tests {
         assert!(g.dynamic[0].0.is_match("model.decoder.layers.0.fc1") && g.dynamic[0].1);
         for (bad, needle) in [
             (serde_json::json!({"quant_method": "awq", "bits": 4}), "quant_method 'awq'"),
-            (serde_json::json!({"quant_method": "gptq", "bits": 5}), "bits 5"),
+            (serde_json::json!({"quant_method": "gptq", "bits": 5}), "bits 5 is not supported"),
             (serde_json::json!({"quant_method": "gptq", "bits": 4, "checkpoint_format": "marlin"}), "marlin"),
             (
                 serde_json::json!({"quant_method": "compressed-tensors", "format": "pack-quantized",

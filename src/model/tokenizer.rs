@@ -19,6 +19,27 @@ pub fn load(files: &TokenizerFiles) -> Result<Tokenizer> {
     }
 }
 
+/// [`load`], refusing a tokenizer whose ids reach beyond the model's embedding rows
+/// (`vocab_size` of config.json): such an id would index past the embedding table.
+pub fn load_for_vocab(files: &TokenizerFiles, vocab_size: usize) -> Result<Tokenizer> {
+    let tok = load(files)?;
+    check_fits(&tok, vocab_size).map_err(|e| anyhow::anyhow!("{}: {e}", files.describe()))?;
+    Ok(tok)
+}
+
+/// Every id the tokenizer can produce (its vocabulary and added tokens) is below `vocab_size`.
+pub fn check_fits(tok: &Tokenizer, vocab_size: usize) -> Result<()> {
+    let vocab = tok.get_vocab(true);
+    if let Some((token, &id)) = vocab.iter().max_by_key(|(_, &id)| id) {
+        if usize::try_from(id).map_or(true, |id| id >= vocab_size) {
+            anyhow::bail!(
+                "the tokenizer has ids up to {id} ({token:?}), but config.json's vocab_size is {vocab_size}: the tokenizer does not belong to this model"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Builds the fast tokenizer that GPT2Tokenizer(add_bos_token) amounts to for OPT:
 /// byte-level pre-tokenisation without a prefix space, BPE, `</s>` before each sequence.
 pub fn from_vocab_merges(vocab: &std::path::Path, merges: &std::path::Path) -> Result<Tokenizer> {
@@ -54,4 +75,21 @@ pub fn from_vocab_merges(vocab: &std::path::Path, merges: &std::path::Path) -> R
 pub fn encode(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
     let enc = tok.encode(text, true).map_err(|e| anyhow::anyhow!("tokenizing failed: {e}"))?;
     Ok(enc.get_ids().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_beyond_the_vocabulary_are_refused() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/opt-mini-b");
+        let files = TokenizerFiles::Json(dir.join("tokenizer.json"));
+        let tok = load_for_vocab(&files, 50272).unwrap();
+        let top = tok.get_vocab(true).into_values().max().unwrap();
+        load_for_vocab(&files, top as usize + 1).unwrap();
+        let e = load_for_vocab(&files, 1000).unwrap_err().to_string();
+        assert!(e.contains(&format!("the tokenizer has ids up to {top}")) && e.contains("vocab_size is 1000"), "{e}");
+        assert!(e.starts_with(&dir.join("tokenizer.json").display().to_string()), "{e}");
+    }
 }

@@ -109,6 +109,13 @@ fn check_finite(file: &Path, name: &str, stored: &Tensor, converted: &Tensor, dt
         return Ok(());
     }
     if !crate::numerics::all_finite(stored)? {
+        if let Some(hint) = crate::hub::cache_removal_hint(file) {
+            bail!(
+                "{}: tensor {name} holds non-finite values ({}): the checkpoint is damaged; {hint}",
+                file.display(),
+                crate::numerics::describe_non_finite(stored)
+            );
+        }
         bail!(
             "{}: tensor {name} holds non-finite values ({}): the checkpoint is damaged; re-download or re-save it",
             file.display(),
@@ -129,19 +136,90 @@ fn load_file(path: &Path) -> Result<HashMap<String, Tensor>> {
     let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("");
     if name.ends_with(".safetensors") {
         candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: not a readable safetensors file ({e}); re-download or re-save the checkpoint",
-                path.display()
-            )
+            let e = anyhow::anyhow!("{}: not a readable safetensors file ({e})", path.display());
+            match crate::hub::cache_removal_hint(path) {
+                Some(hint) => anyhow::anyhow!("{e}; {hint}"),
+                None => anyhow::anyhow!("{e}; re-download or re-save the checkpoint"),
+            }
         })
     } else if name.ends_with(".bin") || name.ends_with(".pt") || name.ends_with(".pth") {
-        // candle's unpickler only rebuilds tensors (no arbitrary code is run).
-        let list = candle_core::pickle::read_all(path)
-            .map_err(|e| anyhow::anyhow!("{}: not a readable PyTorch checkpoint ({e})", path.display()))?;
-        Ok(list.into_iter().collect())
+        // candle's unpickler only rebuilds tensors (no arbitrary code is run); what it would
+        // recurse on or allocate from is checked first.
+        let unreadable = |e: &dyn std::fmt::Display| {
+            let e = anyhow::anyhow!(
+                "{}: not a readable PyTorch checkpoint ({})",
+                path.display(),
+                crate::hub::one_line(&e.to_string())
+            );
+            crate::hub::with_cache_hint(e, path)
+        };
+        super::pickle_check::check_archive(path).map_err(|e| unreadable(&format!("{e:#}")))?;
+        let pth = candle_core::pickle::PthTensors::new(path, None).map_err(|e| unreadable(&e))?;
+        super::pickle_check::check_tensor_sizes(path, pth.tensor_infos()).map_err(|e| unreadable(&format!("{e:#}")))?;
+        let mut out = HashMap::new();
+        for name in pth.tensor_infos().keys() {
+            if let Some(t) = pth.get(name).map_err(|e| unreadable(&e))? {
+                out.insert(name.clone(), t);
+            }
+        }
+        Ok(out)
     } else {
         bail!("{}: unknown weight file type", path.display())
     }
+}
+
+/// The largest safetensors header read (the format's own readers refuse 100 MB).
+const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
+
+/// A safetensors file's structure without reading its data: the header is JSON naming each
+/// tensor's dtype, shape and byte range; every range fits its shape (checked products) and
+/// the ranges cover the data exactly to the end of the file.
+pub fn check_safetensors_structure(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let len = f.metadata()?.len();
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n).map_err(|_| anyhow::anyhow!("{len} bytes: shorter than a safetensors header"))?;
+    let n = u64::from_le_bytes(n);
+    if n > MAX_SAFETENSORS_HEADER || n > len - 8 {
+        bail!("its header claims {n} bytes, in a file of {len}");
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| anyhow::anyhow!("its header is not a JSON object ({e})"))?;
+    let mut ranges = Vec::new();
+    for (name, t) in header.iter().filter(|(k, _)| *k != "__metadata__") {
+        let bytes_per: u64 = match t.get("dtype").and_then(|d| d.as_str()) {
+            Some("F64" | "I64" | "U64") => 8,
+            Some("F32" | "I32" | "U32") => 4,
+            Some("F16" | "BF16" | "I16" | "U16") => 2,
+            Some("I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2") => 1,
+            other => bail!("tensor {name}: dtype {other:?} is not one this tool reads"),
+        };
+        let nums = |key: &str| -> Option<Vec<u64>> { t.get(key)?.as_array()?.iter().map(|v| v.as_u64()).collect() };
+        let (Some(shape), Some(offsets)) = (nums("shape"), nums("data_offsets")) else {
+            bail!("tensor {name}: no shape or data_offsets")
+        };
+        let [start, end] = offsets[..] else { bail!("tensor {name}: data_offsets {offsets:?} is not [start, end]") };
+        let size = shape.iter().try_fold(bytes_per, |a, &d| a.checked_mul(d));
+        if start > end || size != Some(end - start) {
+            bail!("tensor {name}: shape {shape:?} of {bytes_per}-byte values does not fit bytes {start}..{end}");
+        }
+        ranges.push((start, end));
+    }
+    ranges.sort_unstable();
+    let mut at = 0u64;
+    for (start, end) in ranges {
+        if start != at {
+            bail!("its tensors' byte ranges leave a gap or overlap at byte {at}");
+        }
+        at = end;
+    }
+    if 8 + n + at != len {
+        bail!("the file has {len} bytes, its header describes {}", 8 + n + at);
+    }
+    Ok(())
 }
 
 /// Weight files listed by a sharded checkpoint's `*.index.json`, in a stable order.
@@ -162,6 +240,39 @@ pub fn shard_files(index_path: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn safetensors_structure_is_read_from_the_header_alone() {
+        let t = tempfile::tempdir().unwrap();
+        let good = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/fixtures/opt-rand-postln/model.safetensors"),
+        )
+        .unwrap();
+        let p = t.path().join("m.safetensors");
+        std::fs::write(&p, &good).unwrap();
+        check_safetensors_structure(&p).unwrap();
+        let n = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+        let mut longer = good.clone();
+        longer.push(0);
+        let mut huge_header = good.clone();
+        huge_header[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        let mut bad_shape = good.clone();
+        let header = String::from_utf8(good[8..8 + n].to_vec()).unwrap();
+        let first_shape = header.find("\"shape\":[").unwrap() + 9;
+        bad_shape[8 + first_shape] = b'9'; // another first dimension, the byte range unchanged
+        for (what, bytes, needle) in [
+            ("truncated", good[..good.len() - 1].to_vec(), "the file has"),
+            ("longer", longer, "the file has"),
+            ("huge header", huge_header, "its header claims 18446744073709551615 bytes"),
+            ("empty", vec![], "shorter than a safetensors header"),
+            ("shape", bad_shape, "does not fit bytes"),
+        ] {
+            std::fs::write(&p, &bytes).unwrap();
+            let e = check_safetensors_structure(&p).unwrap_err().to_string();
+            assert!(e.contains(needle), "{what}: {e}");
+        }
+    }
 
     #[test]
     fn prefix_is_stripped_only_at_the_front() {

@@ -37,6 +37,25 @@ pub(crate) fn last_component(path: &Path) -> String {
     s.rsplit('/').next().unwrap_or("").to_string()
 }
 
+/// The umask of this process (from /proc where it says, else read and restored once).
+pub fn umask() -> u32 {
+    static MASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *MASK.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:").and_then(|v| u32::from_str_radix(v.trim(), 8).ok()))
+            .unwrap_or_else(|| {
+                // SAFETY: umask only swaps the process's mask; it is put back at once.
+                unsafe {
+                    let m = libc::umask(0o022);
+                    libc::umask(m);
+                    m as u32
+                }
+            })
+    })
+}
+
 /// Checks before any work that a file can be written at `path` at the end of the run: the
 /// path names a file (not `.`, `..` or a path ending in `/`), is not an existing directory or
 /// other non-file, every existing folder above it is a directory, and the nearest existing one
@@ -54,6 +73,10 @@ pub fn check_writable(path: &Path, flag: &str) -> Result<()> {
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => bail!("{flag} {shown}: is an existing directory; give a file name"),
         Ok(m) if !m.is_file() => bail!("{flag} {shown}: exists and is not a regular file"),
+        // A name the filesystem refuses (too long, a loop of links…) fails here, not at the end.
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound && e.raw_os_error() != Some(libc::ENOTDIR) => {
+            bail!("{flag} {shown}: cannot be used ({e})")
+        }
         _ => {}
     }
     check_folder_above(path, flag)?;
@@ -149,6 +172,6 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\n  \"a\": 1\n}");
         assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o666 & !super::super::export::umask(), "{mode:o}");
+        assert_eq!(mode, 0o666 & !umask(), "{mode:o}");
     }
 }

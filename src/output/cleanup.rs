@@ -13,6 +13,10 @@ use std::sync::{Mutex, MutexGuard};
 static REGISTRY: Mutex<Vec<(u64, PathBuf)>> = Mutex::new(Vec::new());
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The file that marks a directory as this tool's: every export holds it (written first into
+/// the temporary directory), so stale temporary directories are known as ours by it.
+pub const MARKER: &str = ".sparsegpt-mi-export";
+
 /// The kinds of temporary names this tool gives, `.NAME.KINDPID`.
 const KINDS: [&str; 4] = ["partial", "tmp", "probe", "old"];
 
@@ -21,10 +25,33 @@ fn registry() -> MutexGuard<'static, Vec<(u64, PathBuf)>> {
     REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The longest file name the filesystems this tool writes to accept (Linux NAME_MAX).
+const NAME_MAX: usize = 255;
+
+/// The widest `.{stem}.KINDPID` suffix and prefix: a dot, a dot, the longest kind, a 32-bit PID.
+const TEMP_OVERHEAD: usize = 2 + "partial".len() + 10;
+
+/// The part of a temporary name that stands for the output named `name`: the name itself where
+/// the longest temporary name still fits NAME_MAX, else its first bytes (at a character
+/// boundary) and a hash of the whole name, so that a legal name of up to 255 bytes keeps a
+/// legal temporary name, and two long names that share their start keep distinct ones.
+pub fn temp_stem(name: &str) -> String {
+    if name.len() + TEMP_OVERHEAD <= NAME_MAX {
+        return name.to_string();
+    }
+    use sha2::Digest;
+    let hash: String = sha2::Sha256::digest(name.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let mut keep = NAME_MAX - TEMP_OVERHEAD - hash.len() - 1;
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}~{hash}", &name[..keep])
+}
+
 /// The temporary name of `kind` for the output named `name`, in this process.
 pub fn temp_name(name: &str, kind: &str) -> String {
     debug_assert!(KINDS.contains(&kind));
-    format!(".{name}.{kind}{}", std::process::id())
+    format!(".{}.{kind}{}", temp_stem(name), std::process::id())
 }
 
 /// A temporary file or directory of this process, removed when dropped unless persisted.
@@ -140,7 +167,7 @@ fn process_alive(pid: u32) -> bool {
 
 /// The PID in a temporary name of this tool for `name` (`.NAME.KINDPID`), if it is one.
 fn temp_pid(entry: &str, name: &str) -> Option<(&'static str, u32)> {
-    let rest = entry.strip_prefix('.')?.strip_prefix(name)?.strip_prefix('.')?;
+    let rest = entry.strip_prefix('.')?.strip_prefix(temp_stem(name).as_str())?.strip_prefix('.')?;
     KINDS.iter().find_map(|&k| {
         let digits = rest.strip_prefix(k)?;
         (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
@@ -165,7 +192,7 @@ pub fn remove_stale(dir: &Path, name: &str) {
         let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
         let ours = if meta.is_dir() {
             (kind == "partial" || kind == "old")
-                && (path.join(super::export::MARKER).is_file()
+                && (path.join(MARKER).is_file()
                     || std::fs::read_dir(&path).map(|mut d| d.next().is_none()).unwrap_or(false))
         } else {
             meta.is_file() && kind != "partial"
@@ -232,13 +259,36 @@ mod tests {
     }
 
     #[test]
+    fn temporary_names_of_long_names_fit_name_max() {
+        let long = "é".repeat(127) + "x"; // 255 bytes, a character boundary off the cut
+        let other = "é".repeat(127) + "y";
+        for name in [long.as_str(), other.as_str(), &"a".repeat(236), &"a".repeat(237)] {
+            for kind in KINDS {
+                let t = format!(".{}.{kind}{}", temp_stem(name), u32::MAX);
+                assert!(t.len() <= NAME_MAX, "{} bytes for a {}-byte name", t.len(), name.len());
+                assert_eq!(temp_pid(&format!(".{}.{kind}77", temp_stem(name)), name), Some((kind, 77)));
+            }
+        }
+        // Short names are kept as they are; long ones that share a start stay apart.
+        assert_eq!(temp_stem(&"a".repeat(236)), "a".repeat(236));
+        assert_ne!(temp_stem(&"a".repeat(237)), "a".repeat(237));
+        assert_ne!(temp_stem(&long), temp_stem(&other));
+        // A real file of a 255-byte name can be probed and written atomically beside.
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("r".repeat(250) + ".json");
+        super::super::atomic::check_writable(&p, "--json").unwrap();
+        super::super::atomic::write_atomic(&p, b"{}").unwrap();
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1);
+    }
+
+    #[test]
     fn stale_paths_of_dead_processes_are_removed_and_others_kept() {
         let t = tempfile::tempdir().unwrap();
         // A PID above the kernel's maximum (4194304) is never alive.
         let dead = 4_999_999u32;
         std::fs::write(t.path().join(format!(".r.json.tmp{dead}")), b"{").unwrap();
         std::fs::create_dir(t.path().join(format!(".out.partial{dead}"))).unwrap();
-        std::fs::write(t.path().join(format!(".out.partial{dead}")).join(super::super::export::MARKER), b"").unwrap();
+        std::fs::write(t.path().join(format!(".out.partial{dead}")).join(super::MARKER), b"").unwrap();
         // Not ours: a directory without the marker, a live process's file, another name.
         std::fs::create_dir(t.path().join(format!(".out.old{dead}"))).unwrap();
         std::fs::write(t.path().join(format!(".out.old{dead}")).join("user.txt"), b"x").unwrap();
