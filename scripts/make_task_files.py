@@ -6,19 +6,46 @@ written here by hand (not taken from the datasets). Snappy-compressed, as the hu
     python3 -m venv /tmp/pa && /tmp/pa/bin/pip install pyarrow && /tmp/pa/bin/python scripts/make_task_files.py
 
 The same files serve the Rust tests (as a --data-dir) and scripts/lm_eval_compare.sh (as
-lm-eval's local parquet data files).
+lm-eval's local parquet data files). For a benchmark, `--repeat N --out DIR` writes N variants
+of every item (a number put into the context, so that no two requests are alike; the answer
+and the choices unchanged):
+
+    python3 scripts/make_task_files.py --repeat 200 --out /tmp/bench/tasks
 """
+import argparse
 import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "tasks")
+ap = argparse.ArgumentParser()
+ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "tasks"))
+ap.add_argument("--repeat", type=int, default=1)
+args = ap.parse_args()
+OUT = args.out
+os.makedirs(OUT, exist_ok=True)
 S = pa.string()
+
+# The column each task's variants number (k = 1..N-1; variant 0 is the item itself).
+VARY = {"piqa": "goal", "arc_easy": "question", "arc_challenge": "question", "hellaswag": "ctx_a",
+        "winogrande": "sentence", "boolq": "passage", "rte": "sentence1", "openbookqa": "question_stem",
+        "lambada_openai": "text"}
+
+
+def variants(name, rows):
+    out = []
+    for k in range(args.repeat):
+        for r in rows:
+            r = dict(r)
+            if k:
+                col = VARY[name]
+                r[col] = f"({k}) {r[col]}"
+            out.append(r)
+    return out
 LS = pa.list_(pa.string())
 
 
 def write(name, schema, rows):
-    table = pa.Table.from_pylist(rows, schema=pa.schema(schema))
+    table = pa.Table.from_pylist(variants(name, rows), schema=pa.schema(schema))
     pq.write_table(table, os.path.join(OUT, f"{name}.parquet"), compression="snappy")
 
 
