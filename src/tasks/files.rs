@@ -103,7 +103,11 @@ pub fn load_tasks(source: &DataSource, tasks: &[Task], limit: Option<usize>) -> 
                 .iter()
                 .zip(resolved)
                 .map(|(&t, r)| {
-                    let (items, available) = read_hub(client, &r, |p| read_items(t, p, limit))?;
+                    // A file that does not read is removed from the cache; one whose rows do
+                    // not make documents is kept (downloading it again would not help).
+                    let rows = read_hub(client, &r, |p| read_parquet_rows(p, required_columns(t)))?;
+                    let (items, available) =
+                        items_from_rows(t, rows, limit).map_err(|e| anyhow!("{}: {e}", r.file.label()))?;
                     let provenance = FileProvenance::Hub {
                         repo: r.file.repo.to_string(),
                         revision: r.file.revision.to_string(),
@@ -122,6 +126,11 @@ pub fn load_tasks(source: &DataSource, tasks: &[Task], limit: Option<usize>) -> 
 pub fn read_items(task: Task, path: &Path, limit: Option<usize>) -> Result<(Vec<Item>, usize)> {
     let rows = read_parquet_rows(path, required_columns(task))
         .map_err(|e| anyhow!("not a {} task file: {}", task.name(), one_line(&format!("{e:#}"))))?;
+    items_from_rows(task, rows, limit)
+}
+
+/// The first `limit` of a task file's rows as items; and how many rows it holds.
+fn items_from_rows(task: Task, rows: Vec<serde_json::Value>, limit: Option<usize>) -> Result<(Vec<Item>, usize)> {
     if rows.is_empty() {
         bail!("the {} task file holds no rows", task.name());
     }

@@ -190,7 +190,9 @@ pub fn hellaswag_preprocess(text: &str) -> String {
     brackets.replace_all(&t, "").replace("  ", " ")
 }
 
-/// Python's `str.capitalize()`: the first character upper-cased, the rest lower-cased.
+/// Python's `str.capitalize()`: the first character upper-cased, the rest lower-cased
+/// (Python title-cases the first character: it differs from upper case only for the four
+/// digraph letters such as "ǆ").
 pub fn python_capitalize(s: &str) -> String {
     let mut chars = s.chars();
     match chars.next() {

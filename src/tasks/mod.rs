@@ -98,7 +98,7 @@ impl Task {
             }
         }
         if out.is_empty() {
-            bail!("--tasks names no task: give one or more of {} (or all)", Task::ALL.map(|t| t.name()).join(", "));
+            bail!("the list names no task: give one or more of {} (or all)", Task::ALL.map(|t| t.name()).join(", "));
         }
         Ok(out)
     }
@@ -134,7 +134,7 @@ mod tests {
         assert_eq!(Task::parse_list("boolq,all").unwrap().len(), 9);
         let e = Task::parse_list("piqa,mmlu").unwrap_err().to_string();
         assert!(e.starts_with("unknown task 'mmlu': choose from piqa, arc_easy"), "{e}");
-        assert!(Task::parse_list(" , ").unwrap_err().to_string().contains("names no task"));
+        assert!(Task::parse_list(" , ").unwrap_err().to_string().contains("the list names no task"));
         for t in Task::ALL {
             assert_eq!(Task::parse(t.name()).unwrap(), t);
         }

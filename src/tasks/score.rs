@@ -124,9 +124,9 @@ fn host_scores(logits: &Tensor, targets: &[u32]) -> Result<Vec<TokenScore>> {
         .par_chunks(vocab)
         .zip(targets.par_iter())
         .map(|(row, &t)| {
-            let (mut arg, mut max) = (0usize, f32::NEG_INFINITY);
-            for (i, &v) in row.iter().enumerate() {
-                if v > max || (i == 0) {
+            let (mut arg, mut max) = (0usize, row[0]);
+            for (i, &v) in row.iter().enumerate().skip(1) {
+                if v > max {
                     (arg, max) = (i, v);
                 }
             }
