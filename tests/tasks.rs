@@ -160,3 +160,74 @@ fn a_task_file_lacking_a_column_is_refused_with_its_name() {
     let e = format!("{:#}", load_tasks(&DataSource::local(dir.path()), &[Task::Boolq], None).err().unwrap());
     assert!(e.contains("lacks tasks/boolq.parquet"), "{e}");
 }
+
+/// `prune --eval-tasks` scores the compressed model in memory; `eval --tasks` on its saved
+/// export gives the same per-request log-likelihoods (the export holds the same weights), and
+/// stdout carries lm-eval's table.
+#[test]
+fn compressed_in_memory_and_reloaded_export_score_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path();
+    // One data directory: the shipped corpora's C4 (calibration) and the task files.
+    let data = w.join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::os::unix::fs::symlink(common::data_dir().join("c4"), data.join("c4")).unwrap();
+    std::os::unix::fs::symlink(task_dir().join("tasks"), data.join("tasks")).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::bin()).current_dir(w).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let model = common::fixture("opt-mini-a");
+    let (model, data) = (model.to_str().unwrap(), data.to_str().unwrap());
+    run(&[
+        "prune",
+        model,
+        "c4",
+        "--sparsity",
+        "0.5",
+        "--wbits",
+        "4",
+        "--nsamples",
+        "2",
+        "--eval-datasets",
+        "",
+        "--eval-tasks",
+        "piqa,winogrande,lambada_openai",
+        "--limit",
+        "3",
+        "--data-dir",
+        data,
+        "--json",
+        "p.json",
+        "--save",
+        "out",
+    ]);
+    let stdout = run(&[
+        "eval",
+        "out",
+        "--tasks",
+        "piqa,winogrande,lambada_openai",
+        "--limit",
+        "3",
+        "--data-dir",
+        data,
+        "--json",
+        "e.json",
+    ]);
+    assert!(stdout.contains("|Tasks         |Version|Filter|n-shot|Metric    | |  Value| | Stderr|"), "{stdout}");
+    assert!(stdout.contains("|winogrande    |      1|none  |     0|acc       |↑|"), "{stdout}");
+    let read = |f: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(w.join(f)).unwrap()).unwrap() };
+    let (p, e) = (read("p.json"), read("e.json"));
+    let (pt, et) = (p["tasks"].as_array().unwrap(), e["tasks"].as_array().unwrap());
+    assert_eq!(pt.len(), 3);
+    for (a, b) in pt.iter().zip(et) {
+        assert_eq!(a["task"], b["task"]);
+        assert_eq!(a["n"], 3);
+        for (x, y) in a["items"].as_array().unwrap().iter().zip(b["items"].as_array().unwrap()) {
+            assert_eq!(x["loglik"], y["loglik"], "{}", a["task"]);
+        }
+        assert_eq!(a["acc"], b["acc"]);
+    }
+    assert!(pt[2]["perplexity"].as_f64().unwrap() > 1.0);
+}
