@@ -251,12 +251,23 @@ run error "--data-dir without C4 calibration files" prune $B --nsamples 1 --eval
 run error "empty PTB test file" eval $B --datasets ptb --data-dir "$ROOT/data_emptyfile"
 run error "corpus shorter than one window" eval $B --datasets wikitext2 --data-dir "$ROOT/data_short"
 run error "--data-dir is a file" eval $B --data-dir afile
+# -- zero-shot tasks (issue 28): refused before any model is loaded --
+TASKS=$(realpath tests/data)
+mkdir -p "$ROOT/data_tasks/tasks"
+cp "$TASKS/tasks/arc_easy.parquet" "$ROOT/data_tasks/tasks/piqa.parquet"
+run error "unknown task (eval --tasks)" eval $B --tasks piqa,mmlu --data-dir "$TASKS"
+run error "unknown task (prune --eval-tasks)" prune $B --nsamples 1 --eval-tasks mmlu --json r.json
+run error "task file lacking fields (an ARC file as piqa.parquet)" eval $B --tasks piqa --data-dir "$ROOT/data_tasks"
+run error "data dir without the task's file" eval $B --tasks boolq --data-dir "$ROOT/data_tasks"
+run error "eval --tasks piqa --limit 0" eval $B --tasks piqa --limit 0 --data-dir "$TASKS"
+run error "--limit without --tasks" eval $B --limit 5 --max-windows 1
 # -- hub --
 hub "hub unreachable (model)" unreachable eval facebook/opt-125m
 hub "hub offline, cold cache (model)" offline eval facebook/opt-125m
 ENVPRE=(-u SPARSEGPT_MI_DATA_DIR)
 hub "hub unreachable (data, before any model)" unreachable eval $B --max-windows 1
 hub "hub offline, cold cache (data)" offline eval $B --max-windows 1
+hub "hub offline, cold cache (task file)" offline eval $B --tasks rte
 ENVPRE=()
 hub "hub id that is not org/name" unreachable eval facebook/opt/125m
 # -- output paths (checked before any work) --

@@ -2,7 +2,7 @@
 # On the GPU machine (device tool): lay out a ../shared-like tree from what was carried, unpack
 # the CUDA binary, then run the named stages. Writes everything under $OUT (or ./gpu_out).
 #
-#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity selfcheck compare bench cpu mishare rounding reference noise reload hinv64 mi mi25 scale exports study run
+#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity selfcheck compare bench cpu mishare rounding reference noise reload hinv64 mi mi25 scale exports study run lmeval
 #
 # Carried (ignored, under .carry/): sparsegpt-mi-cuda.xz (scripts/build_cuda.sh), data.tar.xz
 # (evaluation + calibration data), reference/ (../shared/reference), fx/FIXTURE/{config.json,
@@ -186,6 +186,12 @@ for stage in "$@"; do
       BIN=$BIN DATA_DIR=$S/data FIXTURE_DIR=$S/fixtures bash scripts/mi_study.sh --fixtures $FX --device cuda \
         --out "$OUT/study" ${STUDY_ARGS:-} > "$OUT/study_log_$FX.txt" 2>&1
       tail -60 "$OUT/study_log_$FX.txt"
+      ;;
+    lmeval)
+      # Zero-shot tasks: lm-evaluation-harness's HF backend against this tool on the fixture,
+      # f32 and f16, then items/s of both (scripts/lm_eval_compare.sh; lm-eval's wheels in
+      # .whl/ or .carry/lmeval_whl/).
+      BIN=$BIN bash scripts/lm_eval_compare.sh $S/fixtures/$FX "$OUT/lmeval" ${REPEAT:-100}
       ;;
     mi)
       BIN=$BIN bash scripts/test_mi.sh $S/fixtures/$FX --seeds ${SEEDS:-3} --targets "${TARGETS:-4.0 3.0 2.5}" --n-groups ${NGROUPS:-10} \

@@ -21,3 +21,4 @@ pub mod pipeline;
 pub mod progress;
 pub mod rng;
 pub mod solver;
+pub mod tasks;

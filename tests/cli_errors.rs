@@ -612,3 +612,35 @@ fn sigint_during_save_and_sigterm_mid_run_leave_nothing_and_stale_paths_are_clea
     assert!(err.contains(&format!(".out.partial{dead}")), "{err}");
     assert_eq!(snapshot(w), before);
 }
+
+#[test]
+fn bad_task_input_is_refused_before_any_model_work() {
+    let t = workspace();
+    let w = t.path();
+    let tasks = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let tasks = tasks.to_str().unwrap();
+    // A piqa.parquet holding one string column, 'goal': no sol1, sol2, label.
+    let bad = w.join("user/data");
+    std::fs::create_dir_all(bad.join("tasks")).unwrap();
+    let file = common::hub_files::parquet_strings("goal", &[Some("To dry a phone".to_string())], 1);
+    std::fs::write(bad.join("tasks/piqa.parquet"), file).unwrap();
+    let bad = bad.to_str().unwrap();
+    assert_refused_in(w, &["eval", "model", "--tasks", "piqa,mmlu", "--data-dir", tasks], "unknown task 'mmlu'");
+    assert_refused_in(
+        w,
+        &["prune", "model", "c4", "--nsamples", "1", "--eval-tasks", "hellaswag,x", "--json", "r.json"],
+        "unknown task 'x'",
+    );
+    assert_refused_in(
+        w,
+        &["eval", "model", "--tasks", "piqa", "--limit", "0", "--data-dir", tasks],
+        "--limit 0 scores nothing",
+    );
+    assert_refused_in(w, &["eval", "model", "--limit", "3", "--json", "r.json"], "give --tasks too");
+    assert_refused_in(
+        w,
+        &["eval", "model", "--tasks", "piqa", "--data-dir", bad, "--json", "r.json"],
+        "lacks columns 'sol1', 'sol2', 'label'",
+    );
+    assert_refused_in(w, &["eval", "model", "--tasks", "boolq", "--data-dir", bad], "lacks tasks/boolq.parquet");
+}

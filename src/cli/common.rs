@@ -6,6 +6,10 @@ use clap::Args;
 use sparsegpt_mi::data::source::DataSource;
 use sparsegpt_mi::eval::Perplexity;
 use sparsegpt_mi::model::{self, files::ModelFiles, OptModel};
+use sparsegpt_mi::tasks::encode::Encoder;
+use sparsegpt_mi::tasks::evaluate::{evaluate_task, table, TaskResult};
+use sparsegpt_mi::tasks::files::TaskData;
+use sparsegpt_mi::tasks::Task;
 use std::path::PathBuf;
 
 /// Where the model runs and where the data comes from.
@@ -37,6 +41,9 @@ pub struct ReportArgs {
     /// Write the result as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Score only the first N documents of each zero-shot task (a quick look).
+    #[arg(long)]
+    pub limit: Option<usize>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +59,9 @@ impl ReportArgs {
     pub fn validate(&self) -> Result<()> {
         if self.max_windows == Some(0) {
             anyhow::bail!("--max-windows 0 evaluates nothing: give at least 1 (or leave it out for every window)");
+        }
+        if self.limit == Some(0) {
+            anyhow::bail!("--limit 0 scores nothing: give at least 1 (or leave it out for every document)");
         }
         Ok(())
     }
@@ -98,6 +108,31 @@ pub fn device_from_name(name: &str) -> Result<Device> {
         }
         other => anyhow::bail!("unknown --device '{other}': use cpu or cuda"),
     }
+}
+
+/// The zero-shot tasks a run names (`--tasks` / `--eval-tasks`), checked with `--limit`.
+pub fn parse_tasks(flag: &str, list: Option<&str>, limit: Option<usize>) -> Result<Vec<Task>> {
+    match list {
+        Some(l) => Task::parse_list(l).map_err(|e| anyhow::anyhow!("{flag}: {e}")),
+        None if limit.is_some() => anyhow::bail!("--limit counts documents of zero-shot tasks: give {flag} too"),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Scores every task's documents on the model, printing lm-eval's table.
+pub fn run_tasks(model: &OptModel, tok: &tokenizers::Tokenizer, data: &[TaskData]) -> Result<Vec<TaskResult>> {
+    if data.is_empty() {
+        return Ok(Vec::new());
+    }
+    // OPT's tokenizer: `</s>` is the BOS it prepends and lm-eval's prefix token.
+    let encoder = Encoder {
+        tokenizer: tok,
+        bos_text: Some(model::tokenizer::BOS_TOKEN.to_string()),
+        prefix_token_id: model::tokenizer::BOS_ID,
+    };
+    let results = data.iter().map(|d| evaluate_task(model, &encoder, d)).collect::<Result<Vec<_>>>()?;
+    print!("{}", table(&results));
+    Ok(results)
 }
 
 pub fn command_line() -> String {

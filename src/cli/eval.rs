@@ -1,6 +1,6 @@
 //! `sparsegpt-mi eval`: perplexity of a model, as the published code measures it.
 
-use super::common::{command_line, print_ppl_table, CommonArgs, ReportArgs};
+use super::common::{command_line, parse_tasks, print_ppl_table, run_tasks, CommonArgs, ReportArgs};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 use clap::Args;
@@ -8,15 +8,20 @@ use sparsegpt_mi::data::{source::needs, Corpus};
 use sparsegpt_mi::model::{self, OptModel};
 use sparsegpt_mi::output::targets::OutputRequest;
 use sparsegpt_mi::output::{atomic, summary};
+use sparsegpt_mi::tasks::files::load_tasks;
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct EvalArgs {
     /// Model directory (HF layout) or hub id such as facebook/opt-125m.
     pub model: String,
-    /// Comma-separated: wikitext2, ptb, c4.
-    #[arg(long, default_value = "wikitext2,ptb,c4")]
-    pub datasets: String,
+    /// Comma-separated: wikitext2, ptb, c4 (default all three, or none when --tasks is given).
+    #[arg(long)]
+    pub datasets: Option<String>,
+    /// Zero-shot tasks scored as lm-evaluation-harness scores them, comma-separated, or all:
+    /// piqa, arc_easy, arc_challenge, hellaswag, winogrande, boolq, rte, openbookqa, lambada_openai.
+    #[arg(long)]
+    pub tasks: Option<String>,
     /// Also write the logits of the first 128 tokens of the first dataset (first 512 vocabulary
     /// entries of each row, and every row's argmax) as JSON, for comparison with transformers.
     #[arg(long)]
@@ -28,11 +33,16 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let corpora = Corpus::parse_list(&args.datasets)?;
-    if corpora.is_empty() {
-        bail!("--datasets is empty: name at least one of wikitext2, ptb, c4");
+    let tasks = parse_tasks("--tasks", args.tasks.as_deref(), args.report.limit)?;
+    let default_corpora = if tasks.is_empty() { "wikitext2,ptb,c4" } else { "" };
+    let corpora = Corpus::parse_list(args.datasets.as_deref().unwrap_or(default_corpora))?;
+    if corpora.is_empty() && tasks.is_empty() {
+        bail!("--datasets is empty: name at least one of wikitext2, ptb, c4 (or give --tasks)");
     }
     args.report.validate()?;
+    if args.logits_out.is_some() && corpora.is_empty() {
+        bail!("--logits-out reads the first --datasets corpus: name one");
+    }
     let mut outputs = OutputRequest::new();
     if let Some(j) = &args.report.json {
         outputs = outputs.file("--json", j);
@@ -44,7 +54,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let device = args.common.device()?;
     // Data problems surface before any model is downloaded or loaded.
     let source = args.common.data_source()?;
-    let data = source.check_available(&needs(&corpora, None))?;
+    let data = if corpora.is_empty() { Vec::new() } else { source.check_available(&needs(&corpora, None))? };
+    let task_data = load_tasks(&source, &tasks, args.report.limit)?;
     let t0 = std::time::Instant::now();
     let files = model::files::resolve_model(&args.model)?;
     outputs.check_inputs(&files)?;
@@ -57,7 +68,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
         dump_logits(&model, &ids[..128.min(ids.len())], p)?;
     }
     let results = sparsegpt_mi::eval::evaluate_all(&model, &tok, &corpora, &source, args.report.max_windows)?;
-    print_ppl_table(&results);
+    if !results.is_empty() {
+        print_ppl_table(&results);
+    }
+    let task_results = run_tasks(&model, &tok, &task_data)?;
     if let Some(j) = outputs.file("--json") {
         let report = summary::EvalReport {
             command: command_line(),
@@ -67,6 +81,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             load_seconds,
             data,
             results,
+            tasks: task_results,
         };
         atomic::write_json_atomic(j, &report)?;
     }

@@ -1,6 +1,6 @@
 //! `sparsegpt-mi prune`: flags and defaults as the published `opt.py`.
 
-use super::common::{command_line, print_ppl_table, CommonArgs, ReportArgs};
+use super::common::{command_line, parse_tasks, print_ppl_table, run_tasks, CommonArgs, ReportArgs};
 use super::mixed::MiArgs;
 use super::values::{HessianAccumulation, HinvPrecision, SamplerKind, SaveFormat};
 use anyhow::{bail, Context, Result};
@@ -16,6 +16,7 @@ use sparsegpt_mi::output::targets::OutputRequest;
 use sparsegpt_mi::output::{atomic, summary};
 use sparsegpt_mi::pipeline::{self, CompressConfig};
 use sparsegpt_mi::solver::{QuantScheme, Sparsity, SweepSettings};
+use sparsegpt_mi::tasks::files::load_tasks;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -99,6 +100,9 @@ pub struct PruneArgs {
     /// Datasets to evaluate after compression (empty = none).
     #[arg(long, default_value = "wikitext2,ptb,c4")]
     pub eval_datasets: String,
+    /// Zero-shot tasks to score after compression, as `eval --tasks` (comma-separated, or all).
+    #[arg(long)]
+    pub eval_tasks: Option<String>,
     #[command(flatten)]
     #[serde(flatten)]
     pub mi: MiArgs,
@@ -306,9 +310,11 @@ pub fn run(args: PruneArgs) -> Result<()> {
     let device = args.common.device()?;
     let calib_source = Corpus::parse(&args.dataset)?;
     let eval_sets = Corpus::parse_list(&args.eval_datasets)?;
+    let tasks = parse_tasks("--eval-tasks", args.eval_tasks.as_deref(), args.report.limit)?;
     // Data problems surface before any model is downloaded or loaded.
     let source = args.common.data_source()?;
     let data = source.check_available(&needs(&eval_sets, (!args.gmp).then_some(calib_source)))?;
+    let task_data = load_tasks(&source, &tasks, args.report.limit)?;
 
     let t0 = Instant::now();
     let files = model::files::resolve_model(&args.model)?;
@@ -365,6 +371,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
 
     let eval = sparsegpt_mi::eval::evaluate_all(&model, &tok, &eval_sets, &source, args.report.max_windows)?;
     print_ppl_table(&eval);
+    let task_results = run_tasks(&model, &tok, &task_data)?;
     let saved = match outputs.save() {
         Some(target) => {
             let format = args.save_format();
@@ -404,6 +411,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
         calibration_windows: calib.sources,
         data,
         linears,
+        tasks: task_results,
         saved,
         args,
     };

@@ -149,6 +149,90 @@ fn stated_rows(reader: &impl parquet::file::reader::FileReader, path: &Path) -> 
     Ok(total as usize)
 }
 
+/// The top-level columns of a parquet file (nested ones by their outer name), after checking
+/// that every row group uses a codec this build reads.
+fn top_level_columns(reader: &impl parquet::file::reader::FileReader) -> Result<Vec<String>> {
+    let meta = reader.metadata();
+    for rg in meta.row_groups() {
+        for c in rg.columns() {
+            if !codec_supported(c.compression()) {
+                return Err(anyhow::Error::new(Unsupported(format!(
+                    "parquet column '{}' is {:?}-compressed, and this build reads only snappy and uncompressed parquet (the `parquet` crate's \"snap\" feature)",
+                    c.column_path().string(),
+                    c.compression()
+                ))));
+            }
+        }
+    }
+    Ok(meta.file_metadata().schema_descr().root_schema().get_fields().iter().map(|f| f.name().to_string()).collect())
+}
+
+fn require_columns(have: &[String], need: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = need.iter().copied().filter(|n| !have.iter().any(|h| h == n)).collect();
+    if !missing.is_empty() {
+        bail!(
+            "the parquet file lacks column{} {} (its columns: {})",
+            if missing.len() == 1 { "" } else { "s" },
+            missing.iter().map(|m| format!("'{m}'")).collect::<Vec<_>>().join(", "),
+            have.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Footer and schema only: every one of `columns` is a top-level column.
+pub fn check_parquet_columns(path: &Path, columns: &[&str]) -> Result<()> {
+    require_columns(&top_level_columns(&open_parquet(path)?)?, columns)
+}
+
+/// Every row of a parquet file as a JSON object of its columns (strings, numbers, lists as
+/// arrays, structs as objects, nulls), after checking that `columns` are there: the rows of
+/// the zero-shot tasks' dataset files, to be read into each task's row type.
+pub fn read_parquet_rows(path: &Path, columns: &[&str]) -> Result<Vec<serde_json::Value>> {
+    use parquet::file::reader::FileReader;
+    let reader = open_parquet(path)?;
+    require_columns(&top_level_columns(&reader)?, columns)?;
+    let total = stated_rows(&reader, path)?;
+    let mut out = Vec::new();
+    let rows = reader.get_row_iter(None).map_err(|e| anyhow!("corrupt parquet data: {}", one_line(&e.to_string())))?;
+    for row in rows {
+        let row = row.map_err(|e| anyhow!("corrupt parquet data: {}", one_line(&e.to_string())))?;
+        out.push(row_json(&row));
+    }
+    if out.len() != total {
+        bail!("corrupt parquet data: {} of {total} rows", out.len());
+    }
+    Ok(out)
+}
+
+fn row_json(row: &parquet::record::Row) -> serde_json::Value {
+    serde_json::Value::Object(row.get_column_iter().map(|(k, f)| (k.clone(), field_json(f))).collect())
+}
+
+/// One parquet value as JSON (the kinds the hub's dataset files hold; others as strings).
+fn field_json(f: &parquet::record::Field) -> serde_json::Value {
+    use parquet::record::Field;
+    use serde_json::Value;
+    match f {
+        Field::Null => Value::Null,
+        Field::Bool(b) => Value::Bool(*b),
+        Field::Byte(v) => (*v).into(),
+        Field::Short(v) => (*v).into(),
+        Field::Int(v) => (*v).into(),
+        Field::Long(v) => (*v).into(),
+        Field::UByte(v) => (*v).into(),
+        Field::UShort(v) => (*v).into(),
+        Field::UInt(v) => (*v).into(),
+        Field::ULong(v) => (*v).into(),
+        Field::Float(v) => (*v as f64).into(),
+        Field::Double(v) => (*v).into(),
+        Field::Str(s) => Value::String(s.clone()),
+        Field::Group(row) => row_json(row),
+        Field::ListInternal(list) => Value::Array(list.elements().iter().map(field_json).collect()),
+        other => Value::String(other.to_string()),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Gzipped JSON lines.
 

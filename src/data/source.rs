@@ -23,7 +23,10 @@
 //! no later run trusts it. [`DataSource::check_available`] does all of this up front, before
 //! any model work, and lists every missing file in one line.
 
-use super::formats::{check_gz_jsonl, check_parquet_column, is_unsupported, read_gz_jsonl_texts, read_parquet_strings};
+use super::formats::{
+    check_gz_jsonl, check_parquet_column, check_parquet_columns, is_unsupported, read_gz_jsonl_texts,
+    read_parquet_rows, read_parquet_strings,
+};
 use super::{self as data, Corpus, C4_EVAL_DOCS, C4_EVAL_WINDOWS, SEQLEN};
 use crate::hub::{one_line, CacheLookup, FetchError, HubClient, HubConfig};
 use anyhow::{anyhow, bail, Result};
@@ -81,6 +84,40 @@ pub enum Format {
     Parquet { column: &'static str },
     /// Gzipped JSON lines with a "text" field.
     JsonLinesGz,
+    /// Parquet read row by row (the zero-shot tasks' files): these top-level columns needed.
+    ParquetRows { columns: &'static [&'static str] },
+}
+
+/// One file of a hub dataset repo at a revision, in a format: what the cache, the download
+/// and the checks need to know of it (corpora and task files alike).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HubFile {
+    pub repo: &'static str,
+    pub revision: &'static str,
+    pub path: &'static str,
+    pub format: Format,
+}
+
+impl HubFile {
+    pub fn hub_repo(&self) -> hf_hub::Repo {
+        hf_hub::Repo::with_revision(self.repo.to_string(), hf_hub::RepoType::Dataset, self.revision.to_string())
+    }
+
+    /// The resolve URL, the revision URL-encoded as the hub expects (`refs%2Fconvert%2Fparquet`).
+    pub fn url(&self, endpoint: &str) -> String {
+        format!(
+            "{}/datasets/{}/resolve/{}/{}",
+            endpoint.trim_end_matches('/'),
+            self.repo,
+            self.revision.replace('/', "%2F"),
+            self.path
+        )
+    }
+
+    /// `repo@revision:path`, for messages.
+    pub fn label(&self) -> String {
+        format!("{}@{}:{}", self.repo, self.revision, self.path)
+    }
 }
 
 /// One file of a hub dataset repo, tied to the corpus and role it serves.
@@ -167,24 +204,20 @@ impl DatasetFile {
             .expect("every (corpus, role) has a file")
     }
 
+    pub fn hub_file(&self) -> HubFile {
+        HubFile { repo: self.repo, revision: self.revision, path: self.path, format: self.format }
+    }
+
     pub fn hub_repo(&self) -> hf_hub::Repo {
-        hf_hub::Repo::with_revision(self.repo.to_string(), hf_hub::RepoType::Dataset, self.revision.to_string())
+        self.hub_file().hub_repo()
     }
 
-    /// The resolve URL, the revision URL-encoded as the hub expects (`refs%2Fconvert%2Fparquet`).
     pub fn url(&self, endpoint: &str) -> String {
-        format!(
-            "{}/datasets/{}/resolve/{}/{}",
-            endpoint.trim_end_matches('/'),
-            self.repo,
-            self.revision.replace('/', "%2F"),
-            self.path
-        )
+        self.hub_file().url(endpoint)
     }
 
-    /// `repo@revision:path`, for messages.
     pub fn label(&self) -> String {
-        format!("{}@{}:{}", self.repo, self.revision, self.path)
+        self.hub_file().label()
     }
 }
 
@@ -224,10 +257,10 @@ pub enum DataSource {
 }
 
 /// A hub file resolved to a local path.
-struct Resolved {
-    file: &'static DatasetFile,
-    path: PathBuf,
-    commit: String,
+pub(crate) struct Resolved {
+    pub file: HubFile,
+    pub path: PathBuf,
+    pub commit: String,
 }
 
 const LAYOUT_HINT: &str = "README.md, 'Data directory layout'";
@@ -315,9 +348,10 @@ impl DataSource {
             }
             DataSource::Hub(client) => Ok(resolve_hub(client, &uniq)?
                 .into_iter()
-                .map(|r| Provenance {
-                    corpus: r.file.corpus.name(),
-                    role: r.file.role,
+                .zip(&uniq)
+                .map(|(r, need)| Provenance {
+                    corpus: need.corpus.name(),
+                    role: need.role,
                     files: vec![FileProvenance::Hub {
                         repo: r.file.repo.to_string(),
                         revision: r.file.revision.to_string(),
@@ -399,7 +433,7 @@ fn resolve_one(client: &HubClient, need: Need) -> Result<Resolved> {
 }
 
 /// Reads a resolved hub file; a file that turns out unreadable is removed from the cache.
-fn read_hub<T>(client: &HubClient, r: &Resolved, read: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+pub(crate) fn read_hub<T>(client: &HubClient, r: &Resolved, read: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     read(&r.path).map_err(|e| {
         let removed = !is_unsupported(&e) && client.forget(&r.path).is_ok();
         anyhow!(
@@ -414,12 +448,18 @@ fn read_hub<T>(client: &HubClient, r: &Resolved, read: impl FnOnce(&Path) -> Res
 /// Resolves every need to a cached file, downloading what is missing. Cached files get a
 /// cheap check (parquet footer and column, first JSON line); downloads a full one.
 fn resolve_hub(client: &HubClient, needs: &[Need]) -> Result<Vec<Resolved>> {
+    let files: Vec<HubFile> = needs.iter().map(|&n| DatasetFile::of(n).hub_file()).collect();
+    resolve_hub_files(client, &files)
+}
+
+/// [`resolve_hub`] for any hub files, in their order: cached ones checked, missing ones
+/// downloaded and checked; one error listing every file that is missing offline.
+pub(crate) fn resolve_hub_files(client: &HubClient, files: &[HubFile]) -> Result<Vec<Resolved>> {
     let cfg = client.config();
     let mut out = Vec::new();
-    let mut missing: Vec<&'static DatasetFile> = Vec::new();
+    let mut missing: Vec<&HubFile> = Vec::new();
     let mut unreachable: Option<String> = None;
-    for &need in needs {
-        let file = DatasetFile::of(need);
+    for file in files {
         let repo = file.hub_repo();
         if let CacheLookup::Present { path, commit } = client.lookup(&repo, file.path) {
             if let Err(e) = quick_check(file, &path) {
@@ -439,7 +479,7 @@ fn resolve_hub(client: &HubClient, needs: &[Need]) -> Result<Vec<Resolved>> {
                     one_line(&format!("{e:#}"))
                 );
             }
-            out.push(Resolved { file, path, commit });
+            out.push(Resolved { file: *file, path, commit });
             continue;
         }
         if cfg.offline || unreachable.is_some() {
@@ -461,7 +501,7 @@ fn resolve_hub(client: &HubClient, needs: &[Need]) -> Result<Vec<Resolved>> {
                     );
                 }
                 let commit = client.cached_commit(&repo).unwrap_or_default();
-                out.push(Resolved { file, path, commit });
+                out.push(Resolved { file: *file, path, commit });
             }
             Err(FetchError::Unreachable(e)) => {
                 unreachable = Some(e);
@@ -488,7 +528,7 @@ fn resolve_hub(client: &HubClient, needs: &[Need]) -> Result<Vec<Resolved>> {
     Ok(out)
 }
 
-fn download_error(cfg: &HubConfig, f: &DatasetFile, e: &FetchError) -> String {
+fn download_error(cfg: &HubConfig, f: &HubFile, e: &FetchError) -> String {
     let ep = &cfg.endpoint;
     match e {
         FetchError::EntryNotFound { .. } => format!(
@@ -521,19 +561,21 @@ fn download_error(cfg: &HubConfig, f: &DatasetFile, e: &FetchError) -> String {
 }
 
 /// The check of a cached file on every run: cheap, structure only.
-fn quick_check(f: &DatasetFile, path: &Path) -> Result<()> {
+fn quick_check(f: &HubFile, path: &Path) -> Result<()> {
     match f.format {
         Format::Parquet { column } => check_parquet_column(path, column),
         Format::JsonLinesGz => read_gz_jsonl_texts(path, 1).map(drop),
+        Format::ParquetRows { columns } => check_parquet_columns(path, columns),
     }
 }
 
 /// The check of a fresh download: sha256 against an LFS etag, then the whole content.
-fn full_check(client: &HubClient, f: &DatasetFile, path: &Path) -> Result<()> {
+fn full_check(client: &HubClient, f: &HubFile, path: &Path) -> Result<()> {
     client.check_lfs_sha256(path)?;
     match f.format {
         Format::Parquet { column } => read_parquet_strings(path, column).map(drop),
         Format::JsonLinesGz => check_gz_jsonl(path),
+        Format::ParquetRows { columns } => read_parquet_rows(path, columns).map(drop),
     }
 }
 

@@ -84,6 +84,9 @@ pub struct EvalReport {
     /// Where each corpus came from (hub repo, file and commit, or local path and sha256).
     pub data: Vec<Provenance>,
     pub results: Vec<Perplexity>,
+    /// Zero-shot tasks (`--tasks`): metrics, per-document scores, where each file came from.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<crate::tasks::evaluate::TaskResult>,
 }
 
 /// `prune`'s result; `A` is the run's settings as the caller records them.
@@ -109,6 +112,9 @@ pub struct PruneReport<A: Serialize> {
     /// Where each corpus came from (hub repo, file and commit, or local path and sha256).
     pub data: Vec<Provenance>,
     pub linears: Vec<LinearReport>,
+    /// Zero-shot tasks after compression (`--eval-tasks`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<crate::tasks::evaluate::TaskResult>,
     /// What `--save` wrote: format, bytes on disk by kind, per-linear storage.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub saved: Option<super::export::SaveReport>,
