@@ -9,7 +9,7 @@
 # Writes OUT/check_<fixture>_<run>.json, OUT/eval_<fixture>_<run>_<format>.json, OUT/logs/ and
 # OUT/README.md (the table). Exit status: the number of failed checks.
 #
-#   scripts/check_exports_run.sh BIN FIXTURE_DIR DATA_DIR OUT DEVICE [PYTHON]
+#   checks/check_exports_run.sh BIN FIXTURE_DIR DATA_DIR OUT DEVICE [PYTHON]
 #     DEVICE: cpu | cuda (prune, eval and the Python side all run there)
 #     env NSAMPLES (default 16), MAX_WINDOWS (default 2), RUNS (default "gptq4 sgpt50w4 gptq3g128")
 set -uo pipefail

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Side by side: the runs of two builds (old_*.json, new_*.json in one folder, from
-`scripts/gpu_run.sh FX compare`): PPL per corpus and whether it is equal to the last digit, zero
+`gpu/gpu_run.sh FX compare`): PPL per corpus and whether it is equal to the last digit, zero
 fraction, bits; then the two self-check tables."""
 import glob, json, os, sys
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Compares src/output/packing.rs (through scripts/packing_crosscheck.rs's JSON) with
+"""Compares src/output/packing.rs (through checks/packing_crosscheck.rs's JSON) with
   * compressed-tensors' own pack_to_int32 / unpack_from_int32 (weight_packed, packed_dim=1, and
     zero points, packed_dim=0), for 1..8 bits;
   * for GPTQ: AutoGPTQ's packing loop written out here from its description (2/4/8 bits: word row r
     |= code[32/b·r + k] << b·k; 3 bits: the 10|1|10|1|10 scheme, in % 32 == 0 only), the test aid's
-    bit-array packer (tests/helpers/write_test_exports.py) and check_exports.py's unpacker;
+    bit-array packer (tests/helpers/write_test_exports.py) and scripts/check_exports.py's unpacker;
   * numpy's float32 -> float16 conversion for the f16 helper.
   crosscheck_packing.py RUST.json OUT.json
 """
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "helpers"))
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))  # check_exports.py
 from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32, unpack_from_int32  # noqa: E402
 import compressed_tensors  # noqa: E402
 from write_test_exports import stream_pack  # noqa: E402

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds scripts/packing_crosscheck.rs (src/output/packing.rs plus a main) with plain rustc, runs
-# it, and compares its output with compressed-tensors' own functions (scripts/crosscheck_packing.py).
-#   scripts/crosscheck_packing.sh [PYTHON]   (default .pyenv/bin/python; needs torch, numpy,
+# Builds checks/packing_crosscheck.rs (src/output/packing.rs plus a main) with plain rustc, runs
+# it, and compares its output with compressed-tensors' own functions (checks/crosscheck_packing.py).
+#   checks/crosscheck_packing.sh [PYTHON]   (default .pyenv/bin/python; needs torch, numpy,
 #                                             safetensors, compressed-tensors)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,6 @@ PY=${1:-.pyenv/bin/python}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 mkdir -p test_results/export
-rustc --edition 2021 -O scripts/packing_crosscheck.rs -o "$TMP/packing_crosscheck"
+rustc --edition 2021 -O checks/packing_crosscheck.rs -o "$TMP/packing_crosscheck"
 "$TMP/packing_crosscheck" "$TMP/rust.json"
-"$PY" scripts/crosscheck_packing.py "$TMP/rust.json" test_results/export/crosscheck_packing.json 2>&1 | tee test_results/export/crosscheck_packing.txt
+"$PY" checks/crosscheck_packing.py "$TMP/rust.json" test_results/export/crosscheck_packing.json 2>&1 | tee test_results/export/crosscheck_packing.txt

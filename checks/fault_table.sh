@@ -5,7 +5,7 @@
 # exit code, first stderr line, what was left behind in the working folder, and whether the
 # case ended cleanly. Exit status 1 if any case is unclean.
 #
-#   cargo build && bash scripts/fault_table.sh [BINARY] > test_results/faults/README.md
+#   cargo build && bash checks/fault_table.sh [BINARY] > test_results/faults/README.md
 #
 # Clean means, for a refused run: exit != 0, exactly one non-empty stderr line starting
 # "error:", no panic, and the working folder byte for byte as before (nothing written,
@@ -155,7 +155,7 @@ B=model
 Q=(--nsamples 1 --max-windows 1 --eval-datasets wikitext2 --json r.json)
 echo "# Fault table"
 echo
-echo "\`scripts/fault_table.sh\` on $(uname -srm), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); binary: \`$(basename "$BIN")\` built from $(git rev-parse --short HEAD 2>/dev/null || echo '?'). Working folder: a copy of fixture opt-mini-b (\`model/\`), \`user/notes.txt\`, \`afile\`; 'left behind' lists what a case added (+) or removed (-) there."
+echo "\`checks/fault_table.sh\` on $(uname -srm), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); binary: \`$(basename "$BIN")\` built from $(git rev-parse --short HEAD 2>/dev/null || echo '?'). Working folder: a copy of fixture opt-mini-b (\`model/\`), \`user/notes.txt\`, \`afile\`; 'left behind' lists what a case added (+) or removed (-) there."
 echo
 echo "| # | case | exit | first stderr line | left behind | clean |"
 echo "|---|---|---|---|---|---|"

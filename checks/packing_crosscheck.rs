@@ -1,7 +1,7 @@
 //! Writes what src/output/packing.rs produces for fixed pseudo-random codes, as JSON, for
-//! scripts/crosscheck_packing.py to compare with compressed-tensors' own pack/unpack and with an
-//! independent Python implementation of the GPTQ layout. Built by scripts/crosscheck_packing.sh:
-//!   rustc --edition 2021 -O scripts/packing_crosscheck.rs -o /tmp/packing_crosscheck
+//! checks/crosscheck_packing.py to compare with compressed-tensors' own pack/unpack and with an
+//! independent Python implementation of the GPTQ layout. Built by checks/crosscheck_packing.sh:
+//!   rustc --edition 2021 -O checks/packing_crosscheck.rs -o /tmp/packing_crosscheck
 //!   /tmp/packing_crosscheck OUT.json
 #[allow(dead_code)]
 #[path = "../src/output/packing.rs"]

@@ -4,7 +4,7 @@
 # Every case must PASS (bit-exact weights, max |Δlogit| ≤ tol) except the ones marked "expect
 # FAIL", which check that the checker catches a broken export. Writes test_results/export/check_*.json
 # and check_exports.txt.
-#   scripts/test_check_exports.sh [PYTHON]      (default: .pyenv/bin/python, a CPU venv)
+#   checks/test_check_exports.sh [PYTHON]      (default: .pyenv/bin/python, a CPU venv)
 set -u
 cd "$(dirname "$0")/.."
 PY=${1:-.pyenv/bin/python}

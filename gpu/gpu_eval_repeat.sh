@@ -2,13 +2,13 @@
 # On the GPU machine (device tool), from the repository root with .carry/{sparsegpt-mi-cuda.xz,
 # data.tar.xz}: this tool's WikiText-2 evaluation throughput at one random shape, repeated, to
 # tell a slow evaluation from a slow call: the dense checkpoint evaluated twice, then SparseGPT
-# 50% + evaluation as bench_gpu.sh runs it (without SPARSEGPT_MI_TRACE). JSONs to $OUT.
-#   SHAPE=6.7b LAYERS=8 bash scripts/gpu_eval_repeat.sh
+# 50% + evaluation as research/bench_gpu.sh runs it (without SPARSEGPT_MI_TRACE). JSONs to $OUT.
+#   SHAPE=6.7b LAYERS=8 bash gpu/gpu_eval_repeat.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SHAPE=${SHAPE:-6.7b}; LAYERS=${LAYERS:-8}; S=/tmp/shared; B=/tmp/sparsegpt-mi-eval; OUT=${OUT:-gpu_out}
 mkdir -p $S/data "$OUT"; [ -d $S/data/c4 ] || tar -xJf .carry/data.tar.xz -C $S/data
-source scripts/gpu_unpack.sh; gpu_unpack $B .carry/sparsegpt-mi-cuda.xz
+source gpu/gpu_unpack.sh; gpu_unpack $B .carry/sparsegpt-mi-cuda.xz
 export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
 CUSOLVER=$(python3 -c "import glob, site; print(next(iter(sorted(g for p in site.getsitepackages() for g in glob.glob(p + '/nvidia/**/libcusolver.so.1*', recursive=True))), ''))" 2>/dev/null)
 [ -n "$CUSOLVER" ] && export LD_LIBRARY_PATH=$(dirname "$CUSOLVER"):$LD_LIBRARY_PATH

@@ -2,7 +2,7 @@
 # On the GPU machine (device tool): lay out a ../shared-like tree from what was carried, unpack
 # the CUDA binary, then run the named stages. Writes everything under $OUT (or ./gpu_out).
 #
-#   scripts/gpu_run.sh FIXTURE STAGE...   stages: sanity selfcheck compare bench cpu mishare rounding reference noise reload hinv64 mi mi25 scale exports study run
+#   gpu/gpu_run.sh FIXTURE STAGE...   stages: sanity selfcheck compare bench cpu mishare rounding reference noise reload hinv64 mi mi25 scale exports study run
 #
 # Carried (ignored, under .carry/): sparsegpt-mi-cuda.xz (scripts/build_cuda.sh), data.tar.xz
 # (evaluation + calibration data), reference/ (../shared/reference), fx/FIXTURE/{config.json,
@@ -27,7 +27,7 @@ done
 cp $S/data/opt-tokenizer/* $S/fixtures/$FX/
 # BIN / CUDA_XZ: another build than .carry/sparsegpt-mi-cuda.xz (e.g. the one a study began with).
 BIN=${BIN:-/tmp/sparsegpt-mi}
-source scripts/gpu_unpack.sh; gpu_unpack $BIN ${CUDA_XZ:-.carry/sparsegpt-mi-cuda.xz}
+source gpu/gpu_unpack.sh; gpu_unpack $BIN ${CUDA_XZ:-.carry/sparsegpt-mi-cuda.xz}
 export SPARSEGPT_MI_DATA_DIR=$S/data
 export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
 # cuSOLVER (the GPU solver opens it at run time): the toolkit's, else the Python wheels'.
@@ -54,7 +54,7 @@ for stage in "$@"; do
     compare)
       # This build against an earlier one (.carry/sparsegpt-mi-old.xz) on the same card in the same
       # call: the bench's runs on FIXTURE with the full protocol, and self-check's default shapes;
-      # scripts/compare_table.py puts the PPLs side by side.
+      # checks/compare_table.py puts the PPLs side by side.
       OLD=/tmp/sparsegpt-mi-old
       [ -x $OLD ] || { xz -dc .carry/sparsegpt-mi-old.xz > $OLD; chmod +x $OLD; }
       mkdir -p $OUT/compare
@@ -67,14 +67,14 @@ for stage in "$@"; do
         done
         $bin self-check --json $OUT/compare/${v}_selfcheck.json > $OUT/compare/${v}_selfcheck.md 2>&1 || echo "$v self-check failed"
       done
-      python3 scripts/compare_table.py $OUT/compare | tee $OUT/compare/README.md
+      python3 checks/compare_table.py $OUT/compare | tee $OUT/compare/README.md
       ;;
     bench)
-      bash scripts/bench_gpu.sh $BIN .carry/published/sparsegpt .carry/published/gptq $S "$OUT/bench" "$FX"
+      bash research/bench_gpu.sh $BIN .carry/published/sparsegpt .carry/published/gptq $S "$OUT/bench" "$FX"
       ;;
     cpu|cpu16)
       # The CPU path (this host's cores) of the bench runs, evaluated on the first 32 windows of
-      # each corpus, for scripts/cpu_vs_gpu_table.py (issue 5: GPU PPL = CPU PPL within 0.5%).
+      # each corpus, for research/cpu_vs_gpu_table.py (issue 5: GPU PPL = CPU PPL within 0.5%).
       # CPU_RUNS="mi4 ..." runs only those. cpu16: in f16 as the GPU runs (files end in _f16),
       # CPU16_RUNS (default mi4).
       runs=${CPU_RUNS:-}; dtype=auto; suffix=
@@ -98,12 +98,12 @@ for stage in "$@"; do
         eval $BIN prune $S/fixtures/$FX c4 $MI --device cuda --data-dir $S/data --json $OUT/mishare/run$r.json > /dev/null 2>&1
       done
       eval $BIN prune $S/fixtures/$FX c4 $MI --device cuda --host-solver --data-dir $S/data --json $OUT/mishare/host_solver.json > /dev/null 2>&1
-      python3 scripts/mi_share_table.py $OUT/mishare | tee $OUT/mishare/README.md
+      python3 research/mi_share_table.py $OUT/mishare | tee $OUT/mishare/README.md
       ;;
     rounding)
       # How far rounding alone moves each run, on the GPU: sgpt50w4 and mi4 in f32 (the CPU path's
       # precision) and in f16 with H summed instead of averaged, on the first 32 windows of each
-      # corpus, for scripts/rounding_table.py beside the CPU runs (stage cpu) and the bench's.
+      # corpus, for research/rounding_table.py beside the CPU runs (stage cpu) and the bench's.
       mkdir -p $OUT/rounding
       for cfg in "sgpt50w4:--sparsity 0.5 --wbits 4" \
                  "mi4:--sparsity 0.5 --wbits 4 --target-avg-bits 4.0 --use-mi-grouping 1 --n-groups 10"; do
@@ -116,13 +116,13 @@ for stage in "$@"; do
       ;;
     reference)
       # REF_EXTRA (e.g. --lazy-updates) is added to every prune run.
-      python3 scripts/reference_table.py --bin $BIN --shared $S --device cuda --fixtures $FX --jobs ${JOBS:-4} \
+      python3 research/reference_table.py --bin $BIN --shared $S --device cuda --fixtures $FX --jobs ${JOBS:-4} \
         --extra="${REF_EXTRA:-}" --out "$OUT/ref" | tail -20
       ;;
     noise)
       # The published code's own rounding spread: H summed in reverse window order, or DRAWS=N
       # seeded shuffled orders (PERTURB=1: N perturbations of the layer-0 inputs instead).
-      python3 scripts/published_noise.py --shared $S --published-sgpt .carry/published/sparsegpt \
+      python3 research/published_noise.py --shared $S --published-sgpt .carry/published/sparsegpt \
         --published-gptq .carry/published/gptq --fixture $FX --jobs ${JOBS:-3} --draws ${DRAWS:-0} \
         ${NOISE_RUNS:+--runs $NOISE_RUNS} ${PERTURB:+--perturb-inputs} --out "$OUT/noise" | tail -40
       ;;
@@ -132,7 +132,7 @@ for stage in "$@"; do
       $BIN eval /tmp/saved_$FX --device cuda --datasets wikitext2 --data-dir $S/data --json $OUT/reload_eval_cuda_$FX.json | tail -2
       $BIN eval /tmp/saved_$FX --device cpu --datasets wikitext2 --max-windows 1 --data-dir $S/data \
         --logits-out $OUT/reload_logits_$FX.json --json $OUT/reload_eval_cpu_$FX.json | tail -2
-      python3 scripts/check_transformers.py /tmp/saved_$FX $OUT/reload_logits_$FX.json | tee $OUT/reload_transformers_$FX.json
+      python3 checks/check_transformers.py /tmp/saved_$FX $OUT/reload_logits_$FX.json | tee $OUT/reload_transformers_$FX.json
       ;;
     hinv64)
       # The f64 factorisation on the runs most sensitive to rounding, beside the f32 default.
@@ -144,7 +144,7 @@ for stage in "$@"; do
     scale)
       # Offloaded compression of random-weight checkpoints with opt-1.3b / opt-6.7b shapes
       # (scripts/make_random_opt.py): time per layer and peak GPU memory. SCALE="shape:layers ...".
-      source scripts/peak_mem.sh
+      source research/peak_mem.sh
       for spec in ${SCALE:-1.3b:4 6.7b:2}; do
         shape=${spec%%:*}; layers=${spec#*:}
         t=$(date +%s); python3 scripts/make_random_opt.py $shape /tmp/rand-$shape --tokenizer-from $S/fixtures/$FX
@@ -161,15 +161,15 @@ for stage in "$@"; do
       # Issue 15: this tool's packed exports (prune --save-format gptq | compressed-tensors, solved
       # on the GPU) loaded by transformers (compressed-tensors, installed from .carry/whl) and by
       # check_exports.py's GPTQ dequantizer, logits against the dense export's; and this tool's
-      # eval of every export against the dense export's window NLLs (scripts/check_exports_run.sh).
+      # eval of every export against the dense export's window NLLs (checks/check_exports_run.sh).
       CT=/tmp/ct_site
       [ -d $CT ] || python3 -m pip install -q --no-index --no-deps --target $CT .carry/whl/*.whl
-      PYTHONPATH=$CT${PYTHONPATH:+:$PYTHONPATH} bash scripts/check_exports_run.sh $BIN $S/fixtures/$FX $S/data \
+      PYTHONPATH=$CT${PYTHONPATH:+:$PYTHONPATH} bash checks/check_exports_run.sh $BIN $S/fixtures/$FX $S/data \
         $OUT/exports cuda python3 | tail -30
       ;;
     mi25)
       # 2.5 bits cannot pay for 10 groups' scale/zero metadata on these widths: K = 4 there.
-      BIN=$BIN bash scripts/test_mi.sh $S/fixtures/$FX --seeds ${SEEDS:-3} --targets 2.5 --n-groups 4 \
+      BIN=$BIN bash research/compare_modes.sh $S/fixtures/$FX --seeds ${SEEDS:-3} --targets 2.5 --n-groups 4 \
         --device cuda --jobs ${JOBS:-4} > "$OUT/mi25_log_$FX.txt" 2>&1
       cp test_results/mi_$FX.md "$OUT/"; tar -cJf "$OUT/mi_runs_$FX.tar.xz" -C test_results/mi "$FX"
       tail -12 "$OUT/mi_$FX.md"
@@ -183,12 +183,12 @@ for stage in "$@"; do
       # Issue 17's study on FIXTURE (one fixture per call: three do not fit the 64 MiB that
       # travels), STUDY_ARGS added (e.g. "--seeds 6 --jobs 8"); the runs and tables come back in
       # the results archive, under study/FIXTURE/.
-      BIN=$BIN DATA_DIR=$S/data FIXTURE_DIR=$S/fixtures bash scripts/mi_study.sh --fixtures $FX --device cuda \
+      BIN=$BIN DATA_DIR=$S/data FIXTURE_DIR=$S/fixtures bash research/mi_study.sh --fixtures $FX --device cuda \
         --out "$OUT/study" ${STUDY_ARGS:-} > "$OUT/study_log_$FX.txt" 2>&1
       tail -60 "$OUT/study_log_$FX.txt"
       ;;
     mi)
-      BIN=$BIN bash scripts/test_mi.sh $S/fixtures/$FX --seeds ${SEEDS:-3} --targets "${TARGETS:-4.0 3.0 2.5}" --n-groups ${NGROUPS:-10} \
+      BIN=$BIN bash research/compare_modes.sh $S/fixtures/$FX --seeds ${SEEDS:-3} --targets "${TARGETS:-4.0 3.0 2.5}" --n-groups ${NGROUPS:-10} \
         --device cuda --jobs ${JOBS:-4} > "$OUT/mi_log_$FX.txt" 2>&1
       cp test_results/mi_$FX.md "$OUT/"; tar -cJf "$OUT/mi_runs_$FX.tar.xz" -C test_results/mi "$FX"
       tail -30 "$OUT/mi_$FX.md"

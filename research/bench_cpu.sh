@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CPU benchmark (issue 3): fixture A, 128 calibration windows, 50% sparsity + 4-bit, no evaluation,
 # on this machine's cores. Writes test_results/cpu_bench_opt-mini-a.json (times per phase, peak RSS).
-#   scripts/bench_cpu.sh [MODEL]
+#   research/bench_cpu.sh [MODEL]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:-../shared/fixtures/opt-mini-a}

@@ -2,7 +2,7 @@
 # GPU benchmark, run ON the GPU machine: sparsegpt-mi (CUDA build) and the published code on the
 # same fixture and settings, in one call, one after another on the same card.
 #
-#   scripts/bench_gpu.sh BIN PUBLISHED_SPARSEGPT_DIR PUBLISHED_GPTQ_DIR SHARED_DIR OUT_DIR [FIXTURES]
+#   research/bench_gpu.sh BIN PUBLISHED_SPARSEGPT_DIR PUBLISHED_GPTQ_DIR SHARED_DIR OUT_DIR [FIXTURES]
 #
 # BIN: the CUDA binary (scripts/build_cuda.sh, carried xz-compressed). The published dirs hold
 # IST-DASLab/sparsegpt (sparsegpt.py, quant.py) and IST-DASLab/gptq (gptq.py, quant.py), fetched
@@ -22,7 +22,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > 
 source "$HERE/peak_mem.sh"
 for spec in ${RANDOM_SHAPES:-}; do
   shape=${spec%%:*}; layers=${spec#*:}; name=rand-$shape-L$layers
-  [ -f "$SHARED/fixtures/$name/model.safetensors" ] || python3 "$HERE/make_random_opt.py" "$shape" "$SHARED/fixtures/$name" \
+  [ -f "$SHARED/fixtures/$name/model.safetensors" ] || python3 "$HERE/../scripts/make_random_opt.py" "$shape" "$SHARED/fixtures/$name" \
     --layers "$layers" --tokenizer-from "$SHARED/data/opt-tokenizer" > /dev/null
   FIXTURES="$FIXTURES $name"
 done

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Table of scripts/bench_gpu.sh results: compress time per phase, total, peak GPU memory,
+"""Table of research/bench_gpu.sh results: compress time per phase, total, peak GPU memory,
 evaluation tokens/s and PPL, sparsegpt-mi next to the published code."""
 import glob, json, os, sys
 
@@ -14,7 +14,7 @@ def mem(path):
 def main(d):
     card = open(os.path.join(d, "card.txt")).read().strip() if os.path.exists(os.path.join(d, "card.txt")) else "?"
     rows = ["# GPU benchmark: sparsegpt-mi vs the published SparseGPT/GPTQ code", "",
-            f"Card: {card}. Made by `scripts/bench_gpu.sh` (both tools in the same call, one after another). "
+            f"Card: {card}. Made by `research/bench_gpu.sh` (both tools in the same call, one after another). "
             "compress = calibration passes + solving after the layer-0 inputs are caught (the reference's "
             "`compress_s`). Peak memory: nvidia-smi polled about every 0.05 s (CUDA context included), for both tools; "
             "the published code's own torch.cuda.max_memory_allocated in brackets. Phases: plan = MI statistics, "

@@ -2,7 +2,7 @@
 # Baseline (plain SparseGPT + uniform GPTQ bits), enhanced (importance groups, no MI), MI grouping
 # and the random-group control, side by side at the same sparsity and target bits.
 #
-#   scripts/test_mi.sh [MODEL] [--seeds N] [--targets "4.0 3.0 2.5"] [--sparsity 0.5]
+#   research/compare_modes.sh [MODEL] [--seeds N] [--targets "4.0 3.0 2.5"] [--sparsity 0.5]
 #                      [--n-groups 10] [--device cpu|cuda] [--jobs J] [--nsamples 128] [--max-windows N]
 #                      [--extra "FLAGS"]   (added to every prune run, e.g. "--hessian-accumulation sum")
 #
@@ -54,5 +54,5 @@ echo "$(wc -l < "$CMDS") runs, $JOBS at a time"
 # Each run's output goes to its JSON's .log; a failure prints that log's last line.
 xargs -P "$JOBS" -I{} sh -c 'log=$(echo "{}" | sed "s/.*--json \([^ ]*\).*/\1/").log; {} > "$log" 2>&1 || echo "FAILED: {}: $(tail -n1 "$log")" >&2' < "$CMDS"
 rm -f "$CMDS"
-python3 scripts/mi_table.py "$OUT" > "test_results/mi_$NAME.md"
+python3 research/mi_table.py "$OUT" > "test_results/mi_$NAME.md"
 cat "test_results/mi_$NAME.md"

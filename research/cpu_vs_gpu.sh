@@ -2,8 +2,8 @@
 # Issue 5 check "PPL on the GPU equal to the CPU path within 0.5%": runs the CPU path of the
 # GPU benchmark's runs (sgpt50, sgpt50w4, mi4; full 128-window calibration) evaluated on the
 # first WINDOWS windows of each corpus, then compares with the GPU runs' per-window NLLs on
-# the same windows (test_results/gpu/bench_ours_*.json, from scripts/bench_gpu.sh).
-#   scripts/cpu_vs_gpu.sh [FIXTURES]      (WINDOWS=32 by default)
+# the same windows (test_results/gpu/bench_ours_*.json, from research/bench_gpu.sh).
+#   research/cpu_vs_gpu.sh [FIXTURES]      (WINDOWS=32 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FIXTURES=${1:-opt-mini-a opt-mini-b}; WINDOWS=${WINDOWS:-32}
@@ -17,5 +17,5 @@ for fx in $FIXTURES; do
       --max-windows $WINDOWS --json $OUT/cpu_${fx}_$run.json | tail -4
   done
 done
-python3 scripts/cpu_vs_gpu_table.py test_results/gpu $OUT > $OUT/README.md
+python3 research/cpu_vs_gpu_table.py test_results/gpu $OUT > $OUT/README.md
 cat $OUT/README.md

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Table for scripts/cpu_vs_gpu.sh: PPL of the CPU path and of the GPU path on the same first
+"""Table for research/cpu_vs_gpu.sh: PPL of the CPU path and of the GPU path on the same first
 windows of each corpus (the GPU run's per-window NLLs, cut to the CPU run's window count)."""
 import glob, json, math, os, sys
 
@@ -8,9 +8,9 @@ def main(gpu_dir, cpu_dir):
     card_path = os.path.join(gpu_dir, "card.txt")
     card = open(card_path).read().split(",")[0].strip() if os.path.exists(card_path) else "GPU"
     rows = ["# CPU path vs GPU path, same runs", "",
-            "CPU runs: f32, `--device cpu`, by `scripts/cpu_vs_gpu.sh` on the 2-core development machine or by "
-            "`scripts/gpu_run.sh FIXTURE cpu` on the GPU machine's host CPU (the JSON's `command` says which binary "
-            f"ran). GPU runs: `scripts/bench_gpu.sh` on the {card} (f16). Both with 128 calibration windows. PPL over the "
+            "CPU runs: f32, `--device cpu`, by `research/cpu_vs_gpu.sh` on the 2-core development machine or by "
+            "`gpu/gpu_run.sh FIXTURE cpu` on the GPU machine's host CPU (the JSON's `command` says which binary "
+            f"ran). GPU runs: `research/bench_gpu.sh` on the {card} (f16). Both with 128 calibration windows. PPL over the "
             "first N windows of each corpus (N as the CPU run evaluated); Δ = GPU/CPU − 1. Bar: |Δ| ≤ 0.5%. The GPU solves "
             "on the device in the reference's block order (cuSOLVER factor, sweep kernel, one GEMM per block), the CPU "
             "in the eager order (same arithmetic, other rounding). MI runs group channels with the same code on both "

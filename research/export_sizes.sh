@@ -9,7 +9,7 @@
 # Runs: gptq4, gptq4 g128, gptq3 g128, 50% + 4-bit (sgpt50w4), each saved as gptq and as
 # compressed-tensors, and the dense export (same size for every run). 2 calibration windows, no
 # evaluation: sizes do not depend on either.
-#   scripts/export_sizes.sh [BIN] [PYTHON]   → test_results/export/sizes.md, test_results/export/sizes/*.json
+#   research/export_sizes.sh [BIN] [PYTHON]   → test_results/export/sizes.md, test_results/export/sizes/*.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/debug/sparsegpt-mi}
@@ -49,7 +49,7 @@ runs = [("dense", "gptq4", "dense"), ("gptq4", "gptq4", "gptq"), ("gptq4", "gptq
         ("gptq3 g128", "gptq3g128", "gptq"), ("gptq3 g128", "gptq3g128", "compressed-tensors"),
         ("50% + 4-bit", "sgpt50w4", "gptq"), ("50% + 4-bit", "sgpt50w4", "compressed-tensors")]
 print("# Bytes on disk per save format (issue 15)\n")
-print("Made by `scripts/export_sizes.sh` (CPU, 2 calibration windows, no evaluation; sizes do not depend on "
+print("Made by `research/export_sizes.sh` (CPU, 2 calibration windows, no evaluation; sizes do not depend on "
       "either): `prune MODEL c4 FLAGS --save DIR --save-format F`, sizes from the result JSON's `saved.sizes`, "
       "which are the saved directory's file sizes (checked against the files in tests/export.rs). "
       "MiB = 2^20 bytes. *linears* = packed codes + scales/zeros/g_idx + dense linear weights of the decoder "

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Table for `scripts/gpu_run.sh FIXTURE mishare`: the MI planning share of compress time over
+"""Table for `gpu/gpu_run.sh FIXTURE mishare`: the MI planning share of compress time over
 repeated GPU runs (plan_s = the time solving waited for plans), and where planning's own time
 goes (per-input plan times, median over layers), from the runs' JSON files in one folder."""
 import glob, json, os, statistics, sys
@@ -11,7 +11,7 @@ def main(folder):
     shares = []
     for p in runs:
         t = json.load(open(p))["times"]
-        compress = t["total_s"] - t["catch_inputs_s"]  # as scripts/bench_table.py
+        compress = t["total_s"] - t["catch_inputs_s"]  # as research/bench_table.py
         share = t["plan_s"] / compress
         shares.append(share)
         rows.append(f"| {os.path.basename(p)[:-5]} | {compress:.3f} | {t['plan_s']:.3f} | {100 * share:.1f}% | "

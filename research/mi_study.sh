@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Issue 17's study: does MI grouping pay, with the confounds (sweep order, unmatched bits, the
 # redundancy discount, unpaired tests) controlled. Runs every arm of every question for the given
-# fixtures and seeds, several runs at once, then writes the tables (scripts/mi_study_table.py).
+# fixtures and seeds, several runs at once, then writes the tables (research/mi_study_table.py).
 #
-#   scripts/mi_study.sh [--fixtures "opt-mini-a opt-mini-b opt-mini-c"] [--seeds 6] [--jobs 8]
+#   research/mi_study.sh [--fixtures "opt-mini-a opt-mini-b opt-mini-c"] [--seeds 6] [--jobs 8]
 #       [--device cuda|cpu] [--nsamples 128] [--max-windows 16] [--null 20]
 #       [--questions "q1 q2a q2b q2c nulls"] [--cells "P S1 S2 S3"] [--arms "U,MIid,…"]
 #       [--budget-s 450] [--out DIR] [--plan-only] [--resume] [--label TEXT]
@@ -36,7 +36,7 @@
 # exists (a second call on the same DIR completes the first).
 #
 # Output: DIR (default test_results/mi_study)/<fixture>/<cell>__<arm>__s<seed>[__p<pseed>].json
-# (+ .log), DIR/<fixture>/plan.tsv, then python3 scripts/mi_study_table.py DIR > DIR/README.md
+# (+ .log), DIR/<fixture>/plan.tsv, then python3 research/mi_study_table.py DIR > DIR/README.md
 # (several calls' DIRs, e.g. one per fixture, merged into one DIR make one table). BIN (default
 # target/debug/sparsegpt-mi), DATA_DIR (../shared/data), FIXTURE_DIR (../shared/fixtures).
 set -euo pipefail
@@ -98,7 +98,7 @@ for fx in $FIXTURES; do
   # The stored bits of each cell's uniform setting on this fixture: the mixed arms' target.
   declare -A TARGET=()
   for cell in P S1 S2 S3; do
-    TARGET[$cell]=$(python3 scripts/mi_study_table.py --stored-bits "$FXDIR/$fx/config.json" "$(cell_wbits $cell)" "$(cell_gs $cell)")
+    TARGET[$cell]=$(python3 research/mi_study_table.py --stored-bits "$FXDIR/$fx/config.json" "$(cell_wbits $cell)" "$(cell_gs $cell)")
   done
   mixed() { echo "--target-avg-bits ${TARGET[$1]} --n-groups $(cell_k "$1") --redundancy-discount off"; }
   for seed in $(seq 0 $((SEEDS - 1))); do
@@ -216,5 +216,5 @@ EOF
 tr '\n' '\0' < "$PLAN" | xargs -0 -P "$JOBS" -n 1 bash "$RUNNER" | tee "$OUTDIR/run_log.txt"
 rm -f "$RUNNER"
 echo "ran for $(( $(date +%s) - START )) s"
-python3 scripts/mi_study_table.py "$OUTDIR" ${LABEL:+--label "$LABEL"} > "$OUTDIR/README.md"
+python3 research/mi_study_table.py "$OUTDIR" ${LABEL:+--label "$LABEL"} > "$OUTDIR/README.md"
 cat "$OUTDIR/README.md"

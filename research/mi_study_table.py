@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Tables of scripts/mi_study.sh's runs (issue 17), standard library only (no numpy, no scipy).
+"""Tables of research/mi_study.sh's runs (issue 17), standard library only (no numpy, no scipy).
 
     mi_study_table.py DIR [--label TEXT]           markdown on stdout
     mi_study_table.py --stored-bits CONFIG BITS GS  stored bits per weight (metadata included) of
@@ -220,7 +220,7 @@ def main(d, label):
         rows = [l.rstrip("\n").split("\t") for l in open(plan) if l.strip()]
         planned += len(rows)
         skipped += sum(1 for r in rows if not os.path.exists(os.path.join(os.path.dirname(plan), os.path.basename(r[5]))))
-    out += [f"Made by `scripts/mi_study.sh` (one run's command, per cell and arm, in the bits table below); "
+    out += [f"Made by `research/mi_study.sh` (one run's command, per cell and arm, in the bits table below); "
             f"{len(runs)} runs read, {planned} planned, {skipped} planned runs missing (skipped by the time budget or failed). "
             "PPL: the first `--max-windows` windows of each corpus. Seeds pair the arms (same calibration windows); "
             "paired differences d = 100·(PPL_A/PPL_B − 1) per seed, negative = A better; t = paired t-test, "

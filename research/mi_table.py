@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Markdown table of test_mi.sh results: per target and mode, PPL per dataset (mean ± sd over
+"""Markdown table of research/compare_modes.sh results: per target and mode, PPL per dataset (mean ± sd over
 seeds), achieved bits including scale/zero metadata, compress time; then Welch t-tests of MI
 against every other mode (two-sided, per dataset). Standard library only."""
 import glob, json, math, os, re, sys
@@ -46,7 +46,7 @@ def main(d):
         cmd = cmd or j["command"]
     dsets = ["wikitext2", "ptb", "c4"]
     out = [f"# Baseline vs enhanced vs MI grouping vs random groups: {os.path.basename(d)}", "",
-           "Made by `scripts/test_mi.sh` (one run's command: `" + (cmd or "") + "`). "
+           "Made by `research/compare_modes.sh` (one run's command: `" + (cmd or "") + "`). "
            "PPL mean ± sd over seeds (seed = calibration windows and clustering seed); bits = average bits "
            "per weight over all quantized linears, scale (fp16) and zero point metadata included; "
            "baseline_wB = plain SparseGPT + uniform B-bit GPTQ grid.", "",

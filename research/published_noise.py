@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """How far does rounding alone move the published code's perplexities? Runs the published
-SparseGPT/GPTQ code (scripts/published_harness.py) on each reference run's own `args`, with the
+SparseGPT/GPTQ code (research/published_harness.py) on each reference run's own `args`, with the
 calibration windows fed to the Hessian in reverse order: mathematically the same H, only the
 f32 summation order differs. The table puts that beside the reference (the same code, windows in
 order) and beside sparsegpt-mi's committed results (test_results/reference/<fixture>/), so our
 distance from the reference can be read against the reference's distance from itself.
 
-Run on the GPU machine (scripts/gpu_run.sh FIXTURE noise):
-  scripts/published_noise.py --shared DIR --published-sgpt DIR --published-gptq DIR --fixture opt-mini-a
+Run on the GPU machine (gpu/gpu_run.sh FIXTURE noise):
+  research/published_noise.py --shared DIR --published-sgpt DIR --published-gptq DIR --fixture opt-mini-a
       [--runs gptq3,sgpt50w4] [--jobs 3] --out DIR
 """
 import argparse, concurrent.futures as cf, json, os, subprocess, sys
@@ -79,10 +79,10 @@ def main():
     if a.draws:
         return spread_table(a, runs, results)
     lines = [f"# Rounding noise of the published code on {a.fixture}", "",
-             "Published SparseGPT/GPTQ (scripts/published_harness.py) with the calibration windows added to H in "
+             "Published SparseGPT/GPTQ (research/published_harness.py) with the calibration windows added to H in "
              "reverse order (same H up to f32 rounding) vs the reference (same code, same card type, windows in "
-             "order), beside sparsegpt-mi's committed full-protocol results. Made by `scripts/gpu_run.sh "
-             f"{a.fixture} noise` (scripts/published_noise.py). Δ% = relative to the reference.", "",
+             "order), beside sparsegpt-mi's committed full-protocol results. Made by `gpu/gpu_run.sh "
+             f"{a.fixture} noise` (research/published_noise.py). Δ% = relative to the reference.", "",
              "| run | dataset | reference | published, H reversed (Δ%) | sparsegpt-mi (Δ%) |", "|---|---|---|---|---|"]
     worst = {"noise": 0.0, "ours": 0.0}
     for run in runs:
@@ -115,10 +115,10 @@ def spread_table(a, runs, results):
             else "the calibration windows added to H in seeded random orders (seeds 1..N; the same H up to f32 rounding)")
     short = "perturbed inputs" if a.perturb_inputs else "shuffled H"
     lines = [f"# Rounding spread of the published code on {a.fixture}" + (": f16-perturbed inputs" if a.perturb_inputs else ""), "",
-             f"Published SparseGPT/GPTQ (scripts/published_harness.py), {a.draws} runs with {what}, relative to the "
+             f"Published SparseGPT/GPTQ (research/published_harness.py), {a.draws} runs with {what}, relative to the "
              "reference, beside sparsegpt-mi's committed full-protocol results. Made by "
-             f"`DRAWS={a.draws}{' PERTURB=1' if a.perturb_inputs else ''} scripts/gpu_run.sh {a.fixture} noise` "
-             f"(scripts/published_noise.py --draws {a.draws}{' --perturb-inputs' if a.perturb_inputs else ''}).", "",
+             f"`DRAWS={a.draws}{' PERTURB=1' if a.perturb_inputs else ''} gpu/gpu_run.sh {a.fixture} noise` "
+             f"(research/published_noise.py --draws {a.draws}{' --perturb-inputs' if a.perturb_inputs else ''}).", "",
              f"| run | dataset | reference | published, {short}: Δ% mean ± sd | range | sparsegpt-mi Δ% | ours within range |",
              "|---|---|---|---|---|---|---|"]
     for run in runs:

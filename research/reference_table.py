@@ -4,7 +4,7 @@ reference's own `args`, full protocol (128 calibration windows, all evaluation w
 writes test_results/reference/<fixture>/<run>.json plus test_results/reference_table.md
 (PPL side by side, relative difference, zero fraction, distinct values per row).
 
-  scripts/reference_table.py [--bin target/debug/sparsegpt-mi] [--device cpu|cuda]
+  research/reference_table.py [--bin target/debug/sparsegpt-mi] [--device cpu|cuda]
       [--fixtures opt-mini-a,opt-mini-b] [--runs sgpt50,gptq4] [--jobs N] [--force]
 
 On 2 CPU cores the full table takes hours (evaluation is ~4 s per window); it is meant for
@@ -89,7 +89,7 @@ def main():
             commands[(fx, run)] = msg
             print(f"{fx:12s} {run:16s} {dt:7.1f}s {msg[:100]}", flush=True)
     lines = ["# sparsegpt-mi vs the published SparseGPT/GPTQ code", "",
-             f"Made by `scripts/reference_table.py --device {a.device} --fixtures {a.fixtures}"
+             f"Made by `research/reference_table.py --device {a.device} --fixtures {a.fixtures}"
              + (f" --extra='{a.extra}'" if a.extra else "") + "` "
              "(full protocol: 128 C4 calibration windows drawn with the Python-compatible sampler, seed 0; "
              "all evaluation windows). Reference: ../shared/reference (published code, H100, fp16).", "",

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Table for stage `rounding` of scripts/gpu_run.sh: each run's PPL on the first 32 windows of each
+"""Table for stage `rounding` of gpu/gpu_run.sh: each run's PPL on the first 32 windows of each
 corpus under four variants that differ only in rounding (CPU f32; GPU f16, the default; GPU f32;
 GPU f16 with H summed instead of averaged), and the spread between them.
 
-  scripts/rounding_table.py GPU_BENCH_DIR CPU_DIR ROUNDING_DIR"""
+  research/rounding_table.py GPU_BENCH_DIR CPU_DIR ROUNDING_DIR"""
 import json, math, os, sys
 
 
@@ -18,9 +18,9 @@ def main(bench, cpu, rounding):
             "Each run under four variants of the same protocol that differ only in floating-point rounding: the CPU "
             "path in f32 (`gpu_vs_cpu/cpu_*.json`), the GPU path in f16 as the default (`gpu/bench_ours_*.json`), the "
             "GPU path in f32 (`--dtype f32`) and in f16 with H summed once instead of averaged "
-            "(`--hessian-accumulation sum`) (`rounding/gpu_*.json`, stage `rounding` of `scripts/gpu_run.sh`, NVIDIA "
+            "(`--hessian-accumulation sum`) (`rounding/gpu_*.json`, stage `rounding` of `gpu/gpu_run.sh`, NVIDIA "
             "H100 80GB HBM3). PPL over the first 32 windows of each corpus; Δ = variant / CPU f32 − 1; spread = "
-            "largest / smallest of the four − 1. Made by `scripts/rounding_table.py test_results/gpu "
+            "largest / smallest of the four − 1. Made by `research/rounding_table.py test_results/gpu "
             "test_results/gpu_vs_cpu test_results/gpu_vs_cpu/rounding`.", "",
             "| fixture | run | corpus | CPU f32 | GPU f16 (Δ) | GPU f32 (Δ) | GPU f16, H summed (Δ) | spread |",
             "|---|---|---|---|---|---|---|---|"]

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Table of gpu_run.sh's `scale` stage: offloaded compression of random-weight OPT checkpoints with
+"""Table of gpu/gpu_run.sh's `scale` stage: offloaded compression of random-weight OPT checkpoints with
 opt-1.3b / opt-6.7b shapes (scripts/make_random_opt.py), per-layer cost and memory.
-    scripts/scale_table.py DIR   (DIR holds scale_<shape>.json and .mem)"""
+    research/scale_table.py DIR   (DIR holds scale_<shape>.json and .mem)"""
 import glob, json, os, sys
 
 
 def main(d):
     rows = ["# Scale: offloaded compression (`--offload`) of random OPT checkpoints", "",
-            "Made by `scripts/gpu_run.sh FIXTURE scale` on the H100 (SCALE=\"1.3b:2 6.7b:1\": layers compressed; the "
+            "Made by `gpu/gpu_run.sh FIXTURE scale` on the H100 (SCALE=\"1.3b:2 6.7b:1\": layers compressed; the "
             "rest are only run forward), 50% + 4-bit, 128 calibration windows of C4, no evaluation. Layers stay in host "
             "memory (f16) and visit the GPU one at a time. Peak GPU memory by nvidia-smi polling (context included). "
             "Full-model estimate = layers × compressed-layer time.", "",

@@ -4,8 +4,8 @@
 // multi-pass baselines. Prints one PASS/FAIL line per check and a summary; exit status 0 only
 // if every check passed.
 //
-// Build (here, without a GPU):  bash scripts/cuda/build_harness.sh
-//   = nvcc -O3 -std=c++17 -arch=sm_90 scripts/cuda/attention_check.cu -lcublasLt -lcublas \
+// Build (here, without a GPU):  bash checks/cuda/build_harness.sh
+//   = nvcc -O3 -std=c++17 -arch=sm_90 checks/cuda/attention_check.cu -lcublasLt -lcublas \
 //         -Xlinker -rpath=/usr/local/cuda-13.0/targets/x86_64-linux/lib -o .carry/attention_check
 // Run (on the H200):  ./attention_check            all checks and timings (~1 min)
 //                     ./attention_check quick      small shapes only (for compute-sanitizer)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the GPU check of the forward kernels (scripts/cuda/attention_check.cu, which includes
+# Builds the GPU check of the forward kernels (checks/cuda/attention_check.cu, which includes
 # src/model/kernels/attention.cu) for sm_90 (H100/H200), with no GPU needed:
 #   .carry/attention_check     the executable (cudart static; cuBLAS/cuBLASLt 13 found through
 #                              its RUNPATH /usr/local/cuda-13.0/targets/x86_64-linux/lib)
@@ -30,7 +30,7 @@ if [ -z "$LIBDIR" ]; then
   done
 fi
 mkdir -p .carry
-"$NVCC" -O3 -std=c++17 -arch=sm_90 -lineinfo -Xptxas -v scripts/cuda/attention_check.cu -L"$LIBDIR" -L"$CUDA_ROOT/lib" -L"$CUDA_ROOT/lib64" -lcublasLt -lcublas \
+"$NVCC" -O3 -std=c++17 -arch=sm_90 -lineinfo -Xptxas -v checks/cuda/attention_check.cu -L"$LIBDIR" -L"$CUDA_ROOT/lib" -L"$CUDA_ROOT/lib64" -lcublasLt -lcublas \
   -Xlinker -rpath=/usr/local/cuda-13.0/targets/x86_64-linux/lib:/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib \
   -o .carry/attention_check 2> .carry/attention_check.ptxas.txt \
   || { cat .carry/attention_check.ptxas.txt >&2; exit 1; }

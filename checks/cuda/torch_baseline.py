@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""PyTorch baselines on the same GPU, for the numbers of scripts/cuda/attention_check.cu and
+"""PyTorch baselines on the same GPU, for the numbers of checks/cuda/attention_check.cu and
 tests/cuda_forward.rs: torch SDPA (causal, f16) at the harness's attention shapes, and eval
 throughput of HF transformers' OPTForCausalLM with random weights shaped like opt-1.3b and
 opt-6.7b, run as the published SparseGPT/GPTQ code evaluates (one 2048-token window at a time,
 fp16, SDPA attention, logits .float() for the cross-entropy).
 
-  python3 scripts/cuda/torch_baseline.py          # on the GPU machine (its python3 has torch)
-  python3 scripts/cuda/torch_baseline.py --quick  # tiny shapes (a syntax check, runs on a CPU)
+  python3 checks/cuda/torch_baseline.py          # on the GPU machine (its python3 has torch)
+  python3 checks/cuda/torch_baseline.py --quick  # tiny shapes (a syntax check, runs on a CPU)
 """
 import sys
 import time

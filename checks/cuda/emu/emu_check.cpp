@@ -2,7 +2,7 @@
 // f64 references: the index math of the tiling and of the mma/ldmatrix fragments, the causal
 // mask, sequence tails, strided (fused qkv) inputs, huge logits, the LM-head loss and bias+ReLU.
 // Build and run (no GPU, no CUDA toolkit needed):
-//   g++ -O2 -std=c++20 -Wno-missing-field-initializers -DSGMI_EMULATE -Iscripts/cuda/emu scripts/cuda/emu/emu_check.cpp -o /tmp/emu_check && /tmp/emu_check
+//   g++ -O2 -std=c++20 -Wno-missing-field-initializers -DSGMI_EMULATE -Ichecks/cuda/emu checks/cuda/emu/emu_check.cpp -o /tmp/emu_check && /tmp/emu_check
 #ifdef SGMI_KERNEL_FILE  // mutation tests point this at an altered copy
 #include SGMI_KERNEL_FILE
 #else
