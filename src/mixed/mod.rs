@@ -68,8 +68,8 @@ impl Mode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SweepOrder {
-    /// Groups most important first, columns by decreasing H_jj inside a group (the tool's
-    /// mixed modes as they were).
+    /// Groups most important first, columns by decreasing H_jj inside a group (the mixed
+    /// modes' default).
     #[default]
     Mixed,
     /// Each column in its place (natural order, or act-order with `--act-order`), on its
@@ -92,8 +92,8 @@ pub enum ScaleSource {
     Contiguous,
 }
 
-/// The study's controls and variants of a mixed-precision plan. `Default` is the tool's
-/// earlier behaviour but for `spend_leftover`.
+/// The study's controls and variants of a mixed-precision plan. `Default` is the mixed modes'
+/// plan: mixed sweep order, `diag` importance, the redundancy discount, leftover bits spent.
 #[derive(Clone, Debug)]
 pub struct PlanOptions {
     pub order: SweepOrder,

@@ -457,7 +457,7 @@ mod tests {
     fn spent_leftover_meets_the_target_within_a_hundredth_of_a_bit() {
         // 256 channels (the fixtures' width) in 4 planted blocks: every mode stores the
         // target within 0.01 bits including metadata, never above it; keeping the leftover
-        // (the earlier allocator) may stop further short.
+        // (whole-group steps only) may stop further short.
         let (stats, _) = planted(4, 64, 512);
         for mode in [Mode::Mi, Mode::Random, Mode::Enhanced] {
             for target in [2.25, 2.5, 3.0, 3.0557] {
