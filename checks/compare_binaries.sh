@@ -31,11 +31,13 @@ import hashlib, json, os, sys
 out, names = sys.argv[1], sys.argv[2:]
 timing = {'seconds', 'solve_seconds', 'plan_seconds', 'times', 'load_s', 'calibration_s', 'peak_rss_mib',
           'command', 'mi_seconds', 'mi_similarity_seconds', 'mi_clustering_seconds', 'save'}
-def strip(v):
+def strip(v, top=True):
+    if top and isinstance(v.get('saved'), dict):  # the --save path differs by design
+        v = dict(v, saved={k: x for k, x in v['saved'].items() if k != 'dir'})
     if isinstance(v, dict):
-        return {k: strip(x) for k, x in v.items() if k not in timing}
+        return {k: strip(x, False) for k, x in v.items() if k not in timing}
     if isinstance(v, list):
-        return [strip(x) for x in v]
+        return [strip(x, False) for x in v]
     return v
 def tree(d):
     """Relative path -> sha256 of every file under d."""
