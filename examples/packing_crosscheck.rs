@@ -1,8 +1,8 @@
 //! Writes what the library's packing (`sparsegpt_mi::output::packing`) produces for fixed
 //! pseudo-random codes, and the f16 bits the exports store for scales (`half`), as JSON, for
-//! scripts/crosscheck_packing.py to compare with compressed-tensors' own pack/unpack, an
+//! checks/crosscheck_packing.py to compare with compressed-tensors' own pack/unpack, an
 //! independent Python implementation of the GPTQ layout and torch's f16 rounding. Run by
-//! scripts/crosscheck_packing.sh:
+//! checks/crosscheck_packing.sh:
 //!   cargo run --example packing_crosscheck -- OUT.json
 
 use sparsegpt_mi::output::packing::*;

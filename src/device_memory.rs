@@ -5,8 +5,8 @@
 //! and nvidia-smi counts all of it. The trace shows the card's memory in use beside what the
 //! pool reserves and what of that is allocated, which tells live data from the pool's slack.
 //! Data that outlives a step (a layer's weights, the layer loop's inputs) is overwritten in
-//! its own buffer (`overwrite`): born anew among the step's temporaries, it stranded part of
-//! the pool every layer (~130 MiB at opt-1.3b shapes, test_results/gpu/bench_h200_p10).
+//! its own buffer (`overwrite`): allocated anew among the step's temporaries, it would strand
+//! part of the pool every layer.
 
 use anyhow::Result;
 use candle_core::Tensor;

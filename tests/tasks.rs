@@ -1,5 +1,5 @@
 //! Zero-shot tasks end to end on fixture opt-mini-a (CPU, f32) with the hand-written task files
-//! of tests/data/tasks (each dataset's parquet schema; scripts/make_task_files.py): the batched
+//! of tests/data/tasks (each dataset's parquet schema; checks/make_task_files.py): the batched
 //! engine's log-likelihoods against a plain full-sequence forward of each request, the per-item
 //! decisions and metrics against those log-likelihoods, and the hub path (local stand-in hub)
 //! against the data-directory path.

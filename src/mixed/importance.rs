@@ -1,5 +1,5 @@
 //! What a column is worth to the bit allocator, three ways (`--importance`):
-//! - `diag`: H_jj · Σ_r W_rj² (diagonal, OBD/Wanda-like; the tool's earlier importance,
+//! - `diag`: H_jj · Σ_r W_rj² (diagonal, OBD/Wanda-like; the default,
 //!   `bit_alloc::column_importance`);
 //! - `obs`: Σ_r W_rj² / [H⁻¹]_jj, GPTQ's saliency of column j (its per-column loss is
 //!   Δ²/[H⁻¹]_jj). Since 1/[H⁻¹]_jj = H_jj·(1 − R²_j), with R²_j the share of channel j's

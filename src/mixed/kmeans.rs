@@ -2,8 +2,8 @@
 //! points.
 //!
 //! Written here instead of calling linfa-clustering's `KMeans`, which dispatches each
-//! iteration's per-point work in parallel and was the largest part of MI planning on the
-//! small (1024 × 10) spectral embeddings; these flat loops are not. Runs go in parallel, each sequential, and the best is chosen in run order,
+//! iteration's per-point work in parallel: on the small (1024 × 10) spectral embeddings the
+//! dispatch outweighs the work, and these flat loops avoid it. Runs go in parallel, each sequential, and the best is chosen in run order,
 //! so the result depends only on the seed.
 
 use crate::rng::{self, Rng};

@@ -4,8 +4,7 @@
 //!
 //! Four modes, one code path (`planner`):
 //! - baseline: uniform bits, the published algorithms (`UniformPlanner`);
-//! - enhanced (`Mode::ImportanceRank`): channels grouped by importance rank (no MI), bits per
-//!   group by the allocator;
+//! - enhanced: channels grouped by importance rank (no MI), bits per group by the allocator;
 //! - mi: channels grouped by mutual information (`mutual_info`, `grouping`);
 //! - random: MI's group sizes, channels assigned at random (the control MI must beat). The
 //!   sizes come from the MI grouping of the control run's own activations (equal to MI
@@ -45,9 +44,7 @@ use serde::Serialize;
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Baseline,
-    /// Channels grouped by importance rank; named "enhanced" on the command line and in results.
-    #[serde(rename = "enhanced")]
-    ImportanceRank,
+    Enhanced,
     Mi,
     Random,
     /// Uniform bits, scale-sharing groups of equal size chosen by a partition
@@ -59,7 +56,7 @@ impl Mode {
     pub fn name(self) -> &'static str {
         match self {
             Mode::Baseline => "baseline",
-            Mode::ImportanceRank => "enhanced",
+            Mode::Enhanced => "enhanced",
             Mode::Mi => "mi",
             Mode::Random => "random",
             Mode::Scales => "scales",
@@ -71,7 +68,8 @@ impl Mode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SweepOrder {
-    /// Groups most important first, columns by decreasing H_jj inside a group.
+    /// Groups most important first, columns by decreasing H_jj inside a group (the mixed
+    /// modes' default).
     #[default]
     Mixed,
     /// Each column in its place (natural order, or act-order with `--act-order`), on its
@@ -94,8 +92,8 @@ pub enum ScaleSource {
     Contiguous,
 }
 
-/// The study's controls and variants of a mixed-precision plan. `Default`: the mixed order,
-/// diagonal importance, the redundancy discount, leftover bits spent.
+/// The study's controls and variants of a mixed-precision plan. `Default` is the mixed modes'
+/// plan: mixed sweep order, `diag` importance, the redundancy discount, leftover bits spent.
 #[derive(Clone, Debug)]
 pub struct PlanOptions {
     pub order: SweepOrder,

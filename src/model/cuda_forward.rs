@@ -15,7 +15,7 @@
 //!
 //! [`applies`] decides whether the model's CUDA path uses these: a CUDA f16 tensor and the
 //! switch on (the default; `SPARSEGPT_MI_CUDA_FUSED=0` or [`set_enabled`] turns it off, for
-//! comparisons with candle's generic ops). scripts/cuda/attention_check.cu checks the kernels
+//! comparisons with candle's generic ops). checks/cuda/attention_check.cu checks the kernels
 //! on a GPU against f64 references.
 
 use anyhow::{anyhow, bail, Result};

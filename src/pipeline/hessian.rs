@@ -203,8 +203,8 @@ pub(crate) fn running_average_factors(seen: usize) -> (f32, f32) {
 }
 
 /// Row-panel height of the blocked Gram product: 64-row panels keep the computed part
-/// close to the lower half while each panel is a well-shaped GEMM (measured on 2 cores:
-/// 32 is 2× slower, 128 no faster).
+/// close to the lower half while each panel is a well-shaped GEMM (shorter panels are
+/// slower, taller ones no faster).
 const GRAM_TILE: usize = 64;
 
 /// acc += XᵀX for row-major X (tokens × n), computing only the tiles on and below the

@@ -144,8 +144,7 @@ pub fn compress_into(
 
     // Each input's device Hessian buffer, kept from layer to layer (the widths are the same
     // in every layer): after layer 0 the loop allocates and zero-fills no Hessian (1 GiB at
-    // fc2 for opt-6.7b) among the pass's temporaries. Alone, at 8 windows a batch, this did not
-    // lower the peak (test_results/gpu/bench_h200_p7/README.md); the batch size did.
+    // fc2 for opt-6.7b) among the pass's temporaries.
     let mut hessian_buffers = BTreeMap::new();
     let pb = crate::progress::bar(model.layers.len(), "compress");
     for i in 0..model.layers.len() {
@@ -198,8 +197,7 @@ pub fn compress_into(
 /// The pass's widest activation (a window's fc1 output) may take this much device memory per
 /// batch: the calibration pass and the recompute run their batches while the layer's weights,
 /// every window's inputs and the Hessians are live, and larger temporaries than this set the
-/// CUDA pool's peak (opt-6.7b widths, 8 windows: 1 GiB of temporaries at fc1 and the pool grown
-/// by as much again, test_results/gpu/bench_h200_p6).
+/// CUDA pool's peak.
 const PASS_ACTIVATION_BYTES: usize = 128 << 20;
 
 /// Windows per batch of the layer loop: at most `max_windows` (the device's), fewer where one

@@ -12,8 +12,8 @@
 //  * sgmi_bias_relu_f16: y = relu(y + bias) in place, f32 arithmetic, one rounding.
 //
 // The same file builds three ways: to an sm_90 cubin for the crate (build.rs), inside the
-// CUDA harness scripts/cuda/attention_check.cu (#include), and on the host with
-// -DSGMI_EMULATE against scripts/cuda/emu/sgmi_emu.h, a warp emulator that runs these kernels
+// CUDA harness checks/cuda/attention_check.cu (#include), and on the host with
+// -DSGMI_EMULATE against checks/cuda/emu/sgmi_emu.h, a warp emulator that runs these kernels
 // on the CPU (ldmatrix / mma / shuffles / cp.async given their PTX semantics) to check the
 // fragment and tiling index math without a GPU.
 //

@@ -1,0 +1,398 @@
+#!/usr/bin/env bash
+# Runs the fault list (bad flags, missing and corrupt files, unreachable hub, output paths,
+# runs that compute nothing, non-finite numbers, signals, stale temporaries, saved modes,
+# thread-count determinism) against the built binary and prints a Markdown table: case,
+# exit code, first stderr line, what was left behind in the working folder, and whether the
+# case ended cleanly. Exit status 1 if any case is unclean.
+#
+#   cargo build && bash checks/fault_table.sh [BINARY] > test_results/faults/README.md
+#
+# Clean means, for a refused run: exit != 0, exactly one non-empty stderr line starting
+# "error:", no panic, and the working folder byte for byte as before (nothing written,
+# nothing of the user's removed). Signals: exit 130/143, one "error: interrupted" line,
+# nothing left. Needs ../shared (fixture opt-mini-b, data) and python3 (makes the damaged
+# checkpoints). Nothing reaches the real hub: HF_HOME is a fresh folder, and the hub
+# cases point HF_ENDPOINT at a closed local port.
+set -u
+cd "$(dirname "$0")/.."
+BIN=$(realpath "${1:-target/debug/sparsegpt-mi}")
+SHARED=$(realpath ../shared)
+FIX=$SHARED/fixtures/opt-mini-b
+[ -x "$BIN" ] || { echo "error: no binary at $BIN (cargo build first)" >&2; exit 2; }
+ROOT=$(mktemp -d)
+trap 'rm -rf "$ROOT"' EXIT
+W=$ROOT/work
+M=$ROOT/models
+export SPARSEGPT_MI_DATA_DIR=$SHARED/data HF_HOME=$ROOT/hf HF_HUB_OFFLINE=1
+unset RUST_BACKTRACE HF_ENDPOINT
+ENVPRE=()  # `env` arguments for the next cases (e.g. -u VAR)
+
+pristine() {
+  rm -rf "$W"
+  mkdir -p "$W/user"
+  cp -r "$FIX" "$W/model"
+  chmod -R u+w "$W/model"
+  printf 'the user%ss own notes\n' "'" > "$W/user/notes.txt"
+  echo "a file" > "$W/afile"
+}
+
+# Every path under the working folder with its content hash (folders and links too).
+snap() {
+  (cd "$W" && find . -mindepth 1 | LC_ALL=C sort | while read -r p; do
+    if [ -L "$p" ]; then echo "L $p -> $(readlink "$p")"
+    elif [ -d "$p" ]; then echo "D $p"
+    else echo "F $p $(sha256sum < "$p" | cut -c1-16)"; fi
+  done)
+}
+
+# ---- damaged checkpoints (python3: safetensors rewritten tensor by tensor) ----
+mkmodel() { # NAME: a copy of fixture B under $M/NAME
+  rm -rf "$M/$1"; mkdir -p "$M"; cp -r "$FIX" "$M/$1"; chmod -R u+w "$M/$1"
+}
+edit_st() { # NAME PYTHON-EDIT: runs EDIT with `t` = {name: [dtype, shape, bytearray]}
+  python3 - "$M/$1/model.safetensors" "$2" <<'EOF'
+import json, struct, sys
+path, code = sys.argv[1], sys.argv[2]
+raw = open(path, "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+head = json.loads(raw[8:8 + n])
+meta = head.pop("__metadata__", None)
+t = {k: [v["dtype"], v["shape"], bytearray(raw[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])] for k, v in head.items()}
+def f32(values): return bytearray(struct.pack(f"<{len(values)}f", *values))
+exec(code)
+out, off, data = {}, 0, []
+for k in sorted(t):
+    d, shape, b = t[k]
+    out[k] = {"dtype": d, "shape": shape, "data_offsets": [off, off + len(b)]}
+    off += len(b); data.append(bytes(b))
+if meta is not None: out["__metadata__"] = meta
+h = json.dumps(out).encode(); h += b" " * (-len(h) % 8)
+open(path, "wb").write(struct.pack("<Q", len(h)) + h + b"".join(data))
+EOF
+}
+L1=model.decoder.layers.1
+mkmodel nan_fc1_row;   edit_st nan_fc1_row "b=t['$L1.fc1.weight'][2]; b[5*192*2:6*192*2]=b'\x00\x7e'*192"
+mkmodel inf_q_proj;    edit_st inf_q_proj "b=t['model.decoder.layers.3.self_attn.q_proj.weight'][2]; b[0:2]=b'\x00\x7c'"
+mkmodel nan_embed;     edit_st nan_embed "b=t['model.decoder.embed_tokens.weight'][2]; b[100:102]=b'\x00\x7e'"
+mkmodel nan_ln_bias;   edit_st nan_ln_bias "b=t['model.decoder.final_layer_norm.bias'][2]; b[0:2]=b'\x00\x7e'"
+mkmodel f32_overflow;  edit_st f32_overflow "t['$L1.fc1.bias']=['F32',[768],f32([3.4028234e38]*768)]; t['$L1.fc1.weight']=['F32',[768,192],f32([1e36]*(768*192))]"
+mkmodel f32_beyond_f16; edit_st f32_beyond_f16 "t['$L1.fc2.weight']=['F32',[192,768],f32([1e6]*(192*768))]"
+mkmodel missing_tensor; edit_st missing_tensor "del t['$L1.fc2.weight']"
+mkmodel wrong_shape;   edit_st wrong_shape "d,s,b=t['$L1.fc2.weight']; t['$L1.fc2.weight']=[d,[768,192],b]"
+mkmodel truncated;     python3 -c "import sys;p=sys.argv[1];b=open(p,'rb').read();open(p,'wb').write(b[:len(b)//2])" "$M/truncated/model.safetensors"
+mkmodel garbage_st;    head -c 4096 /dev/urandom > "$M/garbage_st/model.safetensors"
+mkmodel empty_st;      : > "$M/empty_st/model.safetensors"
+mkmodel no_weights;    rm "$M/no_weights/model.safetensors"
+mkmodel no_config;     rm "$M/no_config/config.json"
+mkmodel bad_json;      echo '{"model_type": "opt",' > "$M/bad_json/config.json"
+mkmodel not_opt;       sed -i 's/"opt"/"llama"/' "$M/not_opt/config.json"
+mkmodel bad_heads;     sed -i 's/"num_attention_heads": 3/"num_attention_heads": 5/' "$M/bad_heads/config.json"
+mkmodel zero_layers;   sed -i 's/"num_hidden_layers": 6/"num_hidden_layers": 0/' "$M/zero_layers/config.json"
+mkmodel gelu;          sed -i 's/"relu"/"gelu"/' "$M/gelu/config.json"
+mkmodel no_tokenizer;  rm "$M/no_tokenizer/tokenizer.json" "$M/no_tokenizer/vocab.json" "$M/no_tokenizer/merges.txt"
+mkmodel bad_tokenizer; echo '{"not": "a tokenizer"}' > "$M/bad_tokenizer/tokenizer.json"
+mkmodel bad_index;     rm "$M/bad_index/model.safetensors"; echo '{"weight_map": {"a": "model-00001-of-00002.safetensors"}}' > "$M/bad_index/model.safetensors.index.json"
+mkmodel index_no_map;  rm "$M/index_no_map/model.safetensors"; echo '{}' > "$M/index_no_map/model.safetensors.index.json"
+mkmodel garbage_bin;   rm "$M/garbage_bin/model.safetensors"; head -c 2048 /dev/urandom > "$M/garbage_bin/pytorch_model.bin"
+mkmodel evil_pickle;   rm "$M/evil_pickle/model.safetensors"
+python3 - "$M/evil_pickle/pytorch_model.bin" "$ROOT/PWNED" <<'EOF'
+import os, pickle, sys, zipfile
+class Evil:
+    def __reduce__(self): return (os.system, (f"touch {sys.argv[2]}",))
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    z.writestr("archive/data.pkl", pickle.dumps(Evil(), protocol=2))
+EOF
+mkdir -p "$ROOT/data_empty" "$ROOT/data_emptyfile/ptb"; : > "$ROOT/data_emptyfile/ptb/ptb.test.txt"
+mkdir -p "$ROOT/data_short/wikitext2"; echo "a short corpus" > "$ROOT/data_short/wikitext2/wiki.test.raw"
+
+# ---- the table ----
+UNCLEAN=0
+N=0
+row() { # EXPECT CASE EXIT FIRST LEFT OK
+  local ok=$6
+  [ "$ok" = yes ] || UNCLEAN=$((UNCLEAN + 1))
+  N=$((N + 1))
+  printf '| %d | %s | %s | %s | %s | %s |\n' "$N" "$2" "$3" "$(printf '%s' "$4" | sed 's/|/\\|/g' | cut -c1-220)" "$5" "$ok"
+}
+
+# run EXPECT CASE ARGS...: runs the binary with ARGS in the working folder and judges it.
+# EXPECT: error (refused cleanly), note (a note line, then the error line).
+run() {
+  local expect=$1 name=$2; shift 2
+  local before after rc err first lines left ok
+  before=$(snap)
+  (cd "$W" && timeout 600 env "${ENVPRE[@]}" "$BIN" "$@" > "$ROOT/out" 2> "$ROOT/err")
+  rc=$?
+  after=$(snap)
+  err=$(grep -v '^[[:space:]]*$' "$ROOT/err")
+  lines=$(printf '%s' "$err" | grep -c '' || true)
+  first=$(printf '%s' "$err" | head -n 1)
+  left=$(diff <(echo "$before") <(echo "$after") | grep '^[<>]' | sed 's/^> [DFL] \.\//+ /; s/^< [DFL] \.\//- /; s/ [0-9a-f]\{16\}$//' | tr '\n' ' ')
+  [ -n "$left" ] || left="nothing"
+  ok=no
+  case $expect in
+    error) [ "$rc" -ne 0 ] && [ "$lines" -eq 1 ] && [[ $first == error:* ]] && [ "$left" = nothing ] && ok=yes ;;
+    # A note line, then the error; the only change: the dead run's paths are gone.
+    note) [ "$rc" -ne 0 ] && [ "$lines" -ge 2 ] && [[ $first == note:* ]] \
+        && [ "$(printf '%s\n' "$err" | grep -vc '^note:')" -eq 1 ] && [[ $(printf '%s' "$err" | tail -n 1) == error:* ]] \
+        && [ -z "$(printf '%s' "$left" | tr ' ' '\n' | grep -v '^-$' | grep -v '^$' | grep -v '4999999')" ] && ok=yes ;;
+  esac
+  grep -qi 'panicked\|backtrace' "$ROOT/err" && ok=no
+  [ -e "$ROOT/PWNED" ] && { ok=no; left="$left (pickle code ran!)"; }
+  row "$expect" "$name" "$rc" "$first" "$left" "$ok"
+  [ "$left" = nothing ] || pristine
+}
+
+# hub: run with a closed endpoint or offline, in a fresh HF_HOME
+hub() { local name=$1 mode=$2; shift 2
+  rm -rf "$ROOT/hf"
+  if [ "$mode" = unreachable ]; then HF_ENDPOINT=http://127.0.0.1:9 HF_HUB_OFFLINE=0 run error "$name" "$@"
+  else run error "$name" "$@"; fi
+}
+
+pristine
+B=model
+Q=(--nsamples 1 --max-windows 1 --eval-datasets wikitext2 --json r.json)
+echo "# Fault table"
+echo
+echo "\`checks/fault_table.sh\` on $(uname -srm), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); binary: \`$(basename "$BIN")\` built from $(git rev-parse --short HEAD 2>/dev/null || echo '?'). Working folder: a copy of fixture opt-mini-b (\`model/\`), \`user/notes.txt\`, \`afile\`; 'left behind' lists what a case added (+) or removed (-) there."
+echo
+echo "| # | case | exit | first stderr line | left behind | clean |"
+echo "|---|---|---|---|---|---|"
+
+# -- command line (clap and the up-front checks) --
+run error "no subcommand"
+run error "unknown subcommand" compress $B
+run error "unknown flag" prune $B --frobnicate
+run error "prune without a model" prune
+run error "eval without a model" eval
+run error "--sparsity not a number" prune $B --sparsity half
+run error "--sparsity 1.0" prune $B --sparsity 1.0 "${Q[@]}"
+run error "--sparsity -0.1" prune $B --sparsity -0.1 "${Q[@]}"
+run error "--sparsity NaN" prune $B --sparsity NaN "${Q[@]}"
+run error "--prunen 4 --prunem 4" prune $B --prunen 4 --prunem 4 "${Q[@]}"
+run error "--prunen 2 without --prunem" prune $B --prunen 2 "${Q[@]}"
+run error "--prunen with --sparsity" prune $B --prunen 2 --prunem 4 --sparsity 0.5 "${Q[@]}"
+run error "--prunem not dividing the width" prune $B --prunen 2 --prunem 5 "${Q[@]}"
+run error "--prunen negative" prune $B --prunen -2 --prunem 4 "${Q[@]}"
+run error "--wbits 9" prune $B --wbits 9 "${Q[@]}"
+run error "--wbits 1" prune $B --wbits 1 "${Q[@]}"
+run error "--wbits 0" prune $B --wbits 0 "${Q[@]}"
+run error "--groupsize 0" prune $B --wbits 4 --groupsize 0 "${Q[@]}"
+run error "--groupsize -5" prune $B --wbits 4 --groupsize -5 "${Q[@]}"
+# A --groupsize not dividing a width is a short last group, as the published code quantizes it;
+# only the format without one refuses it.
+run error "--groupsize not dividing the width, saved as compressed-tensors" prune $B --wbits 4 --groupsize 100 "${Q[@]}" --save out --save-format compressed-tensors
+run error "--nsamples 0" prune $B --nsamples 0 --json r.json
+run error "--nsamples above the windows available" prune $B --nsamples 100000000 --json r.json
+run error "--blocksize 0" prune $B --blocksize 0 "${Q[@]}"
+run error "--percdamp 0" prune $B --percdamp 0 "${Q[@]}"
+run error "--percdamp -1" prune $B --percdamp -1 "${Q[@]}"
+run error "--percdamp NaN" prune $B --percdamp NaN "${Q[@]}"
+run error "unknown calibration dataset" prune $B lambada "${Q[@]}"
+run error "unknown --eval-datasets entry" prune $B --nsamples 1 --eval-datasets wikitext3 --json r.json
+run error "unknown --datasets entry (eval)" eval $B --datasets wikitext2,lambada
+run error "eval --datasets ''" eval $B --datasets ''
+run error "--seed not a number" prune $B --seed x
+run error "unknown --sampler" prune $B --sampler numpy
+run error "unknown --device" eval $B --device tpu
+run error "--device cuda in a CPU build" eval $B --device cuda --max-windows 1
+run error "unknown --dtype" eval $B --dtype f8
+run error "unknown --hinv-precision" prune $B --hinv-precision f16
+run error "unknown --hessian-accumulation" prune $B --hessian-accumulation mean
+run error "--target-avg-bits 1.5" prune $B --target-avg-bits 1.5 "${Q[@]}"
+run error "--target-avg-bits 9" prune $B --target-avg-bits 9 "${Q[@]}"
+run error "--n-groups 0" prune $B --target-avg-bits 4 --n-groups 0 "${Q[@]}"
+run error "--n-groups 5000" prune $B --target-avg-bits 4 --n-groups 5000 "${Q[@]}"
+run error "--n-groups not a number" prune $B --target-avg-bits 4 --n-groups many "${Q[@]}"
+run error "--use-mi-grouping without --target-avg-bits" prune $B --use-mi-grouping 1 "${Q[@]}"
+run error "--target-avg-bits 2.5 cannot pay for 10 groups" prune $B --target-avg-bits 2.5 --n-groups 10 "${Q[@]}"
+run error "--min-bits above --max-bits" prune $B --target-avg-bits 4 --min-bits 6 --max-bits 3 "${Q[@]}"
+run error "unknown --grouping" prune $B --target-avg-bits 4 --grouping louvain
+run error "unknown --mi-method" prune $B --target-avg-bits 4 --mi-method kde
+run error "unknown --bit-policy" prune $B --target-avg-bits 4 --bit-policy greedy
+run error "--mi-method hist with --reservoir 0" prune $B --target-avg-bits 4 --use-mi-grouping 1 --mi-method hist --reservoir 0 "${Q[@]}"
+run error "mi: unknown --linear" mi $B --layer 1 --linear fc3
+run error "mi: --nsamples 0" mi $B --layer 1 --linear fc1 --nsamples 0
+run error "mi: --layer 50 on a 6-layer model" mi $B --layer 50 --linear fc1 --nsamples 1 --out mi
+run error "self-check on a CPU build" self-check
+# -- runs that would compute nothing --
+run error "--minlayer 3 --maxlayer 1" prune $B --minlayer 3 --maxlayer 1 "${Q[@]}"
+run error "--minlayer 50 on a 6-layer model" prune $B --minlayer 50 "${Q[@]}"
+run error "--maxlayer 0" prune $B --maxlayer 0 "${Q[@]}"
+run error "--gmp with an empty layer range" prune $B --gmp --sparsity 0.5 --minlayer 6 "${Q[@]}"
+run error "prune --max-windows 0" prune $B --nsamples 1 --max-windows 0 --json r.json
+run error "eval --max-windows 0" eval $B --max-windows 0 --json r.json
+# -- model files --
+run error "model directory missing" eval /nonexistent/opt-model
+run error "model path is a file" eval afile
+run error "no config.json" eval "$M/no_config"
+run error "config.json not JSON" eval "$M/bad_json"
+run error "config.json not OPT" eval "$M/not_opt"
+run error "hidden size not divisible by heads" eval "$M/bad_heads"
+run error "config with 0 layers" eval "$M/zero_layers" --max-windows 1
+run error "activation not relu" eval "$M/gelu"
+run error "no weight file" eval "$M/no_weights"
+run error "truncated model.safetensors" eval "$M/truncated"
+run error "model.safetensors of random bytes" eval "$M/garbage_st"
+run error "empty model.safetensors" eval "$M/empty_st"
+run error "a tensor missing" eval "$M/missing_tensor"
+run error "a tensor of the wrong shape" eval "$M/wrong_shape"
+run error "index.json naming a missing shard" eval "$M/bad_index"
+run error "index.json without weight_map" eval "$M/index_no_map"
+run error "pytorch_model.bin of random bytes" eval "$M/garbage_bin"
+run error "malicious pickle (os.system in __reduce__)" eval "$M/evil_pickle"
+run error "no tokenizer files" eval "$M/no_tokenizer"
+run error "tokenizer.json not a tokenizer" eval "$M/bad_tokenizer"
+# -- data --
+run error "--data-dir missing" eval $B --data-dir /nonexistent/data
+run error "--data-dir without the PTB file" eval $B --datasets ptb --data-dir "$ROOT/data_empty"
+run error "--data-dir without C4 calibration files" prune $B --nsamples 1 --eval-datasets '' --data-dir "$ROOT/data_empty" --json r.json
+run error "empty PTB test file" eval $B --datasets ptb --data-dir "$ROOT/data_emptyfile"
+run error "corpus shorter than one window" eval $B --datasets wikitext2 --data-dir "$ROOT/data_short"
+run error "--data-dir is a file" eval $B --data-dir afile
+# -- zero-shot tasks (issue 28): refused before any model is loaded --
+TASKS=$(realpath tests/data)
+mkdir -p "$ROOT/data_tasks/tasks"
+cp "$TASKS/tasks/arc_easy.parquet" "$ROOT/data_tasks/tasks/piqa.parquet"
+run error "unknown task (eval --tasks)" eval $B --tasks piqa,mmlu --data-dir "$TASKS"
+run error "unknown task (prune --eval-tasks)" prune $B --nsamples 1 --eval-tasks mmlu --json r.json
+run error "task file lacking fields (an ARC file as piqa.parquet)" eval $B --tasks piqa --data-dir "$ROOT/data_tasks"
+run error "data dir without the task's file" eval $B --tasks boolq --data-dir "$ROOT/data_tasks"
+run error "eval --tasks piqa --limit 0" eval $B --tasks piqa --limit 0 --data-dir "$TASKS"
+run error "--limit without --tasks" eval $B --limit 5 --max-windows 1
+# -- hub --
+hub "hub unreachable (model)" unreachable eval facebook/opt-125m
+hub "hub offline, cold cache (model)" offline eval facebook/opt-125m
+ENVPRE=(-u SPARSEGPT_MI_DATA_DIR)
+hub "hub unreachable (data, before any model)" unreachable eval $B --max-windows 1
+hub "hub offline, cold cache (data)" offline eval $B --max-windows 1
+hub "hub offline, cold cache (task file)" offline eval $B --tasks rte
+ENVPRE=()
+hub "hub id that is not org/name" unreachable eval facebook/opt/125m
+# -- output paths (checked before any work) --
+run error "--save onto a non-empty folder of the user's" prune $B "${Q[@]}" --save user
+run error "--save onto the user's folder, trailing /" prune $B "${Q[@]}" --save user/
+run error "--save onto the input model's directory" prune $B "${Q[@]}" --save model
+run error "--save onto the model's directory with --overwrite" prune $B "${Q[@]}" --save model --overwrite
+run error "--save onto the model via model/../model" prune $B "${Q[@]}" --save model/../model --overwrite
+ln -s model "$W/link"
+run error "--save onto the model through a symlink" prune link "${Q[@]}" --save model --overwrite
+run error "--save onto a symlink" prune $B "${Q[@]}" --save link --overwrite
+rm "$W/link"
+run error "--save onto the folder holding the model" prune "$W/model" "${Q[@]}" --save "$W" --overwrite
+run error "--save ." prune $B "${Q[@]}" --save .
+run error "--save .." prune $B "${Q[@]}" --save .. --overwrite
+run error "--save /" prune $B "${Q[@]}" --save / --overwrite
+run error "--save onto a file" prune $B "${Q[@]}" --save afile
+run error "--save under a file" prune $B "${Q[@]}" --save afile/out
+run error "--save under /proc" prune $B "${Q[@]}" --save /proc/forbidden/out
+run error "--save under /sys (read-only)" prune $B "${Q[@]}" --save /sys/out
+run error "--overwrite without --save" prune $B "${Q[@]}" --overwrite
+run error "--json onto an existing directory" prune $B --nsamples 1 --max-windows 1 --eval-datasets wikitext2 --json user
+run error "--json ." prune $B --nsamples 1 --json .
+run error "--json .." prune $B --nsamples 1 --json ..
+run error "--json ending in /" prune $B --nsamples 1 --json new/
+run error "--json under a file" prune $B --nsamples 1 --json afile/r.json
+run error "--json under /proc" prune $B --nsamples 1 --json /proc/forbidden/r.json
+run error "--json under /sys (read-only)" prune $B --nsamples 1 --json /sys/r.json
+run error "--json /dev/null (not a regular file)" prune $B --nsamples 1 --json /dev/null
+run error "eval --json onto a directory" eval $B --json user
+run error "eval --logits-out onto a directory" eval $B --logits-out user
+run error "eval --logits-out under a file" eval $B --logits-out afile/l.json
+run error "eval --logits-out under /proc" eval $B --logits-out /proc/l.json
+run error "mi --out is a file" mi $B --layer 1 --linear fc1 --nsamples 1 --out afile
+run error "mi --out under a file" mi $B --layer 1 --linear fc1 --nsamples 1 --out afile/mi
+run error "mi --out under /proc" mi $B --layer 1 --linear fc1 --nsamples 1 --out /proc/mi
+run error "mi --out under /sys (read-only)" mi $B --layer 1 --linear fc1 --nsamples 1 --out /sys/mi
+mkdir -p "$W/mi/mi_L1_fc1.json"
+run error "mi: a directory where its JSON goes" mi $B --layer 1 --linear fc1 --nsamples 1 --out mi
+pristine
+# -- non-finite numbers --
+run error "NaN row in layer 1 fc1 (eval)" eval "$M/nan_fc1_row" --max-windows 1 --datasets wikitext2 --json r.json
+run error "NaN row in layer 1 fc1 (prune --save)" prune "$M/nan_fc1_row" "${Q[@]}" --sparsity 0.5 --save out
+run error "Inf in layer 3 q_proj (prune)" prune "$M/inf_q_proj" "${Q[@]}" --sparsity 0.5
+run error "NaN in the token embeddings (eval)" eval "$M/nan_embed" --max-windows 1 --json r.json
+run error "NaN in the final layer norm (eval)" eval "$M/nan_ln_bias" --max-windows 1 --json r.json
+run error "f32 weights beyond f16 in an f16 run" eval "$M/f32_beyond_f16" --dtype f16 --max-windows 1 --json r.json
+run error "overflowing activations: prune (Hessian)" prune "$M/f32_overflow" "${Q[@]}" --sparsity 0.5 --save out
+run error "overflowing activations: uncompressed layer" prune "$M/f32_overflow" "${Q[@]}" --sparsity 0.5 --minlayer 2
+run error "overflowing activations: eval PPL" eval "$M/f32_overflow" --max-windows 1 --datasets wikitext2 --json r.json
+run error "overflowing activations: --logits-out" eval "$M/f32_overflow" --max-windows 1 --datasets wikitext2 --logits-out l.json
+
+# -- signals and stale temporaries --
+signal_case() { # NAME SIGNAL WHEN(save|early) EXPECTED-EXIT
+  local name=$1 sig=$2 when=$3 want=$4 before after rc first left ok pid tries=0
+  before=$(snap)
+  while :; do
+    tries=$((tries + 1))
+    # Mid-run: a run of several seconds (16 calibration windows) signalled after 1.5 s.
+    local n=1; [ "$when" = save ] || n=16
+    (cd "$W" && exec "$BIN" prune $B --nsamples $n --eval-datasets '' --json r.json --save out > /dev/null 2> "$ROOT/err") &
+    pid=$!
+    if [ "$when" = save ]; then
+      while kill -0 $pid 2>/dev/null && [ ! -e "$W/.out.partial$pid" ]; do sleep 0.001; done
+      kill -STOP $pid 2>/dev/null
+      if [ ! -e "$W/.out.partial$pid" ] && [ $tries -lt 5 ]; then
+        kill -CONT $pid 2>/dev/null; wait $pid; pristine; before=$(snap); continue
+      fi
+      kill -"$sig" $pid; kill -CONT $pid
+    else
+      sleep 1.5; kill -"$sig" $pid
+    fi
+    wait $pid; rc=$?
+    break
+  done
+  after=$(snap)
+  first=$(grep -v '^[[:space:]]*$' "$ROOT/err" | head -n 1)
+  left=$(diff <(echo "$before") <(echo "$after") | grep '^[<>]' | sed 's/^> [DFL] \.\//+ /; s/^< [DFL] \.\//- /; s/ [0-9a-f]\{16\}$//' | tr '\n' ' ')
+  [ -n "$left" ] || left="nothing"
+  ok=no
+  [ "$rc" -eq "$want" ] && [[ $first == "error: interrupted"* ]] && [ "$left" = nothing ] && ok=yes
+  row signal "$name" "$rc" "$first" "$left" "$ok"
+  [ "$left" = nothing ] || pristine
+}
+signal_case "SIGINT (Ctrl-C) while --save writes" INT save 130
+signal_case "SIGTERM while --save writes" TERM save 143
+signal_case "SIGINT mid-run, before any output" INT early 130
+signal_case "SIGTERM mid-run, before any output" TERM early 143
+mkdir "$W/.out.partial4999999"; echo '{}' > "$W/.out.partial4999999/.sparsegpt-mi-export"; echo '{"half' > "$W/.r.json.tmp4999999"
+run note "stale .out.partialPID / .r.json.tmpPID of a dead run: removed, with a note" prune $B --minlayer 9 --nsamples 1 --json r.json --save out
+# The stale pair is gone: what 'left behind' shows above is their removal, and nothing else.
+
+# -- what a successful run leaves --
+(cd "$W" && umask 022 && "$BIN" prune $B --nsamples 1 --eval-datasets '' --sparsity 0.5 --json r.json --save out > /dev/null 2> "$ROOT/err"); rc=$?
+modes=$(cd "$W" && stat -c '%a %n' out out/* out/.sparsegpt-mi-export r.json | awk '{print $1}' | sort | uniq -c | awk '{printf "%s×%s ", $1, $2}')
+bad=$(cd "$W" && { find out -type f ! -perm 644; find out -type d ! -perm 755; find r.json ! -perm 644; } | tr '\n' ' ')
+ok=no; [ "$rc" -eq 0 ] && [ -z "$bad" ] && ok=yes
+row ok "saved files' modes under umask 022 (were 0600 and 0444)" "$rc" "modes: $modes" "out/ (the export), r.json" "$ok"
+echo "user edit" > "$W/out/README.md"
+run error "--save onto a previous export holding a file the user added" prune $B "${Q[@]}" --save out
+rm "$W/out/README.md"
+(cd "$W" && "$BIN" prune $B --nsamples 1 --eval-datasets '' --sparsity 0.6 --json r.json --save out > /dev/null 2> "$ROOT/err"); rc=$?
+extra=$(cd "$W" && ls -A | grep '^\.' | tr '\n' ' ')
+ok=no; [ "$rc" -eq 0 ] && [ -z "$extra" ] && ok=yes
+row ok "--save onto its own previous export: replaced" "$rc" "$(head -n1 "$ROOT/err")" "out/ replaced; temporaries: ${extra:-none}" "$ok"
+pristine
+
+# -- thread-count determinism --
+for n in 1 2 4; do
+  (cd "$W" && RAYON_NUM_THREADS=$n "$BIN" prune $B c4 --sparsity 0.5 --wbits 4 --target-avg-bits 4.0 --use-mi-grouping 1 --n-groups 10 --nsamples 4 --max-windows 1 --eval-datasets wikitext2 --json "r$n.json" --save "s$n" > /dev/null 2>&1)
+done
+hashes=$(cd "$W" && for n in 1 2 4; do sha256sum < "s$n/model.safetensors" | cut -c1-12; done | sort -u | tr '\n' ' ')
+same_json=$(cd "$W" && python3 - <<'EOF'
+import json
+def strip(v):
+    if isinstance(v, dict): return {k: strip(x) for k, x in v.items() if not (k.endswith("_s") or k.endswith("seconds") or k in ("peak_rss_mib", "command", "json", "save", "dir"))}
+    if isinstance(v, list): return [strip(x) for x in v]
+    return v
+a = [strip(json.load(open(f"r{n}.json"))) for n in (1, 2, 4)]
+print("same" if a[0] == a[1] == a[2] else "differ")
+EOF
+)
+ok=no; [ "$(echo $hashes | wc -w)" -eq 1 ] && [ "$same_json" = same ] && ok=yes
+row ok "MI prune at RAYON_NUM_THREADS 1, 2, 4 (fixture B, 4 windows)" 0 "model sha256: $hashes; JSON (timings aside): $same_json" "r{1,2,4}.json, s{1,2,4}/" "$ok"
+
+echo
+echo "$N cases, $UNCLEAN unclean."
+[ "$UNCLEAN" -eq 0 ]
