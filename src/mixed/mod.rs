@@ -4,7 +4,8 @@
 //!
 //! Four modes, one code path (`planner`):
 //! - baseline: uniform bits, the published algorithms (`UniformPlanner`);
-//! - enhanced: channels grouped by importance rank (no MI), bits per group by the allocator;
+//! - enhanced (`Mode::ImportanceRank`): channels grouped by importance rank (no MI), bits per
+//!   group by the allocator;
 //! - mi: channels grouped by mutual information (`mutual_info`, `grouping`);
 //! - random: MI's group sizes, channels assigned at random (the control MI must beat). The
 //!   sizes come from the MI grouping of the control run's own activations (equal to MI
@@ -44,7 +45,9 @@ use serde::Serialize;
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Baseline,
-    Enhanced,
+    /// Channels grouped by importance rank; named "enhanced" on the command line and in results.
+    #[serde(rename = "enhanced")]
+    ImportanceRank,
     Mi,
     Random,
     /// Uniform bits, scale-sharing groups of equal size chosen by a partition
@@ -56,7 +59,7 @@ impl Mode {
     pub fn name(self) -> &'static str {
         match self {
             Mode::Baseline => "baseline",
-            Mode::Enhanced => "enhanced",
+            Mode::ImportanceRank => "enhanced",
             Mode::Mi => "mi",
             Mode::Random => "random",
             Mode::Scales => "scales",
