@@ -4,8 +4,8 @@
 # same card. Writes to OUTDIR: compare_f32.md and compare_f16.md (per-request log-likelihoods,
 # per-document acc / acc_norm, the metrics and stderrs, both tools' JSON), bench.md (items/s of
 # this tool and of lm-eval at batch sizes 1 and 32 on tasks files of N variants per item).
-# Exit 1 if the two tools disagree beyond the tolerance (f32: 1e-3; f16: 0.05 on a summed
-# log-likelihood) or on any acc / acc_norm decision.
+# Exit 1 if the two tools disagree beyond the tolerance (|Δ summed log-likelihood| per
+# continuation token: f32 1e-4, f16 0.02) or on any acc / acc_norm decision.
 #
 #   BIN=/tmp/sparsegpt-mi bash scripts/lm_eval_compare.sh MODEL_DIR OUTDIR [REPEAT]
 #
