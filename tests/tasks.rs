@@ -262,5 +262,5 @@ fn requests_are_lm_eval_s_strings() {
             }
         }
     }
-    assert_eq!(checked, 85);
+    assert_eq!(checked, 86);
 }
