@@ -10,9 +10,9 @@
 #   BIN=/tmp/sparsegpt-mi bash scripts/lm_eval_compare.sh MODEL_DIR OUTDIR [REPEAT]
 #
 # (scripts/gpu_run.sh FIXTURE lmeval runs it on the fixture.) lm-eval is not installed there;
-# it travels as pure-Python wheels for Python 3.12 in .whl/ (or .carry/lmeval_whl/), made here:
+# it travels as pure-Python wheels for Python 3.12 in .whl/ (or .carry/lmeval_whl/; both are in
+# .gitignore: name the folder in the device call's `carry`), made here:
 #
-#   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
 #     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
