@@ -119,5 +119,6 @@ write("lambada_openai", [("text", S)], [
     {"text": "After the long walk home in the rain, all he wanted was a hot cup of tea"},
     {"text": "The children counted the stars until, one by one, they fell asleep"},
     {"text": "When the music stopped, everyone in the hall looked at the piano"},
+    {"text": "Everyone in the café was waiting for the  rain"},
 ])
 print("wrote", sorted(os.listdir(OUT)))

@@ -231,3 +231,36 @@ fn compressed_in_memory_and_reloaded_export_score_alike() {
     }
     assert!(pt[2]["perplexity"].as_f64().unwrap() > 1.0);
 }
+
+/// The requests lm-eval 0.4.13 builds for the task files of tests/data/tasks, logged by its own
+/// task code (`scripts/lm_eval_compare.py --dry-run --requests-out tests/data/lm_eval_requests.json`):
+/// every context and continuation string here is the same, and so is the gold answer.
+#[test]
+fn requests_are_lm_eval_s_strings() {
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(task_dir().join("lm_eval_requests.json")).unwrap()).unwrap();
+    assert_eq!(reference["lm_eval"], "0.4.13");
+    let data = load_tasks(&DataSource::local(task_dir()), &Task::ALL, None).unwrap();
+    let mut checked = 0;
+    for d in &data {
+        let docs = reference["tasks"][d.task.name()].as_array().unwrap();
+        assert_eq!(docs.len(), d.items.len(), "{:?}", d.task);
+        for (doc, item) in docs.iter().zip(&d.items) {
+            let theirs: Vec<(String, String)> = doc["requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_str().unwrap().to_string()))
+                .collect();
+            let ours: Vec<(String, String)> =
+                item.requests().iter().map(|r| (r.context.clone(), r.continuation.clone())).collect();
+            assert_eq!(ours, theirs, "{:?}", d.task);
+            checked += ours.len();
+            // lm-eval logs the gold index, except WinoGrande (its target is the scored suffix).
+            if let (Item::Choice { gold, .. }, Some(t)) = (item, doc["target"].as_u64()) {
+                assert_eq!(*gold as u64, t, "{:?}", d.task);
+            }
+        }
+    }
+    assert_eq!(checked, 86);
+}

@@ -21,7 +21,8 @@
 //! is one, then its content (a parquet file must hold the string column, a gzip file must
 //! decompress to the end with a good CRC). A file that fails is removed from the cache, so that
 //! no later run trusts it. [`DataSource::check_available`] does all of this up front, before
-//! any model work, and lists every missing file in one line.
+//! any model work, and lists every missing file in one line. The zero-shot tasks' files
+//! (`tasks::files`) go through the same resolution ([`HubFile`], `resolve_hub_files`).
 
 use super::formats::{
     check_gz_jsonl, check_parquet_column, check_parquet_columns, is_unsupported, read_gz_jsonl_texts,

@@ -129,5 +129,10 @@ mod tests {
         let xs: Vec<f64> = (0..50).map(|i| -((1 + (i * 7) % 5) as f64) / 3.0).collect();
         let s = bootstrap_stderr(perplexity, &xs, BOOTSTRAP_ITERS).unwrap();
         assert!((s - 0.1816242474974423).abs() < 1e-12, "{s}");
+        // lm-eval 0.4.13 itself (simple_evaluate, its multiprocessing bootstrap) on four
+        // LAMBADA log-likelihoods: perplexity_stderr 0.0010492849334285625.
+        let xs = [-0.017001, -0.018001, -0.014001, -0.013001];
+        let s = bootstrap_stderr(perplexity, &xs, BOOTSTRAP_ITERS).unwrap();
+        assert!((s - 0.0010492849334285625).abs() < 1e-15, "{s}");
     }
 }
