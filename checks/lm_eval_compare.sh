@@ -9,7 +9,7 @@
 #
 #   BIN=/tmp/sparsegpt-mi bash checks/lm_eval_compare.sh MODEL_DIR OUTDIR [REPEAT]
 #
-# (scripts/gpu_run.sh FIXTURE lmeval runs it on the fixture.) lm-eval is not installed there;
+# (gpu/gpu_run.sh FIXTURE lmeval runs it on the fixture.) lm-eval is not installed there;
 # it travels as pure-Python wheels for Python 3.12 in .whl/ (or .carry/lmeval_whl/; both are in
 # .gitignore: name the folder in the device call's `carry`), made here:
 #

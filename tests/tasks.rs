@@ -233,7 +233,7 @@ fn compressed_in_memory_and_reloaded_export_score_alike() {
 }
 
 /// The requests lm-eval 0.4.13 builds for the task files of tests/data/tasks, logged by its own
-/// task code (`scripts/lm_eval_compare.py --dry-run --requests-out tests/data/lm_eval_requests.json`):
+/// task code (`checks/lm_eval_compare.py --dry-run --requests-out tests/data/lm_eval_requests.json`):
 /// every context and continuation string here is the same, and so is the gold answer.
 #[test]
 fn requests_are_lm_eval_s_strings() {
