@@ -54,7 +54,7 @@ pub fn run(args: MiInspectArgs) -> Result<()> {
     let source = args.common.data_source()?;
     source.check_available(&needs(&[], Some(Corpus::C4)))?;
     let files = model::files::resolve_model(&args.model)?;
-    let config = model::OptConfig::from_file(&files.config)?;
+    let config = model::read_config(&files.config)?;
     if args.layer >= config.num_hidden_layers {
         anyhow::bail!(
             "--layer {} is out of range: the model has {} decoder layers",

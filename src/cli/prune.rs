@@ -8,7 +8,7 @@ use serde::Serialize;
 use sparsegpt_mi::data::calibration::{self, SamplerKind};
 use sparsegpt_mi::data::{self, source::needs, Corpus};
 use sparsegpt_mi::mixed;
-use sparsegpt_mi::model::{self, OptConfig};
+use sparsegpt_mi::model::{self, DecoderConfig};
 use sparsegpt_mi::output::codes::CodeStore;
 use sparsegpt_mi::output::export::{self, PlannedQuantization, SaveFormat};
 use sparsegpt_mi::output::{atomic, summary};
@@ -163,7 +163,7 @@ impl PruneArgs {
 
     /// Checks that need the model's shapes. A `--groupsize` that does not divide a width
     /// gives that linear a short last group, as the published code does.
-    fn validate_shapes(&self, cfg: &OptConfig) -> Result<()> {
+    fn validate_shapes(&self, cfg: &DecoderConfig) -> Result<()> {
         let n = cfg.num_hidden_layers;
         if self.layers(n).is_empty() {
             bail!(
@@ -173,8 +173,12 @@ impl PruneArgs {
                 n.saturating_sub(1)
             );
         }
-        let widths = [cfg.hidden_size, cfg.ffn_dim];
-        for width in widths {
+        // The linears' input widths (the attention output's differs where heads × head_dim does).
+        let mut widths = vec![cfg.hidden_size, cfg.ffn_dim];
+        if cfg.q_width() != cfg.hidden_size {
+            widths.push(cfg.q_width());
+        }
+        for &width in &widths {
             if self.prunem > 0 && width % self.prunem != 0 {
                 bail!("--prunem {} does not divide the layer width {width}", self.prunem);
             }
@@ -282,7 +286,13 @@ pub fn run(args: PruneArgs) -> Result<()> {
     if let Some(target) = &save {
         export::check_not_model(target, &files)?;
     }
-    let config = OptConfig::from_file(&files.config)?;
+    let config = model::read_config(&files.config)?;
+    if save.is_some() && !config.family.is_opt() {
+        bail!(
+            "--save: saving a {} model is not implemented yet (OPT models only); run without --save",
+            config.family.name()
+        );
+    }
     args.validate_shapes(&config)?;
     let tok = model::tokenizer::load(&files.tokenizer)?;
     let mut model = args.common.load_model(&files, &device)?;

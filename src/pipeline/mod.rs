@@ -246,11 +246,10 @@ fn calibration_pass(
     cfg: &CompressConfig,
     spare: &mut BTreeMap<InputSite, Tensor>,
 ) -> Result<BTreeMap<InputSite, SiteStatistics>> {
-    let (hidden, ffn) = (layer.q_proj.weight().dims2()?.1, layer.fc2.weight().dims2()?.1);
     let mut stats: BTreeMap<InputSite, SiteStatistics> = InputSite::ALL
         .iter()
         .map(|&s| {
-            let d = if s == InputSite::Fc2 { ffn } else { hidden };
+            let d = layer.input_width(s);
             let reservoir = (needs.reservoir > 0).then(|| {
                 reservoir::Reservoir::new(needs.reservoir, cfg.seed.wrapping_add((index * 4 + s as usize) as u64))
             });
@@ -283,7 +282,7 @@ fn magnitude_baseline(model: &mut OptModel, cfg: &CompressConfig) -> Result<(Vec
         if !cfg.layers.contains(&i) {
             continue;
         }
-        for kind in LinearKind::ALL {
+        for &kind in layer.kinds() {
             let t0 = Instant::now();
             let wt = layer.linear(kind).weight().clone();
             let (rows, cols) = wt.dims2()?;
