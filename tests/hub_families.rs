@@ -9,6 +9,9 @@ use sparsegpt_mi::model::files::{resolve_model_with, TokenizerFiles};
 
 const ID: &str = "testorg/llama-tiny";
 
+/// A served config.json, one tokenizer file, and what the refusal must say.
+type Case<'a> = (String, (&'a str, Vec<u8>), &'a str);
+
 fn llama_repo(config: &str, tokenizer: (&str, Vec<u8>)) -> Vec<(String, Vec<u8>)> {
     let dir = common::fixture("llama-rand-gqa");
     vec![
@@ -49,7 +52,7 @@ fn a_llama_repository_resolves_with_its_tokenizer_json() {
 fn refusals_come_before_any_weight_is_requested() {
     let config = fixture_file("config.json");
     let tok = || ("tokenizer.json", fixture_file("tokenizer.json").into_bytes());
-    let cases: Vec<(String, (&str, Vec<u8>), &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             config.clone(),
             ("tokenizer.model", b"sentencepiece".to_vec()),

@@ -74,6 +74,11 @@ pub struct PruneArgs {
     /// rounding).
     #[arg(long, value_enum, default_value_t)]
     pub hessian_accumulation: HessianAccumulation,
+    /// GPTQ llama.py's --true-sequential: each input site's linears (q/k/v; the attention
+    /// output; fc1 or gate/up; fc2 or down) solved before the next site's calibration pass.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub true_sequential: bool,
     /// Compress layers i with minlayer <= i < maxlayer.
     #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
     pub minlayer: i64,
@@ -316,6 +321,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
         seed: args.seed,
         host_solver: args.host_solver,
         hessian_accumulation: args.hessian_accumulation,
+        true_sequential: args.true_sequential,
     };
     let mode = args.mi.mode();
     let mixed_cfg = args.mi.config(mode, args.sym, args.seed).map(|mut c| {

@@ -72,10 +72,8 @@ pub struct Family {
     /// Per-head RMSNorm of q and k before the rotation (Qwen3).
     pub qk_norm: bool,
     /// The decoder linears, in the order the published code lists them; `input_site` says
-    /// which share an input.
+    /// which share an input (and so one Hessian, and one pass under `--true-sequential`).
     pub linears: &'static [LinearKind],
-    /// The sets of linears the published `--true-sequential` solves one after another.
-    pub sequential_groups: &'static [&'static [LinearKind]],
     pub names: TensorNames,
     /// Whether the family's config reads `sliding_window` only under `use_sliding_window`.
     pub sliding_window_switch: bool,
@@ -91,7 +89,6 @@ pub const OPT: Family = Family {
     qkv_bias: true,
     qk_norm: false,
     linears: &[K, V, Q, Out, Fc1, Fc2],
-    sequential_groups: &[&[K, V, Q], &[Out], &[Fc1], &[Fc2]],
     names: TensorNames {
         layers: "decoder.layers",
         embed_tokens: "decoder.embed_tokens",
@@ -114,7 +111,6 @@ pub const LLAMA: Family = Family {
     qkv_bias: false,
     qk_norm: false,
     linears: &[Q, K, V, O, Gate, Up, Down],
-    sequential_groups: &[&[K, V, Q], &[O], &[Up, Gate], &[Down]],
     names: TensorNames {
         layers: "layers",
         embed_tokens: "embed_tokens",
@@ -245,6 +241,9 @@ fn default_rms_eps() -> f64 {
     1e-6
 }
 
+/// How a config whose keys do not read as its family's is described.
+pub(crate) const MALFORMED: &str = "missing or malformed";
+
 /// Keys that make a model a mixture of experts.
 const MOE_KEYS: [&str; 6] = [
     "num_experts",
@@ -280,8 +279,8 @@ impl DecoderConfig {
         if let Some(v) = value.get("partial_rotary_factor").filter(|v| v.as_f64() != Some(1.0) && !v.is_null()) {
             bail!("config key partial_rotary_factor = {v}: only a full rotation (1.0) is supported");
         }
-        let keys: RotaryKeys = serde_json::from_value(value.clone())
-            .with_context(|| format!("missing or malformed {} field", family.name()))?;
+        let keys: RotaryKeys =
+            serde_json::from_value(value.clone()).with_context(|| format!("{MALFORMED} {} field", family.name()))?;
         if let Some(act) = keys.hidden_act.as_deref().filter(|a| *a != "silu") {
             bail!("config key hidden_act = \"{act}\": the {} MLP is implemented with silu only", family.name());
         }

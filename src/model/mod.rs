@@ -304,19 +304,16 @@ pub fn read_config(path: &std::path::Path) -> Result<DecoderConfig> {
             if value.is_none() || model_type == Some("opt") {
                 return Err(opt_error);
             }
-            match (DecoderConfig::from_file(path), model_type.and_then(Family::by_model_type)) {
-                (Ok(c), _) => c,
-                // A known family whose keys do not read.
-                (Err(e), Some(f)) => {
-                    bail!(
-                        "{}: model_type '{}' is not OPT; as a {} config: {:#}",
-                        path.display(),
-                        f.name(),
-                        f.name(),
-                        e.root_cause()
-                    )
-                }
-                (Err(e), None) => return Err(e),
+            match DecoderConfig::from_file(path) {
+                Ok(c) => c,
+                // A known family whose keys do not read (e.g. OPT's keys under another model_type).
+                Err(e) if format!("{e:#}").contains(family::MALFORMED) => bail!(
+                    "{}: model_type '{}' is not OPT, and as its family's config: {:#}",
+                    path.display(),
+                    model_type.unwrap_or(""),
+                    e.root_cause()
+                ),
+                Err(e) => return Err(e),
             }
         }
     };

@@ -218,7 +218,7 @@ mod tests {
         for &i in &band {
             assert!(f[i] < d[i] && f[i] > d[i] / 8.0, "{i}: {} in ({}, {})", f[i], d[i] / 8.0, d[i]);
         }
-        for i in 0..64 {
+        for (i, &got) in f.iter().enumerate() {
             let inv = 1.0 / 500000f64.powf((2 * i) as f64 / 128.0);
             let wavelen = 2.0 * std::f64::consts::PI / inv;
             let scaled = if wavelen > 8192.0 { inv / 8.0 } else { inv };
@@ -228,7 +228,7 @@ mod tests {
             } else {
                 scaled
             };
-            assert!((f[i] as f64 - want).abs() <= 1e-6 * want, "{i}: {} vs {want}", f[i]);
+            assert!((got as f64 - want).abs() <= 1e-6 * want, "{i}: {got} vs {want}");
         }
     }
 

@@ -56,7 +56,7 @@ pub(super) fn plan_and_solve(
         })
         .collect::<Result<_>>()?;
     // Sites in layer order (the host's solve order), and widest first (the planning order).
-    let sites: Vec<InputSite> = InputSite::ALL.to_vec();
+    let sites: Vec<InputSite> = stats.keys().copied().collect();
     let mut planning_order: Vec<usize> = (0..sites.len()).collect();
     planning_order.sort_by_key(|&s| std::cmp::Reverse(site_width(kinds, &weights, sites[s])));
     let contexts = site_contexts(index, kinds, &sites, stats, &hessian_diags, &weights);
