@@ -28,7 +28,8 @@ fn flags(a: &serde_json::Value) -> Vec<String> {
             f.push(flag.to_string());
         }
     }
-    f.extend(["--max-windows".to_string(), s("max_windows"), "--dtype".to_string(), "f32".to_string()]);
+    // The published run computed in f32 and kept its solved weights in f32.
+    f.extend(["--max-windows", &s("max_windows"), "--dtype", "f32", "--keep-compute-dtype"].map(String::from));
     f
 }
 

@@ -79,6 +79,13 @@ pub struct PruneArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub true_sequential: bool,
+    /// Keep solved weights and quantization scales in the compute dtype (`--dtype`) instead of
+    /// rounding them to the checkpoint's: what the published code does when it runs in that
+    /// dtype (its float32 CPU runs keep f32 weights of a bf16 checkpoint). Without it the
+    /// evaluated model is the one `--save` stores.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub keep_compute_dtype: bool,
     /// Compress layers i with minlayer <= i < maxlayer.
     #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
     pub minlayer: i64,
@@ -292,6 +299,9 @@ pub fn run(args: PruneArgs) -> Result<()> {
         export::check_not_model(target, &files)?;
     }
     let config = model::read_config(&files.config)?;
+    if save.is_some() && args.keep_compute_dtype {
+        bail!("--keep-compute-dtype evaluates weights that --save would round to the checkpoint's dtype: give one of them");
+    }
     if save.is_some() && !config.family.is_opt() {
         bail!(
             "--save: saving a {} model is not implemented yet (OPT models only); run without --save",
@@ -302,6 +312,9 @@ pub fn run(args: PruneArgs) -> Result<()> {
     let tok = model::tokenizer::load(&files.tokenizer)?;
     let mut model = args.common.load_model(&files, &device)?;
     export::check_storage(args.save_format(), model.storage_dtype)?;
+    if args.keep_compute_dtype {
+        model.storage_dtype = model.dtype;
+    }
     let load_s = t0.elapsed().as_secs_f64();
 
     let t0 = Instant::now();
