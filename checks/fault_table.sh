@@ -94,6 +94,21 @@ mkmodel bad_tokenizer; echo '{"not": "a tokenizer"}' > "$M/bad_tokenizer/tokeniz
 mkmodel bad_index;     rm "$M/bad_index/model.safetensors"; echo '{"weight_map": {"a": "model-00001-of-00002.safetensors"}}' > "$M/bad_index/model.safetensors.index.json"
 mkmodel index_no_map;  rm "$M/index_no_map/model.safetensors"; echo '{}' > "$M/index_no_map/model.safetensors.index.json"
 mkmodel garbage_bin;   rm "$M/garbage_bin/model.safetensors"; head -c 2048 /dev/urandom > "$M/garbage_bin/pytorch_model.bin"
+# Llama-family configs the tool does not implement (refused before any weight is read; the
+# weights are links to the fixture's, never opened).
+LLAMA=$SHARED/fixtures/llama-rand-gqa
+mkllama() { # NAME PYTHON-EDIT of the config dict `c`
+  rm -rf "$M/$1"; mkdir -p "$M/$1"
+  cp "$LLAMA/tokenizer.json" "$LLAMA/tokenizer_config.json" "$M/$1/"; ln -s "$LLAMA/model.safetensors" "$M/$1/"
+  python3 -c "import json,sys; c=json.load(open(sys.argv[1])); exec(sys.argv[2]); json.dump(c, open(sys.argv[3],'w'), indent=1)" \
+    "$LLAMA/config.json" "$2" "$M/$1/config.json"
+}
+mkllama llama_yarn        "c['rope_parameters']={'rope_theta': 5e5, 'rope_type': 'yarn', 'factor': 4.0}"
+mkllama llama_kv3         "c['num_key_value_heads']=3"
+mkllama llama_moe         "c['num_local_experts']=8"
+mkllama mistral_window    "c['model_type']='mistral'; c['sliding_window']=1024"
+mkllama llama_gemma       "c['model_type']='gemma'"
+mkllama llama_spm_only    "pass"; rm "$M/llama_spm_only/tokenizer.json"; echo sentencepiece > "$M/llama_spm_only/tokenizer.model"
 mkmodel evil_pickle;   rm "$M/evil_pickle/model.safetensors"
 python3 - "$M/evil_pickle/pytorch_model.bin" "$ROOT/PWNED" <<'EOF'
 import os, pickle, sys, zipfile
@@ -232,6 +247,12 @@ run error "config.json not OPT" eval "$M/not_opt"
 run error "hidden size not divisible by heads" eval "$M/bad_heads"
 run error "config with 0 layers" eval "$M/zero_layers" --max-windows 1
 run error "activation not relu" eval "$M/gelu"
+run error "llama: rope_type yarn" eval "$M/llama_yarn"
+run error "llama: num_key_value_heads not dividing the heads" eval "$M/llama_kv3"
+run error "llama: mixture-of-experts keys" eval "$M/llama_moe"
+run error "mistral: sliding_window shorter than the windows" eval "$M/mistral_window"
+run error "unknown model_type" eval "$M/llama_gemma"
+run error "tokenizer.model without tokenizer.json" eval "$M/llama_spm_only"
 run error "no weight file" eval "$M/no_weights"
 run error "truncated model.safetensors" eval "$M/truncated"
 run error "model.safetensors of random bytes" eval "$M/garbage_st"

@@ -29,6 +29,21 @@ def flags(a):
         f.append("--act-order")
     if a.get("sym"):
         f.append("--sym")
+    if a.get("true_sequential"):
+        f.append("--true-sequential")
+    if a.get("dtype") == "float32":
+        # The published run kept its solved weights in f32 (not the checkpoint's bf16).
+        f.append("--keep-compute-dtype")
+    return f
+
+
+def eval_flags(a):
+    """Flags every run of a reference shares: its evaluation windows and dtype."""
+    f = []
+    if a.get("max_windows"):
+        f += ["--max-windows", str(a["max_windows"])]
+    if a.get("dtype") == "float32":
+        f += ["--dtype", "f32"]
     return f
 
 
@@ -39,10 +54,11 @@ def run_one(bin_, shared, fixture, run, device, out, force, extra=()):
     model = os.path.join(shared, "fixtures", fixture)
     data = os.path.join(shared, "data")
     f = flags(ref["args"])
+    e = eval_flags(ref["args"])
     if f is None:
-        cmd = [bin_, "eval", model, "--device", device, "--data-dir", data, "--json", out]
+        cmd = [bin_, "eval", model, *e, "--device", device, "--data-dir", data, "--json", out]
     else:
-        cmd = [bin_, "prune", model, "c4", *f, *extra, "--device", device, "--data-dir", data, "--json", out]
+        cmd = [bin_, "prune", model, "c4", *f, *e, *extra, "--device", device, "--data-dir", data, "--json", out]
     t = time.time()
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
@@ -68,6 +84,7 @@ def main():
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--out", default=os.path.join(ROOT, "test_results"))
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--table", default="reference_table.md", help="the table's file name under --out")
     ap.add_argument("--extra", default="", help="flags added to every prune run, e.g. --extra=--lazy-updates")
     a = ap.parse_args()
     extra = a.extra.split()
@@ -91,8 +108,9 @@ def main():
     lines = ["# sparsegpt-mi vs the published SparseGPT/GPTQ code", "",
              f"Made by `research/reference_table.py --device {a.device} --fixtures {a.fixtures}"
              + (f" --extra='{a.extra}'" if a.extra else "") + "` "
-             "(full protocol: 128 C4 calibration windows drawn with the Python-compatible sampler, seed 0; "
-             "all evaluation windows). Reference: ../shared/reference (published code, H100, fp16).", "",
+             "(each reference's own args: calibration windows drawn with the Python-compatible sampler, seed 0; "
+             "its evaluation windows (`max_windows`) and dtype). Reference: ../shared/reference (published code; "
+             "OPT fixtures on an H100 in fp16, llama-rand-gqa on the CPU in f32).", "",
              "| fixture | run | WikiText-2 ours / ref (Δ%) | PTB ours / ref (Δ%) | C4 ours / ref (Δ%) | zeros ours / ref | max levels/row ours / ref |",
              "|---|---|---|---|---|---|---|"]
     worst = 0.0
@@ -110,13 +128,13 @@ def main():
                 continue
             d = 100.0 * (o - r) / r
             worst = max(worst, abs(d))
-            cells.append(f"{o:.2f} / {r:.2f} ({d:+.2f})")
+            cells.append(f"{o:.2f} / {r:.2f} ({d:+.3f})")
         rd = ref.get("max_distinct_per_row")
         lines.append(f"| {fx} | {run} | {' | '.join(cells)} | {zeros:.4f} / {ref['zero_fraction']:.4f} | {dist} / {rd} |")
-    lines += ["", f"Largest |Δ| in perplexity: {worst:.2f}%.", "",
+    lines += ["", f"Largest |Δ| in perplexity: {worst:.3f}%.", "",
               "Levels per row are counted over all rows here and over sampled rows in the reference;"
               " quantized runs must stay ≤ 2^wbits (≤ 2^wbits per group of 128 columns for g128)."]
-    with open(os.path.join(a.out, "reference_table.md"), "w") as f:
+    with open(os.path.join(a.out, a.table), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -77,9 +77,9 @@ impl CommonArgs {
         device_from_name(&self.device)
     }
 
-    pub fn dtype(&self, device: &Device) -> DType {
+    pub fn dtype(&self, device: &Device, config: &model::DecoderConfig) -> DType {
         match self.dtype {
-            ComputeDtype::Auto => model::default_dtype(device),
+            ComputeDtype::Auto => model::auto_dtype(device, config),
             ComputeDtype::F16 => DType::F16,
             ComputeDtype::F32 => DType::F32,
         }
@@ -87,7 +87,7 @@ impl CommonArgs {
 
     /// Loads the model onto `device`, offloaded if asked.
     pub fn load_model(&self, files: &ModelFiles, device: &Device) -> Result<OptModel> {
-        let dtype = self.dtype(device);
+        let dtype = self.dtype(device, &model::read_config(&files.config)?);
         if self.offload {
             model::load_model_offloaded(files, device, dtype)
         } else {

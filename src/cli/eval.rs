@@ -59,7 +59,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
     let files = model::files::resolve_model(&args.model)?;
     outputs.check_inputs(&files)?;
-    let config = model::OptConfig::from_file(&files.config)?;
+    let config = model::read_config(&files.config)?;
     let tok = model::tokenizer::load_for_vocab(&files.tokenizer, config.vocab_size)?;
     let model = args.common.load_model(&files, &device)?;
     let load_seconds = t0.elapsed().as_secs_f64();

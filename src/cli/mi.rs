@@ -56,7 +56,7 @@ pub fn run(args: MiInspectArgs) -> Result<()> {
     source.check_available(&needs(&[], Some(Corpus::C4)))?;
     let files = model::files::resolve_model(&args.model)?;
     outputs.check_inputs(&files)?;
-    let config = model::OptConfig::from_file(&files.config)?;
+    let config = model::read_config(&files.config)?;
     if args.layer >= config.num_hidden_layers {
         anyhow::bail!(
             "--layer {} is out of range: the model has {} decoder layers",

@@ -9,7 +9,7 @@ use serde::Serialize;
 use sparsegpt_mi::data::calibration;
 use sparsegpt_mi::data::{self, source::needs, Corpus};
 use sparsegpt_mi::mixed;
-use sparsegpt_mi::model::{self, OptConfig};
+use sparsegpt_mi::model::{self, DecoderConfig};
 use sparsegpt_mi::output::codes::CodeStore;
 use sparsegpt_mi::output::export::{self, PlannedQuantization};
 use sparsegpt_mi::output::targets::OutputRequest;
@@ -77,6 +77,18 @@ pub struct PruneArgs {
     /// rounding).
     #[arg(long, value_enum, default_value_t)]
     pub hessian_accumulation: HessianAccumulation,
+    /// GPTQ llama.py's --true-sequential: each input site's linears (q/k/v; the attention
+    /// output; fc1 or gate/up; fc2 or down) solved before the next site's calibration pass.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub true_sequential: bool,
+    /// Keep solved weights and quantization scales in the compute dtype (`--dtype`) instead of
+    /// rounding them to the checkpoint's: what the published code does when it runs in that
+    /// dtype (its float32 CPU runs keep f32 weights of a bf16 checkpoint). Without it the
+    /// evaluated model is the one `--save` stores.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub keep_compute_dtype: bool,
     /// Compress layers i with minlayer <= i < maxlayer.
     #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
     pub minlayer: i64,
@@ -137,6 +149,9 @@ impl PruneArgs {
         if self.save_format.is_some() && self.save.is_none() {
             bail!("--save-format needs --save DIR");
         }
+        if self.save.is_some() && self.keep_compute_dtype {
+            bail!("--keep-compute-dtype evaluates weights that --save would round to the checkpoint's dtype: give one of them");
+        }
         if self.nsamples == 0 {
             bail!("--nsamples must be at least 1");
         }
@@ -169,7 +184,7 @@ impl PruneArgs {
 
     /// Checks that need the model's shapes. A `--groupsize` that does not divide a width
     /// gives that linear a short last group, as the published code does.
-    fn validate_shapes(&self, cfg: &OptConfig) -> Result<()> {
+    fn validate_shapes(&self, cfg: &DecoderConfig) -> Result<()> {
         let n = cfg.num_hidden_layers;
         if self.layers(n).is_empty() {
             bail!(
@@ -179,8 +194,12 @@ impl PruneArgs {
                 n.saturating_sub(1)
             );
         }
-        let widths = [cfg.hidden_size, cfg.ffn_dim];
-        for width in widths {
+        // The linears' input widths (the attention output's differs where heads × head_dim does).
+        let mut widths = vec![cfg.hidden_size, cfg.ffn_dim];
+        if cfg.q_width() != cfg.hidden_size {
+            widths.push(cfg.q_width());
+        }
+        for &width in &widths {
             if self.prunem > 0 && width % self.prunem != 0 {
                 bail!("--prunem {} does not divide the layer width {width}", self.prunem);
             }
@@ -319,11 +338,20 @@ pub fn run(args: PruneArgs) -> Result<()> {
     let t0 = Instant::now();
     let files = model::files::resolve_model(&args.model)?;
     outputs.check_inputs(&files)?;
-    let config = OptConfig::from_file(&files.config)?;
+    let config = model::read_config(&files.config)?;
+    if args.save.is_some() && !config.family.is_opt() {
+        bail!(
+            "--save: saving a {} model is not implemented yet (OPT models only); run without --save",
+            config.family.name()
+        );
+    }
     args.validate_shapes(&config)?;
     let tok = model::tokenizer::load_for_vocab(&files.tokenizer, config.vocab_size)?;
     let mut model = args.common.load_model(&files, &device)?;
     export::check_storage(args.save_format(), model.storage_dtype).map_err(|r| save_format_refusal(&r))?;
+    if args.keep_compute_dtype {
+        model.storage_dtype = model.dtype;
+    }
     let load_s = t0.elapsed().as_secs_f64();
 
     let t0 = Instant::now();
@@ -344,6 +372,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
         seed: args.seed,
         host_solver: args.host_solver,
         hessian_accumulation: args.hessian_accumulation.into(),
+        true_sequential: args.true_sequential,
     };
     let mode = args.mi.mode();
     let mixed_cfg = args.mi.config(mode, args.sym, args.seed);

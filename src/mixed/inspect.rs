@@ -76,6 +76,7 @@ pub fn inspect(
         seed: cfg.seed,
         host_solver: true,
         hessian_accumulation: HessianAccumulation::default(),
+        true_sequential: false,
     };
     pipeline::compress(model, calibration, &run, &capture)?;
     let Some((mi, groups)) = capture.found.into_inner().expect("capture") else {

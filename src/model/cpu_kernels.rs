@@ -160,10 +160,25 @@ pub fn causal_attention(
     heads: usize,
     head_dim: usize,
 ) -> Vec<f32> {
+    causal_attention_grouped((q, k, v), batch, seq, (heads, heads), head_dim)
+}
+
+/// [`causal_attention`] with grouped-query attention: `q` is (batch, seq, heads·head_dim),
+/// `k` and `v` (batch, seq, kv_heads·head_dim); query head h reads key/value head
+/// h / (heads / kv_heads), in place (K and V are not repeated).
+pub fn causal_attention_grouped(
+    (q, k, v): (&[f32], &[f32], &[f32]),
+    batch: usize,
+    seq: usize,
+    (heads, kv_heads): (usize, usize),
+    head_dim: usize,
+) -> Vec<f32> {
     let width = heads * head_dim;
+    let kv_width = kv_heads * head_dim;
+    let group = heads / kv_heads.max(1);
     assert_eq!(q.len(), batch * seq * width);
-    assert_eq!(k.len(), q.len());
-    assert_eq!(v.len(), q.len());
+    assert_eq!(k.len(), batch * seq * kv_width);
+    assert_eq!(v.len(), k.len());
     let mut out = vec![0f32; q.len()];
     let out_ptr = TilePtr(out.as_mut_ptr());
     let blocks = seq.div_ceil(QUERY_BLOCK);
@@ -180,6 +195,7 @@ pub fn causal_attention(
         scores.clear();
         scores.resize(rows * keys, 0.0);
         let base = b * seq * width + h * head_dim;
+        let kv_base = b * seq * kv_width + (h / group) * head_dim;
         unsafe {
             // scores (rows × keys) = Q[i0..i1] · K[0..keys]ᵀ
             gemm_into(
@@ -188,7 +204,7 @@ pub fn causal_attention(
                 keys,
                 false,
                 View::rows(q.as_ptr().add(base + i0 * width), width),
-                View::transposed(k.as_ptr().add(base), width),
+                View::transposed(k.as_ptr().add(kv_base), kv_width),
                 1.0,
                 gemm::Parallelism::None,
             );
@@ -198,14 +214,14 @@ pub fn causal_attention(
             softmax_prefix_in_place(&mut scores[r * keys..(r + 1) * keys], visible);
         }
         unsafe {
-            // ctx[i0..i1, head] (rows × head_dim) = P (rows × keys) · V[0..keys, head]
+            // ctx[i0..i1, head] (rows × head_dim) = P (rows × keys) · V[0..keys, kv head]
             gemm_into(
                 (rows, head_dim, keys),
                 out_ptr.at(base + i0 * width),
                 width,
                 false,
                 View::rows(scores.as_ptr(), keys),
-                View::rows(v.as_ptr().add(base), width),
+                View::rows(v.as_ptr().add(kv_base), kv_width),
                 1.0,
                 gemm::Parallelism::None,
             );
@@ -294,6 +310,28 @@ mod tests {
         let out = causal_attention(&q, &k, &v, batch, seq, heads, d);
         assert!(out[2 * d..3 * d].iter().all(|x| x.is_nan()));
         assert!(out[..2 * d].iter().chain(&out[3 * d..]).all(|x| x.is_finite()));
+    }
+
+    #[test]
+    fn grouped_query_attention_equals_repeated_key_values() {
+        // 6 query heads over 2 key/value heads: heads 0-2 read kv head 0, 3-5 kv head 1.
+        let (batch, seq, heads, kv, d) = (2, QUERY_BLOCK + 9, 6, 2, 4);
+        let gen = |n: usize, salt: u32| -> Vec<f32> {
+            (0..n as u32)
+                .map(|i| ((i.wrapping_mul(2654435761).wrapping_add(salt * 97)) % 1000) as f32 / 500.0 - 1.0)
+                .collect()
+        };
+        let q = gen(batch * seq * heads * d, 1);
+        let (k, v) = (gen(batch * seq * kv * d, 2), gen(batch * seq * kv * d, 3));
+        let repeat = |t: &[f32]| -> Vec<f32> {
+            t.chunks(kv * d)
+                .flat_map(|row| (0..heads).flat_map(move |h| row[(h / 3) * d..(h / 3 + 1) * d].to_vec()))
+                .collect()
+        };
+        let got = causal_attention_grouped((&q, &k, &v), batch, seq, (heads, kv), d);
+        let want = naive(&q, &repeat(&k), &repeat(&v), batch, seq, heads, d);
+        let max_err = got.iter().zip(&want).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
+        assert!(max_err < 1e-5, "max |grouped - naive| = {max_err}");
     }
 
     #[test]

@@ -210,6 +210,11 @@ fn resolve_from(spec: &str, src: &dyn FileSource) -> Result<ModelFiles> {
     let config = src
         .fetch("config.json")?
         .with_context(|| format!("{} has no config.json; {}", src.describe(), src.missing_hint()))?;
+    // Another family's config and tokenizer are checked before any weight is fetched.
+    let early_tokenizer = match non_opt_family(&config)? {
+        Some(_) => Some(json_tokenizer(src)?),
+        None => None,
+    };
     let weights = if let Some(p) = src.fetch("model.safetensors")? {
         vec![p]
     } else if let Some(index) = src.fetch("model.safetensors.index.json")? {
@@ -229,7 +234,9 @@ fn resolve_from(spec: &str, src: &dyn FileSource) -> Result<ModelFiles> {
             src.describe()
         );
     };
-    let tokenizer = if let Some(p) = src.fetch("tokenizer.json")? {
+    let tokenizer = if let Some(t) = early_tokenizer {
+        t
+    } else if let Some(p) = src.fetch("tokenizer.json")? {
         TokenizerFiles::Json(p)
     } else {
         match (src.fetch("vocab.json")?, src.fetch("merges.txt")?) {
@@ -244,6 +251,33 @@ fn resolve_from(spec: &str, src: &dyn FileSource) -> Result<ModelFiles> {
         }
     }
     Ok(ModelFiles { source: spec.to_string(), config, weights, tokenizer, extra })
+}
+
+/// The family of a config.json that is not OPT's, read and checked (refusals naming the config
+/// key); `None` for OPT, whose config is checked when the model loads, as it always was.
+fn non_opt_family(config: &Path) -> Result<Option<&'static super::Family>> {
+    let value: Option<serde_json::Value> =
+        std::fs::read_to_string(config).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let model_type = value.as_ref().and_then(|v| v.get("model_type")).and_then(|v| v.as_str());
+    if value.is_none() || model_type == Some("opt") {
+        return Ok(None);
+    }
+    Ok(Some(super::read_config(config)?.family).filter(|f| !f.is_opt()))
+}
+
+/// The rotary families tokenize with their `tokenizer.json` (normalizer, pre-tokenizer and
+/// the post-processor that adds their BOS); a sentencepiece `tokenizer.model` alone is refused.
+fn json_tokenizer(src: &dyn FileSource) -> Result<TokenizerFiles> {
+    if let Some(p) = src.fetch("tokenizer.json")? {
+        return Ok(TokenizerFiles::Json(p));
+    }
+    if src.fetch("tokenizer.model")?.is_some() {
+        bail!(
+            "{} has tokenizer.model (sentencepiece) but no tokenizer.json: this tool reads fast tokenizers only; save one with transformers (AutoTokenizer.from_pretrained(...).save_pretrained(dir)) and add it",
+            src.describe()
+        );
+    }
+    bail!("{} has no tokenizer.json", src.describe())
 }
 
 #[cfg(test)]

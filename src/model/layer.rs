@@ -1,8 +1,11 @@
-//! One OPT decoder layer and the names of its linears: `forward` with an optional observer
-//! that sees every linear's input (the calibration pass), and the host fast path for f32.
+//! One decoder layer of any family and the names of its linears: `forward` with an optional
+//! observer that sees every linear's input (the calibration pass). The layer says what it
+//! computes from its family's parts; `kernels` chooses how each part runs.
 
+use super::family::{DecoderConfig, MlpKind, NormKind};
+use super::kernels::{self, Activation, AttentionShape};
+use super::rope::RopeTables;
 use super::weights::Weights;
-use super::OptConfig;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
@@ -10,7 +13,8 @@ use serde::Serialize;
 
 pub(crate) const LAYER_NORM_EPS: f64 = 1e-5;
 
-/// The six linear layers of a decoder layer, in the order the published code visits them.
+/// The linear layers of a decoder layer: OPT's six (q, k, v, out, fc1, fc2) and the rotary
+/// families' seven (q, k, v, o, gate, up, down); a family lists its own (`Family::linears`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum LinearKind {
     Q,
@@ -19,11 +23,31 @@ pub enum LinearKind {
     Out,
     Fc1,
     Fc2,
+    /// The attention output projection of the rotary families (`self_attn.o_proj`).
+    O,
+    Gate,
+    Up,
+    Down,
 }
 
 impl LinearKind {
+    /// OPT's six linears, in the order the published code visits them.
     pub const ALL: [LinearKind; 6] =
         [LinearKind::K, LinearKind::V, LinearKind::Q, LinearKind::Out, LinearKind::Fc1, LinearKind::Fc2];
+
+    /// Every kind of every family.
+    pub const EVERY: [LinearKind; 10] = [
+        LinearKind::Q,
+        LinearKind::K,
+        LinearKind::V,
+        LinearKind::Out,
+        LinearKind::Fc1,
+        LinearKind::Fc2,
+        LinearKind::O,
+        LinearKind::Gate,
+        LinearKind::Up,
+        LinearKind::Down,
+    ];
 
     /// The module path inside a decoder layer, as in the checkpoint.
     pub fn path(self) -> &'static str {
@@ -34,25 +58,30 @@ impl LinearKind {
             LinearKind::Out => "self_attn.out_proj",
             LinearKind::Fc1 => "fc1",
             LinearKind::Fc2 => "fc2",
+            LinearKind::O => "self_attn.o_proj",
+            LinearKind::Gate => "mlp.gate_proj",
+            LinearKind::Up => "mlp.up_proj",
+            LinearKind::Down => "mlp.down_proj",
         }
     }
 
     pub fn from_path(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.path() == name || k.path().rsplit('.').next() == Some(name))
+        Self::EVERY.into_iter().find(|k| k.path() == name || k.path().rsplit('.').next() == Some(name))
     }
 
-    /// Where this linear reads its input; q, k and v read the same one.
+    /// Where this linear reads its input; q, k and v read the same one, and so do gate and up.
     pub fn input_site(self) -> InputSite {
         match self {
             LinearKind::Q | LinearKind::K | LinearKind::V => InputSite::Attn,
-            LinearKind::Out => InputSite::OutProj,
-            LinearKind::Fc1 => InputSite::Fc1,
-            LinearKind::Fc2 => InputSite::Fc2,
+            LinearKind::Out | LinearKind::O => InputSite::OutProj,
+            LinearKind::Fc1 | LinearKind::Gate | LinearKind::Up => InputSite::Fc1,
+            LinearKind::Fc2 | LinearKind::Down => InputSite::Fc2,
         }
     }
 }
 
-/// The four distinct linear inputs of a decoder layer.
+/// The four distinct linear inputs of a decoder layer: the attention block's (q, k, v), the
+/// output projection's, the MLP's (fc1; gate and up) and the MLP's inner activation (fc2; down).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum InputSite {
     Attn,
@@ -68,28 +97,68 @@ impl InputSite {
 /// Receives each linear input during a forward pass (calibration statistics).
 pub type Observer<'a> = dyn FnMut(InputSite, &Tensor) -> Result<()> + 'a;
 
-#[derive(Clone)]
-pub struct DecoderLayer {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
-    pub out_proj: Linear,
-    pub fc1: Linear,
-    pub fc2: Linear,
-    pub self_attn_layer_norm: LayerNorm,
-    pub final_layer_norm: LayerNorm,
-    num_heads: usize,
-    head_dim: usize,
-    pre_ln: bool,
-}
-
 pub(crate) fn linear_to_device(l: &Linear, device: &Device) -> Result<Linear> {
     Ok(Linear::new(l.weight().to_device(device)?, l.bias().map(|b| b.to_device(device)).transpose()?))
+}
+
+/// A normalisation: OPT's LayerNorm (weight and bias) or RMSNorm (weight, eps).
+#[derive(Clone, Debug)]
+pub enum Norm {
+    Layer(LayerNorm),
+    Rms { weight: Tensor, eps: f64 },
+}
+
+impl Norm {
+    pub fn weight(&self) -> &Tensor {
+        match self {
+            Norm::Layer(l) => l.weight(),
+            Norm::Rms { weight, .. } => weight,
+        }
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        match self {
+            Norm::Layer(l) => l.bias(),
+            Norm::Rms { .. } => None,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Norm::Layer(l) => l.forward(x)?,
+            // candle's rms_norm: mean of squares and scaling in f32 for f32/f16/bf16 inputs,
+            // as transformers' RMSNorm widens to f32.
+            Norm::Rms { weight, eps } => candle_nn::RmsNorm::new(weight.clone(), *eps).forward(&x.contiguous()?)?,
+        })
+    }
+
+    pub fn to_device(&self, device: &Device) -> Result<Norm> {
+        Ok(match self {
+            Norm::Layer(l) => Norm::Layer(layer_norm_to_device(l, device)?),
+            Norm::Rms { weight, eps } => Norm::Rms { weight: weight.to_device(device)?, eps: *eps },
+        })
+    }
 }
 
 pub(crate) fn layer_norm_to_device(l: &LayerNorm, device: &Device) -> Result<LayerNorm> {
     let bias = l.bias().ok_or_else(|| anyhow::anyhow!("layer norm without bias"))?;
     Ok(LayerNorm::new(l.weight().to_device(device)?, bias.to_device(device)?, LAYER_NORM_EPS))
+}
+
+/// The norm of `kind` at `prefix` (width `dim`).
+pub(crate) fn load_norm(
+    w: &Weights,
+    kind: NormKind,
+    prefix: &str,
+    dim: usize,
+    eps: f64,
+    device: &Device,
+    dtype: DType,
+) -> Result<Norm> {
+    Ok(match kind {
+        NormKind::LayerNorm => Norm::Layer(load_layer_norm(w, prefix, dim, device, dtype)?),
+        NormKind::RmsNorm => Norm::Rms { weight: w.get_shaped(&format!("{prefix}.weight"), &[dim])?, eps },
+    })
 }
 
 pub(crate) fn load_linear(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
@@ -120,22 +189,66 @@ pub(crate) fn load_layer_norm(
     }
 }
 
+#[derive(Clone)]
+pub struct DecoderLayer {
+    /// The family's linears, in its order (`Family::linears`).
+    linears: Vec<(LinearKind, Linear)>,
+    kinds: &'static [LinearKind],
+    /// The norm of the attention block (OPT's self_attn_layer_norm, Llama's input_layernorm).
+    pub attn_norm: Norm,
+    /// The norm of the MLP block (OPT's final_layer_norm, Llama's post_attention_layernorm).
+    pub mlp_norm: Norm,
+    /// Per-head RMSNorms of q and k (Qwen3).
+    q_norm: Option<Norm>,
+    k_norm: Option<Norm>,
+    /// cos/sin of the rotary families, shared by every layer.
+    rope: Option<RopeTables>,
+    attn: AttentionShape,
+    mlp: MlpKind,
+    pre_ln: bool,
+}
+
 impl DecoderLayer {
-    pub(crate) fn load(w: &Weights, cfg: &OptConfig, i: usize, device: &Device, dtype: DType) -> Result<Self> {
-        let p = format!("decoder.layers.{i}");
-        let h = cfg.hidden_size;
-        let b = cfg.enable_bias;
+    pub(crate) fn load(
+        w: &Weights,
+        cfg: &DecoderConfig,
+        i: usize,
+        rope: Option<&RopeTables>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let family = cfg.family;
+        let linears = family
+            .linears
+            .iter()
+            .map(|&kind| {
+                let (rows, cols) = cfg.linear_shape(kind);
+                Ok((kind, load_linear(w, &family.layer_tensor(i, kind.path()), cols, rows, cfg.bias_of(kind))?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let norm = |name: &str, dim: usize| {
+            load_norm(w, family.norm, &family.layer_tensor(i, name), dim, cfg.norm_eps, device, dtype)
+        };
+        let (q_norm, k_norm) = if family.qk_norm {
+            (Some(norm(family.names.q_norm, cfg.head_dim)?), Some(norm(family.names.k_norm, cfg.head_dim)?))
+        } else {
+            (None, None)
+        };
         Ok(DecoderLayer {
-            q_proj: load_linear(w, &format!("{p}.self_attn.q_proj"), h, h, b)?,
-            k_proj: load_linear(w, &format!("{p}.self_attn.k_proj"), h, h, b)?,
-            v_proj: load_linear(w, &format!("{p}.self_attn.v_proj"), h, h, b)?,
-            out_proj: load_linear(w, &format!("{p}.self_attn.out_proj"), h, h, b)?,
-            fc1: load_linear(w, &format!("{p}.fc1"), h, cfg.ffn_dim, b)?,
-            fc2: load_linear(w, &format!("{p}.fc2"), cfg.ffn_dim, h, b)?,
-            self_attn_layer_norm: load_layer_norm(w, &format!("{p}.self_attn_layer_norm"), h, device, dtype)?,
-            final_layer_norm: load_layer_norm(w, &format!("{p}.final_layer_norm"), h, device, dtype)?,
-            num_heads: cfg.num_attention_heads,
-            head_dim: cfg.head_dim(),
+            linears,
+            kinds: family.linears,
+            attn_norm: norm(family.names.attn_norm, cfg.hidden_size)?,
+            mlp_norm: norm(family.names.mlp_norm, cfg.hidden_size)?,
+            q_norm,
+            k_norm,
+            rope: rope.cloned(),
+            attn: AttentionShape {
+                heads: cfg.num_attention_heads,
+                kv_heads: cfg.num_key_value_heads,
+                head_dim: cfg.head_dim,
+                cuda_fused: family.is_opt(),
+            },
+            mlp: family.mlp,
             pre_ln: cfg.do_layer_norm_before,
         })
     }
@@ -143,30 +256,56 @@ impl DecoderLayer {
     /// A copy of this layer with its tensors on `device` (a cheap handle copy where they
     /// already are there): offloaded models bring one layer at a time to the GPU this way.
     pub fn to_device(&self, device: &Device) -> Result<Self> {
-        let lin = |l: &Linear| linear_to_device(l, device);
-        let ln = |l: &LayerNorm| layer_norm_to_device(l, device);
+        let norm = |n: &Option<Norm>| n.as_ref().map(|n| n.to_device(device)).transpose();
         Ok(DecoderLayer {
-            q_proj: lin(&self.q_proj)?,
-            k_proj: lin(&self.k_proj)?,
-            v_proj: lin(&self.v_proj)?,
-            out_proj: lin(&self.out_proj)?,
-            fc1: lin(&self.fc1)?,
-            fc2: lin(&self.fc2)?,
-            self_attn_layer_norm: ln(&self.self_attn_layer_norm)?,
-            final_layer_norm: ln(&self.final_layer_norm)?,
+            linears: self
+                .linears
+                .iter()
+                .map(|(k, l)| Ok((*k, linear_to_device(l, device)?)))
+                .collect::<Result<Vec<_>>>()?,
+            attn_norm: self.attn_norm.to_device(device)?,
+            mlp_norm: self.mlp_norm.to_device(device)?,
+            q_norm: norm(&self.q_norm)?,
+            k_norm: norm(&self.k_norm)?,
+            rope: self
+                .rope
+                .as_ref()
+                .map(|r| -> Result<RopeTables> {
+                    Ok(RopeTables { cos: r.cos.to_device(device)?, sin: r.sin.to_device(device)? })
+                })
+                .transpose()?,
             ..self.clone()
         })
     }
 
+    /// This layer's linears, in its family's order.
+    pub fn kinds(&self) -> &'static [LinearKind] {
+        self.kinds
+    }
+
+    /// The linear `kind`; every caller asks for one of `kinds()`.
     pub fn linear(&self, kind: LinearKind) -> &Linear {
-        match kind {
-            LinearKind::Q => &self.q_proj,
-            LinearKind::K => &self.k_proj,
-            LinearKind::V => &self.v_proj,
-            LinearKind::Out => &self.out_proj,
-            LinearKind::Fc1 => &self.fc1,
-            LinearKind::Fc2 => &self.fc2,
-        }
+        &self.linears[self.slot(kind)].1
+    }
+
+    fn slot(&self, kind: LinearKind) -> usize {
+        self.linears
+            .iter()
+            .position(|(k, _)| *k == kind)
+            .unwrap_or_else(|| panic!("this layer has no {} (its linears: {:?})", kind.path(), self.kinds))
+    }
+
+    /// The width of the input at `site`.
+    pub fn input_width(&self, site: InputSite) -> usize {
+        let kind = self.kinds.iter().copied().find(|k| k.input_site() == site).expect("every site has a linear");
+        self.linear(kind).weight().dims()[1]
+    }
+
+    /// The linear reading `site` that comes first in the family's list (the attention output,
+    /// fc1/gate, fc2/down are each alone or first at their site).
+    fn at(&self, site: InputSite) -> &Linear {
+        let kind = self.kinds.iter().copied().find(|k| k.input_site() == site).expect("every site has a linear");
+        self.linear(kind)
     }
 
     /// Replaces a linear's weight (shape and dtype kept), e.g. after compression: written into
@@ -182,14 +321,8 @@ impl DecoderLayer {
             return Ok(());
         }
         let new = Linear::new(weight, old.bias().cloned());
-        match kind {
-            LinearKind::Q => self.q_proj = new,
-            LinearKind::K => self.k_proj = new,
-            LinearKind::V => self.v_proj = new,
-            LinearKind::Out => self.out_proj = new,
-            LinearKind::Fc1 => self.fc1 = new,
-            LinearKind::Fc2 => self.fc2 = new,
-        }
+        let slot = self.slot(kind);
+        self.linears[slot].1 = new;
         Ok(())
     }
 
@@ -197,122 +330,66 @@ impl DecoderLayer {
     /// `observe` sees the input of every linear, before that linear runs.
     pub fn forward(&self, x: &Tensor, mask: &Tensor, mut observe: Option<&mut Observer>) -> Result<Tensor> {
         let residual = x;
-        let h = if self.pre_ln { self.self_attn_layer_norm.forward(x)? } else { x.clone() };
+        let h = if self.pre_ln { self.attn_norm.forward(x)? } else { x.clone() };
         let h = self.attention(&h, mask, &mut observe)?;
         let mut h = (residual + h)?;
         if !self.pre_ln {
-            h = self.self_attn_layer_norm.forward(&h)?;
+            h = self.attn_norm.forward(&h)?;
         }
         let residual = h.clone();
-        let f = if self.pre_ln { self.final_layer_norm.forward(&h)? } else { h };
-        if let Some(obs) = observe.as_mut() {
-            obs(InputSite::Fc1, &f)?;
-        }
-        let f = linear_forward(&self.fc1, &f, true)?;
-        if let Some(obs) = observe.as_mut() {
-            obs(InputSite::Fc2, &f)?;
-        }
-        let f = linear_forward(&self.fc2, &f, false)?;
+        let f = if self.pre_ln { self.mlp_norm.forward(&h)? } else { h };
+        let f = self.feed_forward(&f, &mut observe)?;
         let mut out = (residual + f)?;
         if !self.pre_ln {
-            out = self.final_layer_norm.forward(&out)?;
+            out = self.mlp_norm.forward(&out)?;
         }
         Ok(out)
     }
 
+    fn feed_forward(&self, x: &Tensor, observe: &mut Option<&mut Observer>) -> Result<Tensor> {
+        if let Some(obs) = observe.as_mut() {
+            obs(InputSite::Fc1, x)?;
+        }
+        let inner = match self.mlp {
+            MlpKind::Relu => kernels::linear(self.linear(LinearKind::Fc1), x, Activation::Relu)?,
+            MlpKind::SiluGated => {
+                let gate = kernels::linear(self.linear(LinearKind::Gate), x, Activation::None)?;
+                let up = kernels::linear(self.linear(LinearKind::Up), x, Activation::None)?;
+                kernels::silu_gated(&gate, &up)?
+            }
+        };
+        if let Some(obs) = observe.as_mut() {
+            obs(InputSite::Fc2, &inner)?;
+        }
+        kernels::linear(self.at(InputSite::Fc2), &inner, Activation::None)
+    }
+
     fn attention(&self, x: &Tensor, mask: &Tensor, observe: &mut Option<&mut Observer>) -> Result<Tensor> {
-        let (b, s, hidden) = x.dims3()?;
         if let Some(obs) = observe.as_mut() {
             obs(InputSite::Attn, x)?;
         }
-        let heads = |t: Tensor| -> Result<Tensor> {
-            Ok(t.reshape((b, s, self.num_heads, self.head_dim))?.transpose(1, 2)?.contiguous()?)
-        };
-        let scaling = (self.head_dim as f64).powf(-0.5);
-        if x.device().is_cpu() && x.dtype() == DType::F32 && super::cpu_kernels::fused_enabled() {
-            let flat = |t: Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
-            let mut q = flat(linear_forward(&self.q_proj, x, false)?)?;
-            q.iter_mut().for_each(|v| *v *= scaling as f32);
-            let k = flat(linear_forward(&self.k_proj, x, false)?)?;
-            let v = flat(linear_forward(&self.v_proj, x, false)?)?;
-            let ctx = super::cpu_kernels::causal_attention(&q, &k, &v, b, s, self.num_heads, self.head_dim);
-            let ctx = Tensor::from_vec(ctx, (b, s, hidden), x.device())?;
-            if let Some(obs) = observe.as_mut() {
-                obs(InputSite::OutProj, &ctx)?;
-            }
-            return linear_forward(&self.out_proj, &ctx, false);
-        }
-        #[cfg(feature = "cuda")]
-        if super::cuda_forward::flash_supported(x, self.head_dim) {
-            // Fused CUDA f16 path: bias in the GEMM epilogue, q scaled in the attention kernel as
-            // HF rounds it (half(float(q) · scaling)), scores in f32 and never in memory.
-            let q = linear_forward(&self.q_proj, x, false)?;
-            let k = linear_forward(&self.k_proj, x, false)?;
-            let v = linear_forward(&self.v_proj, x, false)?;
-            let ctx = super::cuda_forward::flash_attention(&q, &k, &v, self.num_heads, self.head_dim, scaling as f32)?;
-            if let Some(obs) = observe.as_mut() {
-                obs(InputSite::OutProj, &ctx)?;
-            }
-            return linear_forward(&self.out_proj, &ctx, false);
-        }
-        let q = heads((self.q_proj.forward(x)? * scaling)?)?;
-        let k = heads(self.k_proj.forward(x)?)?;
-        let v = heads(self.v_proj.forward(x)?)?;
-        // Scores and probabilities of a few windows at a time: the (heads, seq, seq) tensors,
-        // with their f32 copies, are most of the GPU memory at 8 windows per pass; the
-        // projections around them stay batched.
-        let mut parts = Vec::new();
-        for w0 in (0..b).step_by(ATTENTION_WINDOWS) {
-            let n = ATTENTION_WINDOWS.min(b - w0);
-            let (q, k, v) = (q.narrow(0, w0, n)?, k.narrow(0, w0, n)?, v.narrow(0, w0, n)?);
-            // q·kᵀ formed and kept in f32, as torch's attention does: some models (trained in
-            // bf16) have heads whose logits pass f16's range (opt-mini-c: ~9.4e5).
-            let scores = q.to_dtype(DType::F32)?.matmul(&k.to_dtype(DType::F32)?.t()?)?;
-            let scores = scores.broadcast_add(&mask.to_dtype(DType::F32)?)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
-            parts.push(probs.matmul(&v)?);
-        }
-        let ctx = Tensor::cat(&parts, 0)?.transpose(1, 2)?.reshape((b, s, hidden))?;
+        let path = kernels::attention_path(x, &self.attn);
+        let q = kernels::project(self.linear(LinearKind::Q), x, path)?;
+        let k = kernels::project(self.linear(LinearKind::K), x, path)?;
+        let v = kernels::project(self.linear(LinearKind::V), x, path)?;
+        let (q, k) = self.place(q, k)?;
+        let ctx = kernels::attend(path, (q, k, v), &self.attn, mask)?;
         if let Some(obs) = observe.as_mut() {
             obs(InputSite::OutProj, &ctx)?;
         }
-        Ok(self.out_proj.forward(&ctx)?)
+        kernels::project(self.at(InputSite::OutProj), &ctx, path)
     }
-}
 
-/// Windows whose attention scores are formed at once on the generic (GPU) path.
-const ATTENTION_WINDOWS: usize = 2;
-
-/// `lin(x)`, ReLU'd if asked: the fused host kernel for contiguous f32 host tensors,
-/// candle's ops otherwise.
-fn linear_forward(lin: &Linear, x: &Tensor, relu: bool) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if super::cuda_forward::linear_supported(x, lin) {
-        return super::cuda_forward::linear(x, lin, relu);
+    /// q and k with their per-head norms and rotary positions, where the family has them.
+    fn place(&self, q: Tensor, k: Tensor) -> Result<(Tensor, Tensor)> {
+        let Some(rope) = &self.rope else { return Ok((q, k)) };
+        let per_head = |t: Tensor, norm: &Option<Norm>, heads: usize| -> Result<Tensor> {
+            let Some(norm) = norm else { return Ok(t) };
+            let (b, s, w) = t.dims3()?;
+            Ok(norm.forward(&t.reshape((b, s, heads, w / heads))?)?.reshape((b, s, w))?)
+        };
+        let q = per_head(q, &self.q_norm, self.attn.heads)?;
+        let k = per_head(k, &self.k_norm, self.attn.kv_heads)?;
+        Ok((rope.apply(&q, self.attn.heads)?, rope.apply(&k, self.attn.kv_heads)?))
     }
-    use super::cpu_kernels::{linear, with_host_f32};
-    let dims = x.dims().to_vec();
-    let in_dim = *dims.last().unwrap_or(&0);
-    let rows = x.elem_count() / in_dim.max(1);
-    let out_dim = lin.weight().dims()[0];
-    let fused = with_host_f32(x, |xs| {
-        with_host_f32(lin.weight(), |w| match lin.bias() {
-            Some(b) => with_host_f32(b, |b| linear(xs, rows, w, Some(b), out_dim, relu)),
-            None => Some(linear(xs, rows, w, None, out_dim, relu)),
-        })
-    });
-    if let Some(Some(Some(y))) = fused {
-        let mut shape = dims;
-        *shape.last_mut().unwrap() = out_dim;
-        return Ok(Tensor::from_vec(y, shape, x.device())?);
-    }
-    let y = lin.forward(x)?;
-    Ok(if relu { relu_keeping_nan(&y)? } else { y })
-}
-
-/// torch's relu: negatives to 0, NaN kept. candle's `relu` is max(x, 0), which on the host
-/// and the GPU turns a NaN into 0 and would hide it.
-pub(crate) fn relu_keeping_nan(y: &Tensor) -> Result<Tensor> {
-    let zero = Tensor::zeros((), y.dtype(), y.device())?.broadcast_as(y.shape())?;
-    Ok(y.lt(0f64)?.where_cond(&zero, y)?)
 }

@@ -1,7 +1,9 @@
-//! The OPT decoder on candle, equal to Hugging Face `OPTForCausalLM` in inference.
+//! Decoder-only language models on candle, equal to Hugging Face's `*ForCausalLM` in
+//! inference: OPT (`OPTForCausalLM`) and the rotary families (Llama, Mistral, Qwen2, Qwen3),
+//! each described by its entry in `family`.
 //!
 //! Exposed layer by layer (`embed` → `layers[i].forward` → head), because the compressor
-//! runs one decoder layer at a time over the calibration activations. Both layouts are
+//! runs one decoder layer at a time over the calibration activations. OPT's two layouts are
 //! supported: pre-LN (`do_layer_norm_before`, every size but 350m) and post-LN (opt-350m,
 //! which also projects embeddings with `project_in`/`project_out`).
 
@@ -9,20 +11,26 @@ pub mod config;
 pub mod cpu_kernels;
 #[cfg(feature = "cuda")]
 pub mod cuda_forward;
+pub mod family;
 pub mod files;
+pub mod kernels;
 pub mod layer;
 pub mod packed;
 pub mod pickle_check;
+pub mod rope;
 pub mod tokenizer;
 pub mod weights;
 
 pub use config::OptConfig;
-pub use layer::{DecoderLayer, InputSite, LinearKind, Observer};
+pub use family::{DecoderConfig, Family};
+pub use layer::{DecoderLayer, InputSite, LinearKind, Norm, Observer};
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{LayerNorm, Linear};
-use layer::{layer_norm_to_device, linear_to_device, load_layer_norm, load_linear};
+use candle_nn::Linear;
+use family::PositionKind;
+use layer::{linear_to_device, load_linear, load_norm};
+use rope::RopeTables;
 use weights::Weights;
 
 /// OPT's learned positions start at index 2 (fairseq's padding offset).
@@ -38,13 +46,26 @@ pub fn default_dtype(device: &Device) -> DType {
     }
 }
 
-pub struct OptModel {
-    pub config: OptConfig,
+/// The dtype `--dtype auto` picks: f32 on the CPU; on the GPU f16 for OPT (as the published
+/// code runs) and the checkpoint's own dtype for the other families (bf16 as they ship).
+pub fn auto_dtype(device: &Device, config: &DecoderConfig) -> DType {
+    if device.is_cuda() && !config.family.is_opt() {
+        return config.checkpoint_dtype.unwrap_or(DType::BF16);
+    }
+    default_dtype(device)
+}
+
+/// A decoder-only language model of any supported family.
+pub struct CausalLm {
+    pub config: DecoderConfig,
     pub embed_tokens: Tensor,
-    pub embed_positions: Tensor,
+    /// The learned position table (OPT); the rotary families rotate q and k instead.
+    pub embed_positions: Option<Tensor>,
+    /// The untied LM head; `None` where the head is the token embeddings.
+    pub lm_head: Option<Tensor>,
     pub project_in: Option<Linear>,
     pub project_out: Option<Linear>,
-    pub final_layer_norm: Option<LayerNorm>,
+    pub final_layer_norm: Option<Norm>,
     pub layers: Vec<DecoderLayer>,
     /// Where computation runs (embeddings, head and the layer being worked on live here).
     pub device: Device,
@@ -56,20 +77,39 @@ pub struct OptModel {
     pub storage_dtype: DType,
 }
 
-impl OptModel {
-    pub fn load(config: OptConfig, w: &Weights, device: &Device, dtype: DType) -> Result<Self> {
+/// The name the OPT-era code and tests use for [`CausalLm`].
+pub type OptModel = CausalLm;
+
+impl CausalLm {
+    pub fn load(config: impl Into<DecoderConfig>, w: &Weights, device: &Device, dtype: DType) -> Result<Self> {
+        let config: DecoderConfig = config.into();
+        let family = config.family;
+        let names = &family.names;
         let e = config.embed_dim();
         let h = config.hidden_size;
-        let embed_tokens = w.get("decoder.embed_tokens.weight")?;
+        let embed_name = format!("{}.weight", names.embed_tokens);
+        let embed_tokens = w.get(&embed_name)?;
         if embed_tokens.dims() != [config.vocab_size, e] {
-            bail!(
-                "decoder.embed_tokens.weight has shape {:?}, config.json implies [{}, {e}]",
-                embed_tokens.dims(),
-                config.vocab_size
-            );
+            bail!("{embed_name} has shape {:?}, config.json implies [{}, {e}]", embed_tokens.dims(), config.vocab_size);
         }
-        let embed_positions =
-            w.get_shaped("decoder.embed_positions.weight", &[config.max_position_embeddings + POSITION_OFFSET, h])?;
+        let (embed_positions, rope) = match family.position {
+            PositionKind::Learned { offset } => {
+                let rows = config.max_position_embeddings.checked_add(offset).ok_or_else(|| {
+                    anyhow::anyhow!("max_position_embeddings {} is too large", config.max_position_embeddings)
+                })?;
+                (Some(w.get_shaped(&format!("{}.weight", names.embed_positions), &[rows, h])?), None)
+            }
+            PositionKind::Rotary => {
+                let scaling = config.rope.as_ref().ok_or_else(|| anyhow::anyhow!("a rotary family without rope"))?;
+                let tables = RopeTables::new(scaling, config.head_dim, config.max_position_embeddings, dtype, device)?;
+                (None, Some(tables))
+            }
+        };
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else {
+            Some(w.get_shaped(&format!("{}.weight", names.lm_head), &[config.vocab_size, e])?)
+        };
         let (project_in, project_out) = if config.has_projections() {
             (
                 Some(load_linear(w, "decoder.project_in", e, h, false)?),
@@ -79,17 +119,18 @@ impl OptModel {
             (None, None)
         };
         let final_layer_norm = if config.has_final_layer_norm() {
-            Some(load_layer_norm(w, "decoder.final_layer_norm", h, device, dtype)?)
+            Some(load_norm(w, family.norm, names.final_norm, h, config.norm_eps, device, dtype)?)
         } else {
             None
         };
         let layers = (0..config.num_hidden_layers)
-            .map(|i| DecoderLayer::load(w, &config, i, device, dtype))
+            .map(|i| DecoderLayer::load(w, &config, i, rope.as_ref(), device, dtype))
             .collect::<Result<Vec<_>>>()?;
-        Ok(OptModel {
+        Ok(CausalLm {
             config,
             embed_tokens,
             embed_positions,
+            lm_head,
             project_in,
             project_out,
             final_layer_norm,
@@ -116,8 +157,10 @@ impl OptModel {
         if let Some(p) = &self.project_in {
             x = p.forward(&x)?;
         }
-        let pos = self.embed_positions.narrow(0, POSITION_OFFSET, s)?;
-        Ok(x.broadcast_add(&pos)?)
+        match &self.embed_positions {
+            Some(table) => Ok(x.broadcast_add(&table.narrow(0, POSITION_OFFSET, s)?)?),
+            None => Ok(x),
+        }
     }
 
     /// Additive causal mask (seq, seq): 0 on and below the diagonal, -inf above.
@@ -148,10 +191,15 @@ impl OptModel {
         Ok(h)
     }
 
-    /// Logits (batch, seq, vocab); the LM head is tied to the token embeddings.
+    /// The LM head's weight (vocab, embed): its own, or the token embeddings where tied.
+    pub fn head_weight(&self) -> &Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
+    }
+
+    /// Logits (batch, seq, vocab).
     pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
         let h = self.head_states(h)?;
-        Ok(h.broadcast_matmul(&self.embed_tokens.t()?)?)
+        Ok(h.broadcast_matmul(&self.head_weight().t()?)?)
     }
 
     /// The whole model: logits for `ids` (batch, seq).
@@ -177,12 +225,12 @@ impl OptModel {
         let states = states.reshape((b * (s - 1), e))?;
         let targets: Vec<u32> = ids.chunks(s).flat_map(|w| w[1..].iter().copied()).collect();
         #[cfg(feature = "cuda")]
-        if cuda_forward::applies(&states) && self.embed_tokens.dtype() == DType::F16 {
+        if cuda_forward::applies(&states) && self.head_weight().dtype() == DType::F16 {
             // Fused CUDA f16 path: f16 logits chunk by chunk, one loss kernel per chunk.
-            return cuda_forward::lm_head_nll(&states, &self.embed_tokens, &targets, s - 1);
+            return cuda_forward::lm_head_nll(&states, self.head_weight(), &targets, s - 1);
         }
         let targets = Tensor::from_vec(targets, b * (s - 1), &self.device)?;
-        let emb_t = self.embed_tokens.t()?;
+        let emb_t = self.head_weight().t()?;
         let rows = b * (s - 1);
         // 1024 rows of f32 logits are 200 MiB; larger chunks raise peak memory, not speed.
         let chunk = 1024;
@@ -204,7 +252,7 @@ impl OptModel {
         let states = self.head_states(h)?.squeeze(0)?; // (seq, embed)
         let s = ids.len();
         let targets = Tensor::from_vec(ids[1..].to_vec(), s - 1, &self.device)?;
-        let emb_t = self.embed_tokens.t()?;
+        let emb_t = self.head_weight().t()?;
         let chunk = 512;
         let mut total = 0f64;
         let mut start = 0;
@@ -245,9 +293,38 @@ fn nll_rows_cpu(logits: &Tensor, targets: &[u32]) -> Result<f64> {
     Ok(per_row.iter().sum())
 }
 
+/// Reads and checks a model's config.json: OPT's checks and messages for OPT, the family's
+/// otherwise; then the evaluation protocol's sequence length against a sliding window.
+pub fn read_config(path: &std::path::Path) -> Result<DecoderConfig> {
+    let config = match OptConfig::from_file(path) {
+        Ok(opt) => DecoderConfig::from(opt),
+        Err(opt_error) => {
+            let value: Option<serde_json::Value> =
+                std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok());
+            let model_type = value.as_ref().and_then(|v| v.get("model_type")).and_then(|v| v.as_str());
+            if value.is_none() || model_type == Some("opt") {
+                return Err(opt_error);
+            }
+            match DecoderConfig::from_file(path) {
+                Ok(c) => c,
+                // A known family whose keys do not read (e.g. OPT's keys under another model_type).
+                Err(e) if format!("{e:#}").contains(family::MALFORMED) => bail!(
+                    "{}: model_type '{}' is not OPT, and as its family's config: {:#}",
+                    path.display(),
+                    model_type.unwrap_or(""),
+                    e.root_cause()
+                ),
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    config.check_sequence_length(crate::data::SEQLEN).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(config)
+}
+
 /// Loads config and weights of resolved model files onto `device` in `dtype`.
 pub fn load_model(files: &files::ModelFiles, device: &Device, dtype: DType) -> Result<OptModel> {
-    let config = OptConfig::from_file(&files.config)?;
+    let config = read_config(&files.config)?;
     let packed = packed::PackedFormat::from_config_file(&files.config)?;
     let weights = Weights::load_checkpoint(&files.weights, packed.as_ref(), dtype, device)?;
     OptModel::load(config, &weights, device, dtype)
@@ -257,15 +334,16 @@ pub fn load_model(files: &files::ModelFiles, device: &Device, dtype: DType) -> R
 /// one at a time; embeddings, final norm and projections go to `device`. GPU memory then
 /// holds one layer plus activations, whatever the model's size.
 pub fn load_model_offloaded(files: &files::ModelFiles, device: &Device, dtype: DType) -> Result<OptModel> {
-    let config = OptConfig::from_file(&files.config)?;
+    let config = read_config(&files.config)?;
     let packed = packed::PackedFormat::from_config_file(&files.config)?;
     let weights = Weights::load_checkpoint(&files.weights, packed.as_ref(), dtype, &Device::Cpu)?;
     let mut m = OptModel::load(config, &weights, &Device::Cpu, dtype)?;
     m.embed_tokens = m.embed_tokens.to_device(device)?;
-    m.embed_positions = m.embed_positions.to_device(device)?;
+    m.embed_positions = m.embed_positions.as_ref().map(|t| t.to_device(device)).transpose()?;
+    m.lm_head = m.lm_head.as_ref().map(|t| t.to_device(device)).transpose()?;
     m.project_in = m.project_in.as_ref().map(|l| linear_to_device(l, device)).transpose()?;
     m.project_out = m.project_out.as_ref().map(|l| linear_to_device(l, device)).transpose()?;
-    m.final_layer_norm = m.final_layer_norm.as_ref().map(|l| layer_norm_to_device(l, device)).transpose()?;
+    m.final_layer_norm = m.final_layer_norm.as_ref().map(|l| l.to_device(device)).transpose()?;
     m.device = device.clone();
     m.layer_home = Device::Cpu;
     Ok(m)

@@ -1,4 +1,7 @@
-//! The OPT tokenizer: byte-level BPE with `</s>` (id 2) prepended as BOS.
+//! Tokenizers: a `tokenizer.json` as it is (its normalizer, pre-tokenizer and post-processor,
+//! which adds the family's BOS: Llama's `<s>`, Llama 3's `<|begin_of_text|>`, OPT's `</s>`);
+//! for OPT repositories with only vocab.json + merges.txt, the byte-level BPE with `</s>`
+//! (id 2) prepended as BOS that OPT's GPT2Tokenizer amounts to.
 
 use super::files::TokenizerFiles;
 use anyhow::{Context, Result};
@@ -71,7 +74,7 @@ pub fn from_vocab_merges(vocab: &std::path::Path, merges: &std::path::Path) -> R
     Ok(tok)
 }
 
-/// Token ids of `text` with the BOS prepended, as `tokenizer(text).input_ids`.
+/// Token ids of `text` with the tokenizer's special tokens (its BOS), as `tokenizer(text).input_ids`.
 pub fn encode(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
     let enc = tok.encode(text, true).map_err(|e| anyhow::anyhow!("tokenizing failed: {e}"))?;
     Ok(enc.get_ids().to_vec())

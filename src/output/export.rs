@@ -257,7 +257,9 @@ fn base_tensors(model: &OptModel, dtype: DType) -> Result<BTreeMap<String, RawTe
         Ok(())
     };
     put("model.decoder.embed_tokens.weight".into(), &model.embed_tokens, Category::Embeddings)?;
-    put("model.decoder.embed_positions.weight".into(), &model.embed_positions, Category::Embeddings)?;
+    if let Some(table) = &model.embed_positions {
+        put("model.decoder.embed_positions.weight".into(), table, Category::Embeddings)?;
+    }
     if let Some(p) = &model.project_in {
         put("model.decoder.project_in.weight".into(), p.weight(), Category::Other)?;
     }
@@ -272,9 +274,7 @@ fn base_tensors(model: &OptModel, dtype: DType) -> Result<BTreeMap<String, RawTe
     }
     for (i, layer) in model.layers.iter().enumerate() {
         let p = format!("model.decoder.layers.{i}");
-        for (name, ln) in
-            [("self_attn_layer_norm", &layer.self_attn_layer_norm), ("final_layer_norm", &layer.final_layer_norm)]
-        {
+        for (name, ln) in [("self_attn_layer_norm", &layer.attn_norm), ("final_layer_norm", &layer.mlp_norm)] {
             put(format!("{p}.{name}.weight"), ln.weight(), Category::Other)?;
             if let Some(b) = ln.bias() {
                 put(format!("{p}.{name}.bias"), b, Category::Other)?;

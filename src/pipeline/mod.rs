@@ -43,6 +43,10 @@ pub struct CompressConfig {
     pub host_solver: bool,
     /// How H is accumulated (the reference's running average by default).
     pub hessian_accumulation: HessianAccumulation,
+    /// The published `--true-sequential`: each input site's linears solved before the next
+    /// site's calibration pass (q/k/v → attention output → fc1 or gate/up → fc2 or down), so
+    /// later sites see the compressed earlier ones; else one pass for all four sites.
+    pub true_sequential: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -153,21 +157,29 @@ pub fn compress_into(
         let mut layer = model.layers[i].to_device(&model.device)?;
         let compressed = cfg.layers.contains(&i);
         if compressed {
-            let t = Instant::now();
             crate::progress::trace(|| {
                 format!("layer {i}: calibration pass{}", crate::device_memory::describe(&model.device))
             });
-            let stats = calibration_pass(&layer, &inps, &mask, i, planner.needs(), cfg, &mut hessian_buffers)?;
-            crate::progress::trace(|| {
-                format!("layer {i}: planning and solving{}", crate::device_memory::describe(&model.device))
-            });
-            times.calibration_forward_s += t.elapsed().as_secs_f64();
-            let job = schedule::LayerJob { index: i, cfg, storage: schedule::Storage { dtype: storage, sink } };
-            let mut ledger = schedule::Ledger { times: &mut times, notes: &mut notes };
-            reports.extend(schedule::plan_and_solve(&mut layer, &job, &stats, planner, &mut ledger)?);
-            for (site, st) in stats {
-                if let Some(buffer) = st.into_reusable_buffer() {
-                    hessian_buffers.insert(site, buffer);
+            let passes: Vec<&[InputSite]> = if cfg.true_sequential {
+                InputSite::ALL.iter().map(std::slice::from_ref).collect()
+            } else {
+                vec![&InputSite::ALL[..]]
+            };
+            for sites in passes {
+                let t = Instant::now();
+                let stats =
+                    calibration_pass(&layer, &inps, &mask, (i, sites), planner.needs(), cfg, &mut hessian_buffers)?;
+                crate::progress::trace(|| {
+                    format!("layer {i}: planning and solving{}", crate::device_memory::describe(&model.device))
+                });
+                times.calibration_forward_s += t.elapsed().as_secs_f64();
+                let job = schedule::LayerJob { index: i, cfg, storage: schedule::Storage { dtype: storage, sink } };
+                let mut ledger = schedule::Ledger { times: &mut times, notes: &mut notes };
+                reports.extend(schedule::plan_and_solve(&mut layer, &job, &stats, planner, &mut ledger)?);
+                for (site, st) in stats {
+                    if let Some(buffer) = st.into_reusable_buffer() {
+                        hessian_buffers.insert(site, buffer);
+                    }
                 }
             }
         }
@@ -236,22 +248,21 @@ fn catch_inputs(model: &OptModel, calibration: &[Vec<u32>], batch: usize) -> Res
         .collect()
 }
 
-/// One calibration pass through `layer`: the statistics of its four linear inputs, their
-/// device Hessians accumulated into `spare` buffers where those fit.
+/// One calibration pass through `layer`: the statistics of its linear inputs at `sites`,
+/// their device Hessians accumulated into `spare` buffers where those fit.
 fn calibration_pass(
     layer: &DecoderLayer,
     inps: &[Tensor],
     mask: &Tensor,
-    index: usize,
+    (index, sites): (usize, &[InputSite]),
     needs: PlannerNeeds,
     cfg: &CompressConfig,
     spare: &mut BTreeMap<InputSite, Tensor>,
 ) -> Result<BTreeMap<InputSite, SiteStatistics>> {
-    let (hidden, ffn) = (layer.q_proj.weight().dims2()?.1, layer.fc2.weight().dims2()?.1);
-    let mut stats: BTreeMap<InputSite, SiteStatistics> = InputSite::ALL
+    let mut stats: BTreeMap<InputSite, SiteStatistics> = sites
         .iter()
         .map(|&s| {
-            let d = if s == InputSite::Fc2 { ffn } else { hidden };
+            let d = layer.input_width(s);
             let reservoir = (needs.reservoir > 0).then(|| {
                 reservoir::Reservoir::new(needs.reservoir, cfg.seed.wrapping_add((index * 4 + s as usize) as u64))
             });
@@ -265,7 +276,10 @@ fn calibration_pass(
         st.prepare(mask.device(), spare.remove(site))?;
     }
     for x in inps {
-        let mut observe = |site: InputSite, a: &Tensor| stats.get_mut(&site).expect("all sites").add(a);
+        let mut observe = |site: InputSite, a: &Tensor| match stats.get_mut(&site) {
+            Some(st) => st.add(a),
+            None => Ok(()),
+        };
         layer.forward(x, mask, Some(&mut observe))?;
     }
     Ok(stats)
@@ -284,7 +298,7 @@ fn magnitude_baseline(model: &mut OptModel, cfg: &CompressConfig) -> Result<(Vec
         if !cfg.layers.contains(&i) {
             continue;
         }
-        for kind in LinearKind::ALL {
+        for &kind in layer.kinds() {
             let t0 = Instant::now();
             let wt = layer.linear(kind).weight().clone();
             let (rows, cols) = wt.dims2()?;

@@ -39,10 +39,11 @@ pub(super) fn plan_and_solve(
     ledger: &mut Ledger,
 ) -> Result<Vec<LinearReport>> {
     let (index, cfg) = (job.index, job.cfg);
+    let kinds = layer.kinds();
     // A NaN or Inf in H reaches every plan and solve of its linears: stop here, with why.
     for (&site, st) in stats {
         if let Some(what) = st.hessian.non_finite()? {
-            let names: Vec<&str> = linears_of(site).map(|k| LinearKind::ALL[k].path()).collect();
+            let names: Vec<&str> = linears_of(kinds, site).map(|k| kinds[k].path()).collect();
             bail!(
                 "layer {index} {}: the Hessian has non-finite entries ({what}): the layer's inputs overflowed (or their f32 Gram sum did) or hold NaN",
                 names.join("/")
@@ -51,11 +52,11 @@ pub(super) fn plan_and_solve(
     }
     let hessian_diags: BTreeMap<InputSite, Vec<f64>> =
         stats.iter().map(|(&s, st)| Ok((s, st.hessian.diagonal()?))).collect::<Result<_>>()?;
-    let overlap = layer.q_proj.weight().device().is_cuda() && !cfg.host_solver;
+    let overlap = layer.linear(LinearKind::Q).weight().device().is_cuda() && !cfg.host_solver;
     // Host copies of the weights, for a planner that reads them and for the host solver
     // (empty otherwise: the device solver reads the layer's tensors).
     let host_copies = planner.needs().weights || !overlap;
-    let weights: Vec<((usize, usize), Vec<f32>)> = LinearKind::ALL
+    let weights: Vec<((usize, usize), Vec<f32>)> = kinds
         .iter()
         .map(|&kind| {
             let wt = layer.linear(kind).weight();
@@ -63,11 +64,11 @@ pub(super) fn plan_and_solve(
         })
         .collect::<Result<_>>()?;
     // Sites in layer order (the host's solve order), and widest first (the planning order).
-    let sites: Vec<InputSite> = InputSite::ALL.to_vec();
+    let sites: Vec<InputSite> = stats.keys().copied().collect();
     let mut planning_order: Vec<usize> = (0..sites.len()).collect();
-    planning_order.sort_by_key(|&s| std::cmp::Reverse(site_width(&weights, sites[s])));
-    let contexts = site_contexts(index, &sites, stats, &hessian_diags, &weights);
-    let mut reports: Vec<Option<LinearReport>> = (0..LinearKind::ALL.len()).map(|_| None).collect();
+    planning_order.sort_by_key(|&s| std::cmp::Reverse(site_width(kinds, &weights, sites[s])));
+    let contexts = site_contexts(index, kinds, &sites, stats, &hessian_diags, &weights);
+    let mut reports: Vec<Option<LinearReport>> = (0..kinds.len()).map(|_| None).collect();
     std::thread::scope(|scope| -> Result<()> {
         let (send, planned) = std::sync::mpsc::channel::<(usize, Result<Vec<LinearPlan>>)>();
         let (contexts, planning_order) = (&contexts, &planning_order);
@@ -99,7 +100,7 @@ pub(super) fn plan_and_solve(
             ledger.times.plan_s += tw.elapsed().as_secs_f64();
             let site_plans = plans[s].take().ok_or_else(|| anyhow!("no plan for {:?}", sites[s]))?;
             let n_plans = site_plans.len();
-            for (i, (k, plan)) in linears_of(sites[s]).zip(site_plans).enumerate() {
+            for (i, (k, plan)) in linears_of(kinds, sites[s]).zip(site_plans).enumerate() {
                 // The site's last linear is its Hessian's last reader (the statistics go when
                 // the layer is done).
                 let h_use = if i + 1 == n_plans { HessianUse::LastReader } else { HessianUse::Shared };
@@ -117,6 +118,7 @@ pub(super) fn plan_and_solve(
 /// What the planner sees of each site, in `sites` order.
 fn site_contexts<'a>(
     index: usize,
+    kinds: &[LinearKind],
     sites: &[InputSite],
     stats: &'a BTreeMap<InputSite, SiteStatistics>,
     hessian_diags: &'a BTreeMap<InputSite, Vec<f64>>,
@@ -127,25 +129,25 @@ fn site_contexts<'a>(
         .map(|&site| SiteContext {
             layer: index,
             site,
-            cols: site_width(weights, site),
+            cols: site_width(kinds, weights, site),
             hessian_diag: &hessian_diags[&site],
             hessian: Some(&stats[&site].hessian),
             moments: stats[&site].moments.as_ref(),
             reservoir: stats[&site].reservoir.as_ref().map(|r| r.rows.as_slice()),
-            linears: linears_of(site)
-                .map(|k| LinearWeights { kind: LinearKind::ALL[k], rows: weights[k].0 .0, weight: &weights[k].1 })
+            linears: linears_of(kinds, site)
+                .map(|k| LinearWeights { kind: kinds[k], rows: weights[k].0 .0, weight: &weights[k].1 })
                 .collect(),
         })
         .collect()
 }
 
-/// Indices into `LinearKind::ALL` of the linears reading `site`.
-fn linears_of(site: InputSite) -> impl Iterator<Item = usize> {
-    (0..LinearKind::ALL.len()).filter(move |&k| LinearKind::ALL[k].input_site() == site)
+/// Indices into the layer's `kinds` of the linears reading `site`.
+fn linears_of(kinds: &[LinearKind], site: InputSite) -> impl Iterator<Item = usize> + '_ {
+    (0..kinds.len()).filter(move |&k| kinds[k].input_site() == site)
 }
 
-fn site_width(weights: &[((usize, usize), Vec<f32>)], site: InputSite) -> usize {
-    linears_of(site).next().map_or(0, |k| weights[k].0 .1)
+fn site_width(kinds: &[LinearKind], weights: &[((usize, usize), Vec<f32>)], site: InputSite) -> usize {
+    linears_of(kinds, site).next().map_or(0, |k| weights[k].0 .1)
 }
 
 /// Where a solved weight goes: rounded to the checkpoint's dtype, and shown to the sink.
@@ -165,7 +167,7 @@ fn solve_one(
     ledger: &mut Ledger,
 ) -> Result<LinearReport> {
     let (index, cfg, storage) = (job.index, job.cfg, &job.storage);
-    let kind = LinearKind::ALL[k];
+    let kind = layer.kinds()[k];
     let device = layer.linear(kind).weight().device().clone();
     crate::progress::trace(|| {
         format!("layer {index} {}: solving{}", kind.path(), crate::device_memory::describe(&device))

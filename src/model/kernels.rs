@@ -1,0 +1,187 @@
+//! The one place that chooses how a layer's parts run: the fused host kernels (contiguous f32
+//! on the CPU), the fused CUDA kernels (f16, OPT's layout), or candle's generic ops (every
+//! other case: bf16, CUDA for the rotary families, the generic-path tests). The layer says
+//! what it computes; these functions pick the implementation.
+
+use super::cpu_kernels;
+use anyhow::Result;
+use candle_core::{DType, Module, Tensor};
+use candle_nn::Linear;
+
+/// What attention computes: heads over key/value heads (grouped-query when fewer), the head
+/// width, and whether the fused CUDA kernel (written for OPT: equal heads, f16) may run it.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub cuda_fused: bool,
+}
+
+/// The implementation of one attention block's projections and scores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionPath {
+    /// Host f32: fused linears and block-wise causal attention (`cpu_kernels`).
+    HostFused,
+    /// CUDA f16: cuBLASLt linears and the flash kernel (q scaled inside it).
+    #[cfg(feature = "cuda")]
+    CudaFused,
+    /// candle's ops, scores and softmax in f32.
+    Generic,
+}
+
+/// The path for an attention block whose input is `x`.
+pub fn attention_path(x: &Tensor, shape: &AttentionShape) -> AttentionPath {
+    if x.device().is_cpu() && x.dtype() == DType::F32 && cpu_kernels::fused_enabled() {
+        return AttentionPath::HostFused;
+    }
+    #[cfg(feature = "cuda")]
+    if shape.cuda_fused && shape.kv_heads == shape.heads && super::cuda_forward::flash_supported(x, shape.head_dim) {
+        return AttentionPath::CudaFused;
+    }
+    let _ = shape;
+    AttentionPath::Generic
+}
+
+/// A projection of an attention block on `path` (the generic path keeps candle's `Linear`).
+pub fn project(lin: &Linear, x: &Tensor, path: AttentionPath) -> Result<Tensor> {
+    match path {
+        AttentionPath::Generic => Ok(lin.forward(x)?),
+        _ => linear(lin, x, Activation::None),
+    }
+}
+
+/// Causal attention of `q` (batch, seq, heads·head_dim) over `k`, `v` (batch, seq,
+/// kv_heads·head_dim), scaled by head_dim^-½; `mask` is the additive (seq, seq) causal mask of
+/// the generic path. Returns the context (batch, seq, heads·head_dim) as the output
+/// projection reads it.
+pub fn attend(
+    path: AttentionPath,
+    (q, k, v): (Tensor, Tensor, Tensor),
+    shape: &AttentionShape,
+    mask: &Tensor,
+) -> Result<Tensor> {
+    let scaling = (shape.head_dim as f64).powf(-0.5);
+    let (b, s, width) = q.dims3()?;
+    match path {
+        AttentionPath::HostFused => {
+            let flat = |t: Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+            let mut q = flat(q)?;
+            q.iter_mut().for_each(|v| *v *= scaling as f32);
+            let (k, v) = (flat(k)?, flat(v)?);
+            let ctx = cpu_kernels::causal_attention_grouped(
+                (&q, &k, &v),
+                b,
+                s,
+                (shape.heads, shape.kv_heads),
+                shape.head_dim,
+            );
+            Ok(Tensor::from_vec(ctx, (b, s, width), &candle_core::Device::Cpu)?)
+        }
+        #[cfg(feature = "cuda")]
+        AttentionPath::CudaFused => {
+            // Bias in the GEMM epilogue, q scaled in the attention kernel as HF rounds it
+            // (half(float(q) · scaling)), scores in f32 and never in memory.
+            super::cuda_forward::flash_attention(&q, &k, &v, shape.heads, shape.head_dim, scaling as f32)
+        }
+        AttentionPath::Generic => generic_attention(q, k, v, shape, scaling, mask),
+    }
+}
+
+/// Windows whose attention scores are formed at once on the generic (GPU) path.
+const ATTENTION_WINDOWS: usize = 2;
+
+fn generic_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    shape: &AttentionShape,
+    scaling: f64,
+    mask: &Tensor,
+) -> Result<Tensor> {
+    let (b, s, width) = q.dims3()?;
+    let (heads, kv_heads, d) = (shape.heads, shape.kv_heads, shape.head_dim);
+    let group = heads / kv_heads;
+    let to_heads =
+        |t: Tensor, n: usize| -> Result<Tensor> { Ok(t.reshape((b, s, n, d))?.transpose(1, 2)?.contiguous()?) };
+    let mut q = to_heads((q * scaling)?, heads)?;
+    let k = to_heads(k, kv_heads)?;
+    let v = to_heads(v, kv_heads)?;
+    let mut mask = mask.to_dtype(DType::F32)?;
+    if group > 1 {
+        // The query heads of one key/value head (consecutive, as transformers' repeat_kv
+        // pairs them) as one taller matrix: K and V are read, never repeated in memory.
+        q = q.reshape((b, kv_heads, group * s, d))?;
+        mask = mask.repeat((group, 1))?;
+    }
+    // Scores and probabilities of a few windows at a time: the (heads, seq, seq) tensors,
+    // with their f32 copies, are most of the GPU memory at 8 windows per pass; the
+    // projections around them stay batched.
+    let mut parts = Vec::new();
+    for w0 in (0..b).step_by(ATTENTION_WINDOWS) {
+        let n = ATTENTION_WINDOWS.min(b - w0);
+        let (q, k, v) = (q.narrow(0, w0, n)?, k.narrow(0, w0, n)?, v.narrow(0, w0, n)?);
+        // q·kᵀ formed and kept in f32, as torch's attention does: some models (trained in
+        // bf16) have heads whose logits pass f16's range (opt-mini-c: ~9.4e5).
+        let scores = q.to_dtype(DType::F32)?.matmul(&k.to_dtype(DType::F32)?.t()?)?;
+        let scores = scores.broadcast_add(&mask)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
+        parts.push(probs.matmul(&v)?);
+    }
+    let ctx = Tensor::cat(&parts, 0)?;
+    let ctx = if group > 1 { ctx.reshape((b, heads, s, d))? } else { ctx };
+    Ok(ctx.transpose(1, 2)?.reshape((b, s, width))?)
+}
+
+/// What follows a linear inside the same kernel where one can fuse it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    None,
+    Relu,
+}
+
+/// `lin(x)`, activated: the fused CUDA GEMM for f16, the fused host kernel for contiguous
+/// f32 host tensors, candle's ops otherwise.
+pub fn linear(lin: &Linear, x: &Tensor, act: Activation) -> Result<Tensor> {
+    let relu = act == Activation::Relu;
+    #[cfg(feature = "cuda")]
+    if super::cuda_forward::linear_supported(x, lin) {
+        return super::cuda_forward::linear(x, lin, relu);
+    }
+    if let Some(y) = host_linear(lin, x, relu)? {
+        return Ok(y);
+    }
+    let y = lin.forward(x)?;
+    Ok(if relu { relu_keeping_nan(&y)? } else { y })
+}
+
+/// The host kernel's `lin(x)` where `x`, the weight and the bias are contiguous f32 host tensors.
+fn host_linear(lin: &Linear, x: &Tensor, relu: bool) -> Result<Option<Tensor>> {
+    use cpu_kernels::with_host_f32;
+    let dims = x.dims().to_vec();
+    let in_dim = *dims.last().unwrap_or(&0);
+    let rows = x.elem_count() / in_dim.max(1);
+    let out_dim = lin.weight().dims()[0];
+    let fused = with_host_f32(x, |xs| {
+        with_host_f32(lin.weight(), |w| match lin.bias() {
+            Some(b) => with_host_f32(b, |b| cpu_kernels::linear(xs, rows, w, Some(b), out_dim, relu)),
+            None => Some(cpu_kernels::linear(xs, rows, w, None, out_dim, relu)),
+        })
+    });
+    let Some(Some(Some(y))) = fused else { return Ok(None) };
+    let mut shape = dims;
+    *shape.last_mut().unwrap() = out_dim;
+    Ok(Some(Tensor::from_vec(y, shape, x.device())?))
+}
+
+/// The gated MLP's inner activation, silu(gate) · up, as transformers computes it.
+pub fn silu_gated(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    Ok((candle_nn::ops::silu(gate)? * up)?)
+}
+
+/// torch's relu: negatives to 0, NaN kept. candle's `relu` is max(x, 0), which on the host
+/// and the GPU turns a NaN into 0 and would hide it.
+pub(crate) fn relu_keeping_nan(y: &Tensor) -> Result<Tensor> {
+    let zero = Tensor::zeros((), y.dtype(), y.device())?.broadcast_as(y.shape())?;
+    Ok(y.lt(0f64)?.where_cond(&zero, y)?)
+}

@@ -1,0 +1,71 @@
+//! The rotary families (Llama with grouped-query attention, Qwen2 with q/k/v bias and a tied
+//! head) against transformers' float32 CPU forward (../shared/fixtures/*/reference.json).
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use sparsegpt_mi::data::{self, Corpus, SEQLEN};
+use sparsegpt_mi::eval;
+
+fn reference(fixture: &str) -> serde_json::Value {
+    let p = common::fixture(fixture).join("reference.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+/// Window NLLs of the first two WikiText-2 windows within 1e-4 relative, and the logits of
+/// the reference's input: first 8 of the first and last row (1e-4 of the row's largest
+/// |logit|, f32 against f32: summation order only) and every row's argmax.
+fn matches_transformers(fixture: &str) {
+    let (model, tok) = common::load(fixture);
+    let refj = reference(fixture);
+    let ids = data::eval_tokens(Corpus::WikiText2, &common::data_dir(), &tok).unwrap();
+    let bos = tok.token_to_id("<s>").unwrap();
+    assert_eq!(ids[0], bos, "{fixture}: the tokenizer's post-processor puts <s> first");
+    assert_ne!(ids[1], bos);
+    for (w, want) in floats(&refj["wikitext2_window_mean_nll"]).into_iter().enumerate() {
+        let got = eval::window_nll(&model, &ids[w * SEQLEN..(w + 1) * SEQLEN]).unwrap();
+        let rel = (got - want).abs() / want.abs();
+        assert!(rel <= 1e-4, "{fixture} window {w}: NLL {got} vs transformers {want} (relative {rel:e})");
+    }
+    let input: Vec<u32> = refj["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let n = input.len();
+    let logits = model.forward(&Tensor::from_vec(input, (1, n), &Device::Cpu).unwrap()).unwrap().squeeze(0).unwrap();
+    let rows: Vec<Vec<f32>> = logits.to_vec2().unwrap();
+    for (row, key) in [(0, "logits_first_row_first8"), (n - 1, "logits_last_row_first8")] {
+        let scale = rows[row].iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+        for (j, want) in floats(&refj[key]).into_iter().enumerate() {
+            let got = rows[row][j] as f64;
+            assert!((got - want).abs() <= 1e-4 * scale, "{fixture} {key}[{j}]: {got} vs {want} (row max {scale})");
+        }
+    }
+    let argmax: Vec<u64> =
+        rows.iter().map(|r| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u64).collect();
+    let want: Vec<u64> = refj["argmax"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(argmax, want, "{fixture}: argmax of every row");
+}
+
+#[test]
+fn llama_with_grouped_query_attention_matches_transformers() {
+    matches_transformers("llama-rand-gqa");
+}
+
+#[test]
+fn qwen2_with_qkv_bias_and_tied_head_matches_transformers() {
+    matches_transformers("qwen2-rand");
+}
+
+/// The generic (candle) attention path, which the GPU takes for these families, gives the
+/// fused host path's NLL: grouped queries without repeated K/V, rotary and RMSNorm in candle ops.
+#[test]
+fn generic_path_equals_fused_host_path_for_llama() {
+    let (model, tok) = common::load("llama-rand-gqa");
+    let ids = data::eval_tokens(Corpus::WikiText2, &common::data_dir(), &tok).unwrap();
+    let window = &ids[..SEQLEN];
+    let fused = eval::window_nll(&model, window).unwrap();
+    let generic = sparsegpt_mi::model::cpu_kernels::with_generic_path(|| eval::window_nll(&model, window).unwrap());
+    assert!((fused - generic).abs() <= 1e-5 * fused, "fused {fused} vs generic {generic}");
+}
