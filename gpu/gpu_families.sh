@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# On the GPU machine (device tool): the rotary families on CUDA (candle's generic ops: RoPE,
+# grouped-query attention and RMSNorm as candle ops, attention scores in f32; the fused CUDA
+# kernels are OPT's). For llama-rand-gqa and qwen2-rand: the first two WikiText-2 window NLLs in
+# bf16 (the checkpoint's, --dtype auto), f16 and f32 against transformers' f32 reference.json; then
+# every published llama.py run of ../shared/reference/llama-rand-gqa (CPU f32, 32 calibration
+# windows, first 16 evaluation windows) with its own flags on the GPU in f32, bf16, bf16 with H
+# summed (--hessian-accumulation sum) and f16: the bf16 run's gap to the reference beside the
+# spread of the three reduced-precision variants, which differ only in rounding.
+#
+#   here:   scripts/build_cuda.sh; .carry/sparsegpt-mi-cuda.xz, .carry/data.tar.xz, .carry/reference/
+#           (../shared/reference), each fixture as .carry/fx/FX/ or file by file xz-compressed as
+#           .carry/fxz/FX/*.xz
+#   device: OUT=$OUT bash gpu/gpu_families.sh   → $OUT/families.md and $OUT/families.tar.xz
+set -uo pipefail
+cd "$(dirname "$0")/.."
+FINAL=${OUT:-$PWD/gpu_out}; mkdir -p "$FINAL"
+OUT=/tmp/gpu_work/families; mkdir -p "$OUT"
+S=/tmp/shared; mkdir -p $S/fixtures $S/data
+[ -d $S/data/c4 ] || tar -xJf .carry/data.tar.xz -C $S/data
+rm -rf $S/reference; cp -r .carry/reference $S/reference
+for fx in llama-rand-gqa qwen2-rand; do
+  rm -rf $S/fixtures/$fx; mkdir -p $S/fixtures/$fx
+  for f in .carry/fx/$fx/* .carry/fxz/$fx/*; do
+    [ -f "$f" ] || continue
+    case $f in *.xz) xz -dc "$f" > $S/fixtures/$fx/$(basename "${f%.xz}");; *) cp "$f" $S/fixtures/$fx/;; esac
+  done
+done
+BIN=${BIN:-/tmp/sparsegpt-mi}
+source gpu/gpu_unpack.sh; gpu_unpack $BIN .carry/sparsegpt-mi-cuda.xz
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > $OUT/card.txt
+cat $OUT/card.txt
+for fx in llama-rand-gqa qwen2-rand; do
+  for dt in auto f16 f32; do
+    $BIN eval $S/fixtures/$fx --device cuda --dtype $dt --datasets wikitext2 --max-windows 2 \
+      --data-dir $S/data --json $OUT/eval_${fx}_$dt.json > $OUT/eval_${fx}_$dt.log 2>&1 || tail -2 $OUT/eval_${fx}_$dt.log
+  done
+done
+python3 - "$S" "$OUT" "$BIN" <<'PY'
+import json, os, subprocess, sys, time
+sys.path.insert(0, "research")
+from reference_table import flags
+s, out, bin_ = sys.argv[1:4]
+ref_dir = os.path.join(s, "reference", "llama-rand-gqa")
+variants = {"f32": ["--dtype", "f32", "--keep-compute-dtype"], "bf16": ["--dtype", "auto"],
+            "bf16sum": ["--dtype", "auto", "--hessian-accumulation", "sum"], "f16": ["--dtype", "f16"]}
+for f in sorted(os.listdir(ref_dir)):
+    run = f[:-5]
+    a = json.load(open(os.path.join(ref_dir, f)))["args"]
+    fl = flags(a)
+    if fl is None:
+        continue
+    fl = [x for x in fl if x != "--keep-compute-dtype"]
+    for v, extra in variants.items():
+        cmd = [bin_, "prune", os.path.join(s, "fixtures", "llama-rand-gqa"), "c4", *fl, *extra, "--device", "cuda",
+               "--max-windows", str(a["max_windows"]), "--data-dir", os.path.join(s, "data"),
+               "--json", os.path.join(out, f"prune_{run}_{v}.json")]
+        t = time.time()
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        open(os.path.join(out, f"prune_{run}_{v}.log"), "w").write(r.stdout + r.stderr)
+        print(f"{run} {v}: exit {r.returncode}, {time.time() - t:.1f} s", flush=True)
+PY
+python3 - "$OUT" "$S" <<'PY' | tee "$OUT/families.md"
+import json, os, sys
+out, s = sys.argv[1], sys.argv[2]
+card = open(os.path.join(out, "card.txt")).read().strip()
+print(f"# Rotary families on CUDA (generic candle path), {card}\n")
+print("Forward: the first two WikiText-2 windows' mean NLL against transformers 5.17 in f32 (CPU).\n")
+print("| fixture | dtype | window | ours | transformers f32 | relative |\n|---|---|---|---|---|---|")
+for fx in ["llama-rand-gqa", "qwen2-rand"]:
+    ref = json.load(open(os.path.join(s, "fixtures", fx, "reference.json")))["wikitext2_window_mean_nll"]
+    for dt in ["auto", "f16", "f32"]:
+        p = os.path.join(out, f"eval_{fx}_{dt}.json")
+        if not os.path.exists(p):
+            print(f"| {fx} | {dt} | failed: see eval_{fx}_{dt}.log | | | |"); continue
+        j = json.load(open(p))
+        for w, (g, r) in enumerate(zip(j["results"][0]["window_mean_nll"], ref)):
+            print(f"| {fx} | {j['dtype']} | {w} | {g:.6f} | {r:.6f} | {(g - r) / r:+.2e} |")
+print("\nCompression: the published llama.py runs (CPU f32) with their own flags on the GPU. Δ% of PPL from the "
+      "reference per corpus; 'spread' = max − min over the three reduced-precision variants (bf16, bf16 with H "
+      "summed, f16), which differ only in rounding.\n")
+print("| run | corpus | reference | f32 Δ% | bf16 Δ% | bf16 sum Δ% | f16 Δ% | spread (pts) | zeros f32 / bf16 / ref |")
+print("|---|---|---|---|---|---|---|---|---|")
+ref_dir = os.path.join(s, "reference", "llama-rand-gqa")
+for f in sorted(os.listdir(ref_dir)):
+    run = f[:-5]
+    ref = json.load(open(os.path.join(ref_dir, f)))
+    if ref["args"]["method"] == "dense":
+        continue
+    res = {}
+    for v in ["f32", "bf16", "bf16sum", "f16"]:
+        p = os.path.join(out, f"prune_{run}_{v}.json")
+        res[v] = json.load(open(p)) if os.path.exists(p) else None
+    for d in ["wikitext2", "ptb", "c4"]:
+        r = ref["ppl"][d]
+        delta = {v: (100 * (j["ppl"][d] - r) / r if j else None) for v, j in res.items()}
+        low = [x for k, x in delta.items() if k != "f32" and x is not None]
+        cell = lambda x: "failed" if x is None else f"{x:+.3f}"
+        z = lambda v: "-" if res[v] is None else f"{res[v]['zero_fraction']:.4f}"
+        print(f"| {run} | {d} | {r:.1f} | {cell(delta['f32'])} | {cell(delta['bf16'])} | {cell(delta['bf16sum'])} | "
+              f"{cell(delta['f16'])} | {(max(low) - min(low)) if len(low) > 1 else float('nan'):.3f} | "
+              f"{z('f32')} / {z('bf16')} / {ref['zero_fraction']:.4f} |")
+PY
+tar -cJf "$FINAL/families.tar.xz" -C /tmp/gpu_work families
+cp "$OUT/families.md" "$FINAL/"
