@@ -19,7 +19,9 @@ OUT=/tmp/gpu_work/families; mkdir -p "$OUT"
 S=/tmp/shared; mkdir -p $S/fixtures $S/data
 [ -d $S/data/c4 ] || tar -xJf .carry/data.tar.xz -C $S/data
 rm -rf $S/reference; cp -r .carry/reference $S/reference
-for fx in llama-rand-gqa qwen2-rand; do
+# FIXTURES: those carried (each call carries at most 64 MiB).
+FIXTURES=${FIXTURES:-llama-rand-gqa qwen2-rand}
+for fx in $FIXTURES; do
   rm -rf $S/fixtures/$fx; mkdir -p $S/fixtures/$fx
   for f in .carry/fx/$fx/* .carry/fxz/$fx/*; do
     [ -f "$f" ] || continue
@@ -30,7 +32,7 @@ BIN=${BIN:-/tmp/sparsegpt-mi}
 source gpu/gpu_unpack.sh; gpu_unpack $BIN .carry/sparsegpt-mi-cuda.xz
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > $OUT/card.txt
 cat $OUT/card.txt
-for fx in llama-rand-gqa qwen2-rand; do
+for fx in $FIXTURES; do
   for dt in auto f16 f32; do
     $BIN eval $S/fixtures/$fx --device cuda --dtype $dt --datasets wikitext2 --max-windows 2 \
       --data-dir $S/data --json $OUT/eval_${fx}_$dt.json > $OUT/eval_${fx}_$dt.log 2>&1 || tail -2 $OUT/eval_${fx}_$dt.log
@@ -68,6 +70,8 @@ print(f"# Rotary families on CUDA (generic candle path), {card}\n")
 print("Forward: the first two WikiText-2 windows' mean NLL against transformers 5.17 in f32 (CPU).\n")
 print("| fixture | dtype | window | ours | transformers f32 | relative |\n|---|---|---|---|---|---|")
 for fx in ["llama-rand-gqa", "qwen2-rand"]:
+    if not os.path.exists(os.path.join(s, "fixtures", fx, "reference.json")):
+        continue
     ref = json.load(open(os.path.join(s, "fixtures", fx, "reference.json")))["wikitext2_window_mean_nll"]
     for dt in ["auto", "f16", "f32"]:
         p = os.path.join(out, f"eval_{fx}_{dt}.json")
