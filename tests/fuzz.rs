@@ -330,4 +330,43 @@ fn fuzz_packed_exports() {
         let _ = read(b);
     });
     assert_clean("packed_gptq", r);
+
+    // compressed-tensors, asymmetric 4-bit groups of 32: in 64, out 8.
+    let format =
+        sparsegpt_mi::model::packed::PackedFormat::from_json(&serde_json::json!({"quant_method": "compressed-tensors",
+        "format": "pack-quantized", "quantization_status": "compressed", "config_groups": {"g": {"targets": ["Linear"],
+        "weights": {"num_bits": 4, "type": "int", "symmetric": false, "strategy": "group", "group_size": 32}}}}))
+        .unwrap();
+    let (inp, out, groups) = (64usize, 8usize, 2usize);
+    let i32s = |v: Vec<i32>| v.into_iter().flat_map(i32::to_le_bytes).collect::<Vec<u8>>();
+    let packed = i32s((0..out * inp * 4 / 32).map(|k| (k as i32).wrapping_mul(0x2468_ace1)).collect());
+    let zeros = i32s(vec![0x7777_7777; out * 4 / 32 * groups]);
+    let scales: Vec<u8> =
+        (0..out * groups).flat_map(|k| half::f16::from_f32(0.02 + k as f32 * 1e-3).to_le_bytes()).collect();
+    let shape: Vec<u8> = [out as i64, inp as i64].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let p = "model.decoder.layers.0.fc1";
+    fn view(dt: safetensors::Dtype, shape: Vec<usize>, data: &[u8]) -> safetensors::tensor::TensorView<'_> {
+        safetensors::tensor::TensorView::new(dt, shape, data).unwrap()
+    }
+    let seed = safetensors::serialize(
+        vec![
+            (format!("{p}.weight_packed"), view(safetensors::Dtype::I32, vec![out, inp * 4 / 32], &packed)),
+            (format!("{p}.weight_zero_point"), view(safetensors::Dtype::I32, vec![out * 4 / 32, groups], &zeros)),
+            (format!("{p}.weight_scale"), view(safetensors::Dtype::F16, vec![out, groups], &scales)),
+            (format!("{p}.weight_shape"), view(safetensors::Dtype::I64, vec![2], &shape)),
+        ],
+        None,
+    )
+    .unwrap();
+    let read = |b: &[u8]| -> anyhow::Result<()> {
+        let p = file_of(dir.path(), "ct.safetensors", b);
+        let mut map: HashMap<String, candle_core::Tensor> =
+            candle_core::safetensors::load(&p, &candle_core::Device::Cpu)?;
+        sparsegpt_mi::model::packed::dequantize(&mut map, &format)
+    };
+    read(&seed).unwrap();
+    let r = fuzz("packed_compressed_tensors", vec![seed], |b| {
+        let _ = read(b);
+    });
+    assert_clean("packed_compressed_tensors", r);
 }
