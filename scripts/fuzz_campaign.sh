@@ -11,12 +11,14 @@ OUT=test_results/fuzz
 mkdir -p "$OUT"
 rm -rf "$OUT/findings"
 LOG=$(mktemp)
-cargo test --offline --test fuzz --no-run 2>/dev/null
+# The test binary, built once and copied: edits during a campaign do not change what runs.
+BIN=$(cargo test --offline --test fuzz --no-run 2>&1 | grep -o 'target/debug/deps/fuzz-[0-9a-f]*' | head -n 1)
+cp "$BIN" "$LOG.bin"
 start=$(date +%s)
 for round in $(seq 0 $((ROUNDS - 1))); do
   # FUZZ_SEED shifts the mutation stream: each round sees other inputs.
   FUZZ_ITERS=$ITERS FUZZ_SEED=$((round * 1000003)) FUZZ_FINDINGS="$OUT/findings" \
-    cargo test --offline --test fuzz -- --nocapture --test-threads 1 2>&1 | grep '^fuzz target' >> "$LOG" || true
+    "$LOG.bin" --nocapture --test-threads 1 2>&1 | grep '^fuzz target' >> "$LOG" || true
 done
 secs=$(( $(date +%s) - start ))
 {
@@ -33,5 +35,5 @@ secs=$(( $(date +%s) - start ))
   n=$(ls "$OUT/findings" 2>/dev/null | wc -l)
   echo "Findings kept: $n (test_results/fuzz/findings/)."
 } > "$OUT/README.md"
-rm -f "$LOG"
+rm -f "$LOG" "$LOG.bin"
 cat "$OUT/README.md"
