@@ -270,7 +270,16 @@ fn fuzz_tokenizer_json() {
         .collect();
     small["model"]["vocab"] = vocab.into();
     small["model"]["merges"] = serde_json::Value::Array(full["model"]["merges"].as_array().unwrap()[..20].to_vec());
-    let seeds = vec![small.to_string().into_bytes()];
+    let mut seeds = vec![small.to_string().into_bytes()];
+    // Earlier findings (inputs that panicked the tokenizers crate) stay as seeds, refused.
+    for e in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_findings")).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("tokenizer_json") {
+            let files = sparsegpt_mi::model::files::TokenizerFiles::Json(e.path());
+            let err = sparsegpt_mi::model::tokenizer::load(&files).unwrap_err().to_string();
+            assert!(err.contains("not a readable tokenizer.json"), "{err}");
+            seeds.push(std::fs::read(e.path()).unwrap());
+        }
+    }
     let r = fuzz("tokenizer_json", seeds, |b| {
         let p = file_of(dir.path(), "tokenizer.json", b);
         let files = sparsegpt_mi::model::files::TokenizerFiles::Json(p);
