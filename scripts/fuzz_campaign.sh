@@ -18,7 +18,7 @@ start=$(date +%s)
 for round in $(seq 0 $((ROUNDS - 1))); do
   # FUZZ_SEED shifts the mutation stream: each round sees other inputs.
   FUZZ_ITERS=$ITERS FUZZ_SEED=$((round * 1000003)) FUZZ_FINDINGS="$OUT/findings" \
-    "$LOG.bin" --nocapture --test-threads 1 2>&1 | grep '^fuzz target' >> "$LOG" || true
+    "$LOG.bin" --nocapture --test-threads 1 2>&1 | grep -a '^fuzz target' >> "$LOG" || true
 done
 secs=$(( $(date +%s) - start ))
 {
