@@ -8,6 +8,7 @@
 //! (the SparseGPT/GPTQ sweep, host and CUDA) → `eval` (perplexity) → `output` (export and
 //! result JSON). The command line (`src/cli`) is the binary's and only drives these.
 
+pub mod contain;
 pub mod data;
 pub mod device_memory;
 pub mod eval;

@@ -116,6 +116,21 @@ fn fuzz(name: &str, seeds: Vec<Vec<u8>>, target: impl Fn(&[u8])) -> (usize, usiz
     (runs, panics)
 }
 
+/// Inputs earlier campaigns found panicking a reader (tests/fuzz_findings/PREFIX*): kept as
+/// seeds, each checked to be refused by `refused`.
+fn findings(prefix: &str, refused: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_findings");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with(prefix) {
+            let b = std::fs::read(e.path()).unwrap();
+            assert!(refused(&b), "{} is not refused", e.path().display());
+            out.push(b);
+        }
+    }
+    out
+}
+
 /// A file in a fresh temporary directory holding `bytes`.
 fn file_of(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.join(name);
@@ -178,7 +193,13 @@ fn fuzz_pickle() {
         sparsegpt_mi::model::weights::Weights::load(&[p], candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
     assert_eq!(w.get("w").unwrap().dims(), [2]);
     // Mutating the pickle alone (inside a valid zip) reaches the unpickler, not just the zip reader.
-    let r1 = fuzz("pickle", vec![STATE_DICT_PICKLE.to_vec()], |b| {
+    let load = |b: &[u8]| {
+        let p = file_of(dir.path(), "pytorch_model.bin", &pth_zip(b, &[0u8; 8]));
+        sparsegpt_mi::model::weights::Weights::load(&[p], candle_core::DType::F32, &candle_core::Device::Cpu)
+    };
+    let mut seeds = vec![STATE_DICT_PICKLE.to_vec()];
+    seeds.extend(findings("pickle_", |b| load(b).is_err()));
+    let r1 = fuzz("pickle", seeds, |b| {
         let _ = sparsegpt_mi::model::pickle_check::check_pickle(b);
         let p = file_of(dir.path(), "pytorch_model.bin", &pth_zip(b, &[0u8; 8]));
         let _ = sparsegpt_mi::model::weights::Weights::load(&[p], candle_core::DType::F32, &candle_core::Device::Cpu);
@@ -199,7 +220,7 @@ fn wikitext_rows(n: usize) -> Vec<Option<String>> {
 #[test]
 fn fuzz_parquet() {
     let dir = tempfile::tempdir().unwrap();
-    let seeds = vec![
+    let mut seeds = vec![
         common::hub_files::parquet_strings("text", &wikitext_rows(40), 16),
         common::hub_files::parquet_strings_with(
             "text",
@@ -208,6 +229,10 @@ fn fuzz_parquet() {
             parquet::basic::Compression::UNCOMPRESSED,
         ),
     ];
+    seeds.extend(findings("parquet_", |b| {
+        let p = file_of(dir.path(), "found.parquet", b);
+        sparsegpt_mi::data::formats::read_parquet_strings(&p, "text").is_err()
+    }));
     let r = fuzz("parquet", seeds, |b| {
         let p = file_of(dir.path(), "f.parquet", b);
         let _ = sparsegpt_mi::data::formats::check_parquet_column(&p, "text");

@@ -352,7 +352,7 @@ fn packed_exports_whose_config_and_tensors_disagree_are_refused() {
     refused(w, &["eval", "scalar_qweight", "--max-windows", "1"], "q_proj.qweight has shape [], expected a matrix");
     // bits the config cannot hold without truncation, and a desc_act that is not a boolean.
     for (name, key, value, needle) in [
-        ("wide_bits", "bits", serde_json::json!(4294967300u64), "GPTQ bits 4294967300 is not supported"),
+        ("wide_bits", "bits", serde_json::json!(4294967300u64), "GPTQ bits 4294967300 are not supported"),
         ("odd_desc_act", "desc_act", serde_json::json!("yes"), "desc_act \"yes\" is neither true nor false"),
     ] {
         let d = copy(name);

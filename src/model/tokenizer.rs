@@ -20,7 +20,8 @@ pub fn load(files: &TokenizerFiles) -> Result<Tokenizer> {
             // Strict JSON first: the tokenizers crate's own reading of some malformed JSON
             // panics (its untagged-enum helper unwraps the parser's error).
             serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| bad(&e))?;
-            text.parse::<Tokenizer>().map_err(|e| bad(&e))
+            crate::contain::contain("the tokenizers crate", || text.parse::<Tokenizer>().map_err(anyhow::Error::msg))
+                .map_err(|e| bad(&e))
         }
         TokenizerFiles::VocabMerges { vocab, merges } => from_vocab_merges(vocab, merges),
     }
