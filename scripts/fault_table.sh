@@ -396,6 +396,14 @@ run error "compressed-tensors num_bits 2^32+4" eval "$M/ct_bits_wrap" --max-wind
 # -- a damaged model copy in the hub cache: named with the command that clears it --
 hub_cache_damaged
 run error "hub cache copy of model.safetensors truncated (offline)" eval testorg/damaged --max-windows 1
+# A cached WikiText-2 file the fuzz campaign found breaking the parquet crate: removed, not kept.
+c=0123456789abcdef0123456789abcdef01234567; r=$ROOT/hf/hub/datasets--Salesforce--wikitext
+rm -rf "$ROOT/hf"; mkdir -p "$r/refs" "$r/snapshots/$c/wikitext-2-raw-v1"; printf '%s' $c > "$r/refs/main"
+cp tests/fuzz_findings/parquet_negative_column_start.parquet "$r/snapshots/$c/wikitext-2-raw-v1/test-00000-of-00001.parquet"
+ENVPRE=(-u SPARSEGPT_MI_DATA_DIR)
+run error "hub cache parquet that breaks the parquet reader (offline)" eval $B --datasets wikitext2 --max-windows 1
+run error "the same, next run: the file is gone, named as missing" eval $B --datasets wikitext2 --max-windows 1
+ENVPRE=()
 rm -rf "$ROOT/hf"
 # -- output collisions, refused before any work --
 run error "--json res --save res" prune $B "${Q2[@]}" --json res --save res
