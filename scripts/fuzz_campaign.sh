@@ -18,7 +18,7 @@ start=$(date +%s)
 for round in $(seq 0 $((ROUNDS - 1))); do
   # FUZZ_SEED shifts the mutation stream: each round sees other inputs.
   FUZZ_ITERS=$ITERS FUZZ_SEED=$((round * 1000003)) FUZZ_FINDINGS="$OUT/findings" \
-    "$LOG.bin" --nocapture --test-threads 1 2>&1 | grep -a '^fuzz target' >> "$LOG" || true
+    "$LOG.bin" --nocapture --test-threads 1 2>&1 | grep -ao 'fuzz target .*' >> "$LOG" || true
 done
 secs=$(( $(date +%s) - start ))
 {
@@ -32,7 +32,7 @@ secs=$(( $(date +%s) - start ))
   echo "|---|---|---|"
   awk '{name=$3; sub(":","",name); ex[name]+=$4; pa[name]+=$6} END {for (n in ex) printf "| %s | %d | %d |\n", n, ex[n], pa[n]}' "$LOG" | sort
   echo
-  n=$(ls "$OUT/findings" 2>/dev/null | wc -l)
+  n=$(find "$OUT/findings" -type f 2>/dev/null | wc -l || true)
   echo "Findings kept: $n (test_results/fuzz/findings/)."
 } > "$OUT/README.md"
 rm -f "$LOG" "$LOG.bin"
