@@ -120,6 +120,73 @@ EOF
 mkdir -p "$ROOT/data_empty" "$ROOT/data_emptyfile/ptb"; : > "$ROOT/data_emptyfile/ptb/ptb.test.txt"
 mkdir -p "$ROOT/data_short/wikitext2"; echo "a short corpus" > "$ROOT/data_short/wikitext2/wiki.test.raw"
 
+# ---- files that lie about their contents, hostile sizes (issue 29) ----
+cfg_set() { # NAME KEY JSON [SECTION]: config.json's KEY (in SECTION, e.g. quantization_config) set to JSON
+  python3 - "$M/$1/config.json" "$2" "$3" "${4:-}" <<'EOF'
+import json, sys
+p, k, v, section = sys.argv[1:]
+c = json.load(open(p))
+(c[section] if section else c)[k] = json.loads(v)
+json.dump(c, open(p, "w"))
+EOF
+}
+mkfrom() { rm -rf "$M/$2"; cp -r "$M/$1" "$M/$2"; }
+mkmodel layers_max;    cfg_set layers_max num_hidden_layers 18446744073709551615
+mkmodel positions_max; cfg_set positions_max max_position_embeddings 18446744073709551615
+mkmodel vocab_huge;    cfg_set vocab_huge vocab_size 1099511627776
+mkmodel product_huge;  cfg_set product_huge max_position_embeddings 16777216; cfg_set product_huge hidden_size 8192; cfg_set product_huge num_attention_heads 1
+mkmodel vocab_small;   cfg_set vocab_small vocab_size 1000
+# Inputs the fuzz harness found panicking the tokenizers crate (tests/fuzz_findings).
+mkmodel tok_found1;    cp tests/fuzz_findings/tokenizer_json_helper_panic_1.json "$M/tok_found1/tokenizer.json"
+mkmodel tok_found2;    cp tests/fuzz_findings/tokenizer_json_helper_panic_2.json "$M/tok_found2/tokenizer.json"
+pth() { # NAME KIND: pytorch_model.bin whose data.pkl is a hostile pickle of KIND
+  mkmodel "$1"; rm "$M/$1/model.safetensors"
+  python3 - "$M/$1/pytorch_model.bin" "$2" <<'EOF'
+import sys, zipfile
+path, kind = sys.argv[1:]
+p = {"nested": b"\x80\x02N" + b"\x85" * 400000 + b".",
+     "marks": b"\x80\x02" + b"(" * 5000 + b")" + b"t" * 5000 + b".",
+     "memo": b"\x80\x02Nq\x00" + b"h\x00h\x00\x86q\x00" * 40 + b".",
+     "string": b"\x80\x02X\xff\xff\xff\xff."}[kind]
+with zipfile.ZipFile(path, "w") as z:
+    z.writestr("archive/data.pkl", p)
+    z.writestr("archive/version", "3\n")
+EOF
+}
+pth pkl_nested nested; pth pkl_marks marks; pth pkl_memo memo; pth pkl_string string
+# Packed exports of fixture B made by the binary, then made to disagree with their config.
+"$BIN" prune "$FIX" --wbits 4 --groupsize 64 --act-order --nsamples 1 --eval-datasets '' --json "$ROOT/x.json" \
+  --save "$M/gptq_ao" --save-format gptq > /dev/null 2>&1 || echo "warning: no GPTQ export made" >&2
+"$BIN" prune "$FIX" --wbits 4 --groupsize 64 --nsamples 1 --eval-datasets '' --json "$ROOT/x.json" \
+  --save "$M/ct" --save-format compressed-tensors > /dev/null 2>&1 || echo "warning: no compressed-tensors export made" >&2
+rm -f "$ROOT/x.json"
+mkfrom gptq_ao no_g_idx;        edit_st no_g_idx "del t['$L1.fc1.g_idx']"
+mkfrom gptq_ao scalar_qweight;  edit_st scalar_qweight "t['$L1.fc1.qweight']=['I32',[],bytearray(4)]"
+mkfrom gptq_ao g_idx_2d;        edit_st g_idx_2d "d,s,b=t['$L1.fc1.g_idx']; t['$L1.fc1.g_idx']=[d,[16,12],b]"
+mkfrom gptq_ao bits_wrap;       cfg_set bits_wrap bits 4294967300 quantization_config
+mkfrom gptq_ao desc_act_false;  cfg_set desc_act_false desc_act false quantization_config
+mkfrom ct ct_shape_wrap;        edit_st ct_shape_wrap "t['$L1.fc1.weight_shape']=['I64',[2],bytearray(struct.pack('<2q',768,1<<62))]; t['$L1.fc1.weight_packed']=['I32',[768,0],bytearray()]"
+mkfrom ct ct_shape_2_61;        edit_st ct_shape_2_61 "t['$L1.fc1.weight_shape']=['I64',[2],bytearray(struct.pack('<2q',768,1<<61))]"
+mkfrom ct ct_shape_neg;         edit_st ct_shape_neg "t['$L1.fc1.weight_shape']=['I64',[2],bytearray(struct.pack('<2q',-768,192))]"
+mkfrom ct ct_scalar_packed;     edit_st ct_scalar_packed "t['$L1.fc1.weight_packed']=['I32',[],bytearray(4)]"
+mkfrom ct ct_bits_wrap
+python3 - "$M/ct_bits_wrap/config.json" <<'EOF'
+import json, sys
+c = json.load(open(sys.argv[1]))
+for g in c["quantization_config"]["config_groups"].values(): g["weights"]["num_bits"] = 4294967300
+json.dump(c, open(sys.argv[1], "w"))
+EOF
+# A hub cache holding a damaged copy of a model (truncated weights), read offline.
+hub_cache_damaged() {
+  local c=0123456789abcdef0123456789abcdef01234567 r=$ROOT/hf/hub/models--testorg--damaged
+  rm -rf "$ROOT/hf"; mkdir -p "$r/refs" "$r/blobs" "$r/snapshots/$c"
+  printf '%s' $c > "$r/refs/main"
+  for f in config.json tokenizer.json model.safetensors; do
+    if [ $f = model.safetensors ]; then head -c 100000 "$FIX/$f" > "$r/blobs/b_$f"; else cp "$FIX/$f" "$r/blobs/b_$f"; fi
+    ln -s "../../blobs/b_$f" "$r/snapshots/$c/$f"
+  done
+}
+
 # ---- the table ----
 UNCLEAN=0
 N=0
@@ -146,6 +213,8 @@ run() {
   [ -n "$left" ] || left="nothing"
   ok=no
   case $expect in
+    # A legal input: exit 0, no error line, nothing removed (only the run's outputs added).
+    ok) [ "$rc" -eq 0 ] && ! grep -q '^error' "$ROOT/err" && [[ $left != *"- "* ]] && ok=yes ;;
     error) [ "$rc" -ne 0 ] && [ "$lines" -eq 1 ] && [[ $first == error:* ]] && [ "$left" = nothing ] && ok=yes ;;
     # A note line, then the error; the only change: the dead run's paths are gone.
     note) [ "$rc" -ne 0 ] && [ "$lines" -ge 2 ] && [[ $first == note:* ]] \
@@ -168,6 +237,7 @@ hub() { local name=$1 mode=$2; shift 2
 pristine
 B=model
 Q=(--nsamples 1 --max-windows 1 --eval-datasets wikitext2 --json r.json)
+Q2=(--nsamples 1 --max-windows 1 --eval-datasets wikitext2)
 echo "# Fault table"
 echo
 echo "\`checks/fault_table.sh\` on $(uname -srm), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); binary: \`$(basename "$BIN")\` built from $(git rev-parse --short HEAD 2>/dev/null || echo '?'). Working folder: a copy of fixture opt-mini-b (\`model/\`), \`user/notes.txt\`, \`afile\`; 'left behind' lists what a case added (+) or removed (-) there."
@@ -328,6 +398,71 @@ run error "mi --out under /proc" mi $B --layer 1 --linear fc1 --nsamples 1 --out
 run error "mi --out under /sys (read-only)" mi $B --layer 1 --linear fc1 --nsamples 1 --out /sys/mi
 mkdir -p "$W/mi/mi_L1_fc1.json"
 run error "mi: a directory where its JSON goes" mi $B --layer 1 --linear fc1 --nsamples 1 --out mi
+pristine
+# -- files that lie about their sizes: checked arithmetic and limits (issue 29) --
+run error "num_hidden_layers 2^64-1 (eval)" eval "$M/layers_max" --max-windows 1
+run error "num_hidden_layers 2^64-1 (prune)" prune "$M/layers_max" "${Q[@]}"
+run error "max_position_embeddings 2^64-1" eval "$M/positions_max" --max-windows 1
+run error "vocab_size 2^40" eval "$M/vocab_huge" --max-windows 1
+run error "positions x hidden beyond the tensor limit" eval "$M/product_huge" --max-windows 1
+run error "vocab_size below the tokenizer's ids (eval)" eval "$M/vocab_small" --max-windows 1
+run error "vocab_size below the tokenizer's ids (prune)" prune "$M/vocab_small" "${Q[@]}"
+run error "tokenizer.json the fuzzer found panicking tokenizers (1)" eval "$M/tok_found1" --max-windows 1
+run error "tokenizer.json the fuzzer found panicking tokenizers (2)" eval "$M/tok_found2" --max-windows 1
+# -- pickles: recursion and allocation refused before candle reads them --
+run error "pytorch_model.bin: 400 KB of nested tuples" eval "$M/pkl_nested" --max-windows 1
+run error "pytorch_model.bin: 5000 MARK-nested tuples" eval "$M/pkl_marks" --max-windows 1
+run error "pytorch_model.bin: a tuple doubled 40 times through the memo" eval "$M/pkl_memo" --max-windows 1
+run error "pytorch_model.bin: a 4 GiB string in a 10-byte pickle" eval "$M/pkl_string" --max-windows 1
+# -- packed exports whose config and tensors disagree --
+run error "GPTQ act-order export without a g_idx" eval "$M/no_g_idx" --max-windows 1
+run error "GPTQ 0-dimensional qweight" eval "$M/scalar_qweight" --max-windows 1
+run error "GPTQ g_idx of two dimensions" eval "$M/g_idx_2d" --max-windows 1
+run error "GPTQ bits 2^32+4 (would truncate to 4)" eval "$M/bits_wrap" --max-windows 1
+run error "GPTQ act-order g_idx with desc_act false" eval "$M/desc_act_false" --max-windows 1
+run error "compressed-tensors weight_shape [768, 2^62], empty weight_packed" eval "$M/ct_shape_wrap" --max-windows 1
+run error "compressed-tensors weight_shape [768, 2^61] (prune)" prune "$M/ct_shape_2_61" "${Q[@]}"
+run error "compressed-tensors weight_shape [-768, 192]" eval "$M/ct_shape_neg" --max-windows 1
+run error "compressed-tensors 0-dimensional weight_packed" eval "$M/ct_scalar_packed" --max-windows 1
+run error "compressed-tensors num_bits 2^32+4" eval "$M/ct_bits_wrap" --max-windows 1
+# -- a damaged model copy in the hub cache: named with the command that clears it --
+hub_cache_damaged
+run error "hub cache copy of model.safetensors truncated (offline)" eval testorg/damaged --max-windows 1
+# A cached WikiText-2 file the fuzz campaign found breaking the parquet crate: removed, not kept.
+c=0123456789abcdef0123456789abcdef01234567; r=$ROOT/hf/hub/datasets--Salesforce--wikitext
+rm -rf "$ROOT/hf"; mkdir -p "$r/refs" "$r/snapshots/$c/wikitext-2-raw-v1"; printf '%s' $c > "$r/refs/main"
+cp tests/fuzz_findings/parquet_negative_column_start.parquet "$r/snapshots/$c/wikitext-2-raw-v1/test-00000-of-00001.parquet"
+ENVPRE=(-u SPARSEGPT_MI_DATA_DIR)
+run error "hub cache parquet that breaks the parquet reader (offline)" eval $B --datasets wikitext2 --max-windows 1
+run error "the same, next run: the file is gone, named as missing" eval $B --datasets wikitext2 --max-windows 1
+ENVPRE=()
+rm -rf "$ROOT/hf"
+# -- output collisions, refused before any work --
+run error "--json res --save res" prune $B "${Q2[@]}" --json res --save res
+run error "--json res --save res/model" prune $B "${Q2[@]}" --json res --save res/model
+run error "--json out/r.json --save out" prune $B "${Q2[@]}" --json out/r.json --save out
+run error "--json a/../res --save res" prune $B "${Q2[@]}" --json a/../res --save res
+run error "--json ./model/../res --save res --overwrite" prune $B "${Q2[@]}" --json ./model/../res --save res --overwrite
+run error "eval --json x --logits-out x" eval $B --max-windows 1 --json x --logits-out x
+run error "eval --json x --logits-out ./x" eval $B --max-windows 1 --json x --logits-out ./x
+run error "eval --json x --logits-out x/l.json" eval $B --max-windows 1 --json x --logits-out x/l.json
+run error "eval --json onto the model's config.json" eval $B --max-windows 1 --json model/config.json
+run error "prune --json onto the model's tokenizer.json" prune $B "${Q2[@]}" --json model/tokenizer.json
+run error "--save a mount point (/dev/shm)" prune $B "${Q[@]}" --save /dev/shm --overwrite
+run error "--save a mount point (/proc)" prune $B "${Q[@]}" --save /proc --overwrite
+run error "--save a directory holding a mount point (/sys/fs)" prune $B "${Q[@]}" --save /sys/fs --overwrite
+# -- names near NAME_MAX: the tool's temporary names fit --
+N255=$(printf 'r%.0s' $(seq 250)).json
+S255=$(printf 's%.0s' $(seq 255))
+run ok "--json of a 255-byte name" eval $B --max-windows 1 --datasets wikitext2 --json "$N255"
+run ok "--save of a 255-byte name" prune $B --nsamples 1 --eval-datasets '' --json r.json --save "$S255"
+run ok "--logits-out of a 255-byte name" eval $B --max-windows 1 --datasets wikitext2 --logits-out "$N255"
+run error "--json of a 256-byte name" eval $B --max-windows 1 --json "x$N255"
+run error "--save of a 256-byte name" prune $B "${Q[@]}" --save "x$S255"
+# -- choices that would make the run impossible, refused up front --
+run error "--n-groups auto, --target-avg-bits 2.05" prune $B --target-avg-bits 2.05 --n-groups auto "${Q[@]}"
+run error "--n-groups auto, --target-avg-bits 2.1" prune $B --target-avg-bits 2.1 --n-groups auto "${Q[@]}"
+run error "--n-groups auto, --target-avg-bits 3 --min-bits 3" prune $B --target-avg-bits 3 --min-bits 3 --n-groups auto "${Q[@]}"
 pristine
 # -- non-finite numbers --
 run error "NaN row in layer 1 fc1 (eval)" eval "$M/nan_fc1_row" --max-windows 1 --datasets wikitext2 --json r.json

@@ -9,6 +9,7 @@
 //! result JSON). The command line (`src/cli`) is the binary's and only drives these.
 
 pub mod advice;
+pub mod contain;
 pub mod data;
 pub mod device_memory;
 pub mod eval;

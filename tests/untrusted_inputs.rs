@@ -352,7 +352,7 @@ fn packed_exports_whose_config_and_tensors_disagree_are_refused() {
     refused(w, &["eval", "scalar_qweight", "--max-windows", "1"], "q_proj.qweight has shape [], expected a matrix");
     // bits the config cannot hold without truncation, and a desc_act that is not a boolean.
     for (name, key, value, needle) in [
-        ("wide_bits", "bits", serde_json::json!(4294967300u64), "GPTQ bits 4294967300 is not supported"),
+        ("wide_bits", "bits", serde_json::json!(4294967300u64), "GPTQ bits 4294967300 are not supported"),
         ("odd_desc_act", "desc_act", serde_json::json!("yes"), "desc_act \"yes\" is neither true nor false"),
     ] {
         let d = copy(name);
@@ -362,4 +362,48 @@ fn packed_exports_whose_config_and_tensors_disagree_are_refused() {
         std::fs::write(d.join("config.json"), c.to_string()).unwrap();
         refused(w, &["eval", name, "--max-windows", "1"], needle);
     }
+}
+
+#[test]
+fn a_cached_dataset_file_that_breaks_its_reader_is_removed_not_kept() {
+    let home = tempfile::tempdir().unwrap();
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo = home.path().join("hub/datasets--Salesforce--wikitext");
+    let file = repo.join("snapshots").join(commit).join("wikitext-2-raw-v1/test-00000-of-00001.parquet");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    // A parquet file the fuzz campaign found panicking the parquet crate (negative column offsets).
+    let found = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_findings/parquet_negative_column_start.parquet");
+    std::fs::copy(found, &file).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let eval = || {
+        let out = Command::new(common::bin())
+            .current_dir(t.path())
+            .args([
+                "eval",
+                common::fixture("opt-mini-b").to_str().unwrap(),
+                "--datasets",
+                "wikitext2",
+                "--max-windows",
+                "1",
+            ])
+            .env_remove("SPARSEGPT_MI_DATA_DIR")
+            .env_remove("RUST_BACKTRACE")
+            .env("HF_HOME", home.path())
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        let lines: Vec<String> = err.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
+        assert_eq!((out.status.code(), lines.len()), (Some(1), 1), "{err}");
+        assert!(!err.contains("internal error") && !err.contains("panicked"), "{err}");
+        lines[0].clone()
+    };
+    let e = eval();
+    assert!(e.contains("the parquet reader failed on malformed input") && e.contains("removed it"), "{e}");
+    assert!(!file.exists(), "the file that broke the reader stays cached");
+    // The next run is told the file is missing, not broken again.
+    let e = eval();
+    assert!(e.contains("HF_HUB_OFFLINE is set and the hub cache") && e.contains("lacks Salesforce/wikitext"), "{e}");
 }

@@ -58,14 +58,20 @@ pub(crate) fn is_unsupported(e: &anyhow::Error) -> bool {
 
 /// Footer, schema and column only (reads the footer, not the data).
 pub fn check_parquet_column(path: &Path, column: &str) -> Result<()> {
-    let reader = open_parquet(path)?;
-    stated_rows(&reader, path)?;
-    string_column(&reader, column).map(drop)
+    crate::contain::contain("corrupt parquet data: the parquet reader", || {
+        let reader = open_parquet(path)?;
+        stated_rows(&reader, path)?;
+        string_column(&reader, column).map(drop)
+    })
 }
 
 /// Every value of a string column, in row order. A null value is an error (datautils' join
 /// would fail on it too); empty strings are kept (WikiText's blank rows are "").
 pub fn read_parquet_strings(path: &Path, column: &str) -> Result<Vec<String>> {
+    crate::contain::contain("corrupt parquet data: the parquet reader", || read_strings(path, column))
+}
+
+fn read_strings(path: &Path, column: &str) -> Result<Vec<String>> {
     use parquet::column::reader::get_typed_column_reader;
     use parquet::data_type::ByteArrayType;
     use parquet::file::reader::FileReader;
@@ -250,19 +256,27 @@ fn gz_error(e: std::io::Error) -> anyhow::Error {
     anyhow!("corrupt gzip data: {}", one_line(&e.to_string()))
 }
 
+/// The longest JSON line read (a C4 document is at most a few hundred KB): a gzip stream that
+/// decompresses to one endless line is refused at this length, not read into memory whole.
+pub const MAX_JSON_LINE: u64 = 64 << 20;
+
 /// The "text" field of up to `limit` JSON lines (blank lines skipped), as `data` reads a
 /// `.jsonl` file.
 pub fn read_gz_jsonl_texts(path: &Path, limit: usize) -> Result<Vec<String>> {
+    use std::io::Read;
     let mut reader = gz_reader(path)?;
     let mut out = Vec::new();
     let mut line = String::new();
     let mut n = 0usize;
     while out.len() < limit {
         line.clear();
-        if reader.read_line(&mut line).map_err(gz_error)? == 0 {
+        if (&mut reader).take(MAX_JSON_LINE + 1).read_line(&mut line).map_err(gz_error)? == 0 {
             break;
         }
         n += 1;
+        if line.len() as u64 > MAX_JSON_LINE {
+            bail!("line {n} is longer than {MAX_JSON_LINE} bytes: not a JSON-lines corpus this tool reads");
+        }
         let l = line.strip_suffix('\n').unwrap_or(&line);
         let l = l.strip_suffix('\r').unwrap_or(l);
         if l.trim().is_empty() {
@@ -351,6 +365,22 @@ mod tests {
             let e = check_parquet_column(&p, "text").unwrap_err().to_string();
             assert!(e.contains(needle), "{claim}: {e}");
         }
+    }
+
+    #[test]
+    fn an_endless_json_line_is_refused_at_the_limit() {
+        use std::io::Write;
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("c4.json.gz");
+        let mut e = flate2::write::GzEncoder::new(std::fs::File::create(&p).unwrap(), flate2::Compression::fast());
+        e.write_all(b"{\"text\": \"").unwrap();
+        let chunk = vec![b'a'; 1 << 20];
+        for _ in 0..(MAX_JSON_LINE >> 20) + 1 {
+            e.write_all(&chunk).unwrap();
+        }
+        e.finish().unwrap();
+        let err = read_gz_jsonl_texts(&p, 10).unwrap_err().to_string();
+        assert!(err.contains("line 1 is longer than 67108864 bytes"), "{err}");
     }
 
     #[test]

@@ -51,14 +51,11 @@ fn python_regex(pattern: &str) -> Result<regex::Regex> {
 }
 
 /// A bit width from config.json: an integer in `allowed`, read without truncation.
-fn bits_of(v: Option<&Value>, key: &str, allowed: &[u32]) -> Result<u32> {
+fn bits_of(v: Option<&Value>, key: &str, allowed: &[u32], allowed_text: &str) -> Result<u32> {
     let raw = v.with_context(|| format!("no {key}"))?;
     match raw.as_u64().and_then(|b| u32::try_from(b).ok()) {
         Some(b) if allowed.contains(&b) => Ok(b),
-        _ => bail!(
-            "{key} {raw} is not supported ({})",
-            allowed.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
-        ),
+        _ => bail!("{key} {raw} {} not supported ({allowed_text})", if key == "num_bits" { "is" } else { "are" }),
     }
 }
 
@@ -85,7 +82,7 @@ impl PackedFormat {
         let method = q.get("quant_method").and_then(Value::as_str).unwrap_or("");
         match method {
             "gptq" => {
-                let bits = bits_of(q.get("bits"), "GPTQ bits", &[2, 3, 4, 8])?;
+                let bits = bits_of(q.get("bits"), "GPTQ bits", &[2, 3, 4, 8], "2, 3, 4 or 8")?;
                 let desc_act = match q.get("desc_act") {
                     None | Some(Value::Null) => None,
                     Some(Value::Bool(b)) => Some(*b),
@@ -135,7 +132,7 @@ impl PackedFormat {
                         bail!("config group {name}: format '{format}' is not supported (pack-quantized)");
                     }
                     let w = g.get("weights").with_context(|| format!("config group {name} has no weights"))?;
-                    let bits = bits_of(w.get("num_bits"), "num_bits", &[1, 2, 3, 4, 5, 6, 7, 8])
+                    let bits = bits_of(w.get("num_bits"), "num_bits", &[1, 2, 3, 4, 5, 6, 7, 8], "1 to 8")
                         .map_err(|e| anyhow!("config group {name}: {e}"))?;
                     let ty = w.get("type").and_then(Value::as_str).unwrap_or("int");
                     if ty != "int" {
@@ -323,7 +320,8 @@ fn dequantize_gptq(map: &mut HashMap<String, Tensor>, p: &str, s: &GptqSettings)
             bail!("{p}.qweight is packed, but `dynamic` excludes {module} from quantization");
         }
         if ov.get("bits").is_some() {
-            bits = bits_of(ov.get("bits"), "GPTQ bits", &[2, 3, 4, 8]).map_err(|e| anyhow!("{module}: {e}"))?;
+            bits = bits_of(ov.get("bits"), "GPTQ bits", &[2, 3, 4, 8], "2, 3, 4 or 8")
+                .map_err(|e| anyhow!("{module}: {e}"))?;
         }
         if ov.get("group_size").is_some() {
             group_size = group_size_of(ov.get("group_size"), "group_size")?;
@@ -595,7 +593,7 @@ mod tests {
         let e = PackedFormat::from_json(&serde_json::json!({"quant_method": "gptq", "bits": 4294967300u64}))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("GPTQ bits 4294967300 is not supported"), "{e}");
+        assert!(e.contains("GPTQ bits 4294967300 are not supported"), "{e}");
         let e = PackedFormat::from_json(&serde_json::json!({"quant_method": "gptq", "bits": 4, "desc_act": "yes"}))
             .unwrap_err()
             .to_string();
@@ -611,7 +609,7 @@ mod tests {
         assert!(g.dynamic[0].0.is_match("model.decoder.layers.0.fc1") && g.dynamic[0].1);
         for (bad, needle) in [
             (serde_json::json!({"quant_method": "awq", "bits": 4}), "quant_method 'awq'"),
-            (serde_json::json!({"quant_method": "gptq", "bits": 5}), "bits 5 is not supported"),
+            (serde_json::json!({"quant_method": "gptq", "bits": 5}), "bits 5 are not supported"),
             (serde_json::json!({"quant_method": "gptq", "bits": 4, "checkpoint_format": "marlin"}), "marlin"),
             (
                 serde_json::json!({"quant_method": "compressed-tensors", "format": "pack-quantized",

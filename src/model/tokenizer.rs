@@ -16,8 +16,16 @@ pub const BOS_ID: u32 = 2;
 
 pub fn load(files: &TokenizerFiles) -> Result<Tokenizer> {
     match files {
-        TokenizerFiles::Json(path) => Tokenizer::from_file(path)
-            .map_err(|e| anyhow::anyhow!("{}: not a readable tokenizer.json ({e})", path.display())),
+        TokenizerFiles::Json(path) => {
+            let bad =
+                |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: not a readable tokenizer.json ({e})", path.display());
+            let text = std::fs::read_to_string(path).map_err(|e| bad(&e))?;
+            // Strict JSON first: the tokenizers crate's own reading of some malformed JSON
+            // panics (its untagged-enum helper unwraps the parser's error).
+            serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| bad(&e))?;
+            crate::contain::contain("the tokenizers crate", || text.parse::<Tokenizer>().map_err(anyhow::Error::msg))
+                .map_err(|e| bad(&e))
+        }
         TokenizerFiles::VocabMerges { vocab, merges } => from_vocab_merges(vocab, merges),
     }
 }

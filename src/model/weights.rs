@@ -154,15 +154,18 @@ fn load_file(path: &Path) -> Result<HashMap<String, Tensor>> {
             crate::hub::with_cache_hint(e, path)
         };
         super::pickle_check::check_archive(path).map_err(|e| unreadable(&format!("{e:#}")))?;
-        let pth = candle_core::pickle::PthTensors::new(path, None).map_err(|e| unreadable(&e))?;
-        super::pickle_check::check_tensor_sizes(path, pth.tensor_infos()).map_err(|e| unreadable(&format!("{e:#}")))?;
-        let mut out = HashMap::new();
-        for name in pth.tensor_infos().keys() {
-            if let Some(t) = pth.get(name).map_err(|e| unreadable(&e))? {
-                out.insert(name.clone(), t);
+        let read = || -> Result<HashMap<String, Tensor>> {
+            let pth = candle_core::pickle::PthTensors::new(path, None)?;
+            super::pickle_check::check_tensor_sizes(path, pth.tensor_infos())?;
+            let mut out = HashMap::new();
+            for name in pth.tensor_infos().keys() {
+                if let Some(t) = pth.get(name)? {
+                    out.insert(name.clone(), t);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        };
+        crate::contain::contain("candle's unpickler", read).map_err(|e| unreadable(&format!("{e:#}")))
     } else {
         bail!("{}: unknown weight file type", path.display())
     }

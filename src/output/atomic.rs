@@ -164,6 +164,17 @@ mod tests {
     }
 
     #[test]
+    fn a_255_byte_name_is_probed_and_written_through_a_temporary_name_that_fits() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("r".repeat(250) + ".json");
+        check_writable(&p, "--json").unwrap();
+        write_atomic(&p, b"{}").unwrap();
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1);
+        let e = check_writable(&t.path().join("r".repeat(256)), "--json").unwrap_err().to_string();
+        assert!(e.contains("cannot be used (File name too long"), "{e}");
+    }
+
+    #[test]
     fn atomic_writes_leave_no_temporary_file_and_ordinary_modes() {
         use std::os::unix::fs::PermissionsExt;
         let t = tempfile::tempdir().unwrap();
