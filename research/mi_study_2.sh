@@ -11,6 +11,7 @@
 #
 # --gpus N spreads the runs over N GPUs of one host (CUDA_VISIBLE_DEVICES by a hash of the run's
 # JSON path); give --jobs 8 per GPU where the host has 16 cores per GPU (RAYON_NUM_THREADS 2).
+#
 # Every run: calibration seed s pairs the arms (same windows); --host-solver for all (the static
 # group and n:m-set arms run only there); PPL on the full test sets of WikiText-2, PTB and C4
 # unless --max-windows is given (for trying the runner out, not for the study).

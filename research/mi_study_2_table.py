@@ -12,7 +12,8 @@ this script computes them:
 - secondary: every other comparison, per fixture and cell (composite over corpora, and per corpus);
 - Benjamini–Hochberg q over every p-value (paired t) in the document, primary ones included;
 - stored bits per run, scale/zero metadata and the column → group map (⌈log₂ K⌉ per input column,
-  where a plan has K > 1 groups or act-order reorders groups) counted; the bits check: every
+  where a plan has K > 1 groups or act-order reorders groups; group-aware act-order does not)
+  counted; the bits check: every
   mixed arm at most its seed's uniform arm (U) and within 0.02;
 - the decisions of issue 30's item 4, evaluated mechanically from the rows above;
 - the cost model's check (runs with --bit-objective cost-model): per linear, planned / measured
@@ -91,7 +92,9 @@ def stored(run):
             k = sum(1 for s in plan["group_sizes"] if s > 0)
         elif "k" in plan:
             k = plan["k"]
-        elif args.get("act_order") and args.get("groupsize", -1) > 0:
+        elif args.get("act_order") and args.get("groupsize", -1) > 0 and not args.get("act_group_aware"):
+            # Act-order's groups are runs of the sweep order (a g_idx); group-aware act-order
+            # keeps the natural groups (none needed).
             k = math.ceil(lin["cols"] / args["groupsize"])
         else:
             k = 1
@@ -354,8 +357,10 @@ def main(d, label):
         for lin in r["linears"]:
             cm = (lin.get("plan") or {}).get("cost_model")
             if cm and lin["loss"] > 0:
+                ins, uni = cm.get("planned_loss_in_sweep"), cm.get("uniform_planned_loss_in_sweep")
                 model[(fx, cell, arm)].append((cm["planned_loss"] / lin["loss"],
-                                               (cm.get("planned_loss_in_sweep") or float("nan")) / lin["loss"]))
+                                               (ins or float("nan")) / lin["loss"],
+                                               ins / uni if ins and uni else float("nan")))
     if model:
         def quart(v):
             v = sorted(x for x in v if not math.isnan(x))
@@ -365,11 +370,15 @@ def main(d, label):
             return f"{q(0.5):.2f} [{q(0.25):.2f}, {q(0.75):.2f}]"
         out += ["## The cost model against the solves", "",
                 "Per linear: the planned loss over the solve's measured OBS loss, median [quartiles] over linears "
-                "and seeds; with the --importance factors, and with the solver's own factors in its sweep order. "
-                "In S50 the measured loss includes the pruning error, which the model does not plan.", "",
-                "| fixture | cell | arm | linears | planned / measured | in sweep / measured |", "|---|---|---|---|---|---|"]
+                "and seeds; with the --importance factors, and with the solver's own factors in its sweep order; "
+                "and the plan's expected loss over the uniform scheme's (both in their sweep orders): below 1, the "
+                "model expects the mixed plan to lose less than uniform bits. In S50 the measured loss includes "
+                "the pruning error, which the model does not plan.", "",
+                "| fixture | cell | arm | linears | planned / measured | in sweep / measured | plan / uniform (model) |",
+                "|---|---|---|---|---|---|---|"]
         for (fx, cell, arm), v in sorted(model.items()):
-            out.append(f"| {fx} | {cell} | {arm} | {len(v)} | {quart([x[0] for x in v])} | {quart([x[1] for x in v])} |")
+            out.append(f"| {fx} | {cell} | {arm} | {len(v)} | {quart([x[0] for x in v])} | {quart([x[1] for x in v])} | "
+                       f"{quart([x[2] for x in v])} |")
         out.append("")
     out += ["Cells: " + "; ".join(f"{k} = {v}" for k, v in CELLS.items()) + "."]
     print("\n".join(out))

@@ -112,11 +112,13 @@ pub struct CostReport {
     /// The expected OBS loss of the stored scheme's groups (`cost_model::planned_loss` with
     /// the `--importance` factors, no redundancy discount); the same with the solver's own
     /// factors in its sweep order (`cost_model::sweep_factors`; None without H on the
-    /// planner side); and that of the run's uniform scheme (per-row or contiguous groups,
-    /// `--importance` factors) on the same weight.
+    /// planner side); and the same two of the run's uniform scheme (per-row or contiguous
+    /// groups, in its own sweep order) on the same weight: what the model expects the mixed
+    /// plan to gain or lose against uniform bits.
     pub planned_loss: f64,
     pub planned_loss_in_sweep: Option<f64>,
     pub uniform_planned_loss: Option<f64>,
+    pub uniform_planned_loss_in_sweep: Option<f64>,
 }
 
 impl Planner for MixedPlanner {
@@ -363,21 +365,20 @@ fn cost_report(
             cost_model::planned_loss(&models, &bits, kept)
         })
     };
-    let in_sweep = match ctx.hessian {
-        Some(h) => {
-            let scheme = LinearScheme { quant: quant.clone(), perm: perm.map(<[usize]>::to_vec), nm_sets: None };
-            let spec = crate::solver::SweepSpec {
-                settings: sweep,
-                scheme: &scheme,
-                scale_precision: crate::solver::ScalePrecision::F32,
-            };
-            // Dead columns (H_jj = 0) count as 1, as the solvers order them.
-            let diag: Vec<f64> = ctx.hessian_diag.iter().map(|&d| if d == 0.0 { 1.0 } else { d }).collect();
-            let order = crate::solver::sweep_order(&diag, spec);
-            let f = cost_model::sweep_factors(&HessianSource::host_matrix(h)?, cols, &order, sweep.percdamp)?;
-            loss_of(quant, perm, &f)
-        }
-        None => None,
+    // The loss with the solver's own factors in the order it sweeps `(quant, perm)`.
+    let in_sweep = |quant: &QuantScheme, perm: Option<&[usize]>| -> Result<Option<f64>> {
+        let Some(h) = ctx.hessian else { return Ok(None) };
+        let scheme = LinearScheme { quant: quant.clone(), perm: perm.map(<[usize]>::to_vec), nm_sets: None };
+        let spec = crate::solver::SweepSpec {
+            settings: sweep,
+            scheme: &scheme,
+            scale_precision: crate::solver::ScalePrecision::F32,
+        };
+        // Dead columns (H_jj = 0) count as 1, as the solvers order them.
+        let diag: Vec<f64> = ctx.hessian_diag.iter().map(|&d| if d == 0.0 { 1.0 } else { d }).collect();
+        let order = crate::solver::sweep_order(&diag, spec);
+        let f = cost_model::sweep_factors(&HessianSource::host_matrix(h)?, cols, &order, sweep.percdamp)?;
+        Ok(loss_of(quant, perm, &f))
     };
     // A map wherever the groups are not contiguous runs of the natural order.
     let k = match quant {
@@ -394,8 +395,9 @@ fn cost_report(
         permutation_bits_per_weight: cost_model::permutation_bits(cols) / weights,
         avg_bits_with_metadata_and_map: with_meta + map_bits_per_weight,
         planned_loss: loss_of(quant, perm, factor).unwrap_or(0.0),
-        planned_loss_in_sweep: in_sweep,
+        planned_loss_in_sweep: in_sweep(quant, perm)?,
         uniform_planned_loss: loss_of(base, None, factor),
+        uniform_planned_loss_in_sweep: in_sweep(base, None)?,
     })
 }
 
@@ -638,6 +640,12 @@ mod tests {
                     "{mode:?} {target}: {in_sweep} vs {measured}"
                 );
                 assert!(r["uniform_planned_loss"].as_f64().unwrap() > 0.0);
+                // The uniform 4-bit per-row base in natural order, against its own solve.
+                let base = LinearScheme::uniform(QuantScheme::PerRow { bits: 4, sym: false });
+                let spec = crate::solver::SweepSpec { scheme: &base, ..spec };
+                let measured = crate::solver::host::solve(&w, rows, d, &h, spec).unwrap().loss;
+                let uniform = r["uniform_planned_loss_in_sweep"].as_f64().unwrap();
+                assert!(uniform / measured > 0.4 && uniform / measured < 2.0, "{uniform} vs {measured}");
             }
         }
         let legacy = &mixed_planner(config(Mode::Mi, 4, 4.0)).plan_site(&ctx).unwrap()[0];
