@@ -2,7 +2,7 @@
 # On the GPU machine (device tool): lay out a ../shared-like tree from what was carried, unpack
 # the CUDA binary, then run the named stages. Writes everything under $OUT (or ./gpu_out).
 #
-#   gpu/gpu_run.sh FIXTURE STAGE...   stages: sanity selfcheck compare bench cpu mishare rounding reference noise reload hinv64 mi mi25 scale exports study run lmeval
+#   gpu/gpu_run.sh FIXTURE STAGE...   stages: sanity selfcheck compare bench cpu mishare rounding reference noise reload hinv64 mi mi25 scale exports study study2 run lmeval
 #
 # Carried (ignored, under .carry/): sparsegpt-mi-cuda.xz (scripts/build_cuda.sh), data.tar.xz
 # (evaluation + calibration data), reference/ (../shared/reference), fx/FIXTURE/{config.json,
@@ -186,6 +186,15 @@ for stage in "$@"; do
       BIN=$BIN DATA_DIR=$S/data FIXTURE_DIR=$S/fixtures bash research/mi_study.sh --fixtures $FX --device cuda \
         --out "$OUT/study" ${STUDY_ARGS:-} > "$OUT/study_log_$FX.txt" 2>&1
       tail -60 "$OUT/study_log_$FX.txt"
+      ;;
+    study2)
+      # Issue 30's studies S1 and S2 (research/mi_study_2.sh) on FIXTURE, STUDY_ARGS added (e.g.
+      # "--seeds 10 --budget-s 450 --resume"; on nvidia-h100-x8 "--gpus 8 --jobs 64"); runs made
+      # by earlier calls, unpacked into $OUT/study2/FIXTURE/, are skipped with --resume. The runs
+      # and tables come back in the results archive, under study2/.
+      BIN=$BIN DATA_DIR=$S/data FIXTURE_DIR=$S/fixtures bash research/mi_study_2.sh --fixtures $FX --device cuda \
+        --out "$OUT/study2" ${STUDY_ARGS:-} > "$OUT/study2_log_$FX.txt" 2>&1
+      tail -60 "$OUT/study2_log_$FX.txt"
       ;;
     lmeval)
       # Zero-shot tasks: lm-evaluation-harness's HF backend against this tool on the fixture,

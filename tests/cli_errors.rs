@@ -159,6 +159,13 @@ fn prune_flags_are_checked_before_any_work() {
             vec!["--target-avg-bits", "4", "--wbits", "4", "--uniform-in-mixed-order", "--order", "identity"],
             "not with --order identity",
         ),
+        (vec!["--bit-objective", "cost-model"], "--bit-objective is an option of the mixed modes"),
+        (
+            vec!["--target-avg-bits", "4", "--bit-objective", "cost-model", "--bit-policy", "thresholds"],
+            "not with --bit-policy thresholds",
+        ),
+        (vec!["--act-group-aware", "--wbits", "4", "--groupsize", "64"], "--act-group-aware reorders"),
+        (vec!["--act-group-aware", "--act-order", "--wbits", "4"], "--act-group-aware reorders"),
         (vec!["--save", "/proc/forbidden/model"], "--save"),
     ];
     for (extra, needle) in cases {

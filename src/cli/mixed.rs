@@ -11,7 +11,7 @@
 //! `--redundancy-discount`, `--leftover`, `--partition-seed`) and the n:m channel sets
 //! (`--nm-permutation`) are options of these modes.
 
-use super::values::{BitPolicy, GroupingMethod, Importance, MiMethod, NmPermutation, SweepOrder};
+use super::values::{BitObjective, BitPolicy, GroupingMethod, Importance, MiMethod, NmPermutation, SweepOrder};
 use anyhow::{bail, Result};
 use clap::Args;
 use serde::{Serialize, Serializer};
@@ -65,6 +65,13 @@ pub struct MiArgs {
     /// (H_jj·(1 − R²) with R² from the --mi-method estimate).
     #[arg(long, value_enum, default_value_t = Importance::Diag)]
     pub importance: Importance,
+    /// What the allocator minimises: legacy (Σ importance·4^(−bits), metadata counted) or
+    /// cost-model (each group's expected OBS loss from its own weight range per row, under
+    /// the stored bits including the column → group map; the plan report then gives each
+    /// linear's planned loss beside the solve's loss).
+    #[arg(long, value_enum, default_value_t = BitObjective::Legacy)]
+    #[serde(skip_serializing_if = "is_legacy")]
+    pub bit_objective: BitObjective,
     /// Group importance discounted by redundancy r as I·(1 − r/2).
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     pub redundancy_discount: OnOff,
@@ -100,6 +107,11 @@ pub enum OnOff {
 pub enum Leftover {
     Spend,
     Keep,
+}
+
+/// Runs with the default objective record no `bit_objective` (their JSON stays as before).
+fn is_legacy(o: &BitObjective) -> bool {
+    *o == BitObjective::Legacy
 }
 
 fn parse_group_count(s: &str) -> std::result::Result<GroupCount, String> {
@@ -182,6 +194,14 @@ impl MiArgs {
         if options_in_use && !mixed {
             bail!("--order, --uniform-in-mixed-order, --importance, --redundancy-discount and --leftover are options of the mixed modes (give --target-avg-bits)");
         }
+        if self.bit_objective != BitObjective::Legacy {
+            if !mixed {
+                bail!("--bit-objective is an option of the mixed modes (give --target-avg-bits)");
+            }
+            if self.bit_policy != BitPolicy::Optimal {
+                bail!("--bit-objective cost-model allocates its own way: not with --bit-policy thresholds");
+            }
+        }
         if self.uniform_in_mixed_order && self.order == SweepOrder::Identity {
             bail!("--uniform-in-mixed-order takes the mixed order: not with --order identity");
         }
@@ -202,6 +222,7 @@ impl MiArgs {
                 GroupingMethod::Contiguous => ScaleSource::Contiguous,
                 _ => ScaleSource::Mi,
             },
+            bit_objective: self.bit_objective.into(),
         }
     }
 

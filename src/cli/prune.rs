@@ -48,6 +48,12 @@ pub struct PruneArgs {
     /// GPTQ act-order: quantize columns by decreasing Hessian diagonal.
     #[arg(long)]
     pub act_order: bool,
+    /// With --act-order and --groupsize: group-aware act-order (GPTQModel's act_group_aware):
+    /// the groups stay contiguous column ranges (no g_idx reordering), swept by their largest
+    /// Hessian diagonal, columns inside a group by theirs.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub act_group_aware: bool,
     /// Calibration windows of 2048 tokens.
     #[arg(long, default_value_t = 128)]
     pub nsamples: usize,
@@ -168,6 +174,11 @@ impl PruneArgs {
         if mode == mixed::Mode::Scales && (self.wbits >= 16 || self.groupsize <= 0) {
             bail!("--grouping-use scales needs --wbits and --groupsize (the size of every scale group)");
         }
+        if self.act_group_aware
+            && (!self.act_order || self.groupsize <= 0 || self.wbits >= 16 || mode != mixed::Mode::Baseline)
+        {
+            bail!("--act-group-aware reorders the sweep of --groupsize groups: give --act-order, --wbits and --groupsize, without a mixed or scales mode");
+        }
         if self.mi.uniform_in_mixed_order && self.wbits >= 16 {
             bail!("--uniform-in-mixed-order quantizes at --wbits: give it");
         }
@@ -251,6 +262,7 @@ impl PruneArgs {
             blocksize: self.blocksize,
             percdamp: self.percdamp,
             act_order: self.act_order,
+            group_aware: self.act_group_aware,
             hinv_precision: self.hinv_precision.into(),
             lazy_updates: self.lazy_updates,
         }

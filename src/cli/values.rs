@@ -40,6 +40,12 @@ value_enum! {
 }
 
 value_enum! {
+    /// What the mixed allocator minimises.
+    #[derive(Default)]
+    BitObjective => sparsegpt_mi::mixed::cost_model::BitObjective { #[default] Legacy, CostModel }
+}
+
+value_enum! {
     /// Channel sets of n:m pruning.
     #[derive(Default)]
     NmPermutation => sparsegpt_mi::mixed::nm_sets::NmPermutation { #[default] None, Mi, Random, Magnitude }
@@ -101,6 +107,8 @@ mod tests {
         assert_eq!(serde_json::to_string(&HessianAccumulation::RunningAverage).unwrap(), "\"running-average\"");
         assert_eq!(serde_json::to_string(&Importance::MiObs).unwrap(), "\"mi-obs\"");
         assert_eq!(serde_json::to_string(&SamplerKind::Xoshiro).unwrap(), "\"xoshiro\"");
+        assert_eq!(serde_json::to_string(&BitObjective::CostModel).unwrap(), "\"cost-model\"");
+        assert_eq!(BitObjective::from_str("cost-model", false), Ok(BitObjective::CostModel));
         assert_eq!(SamplerKind::from_str("splitmix", false), Ok(SamplerKind::Xoshiro));
         assert_eq!(
             sparsegpt_mi::mixed::grouping::GroupingMethod::from(GroupingMethod::Contiguous),

@@ -120,8 +120,37 @@ pub fn allocate_optimal(importance: &[f64], sizes: &[usize], budget: &BitBudget)
 /// are updated; returns the number of columns moved. Ties go to the lowest column, then
 /// group, index.
 pub fn spend_leftover(column_importance: &[f64], labels: &mut [usize], bits: &mut [u32], budget: &BitBudget) -> usize {
-    let limit = budget.target_avg_bits * labels.len() as f64;
-    let mut moved = move_up(column_importance, labels, bits, limit);
+    spend_leftover_with(column_importance, labels, bits, budget, &LeftoverModel::LEGACY)
+}
+
+/// The error model of the leftover moves: a column of weight w at b bits loses w · error(b),
+/// and each row spends `reserved_row_bits` outside its groups (the column map's share).
+#[derive(Clone, Copy, Debug)]
+pub struct LeftoverModel {
+    pub error: fn(u32) -> f64,
+    pub reserved_row_bits: f64,
+}
+
+impl LeftoverModel {
+    /// The legacy objective's 4^(−b), nothing reserved.
+    pub const LEGACY: LeftoverModel = LeftoverModel { error: legacy_error, reserved_row_bits: 0.0 };
+}
+
+fn legacy_error(bits: u32) -> f64 {
+    4f64.powi(-(bits as i32))
+}
+
+/// `spend_leftover` under another error model (`LeftoverModel`).
+pub fn spend_leftover_with(
+    column_importance: &[f64],
+    labels: &mut [usize],
+    bits: &mut [u32],
+    budget: &BitBudget,
+    model: &LeftoverModel,
+) -> usize {
+    let limit = budget.target_avg_bits * labels.len() as f64 - model.reserved_row_bits;
+    let err = model.error;
+    let mut moved = move_up(column_importance, labels, bits, limit, err);
     let left_now = limit - cost_of(labels, bits);
     if left_now < 1.0 - 1e-9 {
         return moved;
@@ -140,10 +169,10 @@ pub fn spend_leftover(column_importance: &[f64], labels: &mut [usize], bits: &mu
         }
         let (mut l, mut b) = (labels.to_vec(), bits.to_vec());
         b[g] += 1;
-        let Some(shed) = shed_down(column_importance, &mut l, &b, g, limit) else { continue };
-        let up = move_up(column_importance, &mut l, &b, limit);
+        let Some(shed) = shed_down(column_importance, &mut l, &b, g, limit, err) else { continue };
+        let up = move_up(column_importance, &mut l, &b, limit, err);
         let left = limit - cost_of(&l, &b);
-        let key = (if left < 1.0 - 1e-9 { 0.0 } else { left }, objective_of(column_importance, &l, &b));
+        let key = (if left < 1.0 - 1e-9 { 0.0 } else { left }, objective_of(column_importance, &l, &b, err));
         if best.as_ref().is_none_or(|c| key.0 < c.key.0 || (key.0 == c.key.0 && key.1 < c.key.1)) {
             best = Some(Candidate { key, labels: l, bits: b, moved: shed + up });
         }
@@ -169,13 +198,13 @@ fn cost_of(labels: &[usize], bits: &[u32]) -> f64 {
     row_cost_nonempty(&sizes_of(labels, bits.len()), bits)
 }
 
-/// Σ_j importance_j · 4^(−bits of j's group).
-fn objective_of(imp: &[f64], labels: &[usize], bits: &[u32]) -> f64 {
-    labels.iter().zip(imp).map(|(&l, &i)| i * 4f64.powi(-(bits[l] as i32))).sum()
+/// Σ_j importance_j · error(bits of j's group).
+fn objective_of(imp: &[f64], labels: &[usize], bits: &[u32], err: fn(u32) -> f64) -> f64 {
+    labels.iter().zip(imp).map(|(&l, &i)| i * err(bits[l])).sum()
 }
 
 /// Up moves (see `spend_leftover`) while a bit or more is left under `limit`.
-fn move_up(imp: &[f64], labels: &mut [usize], bits: &[u32], limit: f64) -> usize {
+fn move_up(imp: &[f64], labels: &mut [usize], bits: &[u32], limit: f64, err: fn(u32) -> f64) -> usize {
     let k = bits.len();
     let mut sizes = sizes_of(labels, k);
     let mut spent = row_cost_nonempty(&sizes, bits);
@@ -194,7 +223,7 @@ fn move_up(imp: &[f64], labels: &mut [usize], bits: &[u32], limit: f64) -> usize
                 if bits[c] <= bits[a] || sizes[c] == 0 || (bits[c] - bits[a]) as f64 > left + 1e-9 {
                     continue;
                 }
-                let gain = imp[j] * (4f64.powi(-(bits[a] as i32)) - 4f64.powi(-(bits[c] as i32)));
+                let gain = imp[j] * (err(bits[a]) - err(bits[c]));
                 let ratio = gain / (bits[c] - bits[a]) as f64;
                 if best.is_none_or(|(r, _, _)| ratio > r) {
                     best = Some((ratio, j, c));
@@ -213,7 +242,14 @@ fn move_up(imp: &[f64], labels: &mut [usize], bits: &[u32], limit: f64) -> usize
 
 /// Moves columns of group `g` to groups of fewer bits, least loss per bit saved first,
 /// until the row costs at most `limit`; None if it cannot get there without emptying `g`.
-fn shed_down(imp: &[f64], labels: &mut [usize], bits: &[u32], g: usize, limit: f64) -> Option<usize> {
+fn shed_down(
+    imp: &[f64],
+    labels: &mut [usize],
+    bits: &[u32],
+    g: usize,
+    limit: f64,
+    err: fn(u32) -> f64,
+) -> Option<usize> {
     let k = bits.len();
     let mut sizes = sizes_of(labels, k);
     let mut spent = row_cost_nonempty(&sizes, bits);
@@ -228,7 +264,7 @@ fn shed_down(imp: &[f64], labels: &mut [usize], bits: &[u32], g: usize, limit: f
             targets
                 .iter()
                 .map(|&c| {
-                    let loss = imp[j] * (4f64.powi(-(bits[c] as i32)) - 4f64.powi(-(bits[g] as i32)));
+                    let loss = imp[j] * (err(bits[c]) - err(bits[g]));
                     (loss / (bits[g] - bits[c]) as f64, j, c)
                 })
                 .fold((f64::INFINITY, 0, 0), |a, b| if b.0 < a.0 { b } else { a })

@@ -15,11 +15,13 @@
 //! the sweep order of a mixed plan (groups swept by importance, or each column in its place
 //! with its group's grid: `SweepOrder::Identity`, a `QuantScheme::Static`), uniform bits in
 //! a mixed plan's order, the column importance the allocator uses (`bit_alloc::Importance`),
-//! the redundancy discount, and whether the allocator spends its leftover bits. Two further
-//! uses of a channel partition: scale-sharing groups at uniform bits (`Mode::Scales`,
-//! `scale_groups`) and the channel sets of n:m pruning (`nm_sets`, any planner).
+//! the redundancy discount, whether the allocator spends its leftover bits, and what it
+//! minimises (`cost_model::BitObjective`). Two further uses of a channel partition:
+//! scale-sharing groups at uniform bits (`Mode::Scales`, `scale_groups`) and the channel
+//! sets of n:m pruning (`nm_sets`, any planner).
 
 pub mod bit_alloc;
+pub mod cost_model;
 pub mod grouping;
 pub mod grouping_tensor;
 pub mod groups;
@@ -111,6 +113,8 @@ pub struct PlanOptions {
     pub partition_seed: Option<u64>,
     /// Scale groups' source (`Mode::Scales` only).
     pub scale_source: ScaleSource,
+    /// What the allocator minimises (`cost_model`).
+    pub bit_objective: cost_model::BitObjective,
 }
 
 impl Default for PlanOptions {
@@ -123,6 +127,7 @@ impl Default for PlanOptions {
             spend_leftover: true,
             partition_seed: None,
             scale_source: ScaleSource::Mi,
+            bit_objective: cost_model::BitObjective::Legacy,
         }
     }
 }

@@ -459,6 +459,7 @@ mod tests {
                 blocksize: 8,
                 percdamp: 0.01,
                 act_order: false,
+                group_aware: false,
                 hinv_precision: HinvPrecision::F32,
                 lazy_updates: false,
             },

@@ -49,6 +49,9 @@ pub struct SweepSettings {
     /// GPTQ act-order: visit columns by decreasing H_jj (where the linear's scheme gives no
     /// order of its own).
     pub act_order: bool,
+    /// With `act_order` and `--groupsize` groups: group-aware reordering (GAR; GPTQModel's
+    /// `act_group_aware`), `group_aware_order`. Other schemes sweep in plain act-order.
+    pub group_aware: bool,
     /// Precision of the H⁻¹ factorisation (the reference: f32).
     pub hinv_precision: HinvPrecision,
     /// The reference's update order: errors go to the rest of the block column by column
@@ -67,6 +70,7 @@ impl SweepSettings {
             blocksize: 128,
             percdamp: 0.01,
             act_order: false,
+            group_aware: false,
             hinv_precision: HinvPrecision::F32,
             lazy_updates: false,
         }
@@ -248,10 +252,37 @@ pub(crate) fn sweep_order(h_diag: &[f64], spec: SweepSpec) -> Vec<usize> {
     if let Some(p) = &spec.scheme.perm {
         return p.clone();
     }
+    if let (true, true, QuantScheme::Grouped { size, .. }) =
+        (spec.settings.act_order, spec.settings.group_aware, &spec.scheme.quant)
+    {
+        return group_aware_order(h_diag, *size);
+    }
     let mut order: Vec<usize> = (0..h_diag.len()).collect();
     if spec.settings.act_order {
         order.sort_by(|&a, &b| h_diag[b].total_cmp(&h_diag[a]));
     }
+    order
+}
+
+/// Group-aware act-order (GAR, Gafni et al., CVPRW 2025, as GPTQModel's `act_group_aware`):
+/// the groups stay the contiguous ranges of `size` columns of the natural order, so the
+/// checkpoint needs no column map (g_idx = j / size); the sweep visits the groups by
+/// decreasing largest H_jj, and inside a group the columns by decreasing H_jj. A short last
+/// group (the width not a multiple of `size`) is swept last, so that the grids of the sweep
+/// (runs of `size` in sweep order) stay the natural groups. Ties keep the lower index first.
+pub fn group_aware_order(h_diag: &[f64], size: usize) -> Vec<usize> {
+    let n = h_diag.len();
+    let full = n / size;
+    let by_diag = |mut cols: Vec<usize>| {
+        cols.sort_by(|&a, &b| h_diag[b].total_cmp(&h_diag[a]));
+        cols
+    };
+    let top = |g: usize| (g * size..(g + 1) * size).map(|j| h_diag[j]).fold(f64::NEG_INFINITY, f64::max);
+    let mut groups: Vec<usize> = (0..full).collect();
+    groups.sort_by(|&a, &b| top(b).total_cmp(&top(a)));
+    let mut order: Vec<usize> =
+        groups.into_iter().flat_map(|g| by_diag((g * size..(g + 1) * size).collect())).collect();
+    order.extend(by_diag((full * size..n).collect()));
     order
 }
 
@@ -335,5 +366,59 @@ mod tests {
         assert_eq!(sweep_order(&diag, spec(&act, &plain)), vec![1, 2, 0]);
         assert_eq!(sweep_order(&diag, spec(&natural, &plain)), vec![0, 1, 2]);
         assert_eq!(sweep_order(&diag, spec(&act, &permuted)), vec![2, 0, 1]);
+    }
+
+    #[test]
+    fn group_aware_order_keeps_the_natural_groups_and_sorts_them_by_their_largest_diagonal() {
+        // Groups of 3: {0,1,2} max 5, {3,4,5} max 9, {6,7,8} max 7, and a short group {9,10}.
+        let diag = [1.0, 5.0, 2.0, 9.0, 0.5, 3.0, 7.0, 7.0, 1.0, 8.0, 2.0];
+        assert_eq!(group_aware_order(&diag, 3), vec![3, 5, 4, 6, 7, 8, 1, 2, 0, 9, 10]);
+        // Only with act-order and a grouped scheme; per-row act-order stays plain.
+        let gar = SweepSettings { act_order: true, group_aware: true, ..SweepSettings::published() };
+        let grouped = LinearScheme::uniform(QuantScheme::Grouped { bits: 4, sym: false, size: 3 });
+        let per_row = LinearScheme::uniform(QuantScheme::PerRow { bits: 4, sym: false });
+        let spec = |settings, scheme| SweepSpec { settings, scheme, scale_precision: ScalePrecision::F32 };
+        assert_eq!(sweep_order(&diag, spec(&gar, &grouped)), group_aware_order(&diag, 3));
+        let mut plain: Vec<usize> = (0..11).collect();
+        plain.sort_by(|&a, &b| diag[b].total_cmp(&diag[a]));
+        assert_eq!(sweep_order(&diag, spec(&gar, &per_row)), plain);
+        let off = SweepSettings { group_aware: true, ..SweepSettings::published() };
+        assert_eq!(sweep_order(&diag, spec(&off, &grouped)), (0..11).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_group_aware_sweep_stores_the_natural_groups_grids() {
+        // A solve in group-aware order fits each grid on one natural group of 8 columns: at most
+        // 2^bits values per (row, natural group); plain act-order's grids mix the groups.
+        let (rows, cols, bits) = (6, 32, 2);
+        let mut rng = crate::rng::seeded(3);
+        let x: Vec<f64> = (0..cols * 64).map(|_| crate::rng::uniform(&mut rng) - 0.5).collect();
+        // Channel scales that vary within every group, so that the orders differ.
+        let scale = |i: usize| 1.0 + (i * 7 % 5) as f64;
+        let mut h = vec![0.0; cols * cols];
+        for t in 0..64 {
+            for i in 0..cols {
+                for j in 0..cols {
+                    h[i * cols + j] += 2.0 * x[t * cols + i] * x[t * cols + j] * scale(i) * scale(j) / 64.0;
+                }
+            }
+        }
+        let w: Vec<f32> = (0..rows * cols).map(|_| (crate::rng::uniform(&mut rng) * 2.0 - 1.0) as f32).collect();
+        let quant = QuantScheme::Grouped { bits, sym: false, size: 8 };
+        let natural_groups =
+            QuantScheme::Static { labels: (0..cols as u32).map(|j| j / 8).collect(), bits: vec![bits; 4], sym: false };
+        let scheme = LinearScheme::uniform(quant);
+        let solve = |group_aware: bool| {
+            let settings = SweepSettings { act_order: true, group_aware, blocksize: 8, ..SweepSettings::published() };
+            let spec = SweepSpec { settings: &settings, scheme: &scheme, scale_precision: ScalePrecision::F32 };
+            host::solve(&w, rows, cols, &h, spec).unwrap()
+        };
+        let gar = solve(true);
+        let (_, per_group) = scheme::max_levels(gar.weight.as_host().unwrap(), cols, &natural_groups, None);
+        assert!(per_group <= 1 << bits, "{per_group}");
+        let act = solve(false);
+        let (_, mixed) = scheme::max_levels(act.weight.as_host().unwrap(), cols, &natural_groups, None);
+        assert!(mixed > 1 << bits, "plain act-order's grids are not the natural groups: {mixed}");
+        assert!(gar.loss.is_finite() && gar.loss > 0.0);
     }
 }
