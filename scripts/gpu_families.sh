@@ -38,7 +38,8 @@ print(" ".join(map(str, f)))
 PY
 )
   for dt in auto f32; do
-    $BIN prune $S/fixtures/llama-rand-gqa c4 $flags --device cuda --dtype $dt --data-dir $S/data \
+    keep=""; [ $dt = f32 ] && keep=--keep-compute-dtype  # the reference kept f32 weights
+    $BIN prune $S/fixtures/llama-rand-gqa c4 $flags $keep --device cuda --dtype $dt --data-dir $S/data \
       --json $OUT/prune_${run}_$dt.json > $OUT/prune_${run}_$dt.log 2>&1
   done
 done

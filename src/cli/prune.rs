@@ -302,9 +302,10 @@ pub fn run(args: PruneArgs) -> Result<()> {
     if save.is_some() && args.keep_compute_dtype {
         bail!("--keep-compute-dtype evaluates weights that --save would round to the checkpoint's dtype: give one of them");
     }
-    if save.is_some() && !config.family.is_opt() {
+    if save.is_some() && !config.family.is_opt() && args.save_format() != SaveFormat::Dense {
         bail!(
-            "--save: saving a {} model is not implemented yet (OPT models only); run without --save",
+            "--save-format {}: packed exports of {} models are not implemented yet (OPT only); --save-format dense saves them",
+            args.save_format().name(),
             config.family.name()
         );
     }
