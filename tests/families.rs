@@ -69,3 +69,43 @@ fn generic_path_equals_fused_host_path_for_llama() {
     let generic = sparsegpt_mi::model::cpu_kernels::with_generic_path(|| eval::window_nll(&model, window).unwrap());
     assert!((fused - generic).abs() <= 1e-5 * fused, "fused {fused} vs generic {generic}");
 }
+
+/// A compressed model of each rotary family saved densely (`--save`, the checkpoint's bf16)
+/// under transformers' names reads back with the same NLL as the run evaluated, tied heads
+/// staying tied.
+#[test]
+fn dense_exports_read_back_the_evaluated_model() {
+    for (fixture, tied) in [("llama-rand-gqa", false), ("qwen2-rand", true)] {
+        let t = tempfile::tempdir().unwrap();
+        let (json, saved, eval_json) = (t.path().join("r.json"), t.path().join("saved"), t.path().join("e.json"));
+        let data = common::data_dir();
+        let common_args = ["--max-windows", "1", "--data-dir", data.to_str().unwrap()];
+        let out = std::process::Command::new(common::bin())
+            .args(["prune", common::fixture(fixture).to_str().unwrap(), "c4", "--sparsity", "0.5", "--wbits", "4"])
+            .args(["--nsamples", "2", "--eval-datasets", "wikitext2", "--save", saved.to_str().unwrap()])
+            .args(["--json", json.to_str().unwrap()])
+            .args(common_args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{fixture}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new(common::bin())
+            .args(["eval", saved.to_str().unwrap(), "--datasets", "wikitext2", "--json", eval_json.to_str().unwrap()])
+            .args(common_args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{fixture}: {}", String::from_utf8_lossy(&out.stderr));
+        let read = |p: &std::path::Path| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+        };
+        let pruned = read(&json)["eval"][0]["window_mean_nll"][0].as_f64().unwrap();
+        let reloaded = read(&eval_json)["results"][0]["window_mean_nll"][0].as_f64().unwrap();
+        assert_eq!(pruned, reloaded, "{fixture}: the saved model is the evaluated one");
+        let tensors = candle_core::safetensors::load(saved.join("model.safetensors"), &Device::Cpu).unwrap();
+        let q = &tensors["model.layers.0.self_attn.q_proj.weight"];
+        assert_eq!(q.dtype(), candle_core::DType::BF16);
+        assert!(tensors.contains_key("model.layers.1.mlp.gate_proj.weight"));
+        assert!(tensors.contains_key("model.norm.weight"));
+        assert_eq!(tensors.contains_key("lm_head.weight"), !tied, "{fixture}: head tied as in the source");
+        assert_eq!(tensors.keys().filter(|k| k.contains("q_proj.bias")).count() > 0, fixture == "qwen2-rand");
+    }
+}

@@ -351,9 +351,10 @@ pub fn run(args: PruneArgs) -> Result<()> {
     let files = model::files::resolve_model(&args.model)?;
     outputs.check_inputs(&files)?;
     let config = model::read_config(&files.config)?;
-    if args.save.is_some() && !config.family.is_opt() {
+    if args.save.is_some() && !config.family.is_opt() && args.save_format() != export::SaveFormat::Dense {
         bail!(
-            "--save: saving a {} model is not implemented yet (OPT models only); run without --save",
+            "--save-format {}: packed exports of {} models are not implemented yet (OPT only); --save-format dense saves them",
+            args.save_format().name(),
             config.family.name()
         );
     }

@@ -185,3 +185,40 @@ pub(crate) fn relu_keeping_nan(y: &Tensor) -> Result<Tensor> {
     let zero = Tensor::zeros((), y.dtype(), y.device())?.broadcast_as(y.shape())?;
     Ok(y.lt(0f64)?.where_cond(&zero, y)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn shape(heads: usize, kv_heads: usize) -> AttentionShape {
+        AttentionShape { heads, kv_heads, head_dim: 4, cuda_fused: false }
+    }
+
+    #[test]
+    fn the_host_kernels_take_contiguous_f32_only() {
+        let x = Tensor::zeros((1, 3, 8), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(attention_path(&x, &shape(2, 1)), AttentionPath::HostFused);
+        assert_eq!(attention_path(&x.to_dtype(DType::F16).unwrap(), &shape(2, 1)), AttentionPath::Generic);
+        let generic = cpu_kernels::with_generic_path(|| attention_path(&x, &shape(2, 1)));
+        assert_eq!(generic, AttentionPath::Generic);
+    }
+
+    #[test]
+    fn grouped_queries_agree_between_host_and_generic_paths() {
+        // 4 query heads over 2 key/value heads, 5 positions, head width 4.
+        let (b, s, heads, kv, d) = (2, 5, 4, 2, 4);
+        let gen = |n: usize, salt: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32 + salt) * 0.37).sin()).collect() };
+        let q = Tensor::from_vec(gen(b * s * heads * d, 1.0), (b, s, heads * d), &Device::Cpu).unwrap();
+        let k = Tensor::from_vec(gen(b * s * kv * d, 2.0), (b, s, kv * d), &Device::Cpu).unwrap();
+        let v = Tensor::from_vec(gen(b * s * kv * d, 3.0), (b, s, kv * d), &Device::Cpu).unwrap();
+        let mask_data: Vec<f32> =
+            (0..s).flat_map(|i| (0..s).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY })).collect();
+        let mask = Tensor::from_vec(mask_data, (s, s), &Device::Cpu).unwrap();
+        let sh = AttentionShape { heads, kv_heads: kv, head_dim: d, cuda_fused: false };
+        let host = attend(AttentionPath::HostFused, (q.clone(), k.clone(), v.clone()), &sh, &mask).unwrap();
+        let generic = attend(AttentionPath::Generic, (q, k, v), &sh, &mask).unwrap();
+        let diff = (host - generic).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-6, "max |host - generic| = {diff}");
+    }
+}

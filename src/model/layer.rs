@@ -295,6 +295,11 @@ impl DecoderLayer {
             .unwrap_or_else(|| panic!("this layer has no {} (its linears: {:?})", kind.path(), self.kinds))
     }
 
+    /// The per-head q and k norms (Qwen3), where the family has them.
+    pub fn qk_norms(&self) -> Option<(&Norm, &Norm)> {
+        self.q_norm.as_ref().zip(self.k_norm.as_ref())
+    }
+
     /// The width of the input at `site`.
     pub fn input_width(&self, site: InputSite) -> usize {
         let kind = self.kinds.iter().copied().find(|k| k.input_site() == site).expect("every site has a linear");

@@ -248,17 +248,22 @@ fn check_finite(name: &str, t: &candle_core::Tensor, dtype: DType) -> Result<()>
     Ok(())
 }
 
-/// Every tensor of the model other than the decoder linears, under its `OPTForCausalLM` name.
+/// Every tensor of the model other than the decoder linears, under its transformers name
+/// (`OPTForCausalLM`'s, `LlamaForCausalLM`'s, … from the family's table).
 fn base_tensors(model: &OptModel, dtype: DType) -> Result<BTreeMap<String, RawTensor>> {
+    let names = &model.config.family.names;
     let mut m = BTreeMap::new();
     let mut put = |name: String, t: &candle_core::Tensor, c: Category| -> Result<()> {
         check_finite(&name, t, dtype)?;
         m.insert(name, RawTensor::from_tensor(t, dtype, c)?);
         Ok(())
     };
-    put("model.decoder.embed_tokens.weight".into(), &model.embed_tokens, Category::Embeddings)?;
+    put(format!("model.{}.weight", names.embed_tokens), &model.embed_tokens, Category::Embeddings)?;
     if let Some(table) = &model.embed_positions {
-        put("model.decoder.embed_positions.weight".into(), table, Category::Embeddings)?;
+        put(format!("model.{}.weight", names.embed_positions), table, Category::Embeddings)?;
+    }
+    if let Some(head) = &model.lm_head {
+        put(format!("{}.weight", names.lm_head), head, Category::Embeddings)?;
     }
     if let Some(p) = &model.project_in {
         put("model.decoder.project_in.weight".into(), p.weight(), Category::Other)?;
@@ -266,29 +271,38 @@ fn base_tensors(model: &OptModel, dtype: DType) -> Result<BTreeMap<String, RawTe
     if let Some(p) = &model.project_out {
         put("model.decoder.project_out.weight".into(), p.weight(), Category::Other)?;
     }
-    if let Some(ln) = &model.final_layer_norm {
-        put("model.decoder.final_layer_norm.weight".into(), ln.weight(), Category::Other)?;
-        if let Some(b) = ln.bias() {
-            put("model.decoder.final_layer_norm.bias".into(), b, Category::Other)?;
+    let mut put_norm = |prefix: String, norm: &crate::model::Norm| -> Result<()> {
+        put(format!("{prefix}.weight"), norm.weight(), Category::Other)?;
+        if let Some(b) = norm.bias() {
+            put(format!("{prefix}.bias"), b, Category::Other)?;
         }
+        Ok(())
+    };
+    if let Some(norm) = &model.final_layer_norm {
+        put_norm(format!("model.{}", names.final_norm), norm)?;
     }
     for (i, layer) in model.layers.iter().enumerate() {
-        let p = format!("model.decoder.layers.{i}");
-        for (name, ln) in [("self_attn_layer_norm", &layer.attn_norm), ("final_layer_norm", &layer.mlp_norm)] {
-            put(format!("{p}.{name}.weight"), ln.weight(), Category::Other)?;
-            if let Some(b) = ln.bias() {
-                put(format!("{p}.{name}.bias"), b, Category::Other)?;
-            }
+        let at = |module: &str| format!("model.{}", model.config.family.layer_tensor(i, module));
+        put_norm(at(names.attn_norm), &layer.attn_norm)?;
+        put_norm(at(names.mlp_norm), &layer.mlp_norm)?;
+        if let Some((q_norm, k_norm)) = layer.qk_norms() {
+            put_norm(at(names.q_norm), q_norm)?;
+            put_norm(at(names.k_norm), k_norm)?;
         }
     }
     Ok(m)
 }
 
+/// The checkpoint name of layer `i`'s linear `kind` (without `.weight`).
+pub(crate) fn linear_name(model: &OptModel, i: usize, kind: LinearKind) -> String {
+    format!("model.{}", model.config.family.layer_tensor(i, kind.path()))
+}
+
 /// The decoder linears as floats (the dense format).
 fn dense_linears(model: &OptModel, dtype: DType, into: &mut BTreeMap<String, RawTensor>) -> Result<()> {
     for (i, layer) in model.layers.iter().enumerate() {
-        for kind in LinearKind::ALL {
-            let p = format!("model.decoder.layers.{i}.{}", kind.path());
+        for &kind in layer.kinds() {
+            let p = linear_name(model, i, kind);
             let lin = layer.linear(kind);
             check_finite(&format!("{p}.weight"), lin.weight(), dtype)?;
             into.insert(
@@ -352,9 +366,9 @@ fn write_format(model: &OptModel, files: &ModelFiles, dir: &Path, req: &SaveRequ
     let mut storage = Vec::new();
     if let Some(container) = req.format.container() {
         for (i, layer) in model.layers.iter().enumerate() {
-            for kind in LinearKind::ALL {
+            for &kind in layer.kinds() {
                 check_finite(
-                    &format!("model.decoder.layers.{i}.{}.weight", kind.path()),
+                    &format!("{}.weight", linear_name(model, i, kind)),
                     layer.linear(kind).weight(),
                     req.dtype,
                 )?;
@@ -474,7 +488,7 @@ fn measure(dir: &Path, model: &OptModel, w: &Written) -> Result<SizeReport> {
     let st = files.get("model.safetensors").copied().unwrap_or(0);
     let cat = |c: Category| w.categories.get(&c).copied().unwrap_or(0);
     let linear_weights: u64 =
-        model.layers.iter().flat_map(|l| LinearKind::ALL.map(|k| l.linear(k).weight().elem_count() as u64)).sum();
+        model.layers.iter().flat_map(|l| l.kinds().iter().map(|&k| l.linear(k).weight().elem_count() as u64)).sum();
     let packed_weights: u64 = w
         .storage
         .iter()
