@@ -20,6 +20,7 @@ pub mod numerics;
 pub mod output;
 pub mod pipeline;
 pub mod progress;
+pub mod protocol;
 pub mod rng;
 pub mod solver;
 pub mod tasks;

@@ -7,16 +7,21 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 use sparsegpt_mi::data::calibration;
-use sparsegpt_mi::data::{self, source::needs, Corpus};
+use candle_core::Device;
+use sparsegpt_mi::data::source::{needs, DataSource, Provenance};
+use sparsegpt_mi::data::{self, Corpus};
 use sparsegpt_mi::mixed;
+use sparsegpt_mi::model::files::ModelFiles;
 use sparsegpt_mi::model::{self, DecoderConfig};
 use sparsegpt_mi::output::codes::CodeStore;
 use sparsegpt_mi::output::export::{self, PlannedQuantization};
-use sparsegpt_mi::output::targets::OutputRequest;
+use sparsegpt_mi::output::targets::{CheckedOutputs, OutputRequest};
 use sparsegpt_mi::output::{atomic, summary};
 use sparsegpt_mi::pipeline::{self, CompressConfig};
 use sparsegpt_mi::solver::{QuantScheme, Sparsity, SweepSettings};
-use sparsegpt_mi::tasks::files::load_tasks;
+use sparsegpt_mi::tasks::files::{load_tasks, TaskData};
+use sparsegpt_mi::tasks::Task;
+use tokenizers::Tokenizer;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -332,40 +337,83 @@ fn save_format_refusal(r: &export::FormatRefusal) -> anyhow::Error {
 }
 
 pub fn run(args: PruneArgs) -> Result<()> {
-    args.validate()?;
-    args.report.validate()?;
-    let outputs = args.outputs().check()?;
-    if args.overwrite && outputs.save().is_none() {
-        bail!("--overwrite is for --save: give --save DIR");
-    }
-    let device = args.common.device()?;
-    let calib_source = Corpus::parse(&args.dataset)?;
-    let eval_sets = Corpus::parse_list(&args.eval_datasets)?;
-    let tasks = parse_tasks("--eval-tasks", args.eval_tasks.as_deref(), args.report.limit)?;
-    // Data problems surface before any model is downloaded or loaded.
-    let source = args.common.data_source()?;
-    let data = source.check_available(&needs(&eval_sets, (!args.gmp).then_some(calib_source)))?;
-    let task_data = load_tasks(&source, &tasks, args.report.limit)?;
+    execute(PrunePlan::new(CheckedFlags::new(args)?)?)
+}
 
-    let t0 = Instant::now();
-    let files = model::files::resolve_model(&args.model)?;
-    outputs.check_inputs(&files)?;
-    let config = model::read_config(&files.config)?;
-    if args.save.is_some() && !config.family.is_opt() && args.save_format() != export::SaveFormat::Dense {
-        bail!(
-            "--save-format {}: packed exports of {} models are not implemented yet (OPT only); --save-format dense saves them",
-            args.save_format().name(),
-            config.family.name()
-        );
+/// Stage 1: the flags checked on their own, every output path among them; nothing read yet.
+struct CheckedFlags {
+    args: PruneArgs,
+    outputs: CheckedOutputs,
+    device: Device,
+    calib_source: Corpus,
+    eval_sets: Vec<Corpus>,
+    tasks: Vec<Task>,
+}
+
+impl CheckedFlags {
+    fn new(args: PruneArgs) -> Result<Self> {
+        args.validate()?;
+        args.report.validate()?;
+        let outputs = args.outputs().check()?;
+        if args.overwrite && outputs.save().is_none() {
+            bail!("--overwrite is for --save: give --save DIR");
+        }
+        let device = args.common.device()?;
+        let calib_source = Corpus::parse(&args.dataset)?;
+        let eval_sets = Corpus::parse_list(&args.eval_datasets)?;
+        let tasks = parse_tasks("--eval-tasks", args.eval_tasks.as_deref(), args.report.limit)?;
+        Ok(CheckedFlags { args, outputs, device, calib_source, eval_sets, tasks })
     }
-    args.validate_shapes(&config)?;
-    let tok = model::tokenizer::load_for_vocab(&files.tokenizer, config.vocab_size)?;
+}
+
+/// Stage 2: every input known before the model is loaded — the data the run reads, the model's
+/// files, its config and tokenizer — and every check that needs them passed.
+struct PrunePlan {
+    flags: CheckedFlags,
+    source: DataSource,
+    data: Vec<Provenance>,
+    task_data: Vec<TaskData>,
+    files: ModelFiles,
+    tok: Tokenizer,
+    /// When the model's files began to be resolved (the result's `load_s` counts from here).
+    started: Instant,
+}
+
+impl PrunePlan {
+    fn new(flags: CheckedFlags) -> Result<Self> {
+        let args = &flags.args;
+        // Data problems surface before any model is downloaded or loaded.
+        let source = args.common.data_source()?;
+        let data = source.check_available(&needs(&flags.eval_sets, (!args.gmp).then_some(flags.calib_source)))?;
+        let task_data = load_tasks(&source, &flags.tasks, args.report.limit)?;
+        let started = Instant::now();
+        let files = model::files::resolve_model(&args.model)?;
+        flags.outputs.check_inputs(&files)?;
+        let config = model::read_config(&files.config)?;
+        if args.save.is_some() && !config.family.is_opt() && args.save_format() != export::SaveFormat::Dense {
+            bail!(
+                "--save-format {}: packed exports of {} models are not implemented yet (OPT only); --save-format dense saves them",
+                args.save_format().name(),
+                config.family.name()
+            );
+        }
+        args.validate_shapes(&config)?;
+        let tok = model::tokenizer::load_for_vocab(&files.tokenizer, config.vocab_size)?;
+        Ok(PrunePlan { flags, source, data, task_data, files, tok, started })
+    }
+}
+
+/// Stage 3: the run — load, calibrate, compress, evaluate, save, report — writing only to the
+/// paths the checked outputs hand out.
+fn execute(plan: PrunePlan) -> Result<()> {
+    let PrunePlan { flags, source, data, task_data, files, tok, started } = plan;
+    let CheckedFlags { args, outputs, device, calib_source, eval_sets, tasks: _ } = flags;
     let mut model = args.common.load_model(&files, &device)?;
     export::check_storage(args.save_format(), model.storage_dtype).map_err(|r| save_format_refusal(&r))?;
     if args.keep_compute_dtype {
         model.storage_dtype = model.dtype;
     }
-    let load_s = t0.elapsed().as_secs_f64();
+    let load_s = started.elapsed().as_secs_f64();
 
     let t0 = Instant::now();
     let calib = if args.gmp {

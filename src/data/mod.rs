@@ -18,8 +18,7 @@ pub mod source;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-/// Sequence length of evaluation and calibration windows (OPT's max_position_embeddings).
-pub const SEQLEN: usize = 2048;
+pub use crate::protocol::SEQLEN;
 /// C4 evaluation: the first 1100 validation documents, at most 256 windows.
 pub const C4_EVAL_DOCS: usize = 1100;
 pub const C4_EVAL_WINDOWS: usize = 256;

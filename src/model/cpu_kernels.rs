@@ -62,23 +62,30 @@ impl View {
     }
 }
 
-/// dst (m × n, row-major, rows `dst_ld` apart) = [dst +] scale · a (m × k) · b (k × n):
+/// Where a GEMM writes: row-major from `ptr`, rows `ld` apart, added to what is there
+/// (`accumulate`) or replacing it.
+#[derive(Clone, Copy)]
+pub(crate) struct Dest {
+    pub ptr: *mut f32,
+    pub ld: usize,
+    pub accumulate: bool,
+}
+
+/// dst (m × n, row-major, rows `dst.ld` apart) = [dst +] scale · a (m × k) · b (k × n):
 /// the `gemm` crate's call with its column-first strides and conjugation flags spelled once.
 ///
 /// # Safety
 /// The pointers must cover the described extents, and `dst` must not overlap `a` or `b`
 /// nor be written by anyone else during the call.
-#[allow(clippy::too_many_arguments)] // shape, destination, two operands, scale, threads
 pub(crate) unsafe fn gemm_into(
     (m, n, k): (usize, usize, usize),
-    dst: *mut f32,
-    dst_ld: usize,
-    accumulate: bool,
+    dst: Dest,
     a: View,
     b: View,
     scale: f32,
     par: gemm::Parallelism,
 ) {
+    let Dest { ptr: dst, ld: dst_ld, accumulate } = dst;
     gemm::gemm(
         m,
         n,
@@ -115,9 +122,7 @@ pub fn linear(x: &[f32], rows: usize, w: &[f32], bias: Option<&[f32]>, out_dim: 
     unsafe {
         gemm_into(
             (rows, out_dim, in_dim),
-            y.as_mut_ptr(),
-            out_dim,
-            bias.is_some(),
+            Dest { ptr: y.as_mut_ptr(), ld: out_dim, accumulate: bias.is_some() },
             View::rows(x.as_ptr(), in_dim),
             View::transposed(w.as_ptr(), in_dim),
             1.0,
@@ -200,9 +205,7 @@ pub fn causal_attention_grouped(
             // scores (rows × keys) = Q[i0..i1] · K[0..keys]ᵀ
             gemm_into(
                 (rows, keys, head_dim),
-                scores.as_mut_ptr(),
-                keys,
-                false,
+                Dest { ptr: scores.as_mut_ptr(), ld: keys, accumulate: false },
                 View::rows(q.as_ptr().add(base + i0 * width), width),
                 View::transposed(k.as_ptr().add(kv_base), kv_width),
                 1.0,
@@ -217,9 +220,7 @@ pub fn causal_attention_grouped(
             // ctx[i0..i1, head] (rows × head_dim) = P (rows × keys) · V[0..keys, kv head]
             gemm_into(
                 (rows, head_dim, keys),
-                out_ptr.at(base + i0 * width),
-                width,
-                false,
+                Dest { ptr: out_ptr.at(base + i0 * width), ld: width, accumulate: false },
                 View::rows(scores.as_ptr(), keys),
                 View::rows(v.as_ptr().add(kv_base), kv_width),
                 1.0,

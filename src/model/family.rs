@@ -7,12 +7,15 @@
 //! the key and its value, before any weight is read.
 
 use super::config::OptConfig;
-use super::layer::LinearKind;
+use super::linears::LinearKind;
 use super::rope::RopeScaling;
 use anyhow::{bail, Context, Result};
 use candle_core::DType;
 use serde::Deserialize;
 use std::path::Path;
+
+/// The eps of OPT's LayerNorms (transformers' default).
+pub(crate) const LAYER_NORM_EPS: f64 = 1e-5;
 
 /// How a decoder layer normalises its inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,7 +200,7 @@ impl From<OptConfig> for DecoderConfig {
             head_dim: c.head_dim(),
             max_position_embeddings: c.max_position_embeddings,
             do_layer_norm_before: c.do_layer_norm_before,
-            norm_eps: super::layer::LAYER_NORM_EPS,
+            norm_eps: LAYER_NORM_EPS,
             rope: None,
             tie_word_embeddings: true,
             sliding_window: None,

@@ -15,6 +15,7 @@ pub mod family;
 pub mod files;
 pub mod kernels;
 pub mod layer;
+pub mod linears;
 pub mod packed;
 pub mod pickle_check;
 pub mod rope;
@@ -318,7 +319,7 @@ pub fn read_config(path: &std::path::Path) -> Result<DecoderConfig> {
             }
         }
     };
-    config.check_sequence_length(crate::data::SEQLEN).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    config.check_sequence_length(crate::protocol::SEQLEN).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(config)
 }
 

@@ -241,7 +241,6 @@ fn round_to(x: f32, dtype: DType) -> f32 {
 }
 
 /// The dense weight `[out][in]` = `scale[o][g_idx[j]] · (q − zero)`, rounded to `dtype`.
-#[allow(clippy::too_many_arguments)] // one linear's unpacked parts
 fn dense_weight(
     out: usize,
     inp: usize,

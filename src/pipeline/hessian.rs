@@ -226,9 +226,7 @@ pub fn gram_lower_accumulate(x: &[f32], tokens: usize, n: usize, acc: &mut [f32]
             // acc[r0.., 0..cols] (rows × cols) += X[:, r0..]ᵀ (rows × tokens) · X[:, ..cols] (tokens × cols)
             crate::model::cpu_kernels::gemm_into(
                 (rows, cols, tokens),
-                dst.at(r0 * n),
-                n,
-                true,
+                crate::model::cpu_kernels::Dest { ptr: dst.at(r0 * n), ld: n, accumulate: true },
                 View::transposed(x.as_ptr().add(r0), n),
                 View::rows(x.as_ptr(), n),
                 1.0,

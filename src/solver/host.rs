@@ -386,9 +386,7 @@ fn lazy_tail_update(wp: &mut [f32], rows: usize, cols: usize, i1: usize, i2: usi
     unsafe {
         crate::model::cpu_kernels::gemm_into(
             (rows, cols - i2, count),
-            wp.as_mut_ptr().add(i2),
-            cols,
-            true,
+            crate::model::cpu_kernels::Dest { ptr: wp.as_mut_ptr().add(i2), ld: cols, accumulate: true },
             View::rows(block_err.as_ptr(), count),
             View::rows(u.as_ptr().add(i1 * cols + i2), cols),
             -1.0,
