@@ -4,10 +4,10 @@ use super::common::{command_line, parse_tasks, print_ppl_table, run_tasks, Commo
 use super::mixed::MiArgs;
 use super::values::{HessianAccumulation, HinvPrecision, SamplerKind, SaveFormat};
 use anyhow::{bail, Context, Result};
+use candle_core::Device;
 use clap::Args;
 use serde::Serialize;
 use sparsegpt_mi::data::calibration;
-use candle_core::Device;
 use sparsegpt_mi::data::source::{needs, DataSource, Provenance};
 use sparsegpt_mi::data::{self, Corpus};
 use sparsegpt_mi::mixed;
@@ -21,9 +21,9 @@ use sparsegpt_mi::pipeline::{self, CompressConfig};
 use sparsegpt_mi::solver::{QuantScheme, Sparsity, SweepSettings};
 use sparsegpt_mi::tasks::files::{load_tasks, TaskData};
 use sparsegpt_mi::tasks::Task;
-use tokenizers::Tokenizer;
 use std::path::PathBuf;
 use std::time::Instant;
+use tokenizers::Tokenizer;
 
 #[derive(Args, Clone, Serialize)]
 pub struct PruneArgs {

@@ -37,6 +37,9 @@ pub struct CtScheme {
     pub bits: u32,
     pub symmetric: bool,
     pub group_size: Option<usize>,
+    /// `actorder` says the groups are permuted (`"group"`, `"dynamic"`, or `true`): each linear
+    /// then needs its `weight_g_idx`; otherwise a stored one must be the plain order.
+    pub permuted_groups: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -152,11 +155,21 @@ impl PackedFormat {
                         .and_then(Value::as_array)
                         .map(|t| t.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
                         .unwrap_or_default();
+                    let permuted_groups = match w.get("actorder") {
+                        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+                        Some(Value::Bool(true)) => true,
+                        Some(Value::String(a)) if a == "group" || a == "dynamic" => true,
+                        Some(Value::String(a)) if a == "weight" || a == "static" => false,
+                        Some(other) => bail!(
+                            "config group {name}: actorder {other} is not one of null, \"group\", \"weight\", \"static\", \"dynamic\""
+                        ),
+                    };
                     schemes.push(CtScheme {
                         targets,
                         bits,
                         symmetric: w.get("symmetric").and_then(Value::as_bool).unwrap_or(true),
                         group_size,
+                        permuted_groups,
                     });
                 }
                 Ok(PackedFormat::CompressedTensors(schemes))
@@ -472,7 +485,24 @@ fn dequantize_ct(map: &mut HashMap<String, Tensor>, p: &str, schemes: &[CtScheme
     };
     let g_idx = match g_idx {
         Some(g) if g.dims() != [inp] => bail!("{gn} has shape {:?}, expected [{inp}] ({what})", g.dims()),
-        Some(g) => check_g_idx(ints(&g, &gn)?, groups, &gn)?,
+        Some(g) => {
+            let g_idx = check_g_idx(ints(&g, &gn)?, groups, &gn)?;
+            if !s.permuted_groups {
+                if let Some(j) = (0..inp).find(|&j| g_idx[j] != plain_group(j, s.group_size)) {
+                    bail!(
+                        "{gn} puts column {j} in group {}, but the config group's actorder does not permute groups, so engines read group {}",
+                        g_idx[j],
+                        plain_group(j, s.group_size)
+                    );
+                }
+            }
+            g_idx
+        }
+        None if s.permuted_groups => {
+            bail!(
+                "{gn} is missing, but the config group's actorder permutes groups: each linear needs its weight_g_idx"
+            )
+        }
         None => (0..inp).map(|j| plain_group(j, s.group_size)).collect(),
     };
     let pw = words(&packed, &pn)?;
@@ -563,7 +593,13 @@ mod tests {
 
     #[test]
     fn compressed_tensors_sizes_are_checked_not_wrapped() {
-        let scheme = CtScheme { targets: vec!["Linear".into()], bits: 4, symmetric: true, group_size: None };
+        let scheme = CtScheme {
+            targets: vec!["Linear".into()],
+            bits: 4,
+            symmetric: true,
+            group_size: None,
+            permuted_groups: false,
+        };
         for (shape, needle) in [
             (vec![768i64, 1 << 62], "overflows"),
             (vec![768, 1 << 61], "overflows"),
@@ -585,6 +621,51 @@ mod tests {
         m.insert("l.weight_shape".into(), Tensor::new(&[8i64, 16], &Device::Cpu).unwrap());
         let e = dequantize_ct(&mut m, "l", std::slice::from_ref(&scheme)).unwrap_err().to_string();
         assert!(e.contains("l.weight_packed has shape [], expected a matrix"), "{e}");
+    }
+
+    #[test]
+    fn compressed_tensors_g_idx_agrees_with_its_config_groups_actorder() {
+        // 8 × 16, 4 bits, groups of 8, symmetric: one word row per 8 columns, all fields 8 (zero).
+        let linear = |g_idx: Option<Vec<i32>>| {
+            let mut m = HashMap::new();
+            m.insert("l.weight_packed".into(), t_i32(vec![0x8888_8888u32 as i32; 16], &[8, 2]));
+            m.insert("l.weight_scale".into(), Tensor::ones((8, 2), DType::F16, &Device::Cpu).unwrap());
+            m.insert("l.weight_shape".into(), Tensor::new(&[8i64, 16], &Device::Cpu).unwrap());
+            if let Some(g) = g_idx {
+                m.insert("l.weight_g_idx".into(), t_i32(g, &[16]));
+            }
+            m
+        };
+        let scheme = |permuted_groups| CtScheme {
+            targets: vec!["Linear".into()],
+            bits: 4,
+            symmetric: true,
+            group_size: Some(8),
+            permuted_groups,
+        };
+        let plain: Vec<i32> = (0..16).map(|j| j / 8).collect();
+        let mut swapped = plain.clone();
+        swapped.swap(0, 15);
+        dequantize_ct(&mut linear(None), "l", &[scheme(false)]).unwrap();
+        dequantize_ct(&mut linear(Some(plain)), "l", &[scheme(false)]).unwrap();
+        dequantize_ct(&mut linear(Some(swapped.clone())), "l", &[scheme(true)]).unwrap();
+        let e = dequantize_ct(&mut linear(None), "l", &[scheme(true)]).unwrap_err().to_string();
+        assert!(e.contains("l.weight_g_idx is missing, but the config group's actorder permutes groups"), "{e}");
+        let e = dequantize_ct(&mut linear(Some(swapped)), "l", &[scheme(false)]).unwrap_err().to_string();
+        assert!(e.contains("l.weight_g_idx puts column 0 in group 1, but the config group's actorder"), "{e}");
+        // The config's actorder is read as compressed-tensors writes it.
+        let ct = |actorder: serde_json::Value| {
+            PackedFormat::from_json(&serde_json::json!({"quant_method": "compressed-tensors", "config_groups": {"g": {
+                "format": "pack-quantized", "targets": ["Linear"],
+                "weights": {"num_bits": 4, "type": "int", "strategy": "group", "group_size": 8, "actorder": actorder}}}}))
+        };
+        for (a, permuted) in
+            [(serde_json::Value::Null, false), ("weight".into(), false), ("group".into(), true), (true.into(), true)]
+        {
+            let Ok(PackedFormat::CompressedTensors(s)) = ct(a.clone()) else { panic!("{a}") };
+            assert_eq!(s[0].permuted_groups, permuted, "{a}");
+        }
+        assert!(ct("sideways".into()).unwrap_err().to_string().contains("actorder \"sideways\""));
     }
 
     #[test]
