@@ -125,6 +125,7 @@ pub struct PruneArgs {
     pub eval_datasets: String,
     /// Zero-shot tasks to score after compression, as `eval --tasks` (comma-separated, or all).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub eval_tasks: Option<String>,
     #[command(flatten)]
     #[serde(flatten)]
