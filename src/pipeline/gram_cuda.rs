@@ -56,7 +56,13 @@ impl InplaceOp2 for GramUpdate {
                 let (p, _sync) = s.device_ptr(&stream);
                 (p, sys::cudaDataType::CUDA_R_32F)
             }
-            other => return Err(fail(format!("inputs in {other:?}; f16 or f32 expected"))),
+            // bf16 checkpoints of the rotary families calibrate in bf16; H stays f32.
+            DType::BF16 => {
+                let s = x.as_cuda_slice::<half::bf16>()?.slice(xl.start_offset()..);
+                let (p, _sync) = s.device_ptr(&stream);
+                (p, sys::cudaDataType::CUDA_R_16BF)
+            }
+            other => return Err(fail(format!("inputs in {other:?}; f16, bf16 or f32 expected"))),
         };
         let acc_slice = acc.as_cuda_slice_mut::<f32>()?;
         let (acc_ptr, _sync) = acc_slice.device_ptr(&stream);
@@ -92,7 +98,7 @@ impl InplaceOp2 for GramUpdate {
 }
 
 /// acc (dim × dim, f32, contiguous, on the device) ← beta·acc + alpha·XᵀX for x (tokens × dim,
-/// f16 or f32, contiguous, same device).
+/// f16, bf16 or f32, contiguous, same device).
 pub fn gram_update(acc: &Tensor, x: &Tensor, alpha: f32, beta: f32) -> Result<()> {
     if acc.dtype() != DType::F32 {
         bail!("Gram update: the accumulator must be f32");
