@@ -533,6 +533,29 @@ mod tests {
 
     /// A planning context for the attention input (q, k, v read it) over `stats`, with
     /// weights whose column norms grow with the channel index.
+    /// A rows × d weight, uniform in ±(1 + j / 16) at column j: each block of 16 columns spans
+    /// a wider range than the one before.
+    fn widening_blocks(rows: usize, d: usize, seed: u64) -> Vec<f32> {
+        let mut rng = crate::rng::seeded(seed);
+        (0..rows * d)
+            .map(|i| ((crate::rng::uniform(&mut rng) * 2.0 - 1.0) * (1.0 + (i % d / 16) as f64)) as f32)
+            .collect()
+    }
+
+    /// The attention input of layer 0 read by one linear (q) of weight `w`.
+    fn one_linear_site<'a>(stats: &'a SiteStatistics, diag: &'a [f64], w: &'a [f32], rows: usize) -> SiteContext<'a> {
+        SiteContext {
+            layer: 0,
+            site: InputSite::Attn,
+            cols: diag.len(),
+            hessian_diag: diag,
+            hessian: Some(&stats.hessian),
+            moments: stats.moments.as_ref(),
+            reservoir: None,
+            linears: vec![LinearWeights { kind: LinearKind::Q, rows, weight: w }],
+        }
+    }
+
     fn plan(planner: &dyn Planner, stats: &SiteStatistics, rows: usize) -> Vec<LinearPlan> {
         let d = stats.hessian.dim;
         let diag = stats.hessian.diagonal().unwrap();
@@ -591,20 +614,8 @@ mod tests {
         let (stats, _) = planted(4, 16, 512);
         let (rows, d) = (32, 64);
         let diag = stats.hessian.diagonal().unwrap();
-        let mut rng = crate::rng::seeded(21);
-        let w: Vec<f32> = (0..rows * d)
-            .map(|i| ((crate::rng::uniform(&mut rng) * 2.0 - 1.0) * (1.0 + (i % d / 16) as f64)) as f32)
-            .collect();
-        let ctx = SiteContext {
-            layer: 0,
-            site: InputSite::Attn,
-            cols: d,
-            hessian_diag: &diag,
-            hessian: Some(&stats.hessian),
-            moments: stats.moments.as_ref(),
-            reservoir: None,
-            linears: vec![LinearWeights { kind: LinearKind::Q, rows, weight: &w }],
-        };
+        let w = widening_blocks(rows, d, 21);
+        let ctx = one_linear_site(&stats, &diag, &w, rows);
         let h = crate::solver::HessianSource::host_matrix(&stats.hessian).unwrap();
         let settings = SweepSettings::published();
         for (importance, target) in [(Importance::Diag, 3.5), (Importance::Obs, 4.0), (Importance::Diag, 4.6)] {
@@ -659,20 +670,8 @@ mod tests {
         let (stats, truth) = planted(4, 16, 512);
         let (rows, d) = (32, 64);
         let diag = stats.hessian.diagonal().unwrap();
-        let mut rng = crate::rng::seeded(4);
-        let w: Vec<f32> = (0..rows * d)
-            .map(|i| ((crate::rng::uniform(&mut rng) * 2.0 - 1.0) * (1.0 + (i % d / 16) as f64)) as f32)
-            .collect();
-        let ctx = SiteContext {
-            layer: 0,
-            site: InputSite::Attn,
-            cols: d,
-            hessian_diag: &diag,
-            hessian: Some(&stats.hessian),
-            moments: stats.moments.as_ref(),
-            reservoir: None,
-            linears: vec![LinearWeights { kind: LinearKind::Q, rows, weight: &w }],
-        };
+        let w = widening_blocks(rows, d, 4);
+        let ctx = one_linear_site(&stats, &diag, &w, rows);
         let mut cfg = config_keep(Mode::Mi, 4, 4.0);
         cfg.options.bit_objective = BitObjective::CostModel;
         cfg.options.redundancy_discount = false;
