@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Runs the published SparseGPT / GPTQ algorithm classes on a fixture, with opt.py's layer loop,
-local data and the papers' protocol, and writes a JSON comparable to `sparsegpt-mi prune`.
+"""Runs the published SparseGPT / GPTQ algorithm classes on a fixture, with opt.py's layer loop
+(llama.py's for Llama-like families, `--true-sequential` as llama.py's flag), local data and the
+papers' protocol, and writes a JSON comparable to `sparsegpt-mi prune`.
 
 The published modules (sparsegpt.py + quant.py of IST-DASLab/sparsegpt, gptq.py + quant.py of
 IST-DASLab/gptq) are imported at run time from --published DIR; they are fetched, never
@@ -71,7 +72,7 @@ def compress(model, calib, args, dev):
     else:
         from gptq import GPTQ as Solver
     from quant import Quantizer
-    layers = model.model.decoder.layers
+    layers = decoder_layers(model)
     cache = {"inps": [], "kwargs": None}
 
     class Catcher(nn.Module):
@@ -96,7 +97,7 @@ def compress(model, calib, args, dev):
         g = torch.Generator(device=dev).manual_seed(args.perturb_inputs)
         cache["inps"] = [(x.float() * (1 + 2.0 ** -11 * torch.randn(x.shape, generator=g, device=dev))).to(x.dtype)
                          for x in cache["inps"]]
-    torch.cuda.synchronize()
+    sync(dev)
     t0 = time.time()
     inps, kw = cache["inps"], cache["kwargs"]
 
@@ -105,43 +106,75 @@ def compress(model, calib, args, dev):
         return out[0] if isinstance(out, tuple) else out
 
     for i, layer in enumerate(layers):
-        subset = find_linears(layer)
-        solvers = {}
-        for name, lin in subset.items():
-            solvers[name] = Solver(lin)
-            if args.wbits < 16:
-                solvers[name].quantizer = Quantizer()
-                solvers[name].quantizer.configure(args.wbits, perchannel=True, sym=args.sym, mse=False)
-        handles = [subset[n].register_forward_hook(
-            (lambda n: lambda _, inp, out: solvers[n].add_batch(inp[0].data, out.data))(n)) for n in subset]
-        # --reverse-/--shuffle-hessian-order: the same Hessian up to f32 rounding (add_batch keeps a
-        # running average, so only the order of the additions changes), to measure how far
-        # rounding alone moves the published code's results.
-        order = list(range(len(inps)))
-        if args.reverse_hessian_order:
-            order.reverse()
-        if args.shuffle_hessian_order is not None:
-            random.Random(args.shuffle_hessian_order).shuffle(order)
-        for j in order:
-            run(layer, inps[j])
-        for h in handles:
-            h.remove()
-        for name in subset:
-            if args.method == "sparsegpt":
-                solvers[name].fasterprune(args.sparsity, prunen=args.prunen, prunem=args.prunem,
-                                          percdamp=args.percdamp, blocksize=args.blocksize)
-            else:
-                solvers[name].fasterquant(percdamp=args.percdamp, groupsize=args.groupsize,
-                                          actorder=args.act_order, blocksize=args.blocksize)
-            solvers[name].free()
+        full = find_linears(layer)
+        for names in sequential_groups(full, args.true_sequential):
+            subset = {n: full[n] for n in names}
+            solvers = {}
+            for name, lin in subset.items():
+                solvers[name] = Solver(lin)
+                if args.wbits < 16:
+                    solvers[name].quantizer = Quantizer()
+                    solvers[name].quantizer.configure(args.wbits, perchannel=True, sym=args.sym, mse=False)
+            handles = [subset[n].register_forward_hook(
+                (lambda n: lambda _, inp, out: solvers[n].add_batch(inp[0].data, out.data))(n)) for n in subset]
+            # --reverse-/--shuffle-hessian-order: the same Hessian up to f32 rounding (add_batch keeps a
+            # running average, so only the order of the additions changes), to measure how far
+            # rounding alone moves the published code's results.
+            order = list(range(len(inps)))
+            if args.reverse_hessian_order:
+                order.reverse()
+            if args.shuffle_hessian_order is not None:
+                random.Random(args.shuffle_hessian_order).shuffle(order)
+            for j in order:
+                run(layer, inps[j])
+            for h in handles:
+                h.remove()
+            for name in subset:
+                if args.method == "sparsegpt":
+                    solvers[name].fasterprune(args.sparsity, prunen=args.prunen, prunem=args.prunem,
+                                              percdamp=args.percdamp, blocksize=args.blocksize)
+                else:
+                    solvers[name].fasterquant(percdamp=args.percdamp, groupsize=args.groupsize,
+                                              actorder=args.act_order, blocksize=args.blocksize)
+                solvers[name].free()
         inps = [run(layer, x) for x in inps]
-    torch.cuda.synchronize()
+    sync(dev)
     return time.time() - t0
 
 
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def decoder_layers(model):
+    """opt.py's model.model.decoder.layers, llama.py's model.model.layers."""
+    inner = model.model
+    return inner.decoder.layers if hasattr(inner, "decoder") else inner.layers
+
+
+# GPTQ llama.py's --true-sequential groups (OPT: the same idea), each solved before the next
+# group's calibration pass; without it one pass for all linears of a layer.
+TRUE_SEQUENTIAL = {
+    "llama": [["self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj"], ["self_attn.o_proj"],
+              ["mlp.up_proj", "mlp.gate_proj"], ["mlp.down_proj"]],
+    "opt": [["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], ["self_attn.out_proj"],
+            ["fc1"], ["fc2"]],
+}
+
+
+def sequential_groups(full, true_sequential):
+    if not true_sequential:
+        return [list(full)]
+    family = "opt" if "fc1" in full else "llama"
+    return TRUE_SEQUENTIAL[family]
+
+
 @torch.no_grad()
-def perplexity(model, ids, dev, seqlen=2048):
+def perplexity(model, ids, dev, max_windows=None, seqlen=2048):
     n = ids.shape[1] // seqlen
+    if max_windows:
+        n = min(n, max_windows)
     nlls = []
     for w in range(n):
         x = ids[:, w * seqlen:(w + 1) * seqlen].to(dev)
@@ -175,34 +208,49 @@ def main():
                    help="seeded relative noise of 2^-11 on the layer-0 inputs (one f16 rounding's worth)")
     p.add_argument("--shuffle-hessian-order", type=int, default=None, metavar="SEED",
                    help="feed the calibration windows to add_batch in a seeded random order (rounding-only)")
+    p.add_argument("--true-sequential", action="store_true",
+                   help="GPTQ llama.py's flag: [k, v, q] -> o -> [up, gate] -> down (OPT: [q, k, v] -> out -> fc1 -> fc2)")
+    p.add_argument("--device", default="cuda", help="cuda, or cpu (the llama reference runs: f32 on the CPU)")
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32", "bfloat16"])
+    p.add_argument("--max-windows", type=int, default=None, help="evaluate only the first N windows of each corpus")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU runs)")
     p.add_argument("--json", required=True)
     args = p.parse_args()
     sys.path.insert(0, args.published)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    from transformers import AutoTokenizer, OPTForCausalLM
-    dev = torch.device("cuda")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    dev = torch.device(args.device)
+    if dev.type == "cpu":
+        # The published solvers call torch.cuda.synchronize()/empty_cache(): no-ops on the CPU.
+        torch.cuda.synchronize = lambda *a, **k: None
+        torch.cuda.empty_cache = lambda *a, **k: None
     t = time.time()
-    model = OPTForCausalLM.from_pretrained(args.model, dtype=torch.float16).to(dev).eval()
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).to(dev).eval()
     model.config.use_cache = False
-    tok = AutoTokenizer.from_pretrained(args.model, use_fast=False)
+    # OPT: the slow GPT-2 tokenizer as opt.py; the others: tokenizer.json (fast) as llama.py.
+    is_opt = AutoConfig.from_pretrained(args.model).model_type == "opt"
+    tok = AutoTokenizer.from_pretrained(args.model, use_fast=not is_opt)
     load_s = time.time() - t
     t = time.time()
     calib = calibration(tok, args.data_dir, args.nsamples, args.seed)
     calib_s = time.time() - t
-    torch.cuda.reset_peak_memory_stats()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     compress_s = compress(model, calib, args, dev)
-    peak = torch.cuda.max_memory_allocated() / 2**20
+    peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
     result = {"args": vars(args), "times": {"load_s": load_s, "calib_s": calib_s, "compress_s": compress_s},
               "peak_gpu_mib": peak, "ppl": {}, "window_mean_nll": {}, "eval_tokens_per_s": {}}
-    lin = [m.weight for l in model.model.decoder.layers for m in find_linears(l).values()]
+    lin = [m.weight for l in decoder_layers(model) for m in find_linears(l).values()]
     result["zero_fraction"] = sum((w == 0).sum().item() for w in lin) / sum(w.numel() for w in lin)
     for ds in [d for d in args.eval.split(",") if d]:
         ids = eval_tokens(tok, args.data_dir, ds)
-        torch.cuda.synchronize()
+        sync(dev)
         t = time.time()
-        nlls = perplexity(model, ids, dev)
-        torch.cuda.synchronize()
+        nlls = perplexity(model, ids, dev, args.max_windows)
+        sync(dev)
         dt = time.time() - t
         result["ppl"][ds] = float(torch.tensor(nlls).mean().exp())
         result["window_mean_nll"][ds] = nlls
