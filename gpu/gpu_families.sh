@@ -6,7 +6,12 @@
 # every published llama.py run of ../shared/reference/llama-rand-gqa (CPU f32, 32 calibration
 # windows, first 16 evaluation windows) with its own flags on the GPU in f32, bf16, bf16 with H
 # summed (--hessian-accumulation sum) and f16: the bf16 run's gap to the reference beside the
-# spread of the three reduced-precision variants, which differ only in rounding.
+# spread of the three reduced-precision variants, which differ only in rounding. With the published
+# code carried (.carry/published/{sparsegpt,gptq}: sparsegpt.py, gptq.py, quant.py; fetched, never
+# committed), the same runs by the published code itself on the GPU in bf16 (its llama.py loop,
+# research/published_harness.py), with the calibration windows fed to the Hessian in order, reversed
+# and shuffled: the published code's own bf16 rounding spread, which the tool's bf16 runs are read
+# against (bf16_spread.md).
 #
 #   here:   scripts/build_cuda.sh; .carry/sparsegpt-mi-cuda.xz, .carry/data.tar.xz, .carry/reference/
 #           (../shared/reference), each fixture as .carry/fx/FX/ or file by file xz-compressed as
@@ -62,6 +67,75 @@ for f in sorted(os.listdir(ref_dir)):
         open(os.path.join(out, f"prune_{run}_{v}.log"), "w").write(r.stdout + r.stderr)
         print(f"{run} {v}: exit {r.returncode}, {time.time() - t:.1f} s", flush=True)
 PY
+if [ -d .carry/published/sparsegpt ] && [ -d .carry/published/gptq ]; then
+  python3 - "$S" "$OUT" <<'PY'
+import concurrent.futures as cf, json, os, subprocess, sys
+s, out = sys.argv[1:3]
+ref_dir = os.path.join(s, "reference", "llama-rand-gqa")
+orders = {"": [], "_rev": ["--reverse-hessian-order"], "_shuf1": ["--shuffle-hessian-order", "1"]}
+jobs = []
+for f in sorted(os.listdir(ref_dir)):
+    a = json.load(open(os.path.join(ref_dir, f)))["args"]
+    if a["method"] == "dense":
+        continue
+    run = f[:-5]
+    base = ["python3", "research/published_harness.py", os.path.join(s, "fixtures", "llama-rand-gqa"),
+            "--published", os.path.join(".carry/published", "sparsegpt" if a["method"] == "sparsegpt" else "gptq"),
+            "--method", a["method"], "--data-dir", os.path.join(s, "data"), "--device", "cuda", "--dtype", "bfloat16",
+            "--nsamples", str(a["nsamples"]), "--seed", str(a["seed"]), "--percdamp", str(a["percdamp"]),
+            "--blocksize", str(a["blocksize"]), "--wbits", str(a["wbits"]), "--groupsize", str(a["groupsize"]),
+            "--sparsity", str(a["sparsity"]), "--prunen", str(a["prunen"]), "--prunem", str(a["prunem"]),
+            "--max-windows", str(a["max_windows"]), "--threads", "2"]
+    base += ["--act-order"] if a.get("act_order") else []
+    base += ["--true-sequential"] if a.get("true_sequential") else []
+    for tag, extra in orders.items():
+        jobs.append((f"published_{run}_bf16{tag}", base + extra))
+def one(job):
+    name, cmd = job
+    r = subprocess.run(cmd + ["--json", os.path.join(out, name + ".json")], capture_output=True, text=True)
+    open(os.path.join(out, name + ".log"), "w").write(r.stdout[-4000:] + r.stderr[-4000:])
+    return f"{name}: exit {r.returncode}"
+with cf.ThreadPoolExecutor(6) as ex:
+    for line in ex.map(one, jobs):
+        print(line, flush=True)
+PY
+  python3 - "$OUT" "$S" <<'PY' | tee "$OUT/bf16_spread.md"
+import json, os, sys
+out, s = sys.argv[1], sys.argv[2]
+card = open(os.path.join(out, "card.txt")).read().strip()
+load = lambda n: json.load(open(os.path.join(out, n + ".json"))) if os.path.exists(os.path.join(out, n + ".json")) else None
+print(f"# bf16 on CUDA: the tool against the published code's own rounding spread, {card}\n")
+print("The published llama.py runs of ../shared/reference/llama-rand-gqa, made again on the GPU in bf16 by the "
+      "published code (P: windows fed to the Hessian in order; P_rev reversed; P_shuf shuffled, seed 1: the same "
+      "H up to rounding) and by this tool (`--dtype auto`, the checkpoint's bf16; with H summed). Δ% from P; "
+      "spread = (max − min) / P over P, P_rev, P_shuf, in %. 'inside' when the tool's run lies within P's "
+      "rounding range widened by nothing.\n")
+print("| run | corpus | P | P_rev Δ% | P_shuf Δ% | spread % | ours bf16 Δ% | ours bf16 sum Δ% | inside | zeros ours / P |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+ref_dir = os.path.join(s, "reference", "llama-rand-gqa")
+worst = 0.0
+for f in sorted(os.listdir(ref_dir)):
+    run = f[:-5]
+    P = load(f"published_{run}_bf16")
+    if P is None:
+        continue
+    Pr, Ps = load(f"published_{run}_bf16_rev"), load(f"published_{run}_bf16_shuf1")
+    ob, os_ = load(f"prune_{run}_bf16"), load(f"prune_{run}_bf16sum")
+    for d in ["wikitext2", "ptb", "c4"]:
+        p = P["ppl"][d]
+        pub = [x["ppl"][d] for x in (P, Pr, Ps) if x]
+        dl = lambda j: None if j is None else 100 * (j["ppl"][d] - p) / p
+        c = lambda x: "failed" if x is None else f"{x:+.3f}"
+        spread = 100 * (max(pub) - min(pub)) / p
+        inside = "-" if ob is None else ("yes" if min(pub) <= ob["ppl"][d] <= max(pub) else
+                                         f"no ({100 * min(abs(ob['ppl'][d] - x) for x in pub) / p:.3f} outside)")
+        if ob is not None:
+            worst = max(worst, abs(dl(ob)))
+        z = "-" if ob is None else f"{ob['zero_fraction']:.4f} / {P['zero_fraction']:.4f}"
+        print(f"| {run} | {d} | {p:.1f} | {c(dl(Pr))} | {c(dl(Ps))} | {spread:.3f} | {c(dl(ob))} | {c(dl(os_))} | {inside} | {z} |")
+print(f"\nLargest |ours bf16 − P|: {worst:.3f}%.")
+PY
+fi
 python3 - "$OUT" "$S" <<'PY' | tee "$OUT/families.md"
 import json, os, sys
 out, s = sys.argv[1], sys.argv[2]
@@ -107,3 +181,4 @@ for f in sorted(os.listdir(ref_dir)):
 PY
 tar -cJf "$FINAL/families.tar.xz" -C /tmp/gpu_work families
 cp "$OUT/families.md" "$FINAL/"
+[ -f "$OUT/bf16_spread.md" ] && cp "$OUT/bf16_spread.md" "$FINAL/"
