@@ -8,7 +8,9 @@ distance from the reference can be read against the reference's distance from it
 
 Run on the GPU machine (gpu/gpu_run.sh FIXTURE noise):
   research/published_noise.py --shared DIR --published-sgpt DIR --published-gptq DIR --fixture opt-mini-a
-      [--runs gptq3,sgpt50w4] [--jobs 3] --out DIR
+      [--runs gptq3,sgpt50w4] [--jobs 3] [--resume] --out DIR
+A reference made on the CPU in f32 (llama-rand-gqa) is run the same way, on the CPU in f32 over its
+first `max_windows` windows; that needs only torch and transformers, no GPU.
 """
 import argparse, concurrent.futures as cf, json, os, subprocess, sys
 
@@ -30,6 +32,17 @@ def ours_ppl(a, run):
     return json.load(open(path))["ppl"] if os.path.exists(path) else {}
 
 
+def harness_flags(args):
+    """The reference's args as published_harness.py flags: its solver flags, and where it was made
+    on the CPU in f32 (the llama fixture), that device, dtype and evaluation windows."""
+    f = [x for x in flags(args) if x != "--keep-compute-dtype"]
+    if args.get("device") == "cpu":
+        f += ["--device", "cpu", "--dtype", args.get("dtype", "float32")]
+    if args.get("max_windows"):
+        f += ["--max-windows", str(args["max_windows"])]
+    return f
+
+
 def run_reordered(a, run, draw=None):
     """The published code on `run`'s args with H's windows reversed (draw None) or shuffled
     with seed `draw`."""
@@ -43,8 +56,10 @@ def run_reordered(a, run, draw=None):
     else:
         out, order = os.path.join(a.out, f"noise_{a.fixture}_{run}_s{draw}.json"), ["--shuffle-hessian-order", str(draw)]
     cmd = [sys.executable, os.path.join(HERE, "published_harness.py"), os.path.join(a.shared, "fixtures", a.fixture),
-           "--published", pub, "--method", method, *flags(args), *order,
+           "--published", pub, "--method", method, *harness_flags(args), *order,
            "--data-dir", os.path.join(a.shared, "data"), "--json", out]
+    if a.resume and os.path.exists(out):
+        return (run, draw), out, "kept (--resume): " + out
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         return (run, draw), None, p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"rc {p.returncode}"
@@ -64,6 +79,8 @@ def main():
                     help="instead of one reversed order, this many seeded shuffles per run (seeds 1..N): a spread")
     ap.add_argument("--perturb-inputs", action="store_true",
                     help="with --draws: perturb the layer-0 inputs by one f16 rounding (seeds 1..N) instead of shuffling")
+    ap.add_argument("--resume", action="store_true", help="keep a run whose JSON exists in --out")
+    ap.add_argument("--digits", type=int, default=2, help="decimals of the Δ% columns")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
@@ -81,8 +98,9 @@ def main():
     lines = [f"# Rounding noise of the published code on {a.fixture}", "",
              "Published SparseGPT/GPTQ (research/published_harness.py) with the calibration windows added to H in "
              "reverse order (same H up to f32 rounding) vs the reference (same code, same card type, windows in "
-             "order), beside sparsegpt-mi's committed full-protocol results. Made by `gpu/gpu_run.sh "
-             f"{a.fixture} noise` (research/published_noise.py). Δ% = relative to the reference.", "",
+             "order), beside sparsegpt-mi's committed results (test_results/reference/). Made by "
+             f"`research/published_noise.py --fixture {a.fixture}` (on the GPU machine: `gpu/gpu_run.sh FIXTURE noise`). "
+             "Δ% = relative to the reference.", "",
              "| run | dataset | reference | published, H reversed (Δ%) | sparsegpt-mi (Δ%) |", "|---|---|---|---|---|"]
     worst = {"noise": 0.0, "ours": 0.0}
     for run in runs:
@@ -99,9 +117,10 @@ def main():
                     continue
                 d = 100.0 * (v - r) / r
                 worst[key] = max(worst[key], abs(d))
-                cells.append(f"{v:.2f} ({d:+.2f})")
+                cells.append(f"{v:.2f} ({d:+.{a.digits}f})")
             lines.append(f"| {run} | {ds} | {r:.2f} | {cells[0]} | {cells[1]} |")
-    lines += ["", f"Largest |Δ|: published with H reversed {worst['noise']:.2f}%, sparsegpt-mi {worst['ours']:.2f}%."]
+    lines += ["", f"Largest |Δ|: published with H reversed {worst['noise']:.{a.digits}f}%, "
+              f"sparsegpt-mi {worst['ours']:.{a.digits}f}%."]
     md = os.path.join(a.out, f"noise_{a.fixture}.md")
     with open(md, "w") as f:
         f.write("\n".join(lines) + "\n")
