@@ -12,7 +12,8 @@
 # nothing of the user's removed). Signals: exit 130/143, one "error: interrupted" line,
 # nothing left. Needs ../shared (fixture opt-mini-b, data) and python3 (makes the damaged
 # checkpoints). Nothing reaches the real hub: HF_HOME is a fresh folder, and the hub
-# cases point HF_ENDPOINT at a closed local port.
+# cases point HF_ENDPOINT at a closed local port or at checks/hub_standin.py on 127.0.0.1
+# (damaged pytorch_model.bin files served, refused configs served with their weights).
 set -u
 cd "$(dirname "$0")/.."
 BIN=$(realpath "${1:-target/debug/sparsegpt-mi}")
@@ -20,7 +21,8 @@ SHARED=$(realpath ../shared)
 FIX=$SHARED/fixtures/opt-mini-b
 [ -x "$BIN" ] || { echo "error: no binary at $BIN (cargo build first)" >&2; exit 2; }
 ROOT=$(mktemp -d)
-trap 'rm -rf "$ROOT"' EXIT
+HUBPID=
+trap '[ -z "$HUBPID" ] || kill "$HUBPID" 2>/dev/null; rm -rf "$ROOT"' EXIT
 W=$ROOT/work
 M=$ROOT/models
 export SPARSEGPT_MI_DATA_DIR=$SHARED/data HF_HOME=$ROOT/hf HF_HUB_OFFLINE=1
@@ -186,6 +188,61 @@ hub_cache_damaged() {
     ln -s "../../blobs/b_$f" "$r/snapshots/$c/$f"
   done
 }
+# A hub cache of testorg/NAME: fixture B's config.json and tokenizer.json, and FILE (a weight
+# file name) holding the bytes of SOURCE; read offline.
+hub_cache_with() { # NAME FILE SOURCE
+  local c=0123456789abcdef0123456789abcdef01234567 r=$ROOT/hf/hub/models--testorg--$1 f
+  rm -rf "$ROOT/hf"; mkdir -p "$r/refs" "$r/blobs" "$r/snapshots/$c"
+  printf '%s' $c > "$r/refs/main"
+  for f in config.json tokenizer.json "$2"; do
+    if [ "$f" = "$2" ]; then cp "$3" "$r/blobs/b_$f"; else cp "$FIX/$f" "$r/blobs/b_$f"; fi
+    ln -s "../../blobs/b_$f" "$r/snapshots/$c/$f"
+  done
+}
+
+# ---- the hub stand-in (checks/hub_standin.py): damaged downloads, refusals before weights ----
+HUBDIR=$ROOT/hubrepos
+mkdir -p "$HUBDIR/testorg"
+python3 tests/helpers/write_pth.py "$FIX/model.safetensors" "$ROOT/good.bin" --strip-model-prefix
+hubrepo() { # NAME BIN: testorg/NAME, fixture B's config and tokenizer with BIN as pytorch_model.bin
+  mkdir -p "$HUBDIR/testorg/$1"; cp "$FIX/config.json" "$FIX/tokenizer.json" "$HUBDIR/testorg/$1/"
+  cp "$2" "$HUBDIR/testorg/$1/pytorch_model.bin"
+}
+zip_cut_storage() { # IN OUT BYTES: a PyTorch zip whose first storage keeps only BYTES bytes
+  python3 - "$1" "$2" "$3" <<'EOF'
+import sys, zipfile
+src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with zipfile.ZipFile(src) as zi, zipfile.ZipFile(dst, "w") as zo:
+    for i in zi.infolist():
+        b = zi.read(i.filename)
+        zo.writestr(i.filename, b[:n] if i.filename.endswith("/data/0") else b)
+EOF
+}
+hubrepo hub_good "$ROOT/good.bin"
+head -c 200000 /dev/urandom > "$ROOT/junk.bin"; hubrepo hub_junk "$ROOT/junk.bin"
+head -c $(( $(stat -c %s "$ROOT/good.bin") / 2 )) "$ROOT/good.bin" > "$ROOT/half.bin"; hubrepo hub_truncated "$ROOT/half.bin"
+zip_cut_storage "$ROOT/good.bin" "$ROOT/lying.bin" 10; hubrepo hub_lying "$ROOT/lying.bin"
+hubrepo hub_pkl_nested "$M/pkl_nested/pytorch_model.bin"
+# Damaged on the way: one byte flipped, served under the good file's sha256.
+python3 -c "import sys; b=bytearray(open(sys.argv[1],'rb').read()); b[len(b)//2]^=0x5a; open(sys.argv[2],'wb').write(b)" "$ROOT/good.bin" "$ROOT/flipped.bin"
+hubrepo hub_transit "$ROOT/flipped.bin"
+printf '{"pytorch_model.bin": "%s"}' "$(sha256sum < "$ROOT/good.bin" | cut -c1-64)" > "$HUBDIR/testorg/hub_transit/.etags.json"
+# Issue 27's refused configs, served with their weights.
+for n in llama_yarn llama_kv3 llama_moe mistral_window llama_spm_only; do cp -r "$M/$n" "$HUBDIR/testorg/hub_$n"; done
+python3 checks/hub_standin.py "$HUBDIR" "$ROOT/hubport" & HUBPID=$!
+for _ in $(seq 100); do [ -s "$ROOT/hubport" ] && break; sleep 0.1; done
+HUBPORT=$(cat "$ROOT/hubport" 2>/dev/null) || { echo "error: the hub stand-in did not start" >&2; exit 2; }
+# POSTCHECK functions for `run`: each prints what makes the case unclean, nothing when clean.
+hub_kept() { # NAME: what the cache kept of testorg/NAME's pytorch_model.bin (link, blob or partial;
+  # hf-hub's empty BLOB.lock holds none of its bytes)
+  local e
+  e=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1])).get('pytorch_model.bin',''))" "$HUBDIR/testorg/$1/.etags.json" 2>/dev/null)
+  [ -n "$e" ] || e=$(sha256sum < "$HUBDIR/testorg/$1/pytorch_model.bin" | cut -c1-64)
+  find "$ROOT/hf/hub/models--testorg--$1" \( -name pytorch_model.bin -o -name "$e" -o -name "$e.part" \) 2>/dev/null | sed "s|^$ROOT/hf/hub/|hub cache kept |" | tr '\n' ' '
+}
+weights_asked() { # NAME: the weight files testorg/NAME was asked for
+  grep -o "testorg/$1/resolve/main/\(model.safetensors\|pytorch_model.bin\)" "$HUBDIR/requests.log" 2>/dev/null | sed 's/^/asked for /' | tr '\n' ' '
+}
 
 # ---- the table ----
 UNCLEAN=0
@@ -222,6 +279,10 @@ run() {
         && [ -z "$(printf '%s' "$left" | tr ' ' '\n' | grep -v '^-$' | grep -v '^$' | grep -v '4999999')" ] && ok=yes ;;
   esac
   grep -qi 'panicked\|backtrace' "$ROOT/err" && ok=no
+  if [ -n "${POSTCHECK:-}" ]; then
+    local bad; bad=$($POSTCHECK)
+    [ -z "$bad" ] || { ok=no; left="$left ($bad)"; }
+  fi
   [ -e "$ROOT/PWNED" ] && { ok=no; left="$left (pickle code ran!)"; }
   row "$expect" "$name" "$rc" "$first" "$left" "$ok"
   [ "$left" = nothing ] || pristine
@@ -232,6 +293,13 @@ hub() { local name=$1 mode=$2; shift 2
   rm -rf "$ROOT/hf"
   if [ "$mode" = unreachable ]; then HF_ENDPOINT=http://127.0.0.1:9 HF_HUB_OFFLINE=0 run error "$name" "$@"
   else run error "$name" "$@"; fi
+}
+
+# standin CASE NAME [ARGS...]: eval testorg/NAME from the stand-in hub into a fresh HF_HOME;
+# unclean if the cache keeps the refused pytorch_model.bin.
+standin() { local name=$1 repo=$2; shift 2
+  rm -rf "$ROOT/hf"
+  POSTCHECK="hub_kept $repo" HF_ENDPOINT=http://127.0.0.1:$HUBPORT HF_HUB_OFFLINE=0 run error "$name" eval "testorg/$repo" --max-windows 1 "$@"
 }
 
 pristine
@@ -428,6 +496,37 @@ run error "compressed-tensors num_bits 2^32+4" eval "$M/ct_bits_wrap" --max-wind
 # -- a damaged model copy in the hub cache: named with the command that clears it --
 hub_cache_damaged
 run error "hub cache copy of model.safetensors truncated (offline)" eval testorg/damaged --max-windows 1
+python3 - "$FIX/model.safetensors" "$ROOT/shape.safetensors" <<'EOF'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read(); n = struct.unpack("<Q", raw[:8])[0]; h = json.loads(raw[8:8 + n])
+k = "model.decoder.layers.1.fc1.weight"; h[k]["shape"] = [h[k]["shape"][0] * 2, h[k]["shape"][1]]
+out = json.dumps(h).encode(); out += b" " * (-len(out) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(out)) + out + raw[8 + n:])
+EOF
+hub_cache_with damaged model.safetensors "$ROOT/shape.safetensors"
+run error "hub cache copy of model.safetensors whose header lies about a shape (offline)" eval testorg/damaged --max-windows 1
+hub_cache_with damaged pytorch_model.bin "$ROOT/half.bin"
+run error "hub cache copy of pytorch_model.bin truncated (offline)" eval testorg/damaged --max-windows 1
+hub_cache_with damaged pytorch_model.bin "$ROOT/lying.bin"
+run error "hub cache copy of pytorch_model.bin with a lying tensor record (offline)" eval testorg/damaged --max-windows 1
+hub_cache_with damaged pytorch_model.bin "$ROOT/good.bin"; head -c 5000 "$FIX/tokenizer.json" > "$ROOT/hf/hub/models--testorg--damaged/blobs/b_tokenizer.json"
+run error "hub cache copy of tokenizer.json cut short (offline)" eval testorg/damaged --max-windows 1
+# -- downloads from the hub stand-in: verified (LFS sha256, structure) before use, never kept damaged --
+standin "pytorch_model.bin of random bytes at the hub" hub_junk
+standin "pytorch_model.bin truncated at the hub" hub_truncated
+standin "pytorch_model.bin whose tensor record outgrows its storage, at the hub" hub_lying
+standin "pytorch_model.bin damaged on the way (served under the good sha256)" hub_transit
+standin "pytorch_model.bin of 400 KB nested tuples at the hub" hub_pkl_nested
+rm -rf "$ROOT/hf"
+HF_ENDPOINT=http://127.0.0.1:$HUBPORT HF_HUB_OFFLINE=0 run ok "intact pytorch_model.bin from the hub: loads" eval testorg/hub_good --max-windows 1 --datasets wikitext2
+# -- issue 27's refused configs at the hub: one line, before any weight is asked for --
+for n in "llama_yarn|rope_type yarn" "llama_kv3|num_key_value_heads not dividing the heads" "llama_moe|mixture-of-experts keys" \
+         "mistral_window|sliding_window shorter than the windows" "llama_spm_only|tokenizer.model without tokenizer.json"; do
+  rm -rf "$ROOT/hf"
+  POSTCHECK="weights_asked hub_${n%%|*}" HF_ENDPOINT=http://127.0.0.1:$HUBPORT HF_HUB_OFFLINE=0 \
+    run error "hub: ${n#*|}, before any weight download" eval "testorg/hub_${n%%|*}"
+done
+rm -rf "$ROOT/hf"
 # A cached WikiText-2 file the fuzz campaign found breaking the parquet crate: removed, not kept.
 c=0123456789abcdef0123456789abcdef01234567; r=$ROOT/hf/hub/datasets--Salesforce--wikitext
 rm -rf "$ROOT/hf"; mkdir -p "$r/refs" "$r/snapshots/$c/wikitext-2-raw-v1"; printf '%s' $c > "$r/refs/main"

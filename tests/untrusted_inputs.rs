@@ -99,6 +99,71 @@ fn sizes_read_from_files_are_checked_not_wrapped() {
     refused(w, &["prune", &m, "--json", "r.json"], "the tokenizer does not belong to this model");
 }
 
+/// `parquet` (one row group of `rows` rows, fewer than 64) with its footer's file-level row
+/// count replaced by `claim` (compact thrift: FileMetaData's field 3, an i64 zigzag varint,
+/// the first `0x16 <rows·2>` of the footer).
+fn parquet_claiming(parquet: &[u8], rows: usize, claim: i64) -> Vec<u8> {
+    let n = parquet.len();
+    let flen = u32::from_le_bytes(parquet[n - 8..n - 4].try_into().unwrap()) as usize;
+    let footer = &parquet[n - 8 - flen..n - 8];
+    let at = footer.windows(2).position(|w| w == [0x16, (rows * 2) as u8]).expect("num_rows field") + 1;
+    let mut zz = ((claim << 1) ^ (claim >> 63)) as u64;
+    let mut new_footer = footer[..at].to_vec();
+    loop {
+        let b = (zz & 0x7f) as u8;
+        zz >>= 7;
+        new_footer.push(if zz == 0 { b } else { b | 0x80 });
+        if zz == 0 {
+            break;
+        }
+    }
+    new_footer.extend(&footer[at + 1..]);
+    let mut out = parquet[..n - 8 - flen].to_vec();
+    out.extend(&new_footer);
+    out.extend((new_footer.len() as u32).to_le_bytes());
+    out.extend(b"PAR1");
+    out
+}
+
+#[test]
+fn a_parquet_footer_claiming_2_to_the_62_rows_is_refused_before_allocating() {
+    let home = tempfile::tempdir().unwrap();
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo = home.path().join("hub/datasets--Salesforce--wikitext");
+    let file = repo.join("snapshots").join(commit).join("wikitext-2-raw-v1/test-00000-of-00001.parquet");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let rows: Vec<Option<String>> = (0..3).map(|i| Some(format!(" = Heading {i} = \n"))).collect();
+    let good = common::hub_files::parquet_strings("text", &rows, 3);
+    let t = tempfile::tempdir().unwrap();
+    let eval = || {
+        let out = Command::new(common::bin())
+            .current_dir(t.path())
+            .args(["eval", common::fixture("opt-mini-b").to_str().unwrap(), "--datasets", "wikitext2"])
+            .args(["--max-windows", "1"])
+            .env_remove("SPARSEGPT_MI_DATA_DIR")
+            .env_remove("RUST_BACKTRACE")
+            .env("HF_HOME", home.path())
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        let lines: Vec<String> = err.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
+        assert!(!err.contains("panicked") && !err.contains("capacity overflow"), "{err}");
+        assert_eq!((out.status.code(), lines.len()), (Some(1), 1), "{err}");
+        lines[0].clone()
+    };
+    for (claim, needle) in
+        [(1i64 << 62, "it states 4611686018427387904 rows, its row groups 3"), (-5, "it states -5 rows")]
+    {
+        std::fs::write(&file, parquet_claiming(&good, 3, claim)).unwrap();
+        let e = eval();
+        assert!(e.contains("corrupt parquet footer") && e.contains(needle), "{claim}: {e}");
+        assert!(listing(t.path()).is_empty());
+    }
+}
+
 /// A PyTorch zip checkpoint whose data.pkl is `pickle` (stored, as torch.save writes).
 fn write_pth(path: &Path, pickle: &[u8]) {
     use std::io::Write;
@@ -184,6 +249,29 @@ fn names_near_name_max_are_accepted() {
     assert_eq!(listing(w), vec![long.clone()], "temporaries left");
     // A 256-byte name is the filesystem's refusal, in one line, before any work.
     refused(w, &["eval", m.to_str().unwrap(), "--json", &format!("{long}x")], "--json");
+    // A --save folder of 255 bytes: its temporary sibling's name is shortened to fit.
+    let dir = "s".repeat(255);
+    let (code, err) = run_in(
+        w,
+        &["prune", m.to_str().unwrap(), "--nsamples", "1", "--eval-datasets", "", "--json", "r.json", "--save", &dir],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(w.join(&dir).join("model.safetensors").is_file() && w.join(&dir).join("config.json").is_file());
+    let mut want = vec![dir.clone(), format!("{dir}/.sparsegpt-mi-export"), long, "r.json".to_string()];
+    want.extend(
+        std::fs::read_dir(w.join(&dir))
+            .unwrap()
+            .flatten()
+            .map(|e| format!("{dir}/{}", e.file_name().to_string_lossy())),
+    );
+    want.sort();
+    want.dedup();
+    assert_eq!(listing(w), want, "temporaries left");
+    refused(
+        w,
+        &["prune", m.to_str().unwrap(), "--nsamples", "1", "--json", "r2.json", "--save", &format!("{dir}x")],
+        "--save",
+    );
 }
 
 #[test]
@@ -280,18 +368,18 @@ fn model_downloads_are_verified_and_never_left_in_the_cache_damaged() {
     assert_eq!(std::fs::read(&again.weights[0]).unwrap(), files[1].1);
 }
 
-/// `dir/model.safetensors` without the tensor `remove`, and with `replace` (name, shape,
-/// int32 bytes) in its place where given; metadata kept.
-fn rewrite_tensors(dir: &Path, remove: Option<&str>, replace: Option<(&str, Vec<usize>, &[u8])>) {
+/// `dir/model.safetensors` without the tensor `remove`, and with `replace` (name, dtype, shape,
+/// bytes) in its place where given; metadata kept.
+fn rewrite_tensors(dir: &Path, remove: Option<&str>, replace: Option<(&str, safetensors::Dtype, Vec<usize>, &[u8])>) {
     let path = dir.join("model.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut tensors = st.tensors();
     tensors.retain(|(n, _)| Some(n.as_str()) != remove);
-    if let Some((name, shape, data)) = replace {
+    if let Some((name, dtype, shape, data)) = replace {
         let t = tensors.iter_mut().find(|(n, _)| n == name).unwrap();
-        t.1 = safetensors::tensor::TensorView::new(safetensors::Dtype::I32, shape, data).unwrap();
+        t.1 = safetensors::tensor::TensorView::new(dtype, shape, data).unwrap();
     }
     let out = safetensors::serialize(tensors, meta.metadata().clone()).unwrap();
     std::fs::write(&path, out).unwrap();
@@ -348,7 +436,11 @@ fn packed_exports_whose_config_and_tensors_disagree_are_refused() {
     // A 0-dimensional qweight.
     let d = copy("scalar_qweight");
     let zero = [0u8; 4];
-    rewrite_tensors(&d, None, Some(("model.decoder.layers.1.self_attn.q_proj.qweight", vec![], &zero)));
+    rewrite_tensors(
+        &d,
+        None,
+        Some(("model.decoder.layers.1.self_attn.q_proj.qweight", safetensors::Dtype::I32, vec![], &zero)),
+    );
     refused(w, &["eval", "scalar_qweight", "--max-windows", "1"], "q_proj.qweight has shape [], expected a matrix");
     // bits the config cannot hold without truncation, and a desc_act that is not a boolean.
     for (name, key, value, needle) in [
@@ -361,6 +453,40 @@ fn packed_exports_whose_config_and_tensors_disagree_are_refused() {
         c["quantization_config"][key] = value;
         std::fs::write(d.join("config.json"), c.to_string()).unwrap();
         refused(w, &["eval", name, "--max-windows", "1"], needle);
+    }
+    // A compressed-tensors export whose weight_shape claims [768, 2^61] (the element count
+    // wraps in 64 bits): refused before anything is allocated from it, in eval and prune.
+    let (code, err) = run_in(
+        w,
+        &[
+            "prune",
+            m.to_str().unwrap(),
+            "--wbits",
+            "4",
+            "--groupsize",
+            "64",
+            "--nsamples",
+            "1",
+            "--eval-datasets",
+            "",
+            "--json",
+            "r2.json",
+            "--save",
+            "ct",
+            "--save-format",
+            "compressed-tensors",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let shape: Vec<u8> = [768i64, 1 << 61].iter().flat_map(|v| v.to_le_bytes()).collect();
+    rewrite_tensors(
+        &w.join("ct"),
+        None,
+        Some(("model.decoder.layers.1.fc1.weight_shape", safetensors::Dtype::I64, vec![2], &shape)),
+    );
+    let prune_ct: Vec<&str> = [&["prune", "ct", "--json", "r3.json"][..], &QUICK[..]].concat();
+    for args in [&["eval", "ct", "--max-windows", "1"][..], &prune_ct[..]] {
+        refused(w, args, "model.decoder.layers.1.fc1");
     }
 }
 

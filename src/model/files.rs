@@ -80,7 +80,7 @@ struct HubCache {
 impl FileSource for HubCache {
     fn fetch(&self, name: &str) -> Result<Option<PathBuf>> {
         Ok(match self.client.lookup(&self.repo, name) {
-            CacheLookup::Present { path, .. } => Some(path),
+            CacheLookup::Present { path, .. } => Some(checked_cache_copy(&self.id, name, path)?),
             _ => None,
         })
     }
@@ -112,7 +112,7 @@ struct HubOnline {
 impl FileSource for HubOnline {
     fn fetch(&self, name: &str) -> Result<Option<PathBuf>> {
         match self.client.lookup(&self.repo, name) {
-            CacheLookup::Present { path, .. } => return Ok(Some(path)),
+            CacheLookup::Present { path, .. } => return Ok(Some(checked_cache_copy(&self.id, name, path)?)),
             CacheLookup::Absent { .. } => return Ok(None),
             CacheLookup::Unknown => {}
         }
@@ -162,18 +162,42 @@ impl FileSource for HubOnline {
 }
 
 /// The check of a fresh download before it is used: its sha256 against the hub's LFS etag,
-/// and its structure where it has one that can be read without loading the model (JSON files
-/// parse; a safetensors file's header describes exactly its bytes). PyTorch pickles are
-/// checked where they are read (`model::pickle_check`).
+/// then its structure ([`check_structure`]).
 fn verify_download(client: &HubClient, name: &str, path: &Path) -> Result<()> {
     client.check_lfs_sha256(path)?;
+    check_structure(name, path)
+}
+
+/// A hub cache copy found on a later run, checked for structure (cheap: no sha256 of the
+/// weights) before any work; a damaged one is named with the command that clears it.
+fn checked_cache_copy(id: &str, name: &str, path: PathBuf) -> Result<PathBuf> {
+    match check_structure(name, &path) {
+        Ok(()) => Ok(path),
+        Err(e) => {
+            let e = anyhow::anyhow!(
+                "'{id}/{name}' in the hub cache is damaged: {}",
+                crate::hub::one_line(&format!("{e:#}"))
+            );
+            Err(crate::hub::with_cache_hint(e, &path))
+        }
+    }
+}
+
+/// A model file's structure where it has one that can be read without loading the model:
+/// JSON files parse; a safetensors file's header describes exactly its bytes; a PyTorch zip
+/// opens, its pickle walks cleanly and its tensor records fit their storages
+/// (`model::pickle_check`). Text files (merges.txt) and tokenizer.model have none read here.
+pub fn check_structure(name: &str, path: &Path) -> Result<()> {
     if name.ends_with(".json") {
-        let f = std::fs::File::open(path)?;
+        let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         serde_json::from_reader::<_, serde::de::IgnoredAny>(std::io::BufReader::new(f))
             .map_err(|e| anyhow::anyhow!("not valid JSON ({e})"))?;
     } else if name.ends_with(".safetensors") {
         super::weights::check_safetensors_structure(path)
             .map_err(|e| anyhow::anyhow!("not a readable safetensors file ({e:#})"))?;
+    } else if super::weights::is_pytorch_file(name) {
+        super::pickle_check::check_structure(path)
+            .map_err(|e| anyhow::anyhow!("not a readable PyTorch checkpoint ({e:#})"))?;
     }
     Ok(())
 }
@@ -246,7 +270,7 @@ fn resolve_from(spec: &str, src: &dyn FileSource) -> Result<ModelFiles> {
     };
     let mut extra = Vec::new();
     for name in EXTRA_FILES {
-        if let Some(p) = src.fetch(name).ok().flatten() {
+        if let Some(p) = src.fetch(name)? {
             extra.push(p);
         }
     }

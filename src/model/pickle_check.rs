@@ -39,6 +39,21 @@ pub fn check_archive(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A PyTorch zip checkpoint's structure without loading a tensor: the zip opens, its pickle
+/// walks cleanly ([`check_archive`]), candle reads the tensor records from it (panics
+/// contained), there is at least one, and each fits its storage ([`check_tensor_sizes`]).
+/// Downloads and hub cache copies of `pytorch_model.bin` are checked with it.
+pub fn check_structure(path: &Path) -> Result<()> {
+    check_archive(path)?;
+    crate::contain::contain("candle's unpickler", || {
+        let pth = candle_core::pickle::PthTensors::new(path, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if pth.tensor_infos().is_empty() {
+            bail!("its pickle holds no tensor records");
+        }
+        check_tensor_sizes(path, pth.tensor_infos())
+    })
+}
+
 /// Walks the opcodes of one pickle, tracking each stack item's nesting depth and object
 /// count (see the module's text).
 pub fn check_pickle(p: &[u8]) -> Result<()> {
@@ -301,10 +316,52 @@ mod tests {
         assert!(check_pickle(&[0x80]).is_err());
     }
 
+    /// torch.save({"w": torch.zeros(2)})'s data.pkl (protocol 2).
+    const STATE_DICT_PICKLE: &[u8] = b"\x80\x02}q\x00X\x01\x00\x00\x00wq\x01ctorch._utils\n_rebuild_tensor_v2\nq\x02((X\x07\x00\x00\x00storageq\x03ctorch\nFloatStorage\nq\x04X\x01\x00\x00\x000q\x05X\x03\x00\x00\x00cpuq\x06K\x02tq\x07QK\x00K\x02\x85q\x08K\x01\x85q\t\x89ccollections\nOrderedDict\nq\n)Rq\x0btq\x0cRq\rs.";
+
+    /// A PyTorch zip of `entries` (name, bytes), stored as torch.save writes them.
+    fn zip_of(path: &Path, entries: &[(&str, &[u8])]) {
+        use std::io::Write;
+        let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        for (name, bytes) in entries {
+            z.start_file(*name, opts).unwrap();
+            z.write_all(bytes).unwrap();
+        }
+        z.finish().unwrap();
+    }
+
+    #[test]
+    fn a_checkpoints_structure_is_read_without_its_tensors() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("pytorch_model.bin");
+        // The tensor `w` of two f32s needs 8 bytes of storage `archive/data/0`.
+        zip_of(&p, &[("archive/data.pkl", STATE_DICT_PICKLE), ("archive/data/0", &[0u8; 8])]);
+        check_structure(&p).unwrap();
+        zip_of(&p, &[("archive/data.pkl", STATE_DICT_PICKLE), ("archive/data/0", &[0u8; 4])]);
+        let e = format!("{:#}", check_structure(&p).unwrap_err());
+        assert!(
+            e.contains("tensor w: shape [2] of F32 at byte 0 needs more than the 4 bytes its storage holds"),
+            "{e}"
+        );
+        zip_of(&p, &[("archive/data.pkl", STATE_DICT_PICKLE)]);
+        let e = format!("{:#}", check_structure(&p).unwrap_err());
+        assert!(e.contains("storage archive/data/0"), "{e}");
+        zip_of(&p, &[("archive/version", b"3\n")]);
+        let e = format!("{:#}", check_structure(&p).unwrap_err());
+        assert_eq!(e, "its pickle holds no tensor records");
+        std::fs::write(&p, [7u8; 4096]).unwrap();
+        let e = format!("{:#}", check_structure(&p).unwrap_err());
+        assert!(e.contains("Zip archive"), "{e}");
+        let mut nested = vec![0x80, 2, b'N'];
+        nested.extend(std::iter::repeat_n(0x85u8, 5000));
+        zip_of(&p, &[("archive/data.pkl", &nested)]);
+        let e = format!("{:#}", check_structure(&p).unwrap_err());
+        assert!(e.contains("nested over 1000 deep"), "{e}");
+    }
+
     #[test]
     fn a_real_state_dict_pickle_passes() {
-        // torch.save({"w": torch.zeros(2)}) data.pkl, protocol 2 (as the fixtures' scripts write).
-        let p: &[u8] = b"\x80\x02}q\x00X\x01\x00\x00\x00wq\x01ctorch._utils\n_rebuild_tensor_v2\nq\x02((X\x07\x00\x00\x00storageq\x03ctorch\nFloatStorage\nq\x04X\x01\x00\x00\x000q\x05X\x03\x00\x00\x00cpuq\x06K\x02tq\x07QK\x00K\x02\x85q\x08K\x01\x85q\t\x89ccollections\nOrderedDict\nq\n)Rq\x0btq\x0cRq\rs.";
-        check_pickle(p).unwrap();
+        check_pickle(STATE_DICT_PICKLE).unwrap();
     }
 }

@@ -142,7 +142,7 @@ fn load_file(path: &Path) -> Result<HashMap<String, Tensor>> {
                 None => anyhow::anyhow!("{e}; re-download or re-save the checkpoint"),
             }
         })
-    } else if name.ends_with(".bin") || name.ends_with(".pt") || name.ends_with(".pth") {
+    } else if is_pytorch_file(name) {
         // candle's unpickler only rebuilds tensors (no arbitrary code is run); what it would
         // recurse on or allocate from is checked first.
         let unreadable = |e: &dyn std::fmt::Display| {
@@ -169,6 +169,11 @@ fn load_file(path: &Path) -> Result<HashMap<String, Tensor>> {
     } else {
         bail!("{}: unknown weight file type", path.display())
     }
+}
+
+/// PyTorch zip checkpoints, by file name.
+pub fn is_pytorch_file(name: &str) -> bool {
+    name.ends_with(".bin") || name.ends_with(".pt") || name.ends_with(".pth")
 }
 
 /// The largest safetensors header read (the format's own readers refuse 100 MB).
