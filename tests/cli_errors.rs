@@ -154,6 +154,7 @@ fn prune_flags_are_checked_before_any_work() {
         ),
         (vec!["--grouping", "range", "--target-avg-bits", "4"], "add --grouping-use scales"),
         (vec!["--nm-permutation", "mi"], "give --prunen/--prunem"),
+        (vec!["--prunen", "2", "--prunem", "4", "--fold-permutations"], "give --nm-permutation"),
         (vec!["--target-avg-bits", "4", "--uniform-in-mixed-order"], "quantizes at --wbits"),
         (
             vec!["--target-avg-bits", "4", "--wbits", "4", "--uniform-in-mixed-order", "--order", "identity"],

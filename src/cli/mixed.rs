@@ -18,6 +18,7 @@ use serde::{Serialize, Serializer};
 use sparsegpt_mi::mixed::bit_alloc::BitBudget;
 use sparsegpt_mi::mixed::nm_sets::NmConfig;
 use sparsegpt_mi::mixed::{GroupCount, MixedConfig, Mode, PlanOptions, ScaleSource};
+use sparsegpt_mi::model::fold::HeadLayout;
 use sparsegpt_mi::solver::scheme::metadata_bits;
 
 #[derive(Args, Clone, Debug, Serialize)]
@@ -86,6 +87,14 @@ pub struct MiArgs {
     /// channels together), random, magnitude (apex-style channel-swap search).
     #[arg(long, value_enum, default_value_t = NmPermutation::None)]
     pub nm_permutation: NmPermutation,
+    /// With --nm-permutation: deployable n:m. Each set permutation is folded into the rows of
+    /// the linears producing the input (fc2/down: fc1 or gate/up rows; the attention output:
+    /// v rows, so its sets stay inside heads), and the saved and evaluated model carries the
+    /// pattern in its own column order; inputs on the residual stream (q/k/v, fc1, gate/up)
+    /// get consecutive sets.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fold_permutations: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -226,8 +235,8 @@ impl MiArgs {
         }
     }
 
-    /// The n:m channel sets of `--nm-permutation` (None when off).
-    pub fn nm_config(&self, n: usize, m: usize, seed: u64) -> Option<NmConfig> {
+    /// The n:m channel sets of `--nm-permutation` (None when off), for a model of `heads`.
+    pub fn nm_config(&self, n: usize, m: usize, seed: u64, heads: HeadLayout) -> Option<NmConfig> {
         (self.nm_permutation != NmPermutation::None && m > 0).then(|| NmConfig {
             method: self.nm_permutation.into(),
             n,
@@ -235,6 +244,7 @@ impl MiArgs {
             mi_method: self.mi_method.into(),
             reservoir: self.reservoir,
             seed: self.partition_seed.unwrap_or(seed),
+            fold: self.fold_permutations.then_some(heads),
         })
     }
 

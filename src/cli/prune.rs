@@ -12,6 +12,7 @@ use sparsegpt_mi::data::source::{needs, DataSource, Provenance};
 use sparsegpt_mi::data::{self, Corpus};
 use sparsegpt_mi::mixed;
 use sparsegpt_mi::model::files::ModelFiles;
+use sparsegpt_mi::model::fold::HeadLayout;
 use sparsegpt_mi::model::{self, DecoderConfig};
 use sparsegpt_mi::output::codes::CodeStore;
 use sparsegpt_mi::output::export::{self, PlannedQuantization};
@@ -195,6 +196,8 @@ impl PruneArgs {
             if self.lazy_updates {
                 bail!("--nm-permutation needs the eager sweep: not with --lazy-updates");
             }
+        } else if self.mi.fold_permutations {
+            bail!("--fold-permutations folds the channel sets of --nm-permutation: give --nm-permutation mi|random|magnitude");
         }
         Ok(())
     }
@@ -435,10 +438,11 @@ fn execute(plan: PrunePlan) -> Result<()> {
         host_solver: args.host_solver,
         hessian_accumulation: args.hessian_accumulation.into(),
         true_sequential: args.true_sequential,
+        fold_nm_sets: args.mi.fold_permutations,
     };
     let mode = args.mi.mode();
     let mixed_cfg = args.mi.config(mode, args.sym, args.seed);
-    let nm = args.mi.nm_config(args.prunen, args.prunem, args.seed);
+    let nm = args.mi.nm_config(args.prunen, args.prunem, args.seed, HeadLayout::of(&model.config));
     let planner = mixed::planner(mode, &cfg.sweep, args.base_quant(), mixed_cfg, nm)?;
     // The packed formats need every quantized linear's integer codes.
     let codes = CodeStore::new();

@@ -77,6 +77,7 @@ pub fn inspect(
         host_solver: true,
         hessian_accumulation: HessianAccumulation::default(),
         true_sequential: false,
+        fold_nm_sets: false,
     };
     pipeline::compress(model, calibration, &run, &capture)?;
     let Some((mi, groups)) = capture.found.into_inner().expect("capture") else {

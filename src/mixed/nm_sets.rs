@@ -5,8 +5,17 @@
 //! order. The weights stay in their stored order, so the stored weight has the n:m pattern
 //! in the permuted channel order; 2:4 hardware needs it in the stored order, which a
 //! deployment gets by permuting the input channels once (the previous layer's output rows,
-//! or the activations), as NVIDIA's apex permutation search does. This is a study of
-//! whether the grouping of channels matters for the mask.
+//! or the activations), as NVIDIA's apex permutation search does.
+//!
+//! With `NmConfig::fold` (deployable output) the pipeline folds each set permutation into
+//! the producing linears' rows (`model::fold`), and the sets are chosen so that it can:
+//! - the MLP's inner activation (fc2, down): the method's sets;
+//! - the attention output (out_proj, o_proj): sets inside one head, and the same partition
+//!   of a head's channels for every query head sharing a value head (the method run once per
+//!   value head: magnitude on the stacked weights of its query heads, MI on their summed
+//!   similarity, random once); consecutive sets where the head width is not a multiple of m;
+//! - the residual stream (q/k/v, fc1, gate/up): consecutive sets in the natural column order
+//!   (nothing produces it to fold into).
 //!
 //! Sources:
 //! - `mi`: redundant channels together: greedily, the most similar pair of unassigned
@@ -21,6 +30,8 @@
 use super::grouping;
 use super::groups::host_similarity;
 use super::mutual_info::{MiMethod, SymMatrix};
+use crate::model::fold::HeadLayout;
+use crate::model::InputSite;
 use crate::pipeline::planner::{LinearPlan, Planner, PlannerNeeds, SiteContext};
 use anyhow::{bail, Result};
 use candle_core::Device;
@@ -48,6 +59,36 @@ pub struct NmConfig {
     pub reservoir: usize,
     /// Seed of random sets and of the swap search's candidates.
     pub seed: u64,
+    /// Deployable sets (see the module notes), for a model of these heads; None: the
+    /// method's sets at every input.
+    pub fold: Option<HeadLayout>,
+}
+
+/// What deployable output makes of one input's sets (`NmConfig::fold`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Deployable {
+    /// The method's sets (inside heads at the attention output), folded into the rows of
+    /// the linears producing the input.
+    #[serde(rename = "folded")]
+    Folded,
+    /// The input is the normed residual stream, which no linear's rows produce: consecutive
+    /// sets.
+    #[serde(rename = "consecutive: residual stream")]
+    ResidualStream,
+    /// The attention output's head width is not a multiple of m, so any set but consecutive
+    /// ones would span heads: consecutive sets.
+    #[serde(rename = "consecutive: head width not a multiple of m")]
+    HeadWidth,
+}
+
+impl Deployable {
+    pub fn of(site: InputSite, heads: HeadLayout, m: usize) -> Self {
+        match site {
+            InputSite::Attn | InputSite::Fc1 => Deployable::ResidualStream,
+            InputSite::OutProj if !heads.head_dim.is_multiple_of(m) => Deployable::HeadWidth,
+            InputSite::OutProj | InputSite::Fc2 => Deployable::Folded,
+        }
+    }
 }
 
 /// How one linear's n:m channel sets were chosen, as the result JSON records it (under
@@ -59,6 +100,8 @@ pub struct NmReport {
     pub kept_magnitude: f64,
     pub kept_magnitude_identity: f64,
     pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployable: Option<Deployable>,
 }
 
 /// Any planner's plans with n:m channel sets added.
@@ -92,20 +135,46 @@ impl Planner for NmPlanner {
         let mut plans = self.inner.plan_site(ctx)?;
         let t0 = Instant::now();
         let seed = self.cfg.seed.wrapping_add(ctx.layer as u64 * 7919 + ctx.cols as u64);
-        let site_sets = match self.cfg.method {
-            NmPermutation::Mi => Some(mi_sets(&host_similarity(ctx, self.cfg.mi_method)?, m)),
-            NmPermutation::Random => Some(random_sets(ctx.cols, m, seed)),
-            NmPermutation::Magnitude | NmPermutation::None => None,
+        let deployable = self.cfg.fold.map(|heads| Deployable::of(ctx.site, heads, m));
+        // Within heads: the attention output's sets, where they are folded.
+        let heads = match (deployable, self.cfg.fold) {
+            (Some(Deployable::Folded), Some(heads)) if ctx.site == InputSite::OutProj => Some(heads),
+            _ => None,
+        };
+        let method = match deployable {
+            Some(Deployable::ResidualStream | Deployable::HeadWidth) => NmPermutation::None,
+            _ => self.cfg.method,
+        };
+        let site_sets = match method {
+            NmPermutation::Mi => {
+                let sim = host_similarity(ctx, self.cfg.mi_method)?;
+                Some(match heads {
+                    Some(heads) => within_heads(heads, m, |g, d| mi_sets(&group_similarity(&sim, heads, g, d), m)),
+                    None => mi_sets(&sim, m),
+                })
+            }
+            NmPermutation::Random => Some(match heads {
+                Some(heads) => within_heads(heads, m, |g, d| random_sets(d, m, seed + g as u64)),
+                None => random_sets(ctx.cols, m, seed),
+            }),
+            NmPermutation::Magnitude => None,
+            NmPermutation::None => Some(identity_sets(ctx.cols, m)),
         };
         let site_seconds = t0.elapsed().as_secs_f64();
         for (i, (plan, lin)) in plans.iter_mut().zip(&ctx.linears).enumerate() {
             let t = Instant::now();
             let sets = match &site_sets {
                 Some(s) => s.clone(),
-                None => match self.cfg.method {
-                    NmPermutation::Magnitude => magnitude_sets(lin.weight, lin.rows, ctx.cols, n, m, seed + i as u64),
-                    _ => identity_sets(ctx.cols, m),
-                },
+                None => {
+                    let seed = seed + i as u64;
+                    match heads {
+                        Some(heads) => within_heads(heads, m, |g, d| {
+                            let (stacked, rows) = group_columns(lin.weight, lin.rows, heads, g);
+                            magnitude_sets(&stacked, rows, d, n, m, seed + g as u64)
+                        }),
+                        None => magnitude_sets(lin.weight, lin.rows, ctx.cols, n, m, seed),
+                    }
+                }
             };
             let kept = kept_magnitude(lin.weight, lin.rows, ctx.cols, &sets, n, m);
             let kept_identity = kept_magnitude(lin.weight, lin.rows, ctx.cols, &identity_sets(ctx.cols, m), n, m);
@@ -115,6 +184,7 @@ impl Planner for NmPlanner {
                 kept_magnitude: kept,
                 kept_magnitude_identity: kept_identity,
                 seconds,
+                deployable,
             })?;
             match plan.report.as_mut().and_then(|r| r.as_object_mut()) {
                 Some(obj) => {
@@ -132,6 +202,47 @@ impl Planner for NmPlanner {
 /// Column j in set j / m.
 pub fn identity_sets(cols: usize, m: usize) -> Vec<u32> {
     (0..cols).map(|j| (j / m) as u32).collect()
+}
+
+/// Sets of the attention output inside heads, one partition per value head: `local(g, d)`
+/// gives value head g's partition of a head's d channels into sets of m (labels below d / m),
+/// which every query head reading g takes (`model::fold::value_row_permutation`).
+fn within_heads(heads: HeadLayout, m: usize, mut local: impl FnMut(usize, usize) -> Vec<u32>) -> Vec<u32> {
+    let d = heads.head_dim;
+    let per_head = (d / m) as u32;
+    let mut labels = vec![0u32; heads.heads * d];
+    for g in 0..heads.kv_heads {
+        let part = local(g, d);
+        for h in g * heads.group()..(g + 1) * heads.group() {
+            for (i, &l) in part.iter().enumerate() {
+                labels[h * d + i] = h as u32 * per_head + l;
+            }
+        }
+    }
+    labels
+}
+
+/// Value head g's query heads' columns of a (rows × heads·d) weight, stacked as the rows of
+/// one (rows·group × d) weight: one set partition then serves all of them, and its kept
+/// magnitude is theirs summed.
+fn group_columns(weight: &[f32], rows: usize, heads: HeadLayout, g: usize) -> (Vec<f32>, usize) {
+    let (d, group) = (heads.head_dim, heads.group());
+    let cols = heads.heads * d;
+    let mut stacked = Vec::with_capacity(rows * group * d);
+    for r in 0..rows {
+        for h in g * group..(g + 1) * group {
+            stacked.extend_from_slice(&weight[r * cols + h * d..r * cols + (h + 1) * d]);
+        }
+    }
+    (stacked, rows * group)
+}
+
+/// The similarity of a head's d channels summed over value head g's query heads.
+fn group_similarity(sim: &SymMatrix, heads: HeadLayout, g: usize, d: usize) -> SymMatrix {
+    let group = heads.group();
+    let values =
+        (0..d * d).map(|k| (g * group..(g + 1) * group).map(|h| sim.get(h * d + k / d, h * d + k % d)).sum()).collect();
+    SymMatrix { d, values }
 }
 
 pub fn random_sets(cols: usize, m: usize, seed: u64) -> Vec<u32> {
@@ -312,6 +423,89 @@ mod tests {
 
     fn sizes(labels: &[u32]) -> Vec<usize> {
         grouping::group_sizes(&labels.iter().map(|&l| l as usize).collect::<Vec<_>>())
+    }
+
+    /// Plans of `cfg` at `site` for two linears of `rows` random rows over `d` channels, with
+    /// channel moments of random activations (for MI).
+    fn plan_at(cfg: &NmConfig, site: InputSite, d: usize, rows: usize) -> Vec<(Vec<u32>, serde_json::Value)> {
+        use crate::pipeline::hessian::HessianAccumulation;
+        use crate::pipeline::planner::LinearWeights;
+        use crate::pipeline::statistics::SiteStatistics;
+        let mut rng = crate::rng::seeded(4);
+        let mut u = move || (crate::rng::uniform(&mut rng) * 2.0 - 1.0) as f32;
+        let x: Vec<f32> = (0..256 * d).map(|_| u()).collect();
+        let mut stats = SiteStatistics::new(d, HessianAccumulation::Sum, true, None);
+        stats.add(&candle_core::Tensor::from_vec(x, (1, 256, d), &Device::Cpu).unwrap()).unwrap();
+        let diag = stats.hessian.diagonal().unwrap();
+        let weights: Vec<Vec<f32>> = (0..2).map(|_| (0..rows * d).map(|_| u()).collect()).collect();
+        let ctx = SiteContext {
+            layer: 1,
+            site,
+            cols: d,
+            hessian_diag: &diag,
+            hessian: Some(&stats.hessian),
+            moments: stats.moments.as_ref(),
+            reservoir: None,
+            linears: weights
+                .iter()
+                .map(|w| LinearWeights { kind: crate::model::LinearKind::Fc2, rows, weight: w })
+                .collect(),
+        };
+        let inner = crate::mixed::planner::UniformPlanner { quant: crate::solver::QuantScheme::None };
+        let planner = NmPlanner { inner: Box::new(inner), cfg: cfg.clone() };
+        planner
+            .plan_site(&ctx)
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.scheme.nm_sets.unwrap().to_vec(), p.report.unwrap()["nm_permutation"].clone()))
+            .collect()
+    }
+
+    #[test]
+    fn deployable_sets_fold_where_their_input_is_produced_and_are_consecutive_elsewhere() {
+        use crate::model::fold::{is_identity, permutation_of_sets, value_row_permutation};
+        // 4 query heads of 16 over 2 value heads.
+        let heads = HeadLayout { heads: 4, kv_heads: 2, head_dim: 16 };
+        let d = 64;
+        for method in [NmPermutation::Mi, NmPermutation::Random, NmPermutation::Magnitude] {
+            let free = NmConfig { method, n: 2, m: 4, mi_method: MiMethod::Corr, reservoir: 0, seed: 3, fold: None };
+            let folded = NmConfig { fold: Some(heads), ..free.clone() };
+            for site in [InputSite::Attn, InputSite::Fc1] {
+                for (sets, report) in plan_at(&folded, site, d, 8) {
+                    assert_eq!(sets, identity_sets(d, 4), "{method:?} {site:?}");
+                    assert_eq!(report["deployable"], "consecutive: residual stream");
+                }
+            }
+            // The MLP's inner activation: the method's own sets.
+            let (with, without) = (plan_at(&folded, InputSite::Fc2, d, 8), plan_at(&free, InputSite::Fc2, d, 8));
+            for ((sets, report), (free_sets, free_report)) in with.iter().zip(&without) {
+                assert_eq!(sets, free_sets, "{method:?}");
+                assert!(!is_identity(&permutation_of_sets(sets)), "{method:?}: nothing to fold");
+                assert_eq!(report["deployable"], "folded");
+                assert!(free_report.get("deployable").is_none(), "not recorded without folding");
+            }
+            // The attention output: sets of 4 inside heads, one partition per value head.
+            for (sets, report) in plan_at(&folded, InputSite::OutProj, d, 8) {
+                assert_eq!(sets.len(), d);
+                let perm = permutation_of_sets(&sets);
+                assert!(!is_identity(&perm), "{method:?}: nothing to fold");
+                assert!(value_row_permutation(&perm, heads).is_ok(), "{method:?}: {sets:?}");
+                let mut sizes = vec![0; d / 4];
+                sets.iter().for_each(|&s| sizes[s as usize] += 1);
+                assert_eq!(sizes, vec![4; d / 4]);
+                assert_eq!(report["deployable"], "folded");
+                if method == NmPermutation::Magnitude {
+                    let (kept, identity) = (&report["kept_magnitude"], &report["kept_magnitude_identity"]);
+                    assert!(kept.as_f64().unwrap() > identity.as_f64().unwrap(), "{kept} vs {identity}");
+                }
+            }
+            // Heads of 6: no set of 4 fits inside one.
+            let narrow = NmConfig { fold: Some(HeadLayout { heads: 4, kv_heads: 2, head_dim: 6 }), ..free.clone() };
+            for (sets, report) in plan_at(&narrow, InputSite::OutProj, 24, 8) {
+                assert_eq!(sets, identity_sets(24, 4));
+                assert_eq!(report["deployable"], "consecutive: head width not a multiple of m");
+            }
+        }
     }
 
     #[test]

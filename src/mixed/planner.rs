@@ -943,6 +943,7 @@ mod tests {
                 mi_method: crate::mixed::mutual_info::MiMethod::Corr,
                 reservoir: 0,
                 seed: 1,
+                fold: None,
             };
             let planner = NmPlanner { inner: Box::new(UniformPlanner { quant: base.clone() }), cfg: nm };
             assert_eq!(planner.needs().channel_moments, method == NmPermutation::Mi);

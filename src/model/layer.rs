@@ -78,6 +78,12 @@ pub(crate) fn load_norm(
     })
 }
 
+/// `perm` as an index tensor for `index_select`.
+fn permutation_index(perm: &[usize], device: &Device) -> Result<Tensor> {
+    let idx: Vec<u32> = perm.iter().map(|&j| u32::try_from(j)).collect::<std::result::Result<_, _>>()?;
+    Ok(Tensor::from_vec(idx, perm.len(), device)?)
+}
+
 pub(crate) fn load_linear(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
     let weight = w.get_shaped(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
     let bias = if bias { Some(w.get_shaped(&format!("{prefix}.bias"), &[out_dim])?) } else { None };
@@ -245,6 +251,49 @@ impl DecoderLayer {
         let new = Linear::new(weight, old.bias().cloned());
         let slot = self.slot(kind);
         self.linears[slot].1 = new;
+        Ok(())
+    }
+
+    /// The attention's head shape.
+    pub fn head_layout(&self) -> super::fold::HeadLayout {
+        super::fold::HeadLayout { heads: self.attn.heads, kv_heads: self.attn.kv_heads, head_dim: self.attn.head_dim }
+    }
+
+    /// Puts old row `perm[p]` of a linear's weight (and bias) at row p (`fold`).
+    pub fn permute_rows(&mut self, kind: LinearKind, perm: &[usize]) -> Result<()> {
+        let old = self.linear(kind);
+        let idx = permutation_index(perm, old.weight().device())?;
+        let weight = old.weight().index_select(&idx, 0)?;
+        let bias = old.bias().map(|b| b.index_select(&idx, 0)).transpose()?;
+        self.replace_linear(kind, weight, bias)
+    }
+
+    /// Puts old column `perm[p]` of a linear's weight at column p (`fold`).
+    pub fn permute_columns(&mut self, kind: LinearKind, perm: &[usize]) -> Result<()> {
+        let old = self.linear(kind);
+        let idx = permutation_index(perm, old.weight().device())?;
+        let weight = old.weight().index_select(&idx, 1)?.contiguous()?;
+        let bias = old.bias().cloned();
+        self.replace_linear(kind, weight, bias)
+    }
+
+    /// A linear's weight and bias replaced by tensors of the same shapes, dtype and device,
+    /// written into the old buffers where they can be (as `set_weight`).
+    fn replace_linear(&mut self, kind: LinearKind, weight: Tensor, bias: Option<Tensor>) -> Result<()> {
+        let old = self.linear(kind);
+        let weight_in_place = crate::device_memory::overwrite(old.weight(), &weight)?;
+        let bias_in_place = match (old.bias(), &bias) {
+            (Some(o), Some(b)) => crate::device_memory::overwrite(o, b)?,
+            (None, None) => true,
+            _ => bail!("{}: a bias cannot appear or vanish", kind.path()),
+        };
+        if weight_in_place && bias_in_place {
+            return Ok(());
+        }
+        let weight = if weight_in_place { old.weight().clone() } else { weight };
+        let bias = if bias_in_place { old.bias().cloned() } else { bias };
+        let slot = self.slot(kind);
+        self.linears[slot].1 = Linear::new(weight, bias);
         Ok(())
     }
 

@@ -13,6 +13,7 @@ pub mod cpu_kernels;
 pub mod cuda_forward;
 pub mod family;
 pub mod files;
+pub mod fold;
 pub mod kernels;
 pub mod layer;
 pub mod linears;

@@ -7,7 +7,7 @@
 
 use super::packing;
 use crate::model::LinearKind;
-use crate::pipeline::SolvedSink;
+use crate::pipeline::{Axis, SolvedSink};
 use crate::solver::LinearGrids;
 use anyhow::{anyhow, Result};
 use std::collections::BTreeMap;
@@ -76,6 +76,26 @@ impl SolvedSink for CodeStore {
         let codes = recover(weight, grids)?;
         let entry = Arc::new(LinearCodes { grids: grids.clone(), codes });
         self.linears.lock().map_err(|_| anyhow!("code store poisoned"))?.insert((layer, kind), entry);
+        Ok(())
+    }
+
+    /// The kept codes and grids of a folded linear follow its rows or columns.
+    fn permuted(&self, layer: usize, kind: LinearKind, axis: Axis, perm: &[usize]) -> Result<()> {
+        let mut linears = self.linears.lock().map_err(|_| anyhow!("code store poisoned"))?;
+        let Some(entry) = linears.get_mut(&(layer, kind)) else { return Ok(()) };
+        let (rows, cols) = (entry.grids.rows, entry.grids.cols);
+        let mut grids = entry.grids.clone();
+        let codes = match axis {
+            Axis::Rows => {
+                grids.permute_rows(perm);
+                perm.iter().flat_map(|&r| entry.codes[r * cols..(r + 1) * cols].iter().copied()).collect()
+            }
+            Axis::Columns => {
+                grids.permute_columns(perm);
+                (0..rows).flat_map(|r| perm.iter().map(move |&j| r * cols + j)).map(|k| entry.codes[k]).collect()
+            }
+        };
+        *entry = Arc::new(LinearCodes { grids, codes });
         Ok(())
     }
 }
@@ -185,6 +205,24 @@ pub(crate) mod tests {
         assert_eq!(g.g_idx[perm[36]], 0);
         assert_eq!(g.g_idx[perm[37]], 1);
         assert_eq!(g.g_idx[perm[199]], 2);
+    }
+
+    #[test]
+    fn permuted_codes_dequantize_to_the_permuted_weight() {
+        let (w, g) = solve(QuantScheme::Grouped { bits: 4, sym: false, size: 64 }, true, Sparsity::Dense, None);
+        let (rows, cols) = (g.rows, g.cols);
+        let store = CodeStore::new();
+        store.solved(0, LinearKind::Fc2, &w, Some(&g)).unwrap();
+        let row_perm: Vec<usize> = (0..rows).map(|r| (r * 5) % rows).collect();
+        let col_perm: Vec<usize> = (0..cols).map(|j| (j * 77) % cols).collect();
+        store.permuted(0, LinearKind::Fc2, Axis::Rows, &row_perm).unwrap();
+        store.permuted(0, LinearKind::Fc2, Axis::Columns, &col_perm).unwrap();
+        store.permuted(0, LinearKind::Fc1, Axis::Rows, &row_perm).unwrap(); // nothing kept: nothing to do
+        let moved: Vec<f32> =
+            (0..rows).flat_map(|r| col_perm.iter().map(|&j| w[row_perm[r] * cols + j]).collect::<Vec<_>>()).collect();
+        let kept = store.get(0, LinearKind::Fc2).unwrap();
+        assert_eq!(recover(&moved, &kept.grids).unwrap(), kept.codes, "the moved weight is on the moved grids");
+        assert!(store.get(0, LinearKind::Fc1).is_none());
     }
 
     #[test]

@@ -157,6 +157,7 @@ mod tests {
             max_distinct_per_row: 0,
             max_distinct_per_group: 0,
             plan: None,
+            fold: None,
         }
     }
 

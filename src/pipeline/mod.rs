@@ -14,9 +14,10 @@ pub mod reservoir;
 mod schedule;
 pub mod statistics;
 
+pub use crate::model::fold::Axis;
 use crate::model::{DecoderLayer, InputSite, LinearKind, OptModel};
 use crate::solver::{magnitude, LinearGrids, SweepSettings};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use candle_core::Tensor;
 use hessian::HessianAccumulation;
 use planner::{Planner, PlannerNeeds};
@@ -47,6 +48,10 @@ pub struct CompressConfig {
     /// site's calibration pass (q/k/v → attention output → fc1 or gate/up → fc2 or down), so
     /// later sites see the compressed earlier ones; else one pass for all four sites.
     pub true_sequential: bool,
+    /// Fold the n:m channel sets of the inputs that linears' rows produce (the attention
+    /// output, the MLP's inner activation) into those rows once the layer is solved
+    /// (`model::fold`), so each weight carries its n:m pattern in its own column order.
+    pub fold_nm_sets: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,6 +75,18 @@ pub struct LinearReport {
     pub max_distinct_per_group: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<serde_json::Value>,
+    /// Where this linear's n:m sets were folded (`CompressConfig::fold_nm_sets`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fold: Option<FoldReport>,
+}
+
+/// A consumer's n:m set permutation folded into the rows of the linears producing its input.
+#[derive(Debug, Clone, Serialize)]
+pub struct FoldReport {
+    /// The producers whose output rows (and biases) were permuted alike.
+    pub into: Vec<String>,
+    /// Input channels that moved (0: the sets were consecutive already).
+    pub moved_channels: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -98,6 +115,9 @@ pub trait SolvedSink: Sync {
     /// the host only then).
     fn needs_weight(&self, grids: Option<&LinearGrids>) -> bool;
     fn solved(&self, layer: usize, kind: LinearKind, weight: &[f32], grids: Option<&LinearGrids>) -> Result<()>;
+    /// A solved linear's rows or columns permuted by a fold after its solve: what the sink
+    /// kept of it follows (`perm[p]` = the old row or column now at p).
+    fn permuted(&self, layer: usize, kind: LinearKind, axis: Axis, perm: &[usize]) -> Result<()>;
 }
 
 /// A sink that keeps nothing.
@@ -109,6 +129,10 @@ impl SolvedSink for NoSink {
     }
 
     fn solved(&self, _: usize, _: LinearKind, _: &[f32], _: Option<&LinearGrids>) -> Result<()> {
+        Ok(())
+    }
+
+    fn permuted(&self, _: usize, _: LinearKind, _: Axis, _: &[usize]) -> Result<()> {
         Ok(())
     }
 }
@@ -165,6 +189,7 @@ pub fn compress_into(
             } else {
                 vec![&InputSite::ALL[..]]
             };
+            let mut solved = Vec::new();
             for sites in passes {
                 let t = Instant::now();
                 let stats =
@@ -175,13 +200,19 @@ pub fn compress_into(
                 times.calibration_forward_s += t.elapsed().as_secs_f64();
                 let job = schedule::LayerJob { index: i, cfg, storage: schedule::Storage { dtype: storage, sink } };
                 let mut ledger = schedule::Ledger { times: &mut times, notes: &mut notes };
-                reports.extend(schedule::plan_and_solve(&mut layer, &job, &stats, planner, &mut ledger)?);
+                solved.extend(schedule::plan_and_solve(&mut layer, &job, &stats, planner, &mut ledger)?);
                 for (site, st) in stats {
                     if let Some(buffer) = st.into_reusable_buffer() {
                         hessian_buffers.insert(site, buffer);
                     }
                 }
             }
+            // Every linear of the layer is solved: permuting a consumer's columns and its
+            // producers' rows alike now computes the same function.
+            if cfg.fold_nm_sets {
+                fold_nm_sets(&mut layer, i, &mut solved, sink)?;
+            }
+            reports.extend(solved.into_iter().map(|s| s.report));
         }
         // Outputs of the (compressed) layer become the next layer's inputs, in the inputs'
         // own buffers (`device_memory::overwrite`).
@@ -204,6 +235,36 @@ pub fn compress_into(
     pb.finish_and_clear();
     times.total_s = t_start.elapsed().as_secs_f64();
     Ok((reports, times))
+}
+
+/// Folds the n:m sets of each linear that reads a producible input (`model::fold`) into
+/// the layer, telling `sink` what moved and the consumer's report where it went.
+fn fold_nm_sets(
+    layer: &mut DecoderLayer,
+    index: usize,
+    solved: &mut [schedule::SolvedLinear],
+    sink: &dyn SolvedSink,
+) -> Result<()> {
+    for s in solved.iter_mut() {
+        let site = s.kind.input_site();
+        let Some(sets) = s.nm_sets.as_deref() else { continue };
+        if !crate::model::fold::foldable_site(site) {
+            continue;
+        }
+        let perm = crate::model::fold::permutation_of_sets(sets);
+        let into = crate::model::fold::producers(layer, site);
+        let done = crate::model::fold::fold_input_permutation(layer, site, &perm)
+            .with_context(|| format!("layer {index} {}: folding its n:m sets", s.kind.path()))?;
+        for p in &done {
+            sink.permuted(index, p.kind, p.axis, &p.perm)
+                .with_context(|| format!("layer {index} {}: folding its n:m sets", p.kind.path()))?;
+        }
+        s.report.fold = Some(FoldReport {
+            into: into.iter().map(|k| k.path().to_string()).collect(),
+            moved_channels: perm.iter().enumerate().filter(|(p, &j)| *p != j).count(),
+        });
+    }
+    Ok(())
 }
 
 /// The pass's widest activation (a window's fc1 output) may take this much device memory per
@@ -320,6 +381,7 @@ fn magnitude_baseline(model: &mut OptModel, cfg: &CompressConfig) -> Result<(Vec
                 max_distinct_per_row: 0,
                 max_distinct_per_group: 0,
                 plan: None,
+                fold: None,
             });
         }
     }

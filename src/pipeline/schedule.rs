@@ -14,6 +14,7 @@ use crate::solver::{self, HessianUse, ScalePrecision, SolvedWeight, SweepSpec};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Tensor};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// One layer's solves: which layer, the run's settings, and where solved weights go.
@@ -29,15 +30,23 @@ pub(super) struct Ledger<'a> {
     pub notes: &'a mut BTreeSet<String>,
 }
 
-/// One layer's linears, planned and solved, their weights installed in `layer`. Returns the
-/// reports in layer order.
+/// A solved linear: its report, and the n:m channel sets it was pruned with (where its plan
+/// gave some), which a fold needs.
+pub(super) struct SolvedLinear {
+    pub kind: LinearKind,
+    pub report: LinearReport,
+    pub nm_sets: Option<Arc<Vec<u32>>>,
+}
+
+/// One layer's linears (those reading the `stats` sites), planned and solved, their weights
+/// installed in `layer`. Returns them in layer order.
 pub(super) fn plan_and_solve(
     layer: &mut DecoderLayer,
     job: &LayerJob,
     stats: &BTreeMap<InputSite, SiteStatistics>,
     planner: &dyn Planner,
     ledger: &mut Ledger,
-) -> Result<Vec<LinearReport>> {
+) -> Result<Vec<SolvedLinear>> {
     let (index, cfg) = (job.index, job.cfg);
     let kinds = layer.kinds();
     // A NaN or Inf in H reaches every plan and solve of its linears: stop here, with why.
@@ -68,7 +77,7 @@ pub(super) fn plan_and_solve(
     let mut planning_order: Vec<usize> = (0..sites.len()).collect();
     planning_order.sort_by_key(|&s| std::cmp::Reverse(site_width(kinds, &weights, sites[s])));
     let contexts = site_contexts(index, kinds, &sites, stats, &hessian_diags, &weights);
-    let mut reports: Vec<Option<LinearReport>> = (0..kinds.len()).map(|_| None).collect();
+    let mut reports: Vec<Option<SolvedLinear>> = (0..kinds.len()).map(|_| None).collect();
     std::thread::scope(|scope| -> Result<()> {
         let (send, planned) = std::sync::mpsc::channel::<(usize, Result<Vec<LinearPlan>>)>();
         let (contexts, planning_order) = (&contexts, &planning_order);
@@ -104,8 +113,9 @@ pub(super) fn plan_and_solve(
                 // The site's last linear is its Hessian's last reader (the statistics go when
                 // the layer is done).
                 let h_use = if i + 1 == n_plans { HessianUse::LastReader } else { HessianUse::Shared };
-                let solved = solve_one(layer, job, k, &weights[k], (&stats[&sites[s]], h_use), plan, ledger)?;
-                reports[k] = Some(solved);
+                let nm_sets = plan.scheme.nm_sets.clone();
+                let report = solve_one(layer, job, k, &weights[k], (&stats[&sites[s]], h_use), plan, ledger)?;
+                reports[k] = Some(SolvedLinear { kind: kinds[k], report, nm_sets });
             }
         }
         ledger.times.plan_thread_s += planning.join().map_err(|_| anyhow!("planning thread panicked"))?;
@@ -258,6 +268,7 @@ fn solve_one(
         max_distinct_per_row,
         max_distinct_per_group,
         plan: plan.report,
+        fold: None,
     })
 }
 

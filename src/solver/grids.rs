@@ -82,4 +82,47 @@ impl LinearGrids {
     pub fn identity_order(&self) -> bool {
         self.order.iter().enumerate().all(|(k, &j)| k == j)
     }
+
+    /// The grids of the weight with old row `perm[p]` at row p: each row keeps its grids.
+    pub fn permute_rows(&mut self, perm: &[usize]) {
+        let n = self.n_grids();
+        let take =
+            |v: &[f32]| -> Vec<f32> { perm.iter().flat_map(|&r| v[r * n..(r + 1) * n].iter().copied()).collect() };
+        self.scales = take(&self.scales);
+        self.zeros = take(&self.zeros);
+    }
+
+    /// The grids of the weight with old column `perm[p]` at column p: each column keeps its
+    /// grid, and the sweep order names the columns' new places.
+    pub fn permute_columns(&mut self, perm: &[usize]) {
+        let mut new_place = vec![0usize; perm.len()];
+        for (p, &j) in perm.iter().enumerate() {
+            new_place[j] = p;
+        }
+        self.g_idx = perm.iter().map(|&j| self.g_idx[j]).collect();
+        self.order = self.order.iter().map(|&j| new_place[j]).collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permuted_grids_follow_their_rows_and_columns() {
+        // 2 rows, 4 columns, two grids of 2 swept in the order 3, 1, 0, 2.
+        let scheme = QuantScheme::Grouped { bits: 4, sym: false, size: 2 };
+        let param = |r: usize, k: usize| QuantParams { scale: (10 * r + k) as f32, zero: k as f32, maxq: 15.0 };
+        let mut g = LinearGrids::collect(&scheme, 2, &[3, 1, 0, 2], ScalePrecision::F32, param).unwrap();
+        assert_eq!(g.g_idx, vec![1, 0, 1, 0]);
+        g.permute_rows(&[1, 0]);
+        assert_eq!(g.scales, vec![10.0, 11.0, 0.0, 1.0]);
+        // Columns 2, 0, 3, 1 at places 0..4: column 3 (grid 0, swept first) is now column 2.
+        g.permute_columns(&[2, 0, 3, 1]);
+        assert_eq!(g.g_idx, vec![1, 1, 0, 0]);
+        assert_eq!(g.order, vec![2, 3, 1, 0]);
+        for (p, &j) in g.order.iter().enumerate() {
+            assert_eq!(g.g_idx[j], (p / 2) as i32, "sweep position {p}");
+        }
+    }
 }
