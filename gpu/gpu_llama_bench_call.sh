@@ -9,7 +9,12 @@
 #           c4 wikitext2 ptb; .carry/llama-tokenizer/ = ../shared/fixtures/llama-rand-gqa/{tokenizer.json,
 #           tokenizer_config.json,special_tokens_map.json,config.json}; .carry/published/{sparsegpt,gptq}/ =
 #           the published repositories' llama.py, solver, quant.py, modelutils.py, datautils.py (fetched)
-#   device: OUT=$OUT bash gpu/gpu_llama_bench_call.sh
+#   device: OUT=$OUT bash gpu/gpu_llama_bench_call.sh   (the device tool sets $OUT; carry the four
+#           .carry/ paths above, about 15 MiB; one H100, 600 s)
+# Time (estimated, not yet measured): checkpoint ~0.5-1 min, warm-up ~15 s, each published run
+# ~1.5-2 min (load, 8 layers of calibration passes with f32 add_batch and per-column solves), each
+# of ours ~0.5-1 min: about 7-9 min for the three runs. DEADLINE (560 s) cuts what would not end in
+# time, and the table says which runs did not run; a second call with RUNS=... completes them.
 # Environment: passed on to research/bench_llama_gpu.sh (RUNS, VARIANTS, MAX_WINDOWS, DEADLINE, ...).
 set -uo pipefail
 cd "$(dirname "$0")/.."
