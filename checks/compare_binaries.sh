@@ -8,12 +8,20 @@
 #   gptq4:    --wbits 4 --save-format gptq                              (packed GPTQ export)
 #
 #   checks/compare_binaries.sh OLD_BIN NEW_BIN OUT_DIR      exit status 1 if anything differs
+# RUNS="sgpt50w4 gptq4": only those of the three runs (default all).
+# IGNORE=key,key: result-JSON keys a change adds or alters on purpose (e.g. a new field), left out
+# of the comparison wherever they occur and named in the verdict.
 set -euo pipefail
 OLD=$1; NEW=$2; OUT=$3; S=${SHARED:-../shared}
 mkdir -p "$OUT"
 runs=("sgpt50w4:--sparsity 0.5 --wbits 4"
       "mi3:--sparsity 0.5 --wbits 4 --target-avg-bits 3.0 --use-mi-grouping 1 --n-groups 10"
       "gptq4:--wbits 4 --save-format gptq")
+if [ -n "${RUNS:-}" ]; then
+  chosen=()
+  for r in "${runs[@]}"; do [[ " $RUNS " == *" ${r%%:*} "* ]] && chosen+=("$r"); done
+  runs=("${chosen[@]}")
+fi
 names=()
 for r in "${runs[@]}"; do names+=("${r%%:*}"); done
 for bin in old new; do
@@ -26,11 +34,12 @@ for bin in old new; do
       --json "$OUT/${bin}_${name}.json" --save "$OUT/${bin}_${name}_saved" > "$OUT/${bin}_${name}.log" 2>&1
   done
 done
-python3 - "$OUT" "${names[@]}" <<'PY'
+IGNORE=${IGNORE:-} python3 - "$OUT" "${names[@]}" <<'PY'
 import hashlib, json, os, sys
 out, names = sys.argv[1], sys.argv[2:]
+ignored = [k for k in os.environ.get('IGNORE', '').split(',') if k]
 timing = {'seconds', 'solve_seconds', 'plan_seconds', 'times', 'load_s', 'calibration_s', 'peak_rss_mib',
-          'command', 'mi_seconds', 'mi_similarity_seconds', 'mi_clustering_seconds', 'save'}
+          'command', 'mi_seconds', 'mi_similarity_seconds', 'mi_clustering_seconds', 'save', *ignored}
 def strip(v, top=True):
     if top and isinstance(v.get('saved'), dict):  # the --save path differs by design
         v = dict(v, saved={k: x for k, x in v['saved'].items() if k != 'dir'})
@@ -60,7 +69,8 @@ for name in names:
     same = json.dumps(strip(a)) == json.dumps(strip(b))
     ta, tb = tree(f'{out}/old_{name}_saved'), tree(f'{out}/new_{name}_saved')
     differ = sorted(f for f in set(ta) | set(tb) if ta.get(f) != tb.get(f))
-    print(f"{name}: JSON {'identical apart from timings' if same else 'DIFFERENT'}; saved files "
+    apart = 'timings' + ''.join(f' and {k}' for k in ignored)
+    print(f"{name}: JSON {'identical apart from ' + apart if same else 'DIFFERENT'}; saved files "
           + (f"byte-identical ({len(ta)}: {', '.join(sorted(ta))})" if not differ
              else f"DIFFERENT: {', '.join(f + ('' if f in ta and f in tb else ' (only in ' + ('old' if f in ta else 'new') + ')') for f in differ)}")
           + f"; ppl {b['ppl']}")

@@ -376,6 +376,8 @@ run error "--maxlayer 0" prune $B --maxlayer 0 "${Q[@]}"
 run error "--gmp with an empty layer range" prune $B --gmp --sparsity 0.5 --minlayer 6 "${Q[@]}"
 run error "prune --max-windows 0" prune $B --nsamples 1 --max-windows 0 --json r.json
 run error "eval --max-windows 0" eval $B --max-windows 0 --json r.json
+run error "--seqlen 1" eval $B --seqlen 1 --max-windows 1 --json r.json
+run error "--seqlen beyond the learned positions" prune $B --seqlen 4096 "${Q[@]}"
 # -- model files --
 run error "model directory missing" eval /nonexistent/opt-model
 run error "model path is a file" eval afile

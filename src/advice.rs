@@ -14,16 +14,19 @@ pub enum Remedy {
     F32Compute,
     /// Solving on the host CPU.
     HostSolver,
+    /// Windows of at most this many tokens.
+    ShorterWindows { at_most: usize },
 }
 
 impl Remedy {
     /// The remedy in the library's terms.
-    pub fn describe(self) -> &'static str {
+    pub fn describe(self) -> String {
         match self {
-            Remedy::MoreDamping => "raise the dampening fraction (e.g. 0.1)",
-            Remedy::F64InverseOrMoreDamping => "try the f64 factorisation of H⁻¹ or a larger dampening fraction",
-            Remedy::F32Compute => "try computing in f32",
-            Remedy::HostSolver => "or solve on the host",
+            Remedy::MoreDamping => "raise the dampening fraction (e.g. 0.1)".into(),
+            Remedy::F64InverseOrMoreDamping => "try the f64 factorisation of H⁻¹ or a larger dampening fraction".into(),
+            Remedy::F32Compute => "try computing in f32".into(),
+            Remedy::HostSolver => "or solve on the host".into(),
+            Remedy::ShorterWindows { at_most } => format!("use windows of at most {at_most} tokens"),
         }
     }
 }

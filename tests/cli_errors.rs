@@ -93,6 +93,31 @@ fn unknown_dataset() {
 }
 
 #[test]
+fn window_lengths_the_model_cannot_take() {
+    let t = tempfile::tempdir().unwrap();
+    let m = common::fixture("opt-rand-postln");
+    let json = t.path().join("r.json");
+    let (m, json, out) = (m.to_str().unwrap(), json.to_str().unwrap(), t.path().to_str().unwrap());
+    let cases: [(Vec<&str>, &str); 6] = [
+        (vec!["eval", m, "--seqlen", "1", "--json", json], "at least 2 tokens"),
+        (vec!["prune", m, "c4", "--seqlen", "0", "--json", json], "at least 2 tokens"),
+        (vec!["eval", m, "--seqlen", "2k", "--json", json], "'2k' is not a token count"),
+        // Above the learned positions: the limit and the flag, before any weight is read.
+        (vec!["eval", m, "--seqlen", "2049", "--json", json], "exceed the model's 2048 learned positions"),
+        (vec!["prune", m, "c4", "--seqlen", "4096", "--json", json], "give --seqlen 2048 or less"),
+        (
+            vec!["mi", m, "--layer", "0", "--linear", "fc1", "--out", out, "--seqlen", "4096"],
+            "max_position_embeddings = 2048",
+        ),
+    ];
+    for (args, needle) in cases {
+        assert_clean_error(&args, &[], needle);
+        assert_clean_error(&args, &[], "--seqlen");
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0, "{args:?} wrote something");
+    }
+}
+
+#[test]
 fn data_dir_without_the_file() {
     let t = tempfile::tempdir().unwrap();
     let m = common::fixture("opt-rand-postln");

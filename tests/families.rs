@@ -4,7 +4,9 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use sparsegpt_mi::data::{self, Corpus, SEQLEN};
+use sparsegpt_mi::data::{self, Corpus, SeqLen};
+
+const SEQLEN: usize = SeqLen::PUBLISHED.get();
 use sparsegpt_mi::eval;
 
 fn reference(fixture: &str) -> serde_json::Value {
@@ -22,7 +24,7 @@ fn floats(v: &serde_json::Value) -> Vec<f64> {
 fn matches_transformers(fixture: &str) {
     let (model, tok) = common::load(fixture);
     let refj = reference(fixture);
-    let ids = data::eval_tokens(Corpus::WikiText2, &common::data_dir(), &tok).unwrap();
+    let ids = data::eval_tokens(Corpus::WikiText2, &common::data_dir(), &tok, SeqLen::PUBLISHED).unwrap();
     let bos = tok.token_to_id("<s>").unwrap();
     assert_eq!(ids[0], bos, "{fixture}: the tokenizer's post-processor puts <s> first");
     assert_ne!(ids[1], bos);
@@ -63,7 +65,7 @@ fn qwen2_with_qkv_bias_and_tied_head_matches_transformers() {
 #[test]
 fn generic_path_equals_fused_host_path_for_llama() {
     let (model, tok) = common::load("llama-rand-gqa");
-    let ids = data::eval_tokens(Corpus::WikiText2, &common::data_dir(), &tok).unwrap();
+    let ids = data::eval_tokens(Corpus::WikiText2, &common::data_dir(), &tok, SeqLen::PUBLISHED).unwrap();
     let window = &ids[..SEQLEN];
     let fused = eval::window_nll(&model, window).unwrap();
     let generic = sparsegpt_mi::model::cpu_kernels::with_generic_path(|| eval::window_nll(&model, window).unwrap());

@@ -121,11 +121,15 @@ fn c4_eval_tokens_equal_and_stay_within_256_windows() {
     let server = served();
     let cache = tempfile::tempdir().unwrap();
     let tok = tokenizers::Tokenizer::from_file(common::data_dir().join("opt-tokenizer/tokenizer.json")).unwrap();
-    let h = hub(&server.endpoint(), cache.path()).eval_tokens(Corpus::C4, &tok).unwrap();
-    let l = local().eval_tokens(Corpus::C4, &tok).unwrap();
+    let h = hub(&server.endpoint(), cache.path())
+        .eval_tokens(Corpus::C4, &tok, sparsegpt_mi::protocol::SeqLen::PUBLISHED)
+        .unwrap();
+    let l = local().eval_tokens(Corpus::C4, &tok, sparsegpt_mi::protocol::SeqLen::PUBLISHED).unwrap();
     assert_eq!(h, l);
     assert!(h.len() <= 256 * 2048);
-    let d = sparsegpt_mi::data::eval_tokens(Corpus::C4, hf::data_dir(), &tok).unwrap();
+    let d =
+        sparsegpt_mi::data::eval_tokens(Corpus::C4, hf::data_dir(), &tok, sparsegpt_mi::protocol::SeqLen::PUBLISHED)
+            .unwrap();
     assert_eq!(h, d, "DataSource::eval_tokens = data::eval_tokens");
 }
 

@@ -31,7 +31,11 @@ fn resolve(files: Vec<(String, Vec<u8>)>) -> (Option<String>, bool) {
     let server = HubServer::start();
     server.add_model(ID, files);
     let cache = tempfile::tempdir().unwrap();
-    let r = resolve_model_with(ID, &HubConfig::new(server.endpoint(), cache.path()));
+    let r = resolve_model_with(
+        ID,
+        &HubConfig::new(server.endpoint(), cache.path()),
+        sparsegpt_mi::protocol::SeqLen::PUBLISHED,
+    );
     let weights_asked = server.requests().iter().any(|r| r.path.contains("model.safetensors"));
     (r.err().map(|e| format!("{e:#}")), weights_asked)
 }
@@ -44,7 +48,12 @@ fn a_llama_repository_resolves_with_its_tokenizer_json() {
         llama_repo(&fixture_file("config.json"), ("tokenizer.json", fixture_file("tokenizer.json").into_bytes())),
     );
     let cache = tempfile::tempdir().unwrap();
-    let files = resolve_model_with(ID, &HubConfig::new(server.endpoint(), cache.path())).unwrap();
+    let files = resolve_model_with(
+        ID,
+        &HubConfig::new(server.endpoint(), cache.path()),
+        sparsegpt_mi::protocol::SeqLen::PUBLISHED,
+    )
+    .unwrap();
     assert!(matches!(files.tokenizer, TokenizerFiles::Json(_)));
 }
 

@@ -144,7 +144,7 @@ fn a_cached_facebook_layout_model_resolves_with_the_hub_unreachable() {
     let commit = server.add_model(ID, facebook_layout(pytorch_bin()));
     let cache = tempfile::tempdir().unwrap();
     let online = HubConfig::new(server.endpoint(), cache.path());
-    check(&resolve_model_with(ID, &online).unwrap());
+    check(&resolve_model_with(ID, &online, sparsegpt_mi::protocol::SeqLen::PUBLISHED).unwrap());
 
     // The files the hub said are absent are recorded as huggingface_hub does.
     let no_exist = cache.path().join("models--testorg--opt-tiny/.no_exist").join(&commit);
@@ -154,19 +154,22 @@ fn a_cached_facebook_layout_model_resolves_with_the_hub_unreachable() {
 
     // A second run asks nothing.
     server.clear_log();
-    check(&resolve_model_with(ID, &online).unwrap());
+    check(&resolve_model_with(ID, &online, sparsegpt_mi::protocol::SeqLen::PUBLISHED).unwrap());
     assert_eq!(server.request_count(), 0, "{:?}", server.requests());
     drop(server);
 
     // Unreachable hub, HF_HUB_OFFLINE unset: answered from the cache.
     let unreachable = HubConfig::new(UNREACHABLE, cache.path());
-    check(&resolve_model_with(ID, &unreachable).unwrap());
+    check(&resolve_model_with(ID, &unreachable, sparsegpt_mi::protocol::SeqLen::PUBLISHED).unwrap());
     // Also with a cache that has no .no_exist records (filled by an older tool): the
     // connection error makes the cache answer for the files it lacks.
     std::fs::remove_dir_all(cache.path().join("models--testorg--opt-tiny/.no_exist")).unwrap();
-    check(&resolve_model_with(ID, &unreachable).unwrap());
+    check(&resolve_model_with(ID, &unreachable, sparsegpt_mi::protocol::SeqLen::PUBLISHED).unwrap());
     // And offline.
-    check(&resolve_model_with(ID, &unreachable.clone().with_offline(true)).unwrap());
+    check(
+        &resolve_model_with(ID, &unreachable.clone().with_offline(true), sparsegpt_mi::protocol::SeqLen::PUBLISHED)
+            .unwrap(),
+    );
 }
 
 #[test]
@@ -287,13 +290,21 @@ fn damaged_cached_model_files_are_named_with_the_command_that_clears_them_before
 #[test]
 fn a_model_missing_from_the_cache_is_named_offline_and_when_unreachable() {
     let cache = tempfile::tempdir().unwrap();
-    let e = err_line(resolve_model_with(ID, &HubConfig::new(UNREACHABLE, cache.path()).with_offline(true)));
+    let e = err_line(resolve_model_with(
+        ID,
+        &HubConfig::new(UNREACHABLE, cache.path()).with_offline(true),
+        sparsegpt_mi::protocol::SeqLen::PUBLISHED,
+    ));
     assert!(e.contains("no config.json"), "{e}");
     assert!(e.contains("nothing of 'testorg/opt-tiny' is in the hub cache"), "{e}");
     assert!(e.contains("unset HF_HUB_OFFLINE") && e.contains("local model directory"), "{e}");
     assert!(!e.contains("is it a Hugging Face model"), "{e}");
 
-    let e = err_line(resolve_model_with(ID, &HubConfig::new(UNREACHABLE, cache.path())));
+    let e = err_line(resolve_model_with(
+        ID,
+        &HubConfig::new(UNREACHABLE, cache.path()),
+        sparsegpt_mi::protocol::SeqLen::PUBLISHED,
+    ));
     assert!(e.contains("cannot reach the Hugging Face hub at http://127.0.0.1:9"), "{e}");
     assert!(e.contains("nothing of 'testorg/opt-tiny' is in the hub cache"), "{e}");
 }
@@ -302,7 +313,11 @@ fn a_model_missing_from_the_cache_is_named_offline_and_when_unreachable() {
 fn an_unknown_model_repo_is_refused_in_one_line() {
     let server = HubServer::start();
     let cache = tempfile::tempdir().unwrap();
-    let e = err_line(resolve_model_with("testorg/nothing-here", &HubConfig::new(server.endpoint(), cache.path())));
+    let e = err_line(resolve_model_with(
+        "testorg/nothing-here",
+        &HubConfig::new(server.endpoint(), cache.path()),
+        sparsegpt_mi::protocol::SeqLen::PUBLISHED,
+    ));
     assert!(e.contains("'testorg/nothing-here'") && e.contains("repository not found"), "{e}");
     assert!(!Path::new(&cache.path().join("models--testorg--nothing-here/snapshots")).exists());
 }

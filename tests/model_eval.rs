@@ -3,7 +3,9 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use sparsegpt_mi::data::{self, Corpus, SEQLEN};
+use sparsegpt_mi::data::{self, Corpus, SeqLen};
+
+const SEQLEN: usize = SeqLen::PUBLISHED.get();
 use sparsegpt_mi::eval;
 
 #[test]
@@ -48,7 +50,7 @@ fn dense_windows_match(fixture: &str, windows: usize) {
     let (model, tok) = common::load(fixture);
     let refj = common::reference(fixture, "dense");
     for corpus in Corpus::ALL {
-        let ids = data::eval_tokens(corpus, &common::data_dir(), &tok).unwrap();
+        let ids = data::eval_tokens(corpus, &common::data_dir(), &tok, SeqLen::PUBLISHED).unwrap();
         let want = refj["window_mean_nll"][corpus.name()].as_array().unwrap();
         assert_eq!(ids.len() / SEQLEN, want.len(), "{fixture} {}: window count", corpus.name());
         for w in 0..windows {
@@ -103,11 +105,11 @@ fn corpora_have_the_published_sizes() {
     .unwrap();
     let wiki = data::eval_text(Corpus::WikiText2, &common::data_dir()).unwrap();
     assert_eq!(wiki.chars().count(), 1294336, "\"\\n\\n\".join(rows) length per SOURCES.md");
-    let ids = data::eval_tokens(Corpus::WikiText2, &common::data_dir(), &tok).unwrap();
+    let ids = data::eval_tokens(Corpus::WikiText2, &common::data_dir(), &tok, SeqLen::PUBLISHED).unwrap();
     assert_eq!(ids.len(), 287645);
     assert_eq!(ids[0], 2, "one BOS at the start");
     assert_eq!(ids.iter().filter(|&&t| t == 2).count(), 1, "and only there");
-    let c4 = data::eval_tokens(Corpus::C4, &common::data_dir(), &tok).unwrap();
+    let c4 = data::eval_tokens(Corpus::C4, &common::data_dir(), &tok, SeqLen::PUBLISHED).unwrap();
     assert_eq!(c4.len() / SEQLEN, 254);
 }
 
@@ -121,8 +123,8 @@ fn tokenizer_from_vocab_and_merges_equals_tokenizer_json_on_all_corpora() {
     let built =
         sparsegpt_mi::model::tokenizer::from_vocab_merges(&dir.join("vocab.json"), &dir.join("merges.txt")).unwrap();
     for corpus in Corpus::ALL {
-        let a = data::eval_tokens(corpus, &common::data_dir(), &json).unwrap();
-        let b = data::eval_tokens(corpus, &common::data_dir(), &built).unwrap();
+        let a = data::eval_tokens(corpus, &common::data_dir(), &json, SeqLen::PUBLISHED).unwrap();
+        let b = data::eval_tokens(corpus, &common::data_dir(), &built, SeqLen::PUBLISHED).unwrap();
         assert_eq!(a.len(), b.len(), "{}", corpus.name());
         assert!(a == b, "{}: ids differ", corpus.name());
     }
@@ -175,7 +177,9 @@ fn generic_attention_path_equals_fused_cpu_kernels() {
 fn offloaded_model_gives_the_same_losses() {
     // `--offload` keeps layers at `layer_home` and moves each to the compute device per use;
     // on a CPU-only machine both are the host, which still runs the offload code path.
-    let files = sparsegpt_mi::model::files::resolve_model(common::fixture("opt-mini-a").to_str().unwrap()).unwrap();
+    let files =
+        sparsegpt_mi::model::files::resolve_model(common::fixture("opt-mini-a").to_str().unwrap(), SeqLen::PUBLISHED)
+            .unwrap();
     let plain = sparsegpt_mi::model::load_model(&files, &Device::Cpu, candle_core::DType::F32).unwrap();
     let off = sparsegpt_mi::model::load_model_offloaded(&files, &Device::Cpu, candle_core::DType::F32).unwrap();
     assert!(off.layer_home.is_cpu());

@@ -312,7 +312,10 @@ fn model_downloads_are_verified_and_never_left_in_the_cache_damaged() {
     let blob_cached = || blobs.join(&sha).exists();
     // Damaged in transit under the good file's LFS sha256.
     server.corrupt_in_transit("model.safetensors", true);
-    let e = format!("{:#}", resolve_model_with("testorg/opt-mini-b", &hub).unwrap_err());
+    let e = format!(
+        "{:#}",
+        resolve_model_with("testorg/opt-mini-b", &hub, sparsegpt_mi::protocol::SeqLen::PUBLISHED).unwrap_err()
+    );
     assert!(e.contains("model.safetensors' downloaded from") && e.contains("differs from the hub's"), "{e}");
     assert!(e.contains("removed it from the hub cache"), "{e}");
     assert!(!blob_cached(), "the damaged download stays cached");
@@ -321,7 +324,10 @@ fn model_downloads_are_verified_and_never_left_in_the_cache_damaged() {
     let mut cut = files[1].1.clone();
     cut.truncate(cut.len() - 100);
     server.set_file(false, "testorg/opt-mini-b", "model.safetensors", cut);
-    let e = format!("{:#}", resolve_model_with("testorg/opt-mini-b", &hub).unwrap_err());
+    let e = format!(
+        "{:#}",
+        resolve_model_with("testorg/opt-mini-b", &hub, sparsegpt_mi::protocol::SeqLen::PUBLISHED).unwrap_err()
+    );
     assert!(e.contains("not a readable safetensors file") && e.contains("removed it from the hub cache"), "{e}");
     // A config.json that is not JSON (into a fresh cache: the first run cached the good one).
     server.set_file(false, "testorg/opt-mini-b", "model.safetensors", files[1].1.clone());
@@ -329,7 +335,12 @@ fn model_downloads_are_verified_and_never_left_in_the_cache_damaged() {
     let other = tempfile::tempdir().unwrap();
     let e = format!(
         "{:#}",
-        resolve_model_with("testorg/opt-mini-b", &HubConfig::new(server.endpoint(), other.path())).unwrap_err()
+        resolve_model_with(
+            "testorg/opt-mini-b",
+            &HubConfig::new(server.endpoint(), other.path()),
+            sparsegpt_mi::protocol::SeqLen::PUBLISHED
+        )
+        .unwrap_err()
     );
     assert!(e.contains("config.json' downloaded from") && e.contains("not valid JSON"), "{e}");
     assert!(!other
@@ -341,7 +352,7 @@ fn model_downloads_are_verified_and_never_left_in_the_cache_damaged() {
         .any(|s| s.path().join("config.json").exists()));
     // The good files then resolve, from the first cache.
     server.set_file(false, "testorg/opt-mini-b", "config.json", files[0].1.clone());
-    let resolved = resolve_model_with("testorg/opt-mini-b", &hub).unwrap();
+    let resolved = resolve_model_with("testorg/opt-mini-b", &hub, sparsegpt_mi::protocol::SeqLen::PUBLISHED).unwrap();
     assert_eq!(std::fs::read(&resolved.weights[0]).unwrap(), files[1].1);
     assert!(blob_cached());
     // A cached copy damaged later is named with the command that clears it.
@@ -364,7 +375,7 @@ fn model_downloads_are_verified_and_never_left_in_the_cache_damaged() {
     // Doing what it says: the next run downloads it again.
     std::fs::remove_file(&resolved.weights[0]).unwrap();
     std::fs::remove_file(&blob).unwrap();
-    let again = resolve_model_with("testorg/opt-mini-b", &hub).unwrap();
+    let again = resolve_model_with("testorg/opt-mini-b", &hub, sparsegpt_mi::protocol::SeqLen::PUBLISHED).unwrap();
     assert_eq!(std::fs::read(&again.weights[0]).unwrap(), files[1].1);
 }
 

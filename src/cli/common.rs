@@ -6,6 +6,7 @@ use clap::Args;
 use sparsegpt_mi::data::source::DataSource;
 use sparsegpt_mi::eval::Perplexity;
 use sparsegpt_mi::model::{self, files::ModelFiles, OptModel};
+use sparsegpt_mi::protocol::SeqLen;
 use sparsegpt_mi::tasks::encode::Encoder;
 use sparsegpt_mi::tasks::evaluate::{evaluate_task, table, TaskResult};
 use sparsegpt_mi::tasks::files::TaskData;
@@ -30,6 +31,16 @@ pub struct CommonArgs {
     /// f16 or f32. Hessians and statistics are accumulated in f32/f64 either way.
     #[arg(long, value_enum, default_value_t = ComputeDtype::Auto)]
     pub dtype: ComputeDtype,
+    /// Tokens per window, calibration and evaluation alike: 2048 as the published protocol
+    /// (Wanda's Llama-2 runs use 4096); at least 2, at most the model's max_position_embeddings.
+    #[arg(long, default_value_t = SeqLen::PUBLISHED, value_parser = parse_seqlen)]
+    pub seqlen: SeqLen,
+}
+
+/// `--seqlen`'s value, checked on its own (against the model when its config is read).
+fn parse_seqlen(value: &str) -> std::result::Result<SeqLen, String> {
+    let tokens: usize = value.trim().parse().map_err(|_| format!("'{value}' is not a token count"))?;
+    SeqLen::new(tokens).map_err(|e| e.to_string())
 }
 
 /// What `eval` and `prune` report, and how much of it.

@@ -57,17 +57,18 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let data = if corpora.is_empty() { Vec::new() } else { source.check_available(&needs(&corpora, None))? };
     let task_data = load_tasks(&source, &tasks, args.report.limit)?;
     let t0 = std::time::Instant::now();
-    let files = model::files::resolve_model(&args.model)?;
+    let seqlen = args.common.seqlen;
+    let files = model::files::resolve_model(&args.model, seqlen)?;
     outputs.check_inputs(&files)?;
     let config = model::read_config(&files.config)?;
     let tok = model::tokenizer::load_for_vocab(&files.tokenizer, config.vocab_size)?;
     let model = args.common.load_model(&files, &device)?;
     let load_seconds = t0.elapsed().as_secs_f64();
     if let Some(p) = outputs.file("--logits-out") {
-        let ids = source.eval_tokens(corpora[0], &tok)?;
+        let ids = source.eval_tokens(corpora[0], &tok, seqlen)?;
         dump_logits(&model, &ids[..128.min(ids.len())], p)?;
     }
-    let results = sparsegpt_mi::eval::evaluate_all(&model, &tok, &corpora, &source, args.report.max_windows)?;
+    let results = sparsegpt_mi::eval::evaluate_all(&model, &tok, &corpora, &source, seqlen, args.report.max_windows)?;
     if !results.is_empty() {
         print_ppl_table(&results);
     }
@@ -78,6 +79,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             model: args.model.clone(),
             device: args.common.device.clone(),
             dtype: summary::dtype_name(model.dtype),
+            seqlen,
             load_seconds,
             data,
             results,

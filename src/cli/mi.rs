@@ -6,7 +6,7 @@ use super::mixed::MiArgs;
 use super::values::{GroupingMethod, SamplerKind};
 use anyhow::{Context, Result};
 use clap::Args;
-use sparsegpt_mi::data::{self, calibration, source::needs, Corpus};
+use sparsegpt_mi::data::{calibration, source::needs, Corpus};
 use sparsegpt_mi::mixed::{self, Mode};
 use sparsegpt_mi::model::{self, LinearKind};
 use sparsegpt_mi::output::atomic;
@@ -54,7 +54,8 @@ pub fn run(args: MiInspectArgs) -> Result<()> {
     let device = args.common.device()?;
     let source = args.common.data_source()?;
     source.check_available(&needs(&[], Some(Corpus::C4)))?;
-    let files = model::files::resolve_model(&args.model)?;
+    let seqlen = args.common.seqlen;
+    let files = model::files::resolve_model(&args.model, seqlen)?;
     outputs.check_inputs(&files)?;
     let config = model::read_config(&files.config)?;
     if args.layer >= config.num_hidden_layers {
@@ -67,7 +68,7 @@ pub fn run(args: MiInspectArgs) -> Result<()> {
     let tok = model::tokenizer::load_for_vocab(&files.tokenizer, config.vocab_size)?;
     let mut model = args.common.load_model(&files, &device)?;
     let docs = source.calibration_documents(Corpus::C4)?;
-    let calib = calibration::build(&docs, &tok, args.nsamples, data::SEQLEN, args.seed, args.sampler.into())
+    let calib = calibration::build(&docs, &tok, args.nsamples, seqlen.get(), args.seed, args.sampler.into())
         .context("--nsamples")?;
     // The grouping MI mode would make (or its random control, if asked for).
     let mode = if args.mi.grouping == GroupingMethod::Random { Mode::Random } else { Mode::Mi };
@@ -83,6 +84,7 @@ pub fn run(args: MiInspectArgs) -> Result<()> {
         "linear": kind.path(),
         "channels": ordered.d,
         "nsamples": args.nsamples,
+        "seqlen": seqlen,
         "mi_method": cfg.mi_method,
         "grouping": args.mi.grouping,
         "k": groups.sizes().len(),

@@ -70,10 +70,11 @@ pub fn run() -> Result<()> {
 pub fn error_line(e: &anyhow::Error) -> String {
     use sparsegpt_mi::advice::{Advised, Remedy};
     let flag = |r: Remedy| match r {
-        Remedy::MoreDamping => "raise --percdamp (e.g. 0.1)",
-        Remedy::F64InverseOrMoreDamping => "try --hinv-precision f64 or a larger --percdamp",
-        Remedy::F32Compute => "try --dtype f32",
-        Remedy::HostSolver => "or solve on the host with --host-solver",
+        Remedy::MoreDamping => "raise --percdamp (e.g. 0.1)".to_string(),
+        Remedy::F64InverseOrMoreDamping => "try --hinv-precision f64 or a larger --percdamp".to_string(),
+        Remedy::F32Compute => "try --dtype f32".to_string(),
+        Remedy::HostSolver => "or solve on the host with --host-solver".to_string(),
+        Remedy::ShorterWindows { at_most } => format!("give --seqlen {at_most} or less"),
     };
     e.chain()
         .map(|c| match c.downcast_ref::<Advised>() {

@@ -9,7 +9,7 @@ use clap::Args;
 use serde::Serialize;
 use sparsegpt_mi::data::calibration;
 use sparsegpt_mi::data::source::{needs, DataSource, Provenance};
-use sparsegpt_mi::data::{self, Corpus};
+use sparsegpt_mi::data::Corpus;
 use sparsegpt_mi::mixed;
 use sparsegpt_mi::model::files::ModelFiles;
 use sparsegpt_mi::model::fold::HeadLayout;
@@ -60,7 +60,7 @@ pub struct PruneArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub act_group_aware: bool,
-    /// Calibration windows of 2048 tokens.
+    /// Calibration windows (of --seqlen tokens).
     #[arg(long, default_value_t = 128)]
     pub nsamples: usize,
     #[arg(long, default_value_t = 0)]
@@ -391,7 +391,7 @@ impl PrunePlan {
         let data = source.check_available(&needs(&flags.eval_sets, (!args.gmp).then_some(flags.calib_source)))?;
         let task_data = load_tasks(&source, &flags.tasks, args.report.limit)?;
         let started = Instant::now();
-        let files = model::files::resolve_model(&args.model)?;
+        let files = model::files::resolve_model(&args.model, args.common.seqlen)?;
         flags.outputs.check_inputs(&files)?;
         let config = model::read_config(&files.config)?;
         if args.save.is_some() && !config.family.is_opt() && args.save_format() != export::SaveFormat::Dense {
@@ -418,13 +418,14 @@ fn execute(plan: PrunePlan) -> Result<()> {
         model.storage_dtype = model.dtype;
     }
     let load_s = started.elapsed().as_secs_f64();
+    let seqlen = args.common.seqlen;
 
     let t0 = Instant::now();
     let calib = if args.gmp {
         calibration::Calibration { windows: vec![], sources: vec![] }
     } else {
         let docs = source.calibration_documents(calib_source)?;
-        calibration::build(&docs, &tok, args.nsamples, data::SEQLEN, args.seed, args.sampler.into())
+        calibration::build(&docs, &tok, args.nsamples, seqlen.get(), args.seed, args.sampler.into())
             .context("--nsamples")?
     };
     let calibration_s = t0.elapsed().as_secs_f64();
@@ -464,7 +465,7 @@ fn execute(plan: PrunePlan) -> Result<()> {
         bits.describe()
     );
 
-    let eval = sparsegpt_mi::eval::evaluate_all(&model, &tok, &eval_sets, &source, args.report.max_windows)?;
+    let eval = sparsegpt_mi::eval::evaluate_all(&model, &tok, &eval_sets, &source, seqlen, args.report.max_windows)?;
     print_ppl_table(&eval);
     let task_results = run_tasks(&model, &tok, &task_data)?;
     let saved = match outputs.save() {
@@ -493,6 +494,7 @@ fn execute(plan: PrunePlan) -> Result<()> {
         model: args.model.clone(),
         device: args.common.device.clone(),
         dtype: summary::dtype_name(model.dtype),
+        seqlen,
         mode,
         ppl: eval.iter().map(|p| (p.dataset.clone(), p.ppl)).collect(),
         eval,

@@ -1,5 +1,6 @@
-//! Calibration windows: `nsamples` random 2048-token windows, each from a random document
-//! longer than 2048 tokens at a random offset, as SparseGPT/GPTQ's datautils draw them.
+//! Calibration windows: `nsamples` random windows of the run's length (2048 tokens in the
+//! published protocol), each from a random document longer than a window at a random offset, as
+//! SparseGPT/GPTQ's datautils draw them.
 
 use super::py_random::PyRandom;
 use anyhow::{bail, Result};

@@ -18,8 +18,8 @@ pub mod source;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-pub use crate::protocol::SEQLEN;
-/// C4 evaluation: the first 1100 validation documents, at most 256 windows.
+pub use crate::protocol::SeqLen;
+/// C4 evaluation: the first 1100 validation documents, at most 256 windows (of the run's length).
 pub const C4_EVAL_DOCS: usize = 1100;
 pub const C4_EVAL_WINDOWS: usize = 256;
 
@@ -157,14 +157,20 @@ pub fn eval_text(corpus: Corpus, dir: &Path) -> Result<String> {
     }
 }
 
-/// The evaluation token stream of a corpus (BOS once at the start; C4 cut to 256 windows).
-pub fn eval_tokens(corpus: Corpus, dir: &Path, tok: &tokenizers::Tokenizer) -> Result<Vec<u32>> {
+/// The evaluation token stream of a corpus (BOS once at the start; C4 cut to 256 windows of
+/// `seqlen` tokens).
+pub fn eval_tokens(corpus: Corpus, dir: &Path, tok: &tokenizers::Tokenizer, seqlen: SeqLen) -> Result<Vec<u32>> {
     let text = eval_text(corpus, dir)?;
-    let mut ids = crate::model::tokenizer::encode(tok, &text)?;
+    let ids = crate::model::tokenizer::encode(tok, &text)?;
+    Ok(cut_to_protocol(corpus, ids, seqlen))
+}
+
+/// The published protocol's cut of a corpus's token stream: C4 to its first 256 windows.
+pub fn cut_to_protocol(corpus: Corpus, mut ids: Vec<u32>, seqlen: SeqLen) -> Vec<u32> {
     if corpus == Corpus::C4 {
-        ids.truncate(C4_EVAL_WINDOWS * SEQLEN);
+        ids.truncate(C4_EVAL_WINDOWS.saturating_mul(seqlen.get()));
     }
-    Ok(ids)
+    ids
 }
 
 /// Calibration source documents, in file order.
@@ -191,6 +197,16 @@ mod tests {
         // HF rows: " = A = \n", "", " text \n"  → joined with "\n\n".
         let raw = " = A = \n \n text \n";
         assert_eq!(wikitext2_text(raw), " = A = \n\n\n\n\n text \n");
+    }
+
+    #[test]
+    fn c4_keeps_256_windows_of_the_runs_length_and_the_others_everything() {
+        let ids: Vec<u32> = (0..3000).collect();
+        let seqlen = SeqLen::new(8).unwrap();
+        assert_eq!(cut_to_protocol(Corpus::C4, ids.clone(), seqlen), ids[..256 * 8].to_vec());
+        assert_eq!(cut_to_protocol(Corpus::C4, ids.clone(), SeqLen::PUBLISHED).len(), 3000, "shorter than 256 windows");
+        assert_eq!(cut_to_protocol(Corpus::WikiText2, ids.clone(), seqlen).len(), 3000);
+        assert_eq!(cut_to_protocol(Corpus::Ptb, ids, seqlen).len(), 3000);
     }
 
     #[test]

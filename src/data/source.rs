@@ -28,7 +28,7 @@ use super::formats::{
     check_gz_jsonl, check_parquet_column, check_parquet_columns, is_unsupported, read_gz_jsonl_texts,
     read_parquet_rows, read_parquet_strings,
 };
-use super::{self as data, Corpus, C4_EVAL_DOCS, C4_EVAL_WINDOWS, SEQLEN};
+use super::{self as data, Corpus, SeqLen, C4_EVAL_DOCS};
 use crate::hub::{one_line, CacheLookup, FetchError, HubClient, HubConfig};
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
@@ -380,15 +380,12 @@ impl DataSource {
         }
     }
 
-    /// The evaluation token stream (BOS once at the start; C4 cut to 256 windows), as
-    /// `data::eval_tokens`.
-    pub fn eval_tokens(&self, corpus: Corpus, tok: &tokenizers::Tokenizer) -> Result<Vec<u32>> {
+    /// The evaluation token stream (BOS once at the start; C4 cut to 256 windows of `seqlen`
+    /// tokens), as `data::eval_tokens`.
+    pub fn eval_tokens(&self, corpus: Corpus, tok: &tokenizers::Tokenizer, seqlen: SeqLen) -> Result<Vec<u32>> {
         let text = self.eval_text(corpus)?;
-        let mut ids = crate::model::tokenizer::encode(tok, &text)?;
-        if corpus == Corpus::C4 {
-            ids.truncate(C4_EVAL_WINDOWS * SEQLEN);
-        }
-        Ok(ids)
+        let ids = crate::model::tokenizer::encode(tok, &text)?;
+        Ok(data::cut_to_protocol(corpus, ids, seqlen))
     }
 
     /// Calibration source documents, as `data::calibration_documents`: every C4 train document

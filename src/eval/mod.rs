@@ -3,8 +3,9 @@
 //! dropped; each window's mean next-token NLL (seqlen − 1 predictions); PPL = exp of the
 //! mean over windows.
 
-use crate::data::{self, source::DataSource, Corpus};
+use crate::data::{source::DataSource, Corpus};
 use crate::model::OptModel;
+use crate::protocol::SeqLen;
 use anyhow::Result;
 use candle_core::Tensor;
 use serde::Serialize;
@@ -148,17 +149,18 @@ pub fn perplexity(
     })
 }
 
-/// Evaluates every corpus; token streams are read (and missing files reported) before any
-/// model work.
+/// Evaluates every corpus in `seqlen`-token windows; token streams are read (and missing files
+/// reported) before any model work.
 pub fn evaluate_all(
     model: &OptModel,
     tok: &tokenizers::Tokenizer,
     corpora: &[Corpus],
     source: &DataSource,
+    seqlen: SeqLen,
     max_windows: Option<usize>,
 ) -> Result<Vec<Perplexity>> {
-    let streams = corpora.iter().map(|&c| Ok((c, source.eval_tokens(c, tok)?))).collect::<Result<Vec<_>>>()?;
-    streams.iter().map(|(c, ids)| perplexity(model, c.name(), ids, data::SEQLEN, max_windows)).collect()
+    let streams = corpora.iter().map(|&c| Ok((c, source.eval_tokens(c, tok, seqlen)?))).collect::<Result<Vec<_>>>()?;
+    streams.iter().map(|(c, ids)| perplexity(model, c.name(), ids, seqlen.get(), max_windows)).collect()
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 use super::config::OptConfig;
 use super::linears::LinearKind;
 use super::rope::RopeScaling;
+use crate::protocol::SeqLen;
 use anyhow::{bail, Context, Result};
 use candle_core::DType;
 use serde::Deserialize;
@@ -354,8 +355,23 @@ impl DecoderConfig {
         })
     }
 
-    /// Refuses a run over `seqlen`-token sequences that the model cannot attend over fully.
-    pub fn check_sequence_length(&self, seqlen: usize) -> Result<()> {
+    /// Refuses a run over `seqlen`-token windows that the model cannot attend over fully: longer
+    /// than its positions (OPT's learned table less its offset; the rotary families' tables are
+    /// built for the same count), or than a sliding attention window.
+    pub fn check_sequence_length(&self, seqlen: SeqLen) -> Result<()> {
+        let (seqlen, positions) = (seqlen.get(), self.max_position_embeddings);
+        if seqlen > positions {
+            let kind = match self.family.position {
+                PositionKind::Learned { .. } => "learned positions",
+                PositionKind::Rotary => "positions",
+            };
+            return Err(crate::advice::advised(
+                format!(
+                    "windows of {seqlen} tokens exceed the model's {positions} {kind} (config key max_position_embeddings = {positions})"
+                ),
+                crate::advice::Remedy::ShorterWindows { at_most: positions },
+            ));
+        }
         if let Some(w) = self.sliding_window.filter(|&w| w < seqlen) {
             bail!(
                 "config key sliding_window = {w}: shorter than the {seqlen}-token sequences; sliding-window attention is not supported"
@@ -518,9 +534,9 @@ mod tests {
         assert_eq!(c.head_dim, 32);
         assert_eq!(c.rope.as_ref().unwrap().theta, 1e6);
         assert_eq!(c.sliding_window, None, "use_sliding_window false: the window is unused");
-        c.check_sequence_length(2048).unwrap();
+        c.check_sequence_length(SeqLen::PUBLISHED).unwrap();
         let c = DecoderConfig::from_value(&with(v, "use_sliding_window", json!(true))).unwrap();
-        let e = c.check_sequence_length(2048).unwrap_err().to_string();
+        let e = c.check_sequence_length(SeqLen::PUBLISHED).unwrap_err().to_string();
         assert!(e.contains("sliding_window = 1024"), "{e}");
     }
 
@@ -542,8 +558,10 @@ mod tests {
         let v = with(with(llama(), "model_type", json!("mistral")), "sliding_window", json!(4096));
         let c = DecoderConfig::from_value(&v).unwrap();
         assert_eq!(c.family.name(), "mistral");
-        c.check_sequence_length(2048).unwrap();
-        assert!(c.check_sequence_length(8192).is_err());
+        c.check_sequence_length(SeqLen::PUBLISHED).unwrap();
+        let c = DecoderConfig::from_value(&with(v, "max_position_embeddings", json!(16384))).unwrap();
+        let e = c.check_sequence_length(SeqLen::new(8192).unwrap()).unwrap_err().to_string();
+        assert!(e.contains("sliding_window = 4096"), "{e}");
     }
 
     #[test]
@@ -568,5 +586,36 @@ mod tests {
         let c = DecoderConfig::from_value(&v).unwrap();
         assert!(c.family.is_opt() && c.tie_word_embeddings && c.bias_of(Fc2));
         assert_eq!((c.head_dim, c.num_key_value_heads), (64, 12));
+    }
+
+    /// The remedy a refusal carries, and its message.
+    fn window_refusal(c: &DecoderConfig, tokens: usize) -> (crate::advice::Remedy, String) {
+        let e = c.check_sequence_length(SeqLen::new(tokens).unwrap()).unwrap_err();
+        let advised = e.downcast_ref::<crate::advice::Advised>().expect("a remedy");
+        (advised.remedy, advised.message.clone())
+    }
+
+    #[test]
+    fn windows_fit_the_positions_of_each_family() {
+        use crate::advice::Remedy::ShorterWindows;
+        // OPT: a table of max_position_embeddings + 2 rows, less its offset of 2.
+        let opt = DecoderConfig::from_value(&json!({"model_type": "opt", "vocab_size": 50272,
+            "hidden_size": 768, "num_hidden_layers": 12, "ffn_dim": 3072, "num_attention_heads": 12,
+            "max_position_embeddings": 1024}))
+        .unwrap();
+        opt.check_sequence_length(SeqLen::new(1024).unwrap()).unwrap();
+        let (remedy, message) = window_refusal(&opt, 1025);
+        assert_eq!(remedy, ShorterWindows { at_most: 1024 });
+        assert!(message.contains("1025 tokens exceed the model's 1024 learned positions"), "{message}");
+        assert!(message.contains("max_position_embeddings = 1024"), "{message}");
+        // A rotary family: its tables are built for max_position_embeddings positions.
+        let rotary = DecoderConfig::from_value(&llama()).unwrap();
+        rotary.check_sequence_length(SeqLen::new(2048).unwrap()).unwrap();
+        rotary.check_sequence_length(SeqLen::new(2).unwrap()).unwrap();
+        let (remedy, message) = window_refusal(&rotary, 4096);
+        assert_eq!(remedy, ShorterWindows { at_most: 2048 });
+        assert!(message.contains("4096 tokens exceed the model's 2048 positions"), "{message}");
+        let long = DecoderConfig::from_value(&with(llama(), "max_position_embeddings", json!(8192))).unwrap();
+        long.check_sequence_length(SeqLen::new(4096).unwrap()).unwrap();
     }
 }

@@ -3,6 +3,7 @@
 //! see `crate::hub`).
 
 use crate::hub::{CacheLookup, FetchError, HubClient, HubConfig};
+use crate::protocol::SeqLen;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -202,16 +203,18 @@ pub fn check_structure(name: &str, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Resolves a model directory or hub id to local files (hub settings from the environment).
-pub fn resolve_model(spec: &str) -> Result<ModelFiles> {
+/// Resolves a model directory or hub id to local files (hub settings from the environment) for a
+/// run over `seqlen`-token windows: a model that cannot attend over them is refused before any
+/// weight is fetched.
+pub fn resolve_model(spec: &str, seqlen: SeqLen) -> Result<ModelFiles> {
     if looks_like_path(spec) {
-        return resolve_model_with(spec, &HubConfig::new(crate::hub::DEFAULT_ENDPOINT, ""));
+        return resolve_model_with(spec, &HubConfig::new(crate::hub::DEFAULT_ENDPOINT, ""), seqlen);
     }
-    resolve_model_with(spec, &HubConfig::from_env())
+    resolve_model_with(spec, &HubConfig::from_env(), seqlen)
 }
 
 /// [`resolve_model`] with explicit hub settings.
-pub fn resolve_model_with(spec: &str, hub: &HubConfig) -> Result<ModelFiles> {
+pub fn resolve_model_with(spec: &str, hub: &HubConfig, seqlen: SeqLen) -> Result<ModelFiles> {
     if looks_like_path(spec) {
         let dir = PathBuf::from(spec);
         if !dir.exists() {
@@ -220,22 +223,22 @@ pub fn resolve_model_with(spec: &str, hub: &HubConfig) -> Result<ModelFiles> {
         if !dir.is_dir() {
             bail!("model path '{spec}' is not a directory; give the folder holding config.json and the weights");
         }
-        return resolve_from(spec, &LocalDir(dir));
+        return resolve_from(spec, &LocalDir(dir), seqlen);
     }
     let client = HubClient::new(hub.clone())?;
     let repo = hf_hub::Repo::model(spec.to_string());
     if hub.offline {
-        return resolve_from(spec, &HubCache { id: spec.to_string(), client, repo });
+        return resolve_from(spec, &HubCache { id: spec.to_string(), client, repo }, seqlen);
     }
-    resolve_from(spec, &HubOnline { id: spec.to_string(), client, repo, cache_only: Default::default() })
+    resolve_from(spec, &HubOnline { id: spec.to_string(), client, repo, cache_only: Default::default() }, seqlen)
 }
 
-fn resolve_from(spec: &str, src: &dyn FileSource) -> Result<ModelFiles> {
+fn resolve_from(spec: &str, src: &dyn FileSource, seqlen: SeqLen) -> Result<ModelFiles> {
     let config = src
         .fetch("config.json")?
         .with_context(|| format!("{} has no config.json; {}", src.describe(), src.missing_hint()))?;
     // Another family's config and tokenizer are checked before any weight is fetched.
-    let early_tokenizer = match non_opt_family(&config)? {
+    let early_tokenizer = match check_config_early(&config, seqlen)? {
         Some(_) => Some(json_tokenizer(src)?),
         None => None,
     };
@@ -278,15 +281,22 @@ fn resolve_from(spec: &str, src: &dyn FileSource) -> Result<ModelFiles> {
 }
 
 /// The family of a config.json that is not OPT's, read and checked (refusals naming the config
-/// key); `None` for OPT, whose config is checked when the model loads, as it always was.
-fn non_opt_family(config: &Path) -> Result<Option<&'static super::Family>> {
+/// key); `None` for OPT, whose config is checked when the model loads, as it always was. Any
+/// family's config that reads is checked against the run's window length here.
+fn check_config_early(config: &Path, seqlen: SeqLen) -> Result<Option<&'static super::Family>> {
     let value: Option<serde_json::Value> =
         std::fs::read_to_string(config).ok().and_then(|t| serde_json::from_str(&t).ok());
     let model_type = value.as_ref().and_then(|v| v.get("model_type")).and_then(|v| v.as_str());
+    let fits = |c: &super::DecoderConfig| c.check_sequence_length(seqlen).with_context(|| config.display().to_string());
     if value.is_none() || model_type == Some("opt") {
+        if let Ok(opt) = super::config::OptConfig::from_file(config) {
+            fits(&opt.into())?;
+        }
         return Ok(None);
     }
-    Ok(Some(super::read_config(config)?.family).filter(|f| !f.is_opt()))
+    let c = super::read_config(config)?;
+    fits(&c)?;
+    Ok(Some(c.family).filter(|f| !f.is_opt()))
 }
 
 /// The rotary families tokenize with their `tokenizer.json` (normalizer, pre-tokenizer and

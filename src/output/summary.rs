@@ -5,6 +5,7 @@ use crate::data::source::Provenance;
 use crate::eval::Perplexity;
 use crate::mixed::Mode;
 use crate::pipeline::{LinearReport, PhaseTimes};
+use crate::protocol::SeqLen;
 use candle_core::DType;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -80,6 +81,8 @@ pub struct EvalReport {
     pub device: String,
     /// The dtype the model ran in (weights and activations).
     pub dtype: String,
+    /// Tokens per evaluation window.
+    pub seqlen: SeqLen,
     pub load_seconds: f64,
     /// Where each corpus came from (hub repo, file and commit, or local path and sha256).
     pub data: Vec<Provenance>,
@@ -98,6 +101,8 @@ pub struct PruneReport<A: Serialize> {
     pub device: String,
     /// The dtype the model ran in (weights and activations).
     pub dtype: String,
+    /// Tokens per window, calibration and evaluation alike.
+    pub seqlen: SeqLen,
     pub mode: Mode,
     pub ppl: BTreeMap<String, f64>,
     pub eval: Vec<Perplexity>,

@@ -23,7 +23,11 @@ pub fn reference(model: &str, run: &str) -> serde_json::Value {
 }
 
 pub fn load(name: &str) -> (sparsegpt_mi::model::OptModel, tokenizers::Tokenizer) {
-    let files = sparsegpt_mi::model::files::resolve_model(fixture(name).to_str().unwrap()).unwrap();
+    let files = sparsegpt_mi::model::files::resolve_model(
+        fixture(name).to_str().unwrap(),
+        sparsegpt_mi::protocol::SeqLen::PUBLISHED,
+    )
+    .unwrap();
     let tok = sparsegpt_mi::model::tokenizer::load(&files.tokenizer).unwrap();
     let model = sparsegpt_mi::model::load_model(&files, &candle_core::Device::Cpu, candle_core::DType::F32).unwrap();
     (model, tok)
