@@ -10,6 +10,7 @@ mod common;
 use common::hub_server::HubServer;
 use sparsegpt_mi::hub::HubConfig;
 use sparsegpt_mi::model::files::{resolve_model_with, ModelFiles, TokenizerFiles};
+use sparsegpt_mi::protocol::SeqLen;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -177,7 +178,7 @@ fn an_intact_pytorch_bin_from_the_hub_loads_as_the_safetensors_it_was_written_fr
     let server = HubServer::start();
     server.add_model(ID, facebook_layout(pytorch_bin()));
     let cache = tempfile::tempdir().unwrap();
-    let files = resolve_model_with(ID, &HubConfig::new(server.endpoint(), cache.path())).unwrap();
+    let files = resolve_model_with(ID, &HubConfig::new(server.endpoint(), cache.path()), SeqLen::PUBLISHED).unwrap();
     check(&files);
     let dev = candle_core::Device::Cpu;
     let from_hub = sparsegpt_mi::model::load_model(&files, &dev, candle_core::DType::F32).unwrap();
@@ -215,7 +216,11 @@ fn a_damaged_pytorch_bin_at_the_hub_is_refused_and_never_cached() {
         server.corrupt_in_transit("pytorch_model.bin", in_transit);
         let home = tempfile::tempdir().unwrap();
         let cache = home.path().join("hub");
-        let e = err_line(resolve_model_with(ID, &HubConfig::new(server.endpoint(), &cache).with_retries(0)));
+        let e = err_line(resolve_model_with(
+            ID,
+            &HubConfig::new(server.endpoint(), &cache).with_retries(0),
+            SeqLen::PUBLISHED,
+        ));
         assert!(e.contains("'testorg/opt-tiny/pytorch_model.bin' downloaded from"), "{what}: {e}");
         assert!(e.contains(needle) && e.contains("removed it from the hub cache"), "{what}: {e}");
         assert_eq!(bin_cached(&cache, &bytes), Vec::<PathBuf>::new(), "{what}: left in the cache");
@@ -238,7 +243,7 @@ fn damaged_cached_model_files_are_named_with_the_command_that_clears_them_before
     let home = tempfile::tempdir().unwrap();
     let cache = home.path().join("hub");
     let online = HubConfig::new(server.endpoint(), &cache);
-    let files = resolve_model_with(ID, &online).unwrap();
+    let files = resolve_model_with(ID, &online, SeqLen::PUBLISHED).unwrap();
     let bin_link = files.weights[0].clone();
     let bin_blob = std::fs::canonicalize(&bin_link).unwrap();
     let TokenizerFiles::VocabMerges { vocab, .. } = files.tokenizer.clone() else { panic!("vocab.json expected") };
@@ -268,7 +273,7 @@ fn damaged_cached_model_files_are_named_with_the_command_that_clears_them_before
         // Offline, online (the cache answers without a request), and through the binary.
         for hub in [&offline, &online] {
             server.clear_log();
-            let e = err_line(resolve_model_with(ID, hub));
+            let e = err_line(resolve_model_with(ID, hub, SeqLen::PUBLISHED));
             assert!(e.contains("in the hub cache is damaged") && e.contains(needle), "{what}: {e}");
             assert!(e.contains(&rm), "{what}: {e}");
             assert_eq!(server.request_count(), 0, "{what}: {:?}", server.requests());
@@ -280,11 +285,11 @@ fn damaged_cached_model_files_are_named_with_the_command_that_clears_them_before
         // Doing what it says: the next run downloads the file again, and the model resolves.
         std::fs::remove_file(link).unwrap();
         std::fs::remove_file(&blob).unwrap();
-        check(&resolve_model_with(ID, &online).unwrap());
+        check(&resolve_model_with(ID, &online, SeqLen::PUBLISHED).unwrap());
         assert_eq!(std::fs::read(link).unwrap(), good, "{what}");
     }
     // Intact, offline: resolves as before.
-    check(&resolve_model_with(ID, &offline).unwrap());
+    check(&resolve_model_with(ID, &offline, SeqLen::PUBLISHED).unwrap());
 }
 
 #[test]
