@@ -8,12 +8,15 @@
 #   gptq4:    --wbits 4 --save-format gptq                              (packed GPTQ export)
 #
 #   checks/compare_binaries.sh OLD_BIN NEW_BIN OUT_DIR      exit status 1 if anything differs
+#     env EXTRA_RUNS="name:flags;name:flags" adds runs (e.g. other --save-format exports)
 set -euo pipefail
 OLD=$1; NEW=$2; OUT=$3; S=${SHARED:-../shared}
 mkdir -p "$OUT"
 runs=("sgpt50w4:--sparsity 0.5 --wbits 4"
       "mi3:--sparsity 0.5 --wbits 4 --target-avg-bits 3.0 --use-mi-grouping 1 --n-groups 10"
       "gptq4:--wbits 4 --save-format gptq")
+IFS=';' read -r -a extra <<< "${EXTRA_RUNS:-}"
+for r in "${extra[@]}"; do [ -n "$r" ] && runs+=("$r"); done
 names=()
 for r in "${runs[@]}"; do names+=("${r%%:*}"); done
 for bin in old new; do
