@@ -11,6 +11,7 @@
 # RUNS="sgpt50w4 gptq4": only those of the three runs (default all).
 # IGNORE=key,key: result-JSON keys a change adds or alters on purpose (e.g. a new field), left out
 # of the comparison wherever they occur and named in the verdict.
+#     env EXTRA_RUNS="name:flags;name:flags" adds runs (e.g. other --save-format exports)
 set -euo pipefail
 OLD=$1; NEW=$2; OUT=$3; S=${SHARED:-../shared}
 mkdir -p "$OUT"
@@ -22,6 +23,8 @@ if [ -n "${RUNS:-}" ]; then
   for r in "${runs[@]}"; do [[ " $RUNS " == *" ${r%%:*} "* ]] && chosen+=("$r"); done
   runs=("${chosen[@]}")
 fi
+IFS=';' read -r -a extra <<< "${EXTRA_RUNS:-}"
+for r in "${extra[@]}"; do [ -n "$r" ] && runs+=("$r"); done
 names=()
 for r in "${runs[@]}"; do names+=("${r%%:*}"); done
 for bin in old new; do

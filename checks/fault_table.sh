@@ -393,6 +393,10 @@ run error "llama: mixture-of-experts keys" eval "$M/llama_moe"
 run error "mistral: sliding_window shorter than the windows" eval "$M/mistral_window"
 run error "unknown model_type" eval "$M/llama_gemma"
 run error "tokenizer.model without tokenizer.json" eval "$M/llama_spm_only"
+run error "llama (bf16) saved as gptq without --save-dtype f16" prune "$LLAMA" c4 --wbits 4 "${Q[@]}" --save out --save-format gptq
+run error "--save-dtype bf16 while computing in f16" prune "$LLAMA" c4 --wbits 4 --dtype f16 --save-dtype bf16 "${Q[@]}" --save out --save-format compressed-tensors
+run error "llama as compressed-tensors, --groupsize 128 not dividing 704" prune "$LLAMA" c4 --wbits 4 --groupsize 128 "${Q[@]}" --save out --save-format compressed-tensors
+run error "--save-dtype without --save" prune $B --wbits 4 --save-dtype f16 "${Q[@]}"
 run error "no weight file" eval "$M/no_weights"
 run error "truncated model.safetensors" eval "$M/truncated"
 run error "model.safetensors of random bytes" eval "$M/garbage_st"

@@ -98,12 +98,19 @@ impl CommonArgs {
 
     /// Loads the model onto `device`, offloaded if asked.
     pub fn load_model(&self, files: &ModelFiles, device: &Device) -> Result<OptModel> {
+        self.load_model_stored_as(files, device, None)
+    }
+
+    /// Loads the model, stored in `stored_as` instead of the checkpoint's dtype if given
+    /// (`model::LoadOptions::stored_as`).
+    pub fn load_model_stored_as(
+        &self,
+        files: &ModelFiles,
+        device: &Device,
+        stored_as: Option<DType>,
+    ) -> Result<OptModel> {
         let dtype = self.dtype(device, &model::read_config(&files.config)?);
-        if self.offload {
-            model::load_model_offloaded(files, device, dtype)
-        } else {
-            model::load_model(files, device, dtype)
-        }
+        model::load(files, device, model::LoadOptions { dtype, offload: self.offload, stored_as })
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::common::{command_line, parse_tasks, print_ppl_table, run_tasks, CommonArgs, ReportArgs};
 use super::mixed::MiArgs;
-use super::values::{HessianAccumulation, HinvPrecision, SamplerKind, SaveFormat};
+use super::values::{HessianAccumulation, HinvPrecision, SamplerKind, SaveDtype, SaveFormat};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::Args;
@@ -117,6 +117,13 @@ pub struct PruneArgs {
     /// checkpoints serving engines load; see README "Saving").
     #[arg(long, value_enum)]
     pub save_format: Option<SaveFormat>,
+    /// Store the model in this dtype instead of the checkpoint's (f16, bf16, f32): every weight
+    /// is rounded to it on load, compressed weights and quantization scales are fitted in it,
+    /// and --save writes it (e.g. f16 for a GPTQ export of a bf16 model). The compute dtype
+    /// (--dtype) must hold it exactly: the same dtype, or f32.
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub save_dtype: Option<SaveDtype>,
     /// Let --save replace an existing directory that is not a previous export, and
     /// everything in it.
     #[arg(long)]
@@ -161,6 +168,9 @@ impl PruneArgs {
         }
         if self.save_format.is_some() && self.save.is_none() {
             bail!("--save-format needs --save DIR");
+        }
+        if self.save_dtype.is_some() && self.save.is_none() {
+            bail!("--save-dtype needs --save DIR");
         }
         if self.save.is_some() && self.keep_compute_dtype {
             bail!("--keep-compute-dtype evaluates weights that --save would round to the checkpoint's dtype: give one of them");
@@ -226,8 +236,24 @@ impl PruneArgs {
         }
         self.mi.validate_shapes(cfg.hidden_size.min(cfg.ffn_dim))?;
         let format = self.save_format();
-        export::check_format(format, &self.planned_quantization(), &widths).map_err(|r| save_format_refusal(&r))?;
+        let outputs = [cfg.hidden_size, cfg.ffn_dim, cfg.q_width(), cfg.kv_width()];
+        export::check_format(format, &self.planned_quantization(), &widths, &outputs)
+            .map_err(|r| save_format_refusal(&r))?;
         Ok(())
+    }
+
+    /// `--save-dtype`'s checks before any weight is read: the compute dtype holds it exactly,
+    /// and the format can store it (the checkpoint's own dtype is checked once it is loaded).
+    fn validate_storage(&self, cfg: &DecoderConfig, device: &Device) -> Result<()> {
+        let Some(stored) = self.save_dtype.map(|d| export::SaveDtype::from(d).dtype()) else { return Ok(()) };
+        let compute = self.common.dtype(device, cfg);
+        if !model::holds_exactly(compute, stored) {
+            bail!(
+                "--save-dtype {}: the model would compute in {compute:?}, which does not hold {stored:?} values exactly (give --dtype f32, or the same dtype)",
+                summary::dtype_name(stored)
+            );
+        }
+        export::check_storage(self.save_format(), stored).map_err(|r| save_format_refusal(&r))
     }
 
     fn save_format(&self) -> export::SaveFormat {
@@ -335,7 +361,7 @@ fn save_format_refusal(r: &export::FormatRefusal) -> anyhow::Error {
             "--save-format compressed-tensors cannot hold --act-order with --groupsize: its permuted-group act-order (\"group\", with weight_g_idx) was removed in compressed-tensors 0.20 (use --save-format gptq)"
         ),
         R::GptqDtype(dtype) => anyhow::anyhow!(
-            "--save-format gptq stores f16 scales and weights, and this checkpoint is {dtype:?} (use compressed-tensors, which keeps the checkpoint's dtype)"
+            "--save-format gptq stores f16 scales and weights, and this model is stored in {dtype:?}: give --save-dtype f16 (every weight rounded to f16 before compression), or use --save-format compressed-tensors, which keeps {dtype:?}"
         ),
     }
 }
@@ -394,14 +420,8 @@ impl PrunePlan {
         let files = model::files::resolve_model(&args.model, args.common.seqlen)?;
         flags.outputs.check_inputs(&files)?;
         let config = model::read_config(&files.config)?;
-        if args.save.is_some() && !config.family.is_opt() && args.save_format() != export::SaveFormat::Dense {
-            bail!(
-                "--save-format {}: packed exports of {} models are not implemented yet (OPT only); --save-format dense saves them",
-                args.save_format().name(),
-                config.family.name()
-            );
-        }
         args.validate_shapes(&config)?;
+        args.validate_storage(&config, &flags.device)?;
         let tok = model::tokenizer::load_for_vocab(&files.tokenizer, config.vocab_size)?;
         Ok(PrunePlan { flags, source, data, task_data, files, tok, started })
     }
@@ -412,7 +432,8 @@ impl PrunePlan {
 fn execute(plan: PrunePlan) -> Result<()> {
     let PrunePlan { flags, source, data, task_data, files, tok, started } = plan;
     let CheckedFlags { args, outputs, device, calib_source, eval_sets, tasks: _ } = flags;
-    let mut model = args.common.load_model(&files, &device)?;
+    let stored_as = args.save_dtype.map(|d| export::SaveDtype::from(d).dtype());
+    let mut model = args.common.load_model_stored_as(&files, &device, stored_as)?;
     export::check_storage(args.save_format(), model.storage_dtype).map_err(|r| save_format_refusal(&r))?;
     if args.keep_compute_dtype {
         model.storage_dtype = model.dtype;

@@ -86,6 +86,11 @@ value_enum! {
 }
 
 value_enum! {
+    /// The dtype `--save` stores, where not the checkpoint's.
+    SaveDtype => sparsegpt_mi::output::export::SaveDtype { F16, Bf16, F32 }
+}
+
+value_enum! {
     /// The calibration window sampler.
     SamplerKind => sparsegpt_mi::data::calibration::SamplerKind { Python, #[value(alias = "splitmix")] Xoshiro }
 }
@@ -107,6 +112,8 @@ mod tests {
         assert_eq!(serde_json::to_string(&HessianAccumulation::RunningAverage).unwrap(), "\"running-average\"");
         assert_eq!(serde_json::to_string(&Importance::MiObs).unwrap(), "\"mi-obs\"");
         assert_eq!(serde_json::to_string(&SamplerKind::Xoshiro).unwrap(), "\"xoshiro\"");
+        assert_eq!(SaveDtype::from_str("bf16", false), Ok(SaveDtype::Bf16));
+        assert_eq!(serde_json::to_string(&SaveDtype::Bf16).unwrap(), "\"bf16\"");
         assert_eq!(serde_json::to_string(&BitObjective::CostModel).unwrap(), "\"cost-model\"");
         assert_eq!(BitObjective::from_str("cost-model", false), Ok(BitObjective::CostModel));
         assert_eq!(SamplerKind::from_str("splitmix", false), Ok(SamplerKind::Xoshiro));

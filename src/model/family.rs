@@ -63,6 +63,16 @@ pub struct TensorNames {
     pub k_norm: &'static str,
 }
 
+/// Linears that serving engines load as one module (vLLM's `qkv_proj`, `gate_up_proj`): the
+/// fused module's path inside a layer and its parts, which read one input (`InputSite`). A
+/// packed export stores such parts alike (`output::layout`) and names them with the fused
+/// module in its patterns (`output::gptq`).
+#[derive(Clone, Copy, Debug)]
+pub struct FusedLinears {
+    pub path: &'static str,
+    pub parts: &'static [LinearKind],
+}
+
 /// One family: its parts, names and linears.
 #[derive(Clone, Copy, Debug)]
 pub struct Family {
@@ -79,11 +89,15 @@ pub struct Family {
     /// which share an input (and so one Hessian, and one pass under `--true-sequential`).
     pub linears: &'static [LinearKind],
     pub names: TensorNames,
+    /// The linears engines serve fused.
+    pub fused: &'static [FusedLinears],
     /// Whether the family's config reads `sliding_window` only under `use_sliding_window`.
     pub sliding_window_switch: bool,
 }
 
 use LinearKind::*;
+
+const QKV_PROJ: FusedLinears = FusedLinears { path: "self_attn.qkv_proj", parts: &[Q, K, V] };
 
 pub const OPT: Family = Family {
     model_types: &["opt"],
@@ -104,6 +118,7 @@ pub const OPT: Family = Family {
         q_norm: "",
         k_norm: "",
     },
+    fused: &[QKV_PROJ],
     sliding_window_switch: false,
 };
 
@@ -126,6 +141,7 @@ pub const LLAMA: Family = Family {
         q_norm: "self_attn.q_norm",
         k_norm: "self_attn.k_norm",
     },
+    fused: &[QKV_PROJ, FusedLinears { path: "mlp.gate_up_proj", parts: &[Gate, Up] }],
     sliding_window_switch: false,
 };
 
@@ -147,6 +163,11 @@ impl Family {
 
     pub fn is_opt(&self) -> bool {
         self.position == (PositionKind::Learned { offset: 2 })
+    }
+
+    /// The fused module `kind` is served in, if any.
+    pub fn fused_with(&self, kind: LinearKind) -> Option<&'static FusedLinears> {
+        self.fused.iter().find(|f| f.parts.contains(&kind))
     }
 
     /// Checkpoint path of layer `i`'s module `module`.
@@ -577,6 +598,19 @@ mod tests {
         assert!(refusal(with(llama(), "vocab_size", json!(usize::MAX / 2))).contains("overflows"));
         // Null MoE keys (as some dense configs carry) are not MoE.
         DecoderConfig::from_value(&with(llama(), "num_experts", json!(null))).unwrap();
+    }
+
+    #[test]
+    fn fused_linears_read_one_input_and_are_the_familys() {
+        for family in FAMILIES {
+            for f in family.fused {
+                let site = f.parts[0].input_site();
+                assert!(f.parts.iter().all(|k| k.input_site() == site && family.linears.contains(k)), "{}", f.path);
+            }
+        }
+        assert_eq!(LLAMA.fused_with(Up).map(|f| f.path), Some("mlp.gate_up_proj"));
+        assert_eq!(QWEN2.fused_with(K).map(|f| f.path), Some("self_attn.qkv_proj"));
+        assert!(OPT.fused_with(Fc1).is_none() && LLAMA.fused_with(Down).is_none());
     }
 
     #[test]

@@ -327,29 +327,63 @@ pub fn read_config(path: &std::path::Path) -> Result<DecoderConfig> {
     Ok(config)
 }
 
-/// Loads config and weights of resolved model files onto `device` in `dtype`.
-pub fn load_model(files: &files::ModelFiles, device: &Device, dtype: DType) -> Result<OptModel> {
+/// How a model's checkpoint is read.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// The compute dtype.
+    pub dtype: DType,
+    /// Keep the decoder layers in host memory, visiting the device one at a time.
+    pub offload: bool,
+    /// Store the model in this dtype instead of the checkpoint's (`Weights::store_as`): every
+    /// weight rounded through it on load; compressed weights and exports are then in it. The
+    /// compute dtype must hold it exactly (the same dtype, or f32).
+    pub stored_as: Option<DType>,
+}
+
+/// Whether values of `storage` are exact in `compute` (what `LoadOptions::stored_as` needs).
+pub fn holds_exactly(compute: DType, storage: DType) -> bool {
+    compute == storage || compute == DType::F32
+}
+
+/// Loads a model from resolved files onto `device` as `opts` says.
+pub fn load(files: &files::ModelFiles, device: &Device, opts: LoadOptions) -> Result<OptModel> {
     let config = read_config(&files.config)?;
     let packed = packed::PackedFormat::from_config_file(&files.config)?;
-    let weights = Weights::load_checkpoint(&files.weights, packed.as_ref(), dtype, device)?;
-    OptModel::load(config, &weights, device, dtype)
+    let home = if opts.offload { &Device::Cpu } else { device };
+    let mut weights = Weights::load_checkpoint(&files.weights, packed.as_ref(), opts.dtype, home)?;
+    if let Some(storage) = opts.stored_as {
+        if !holds_exactly(opts.dtype, storage) {
+            bail!(
+                "a model stored in {storage:?} cannot compute in {:?}, which does not hold its values exactly",
+                opts.dtype
+            );
+        }
+        weights.store_as(storage)?;
+    }
+    let mut m = OptModel::load(config, &weights, home, opts.dtype)?;
+    if opts.offload {
+        // Embeddings, final norm and projections go to `device`; GPU memory then holds one
+        // layer plus activations, whatever the model's size.
+        m.embed_tokens = m.embed_tokens.to_device(device)?;
+        m.embed_positions = m.embed_positions.as_ref().map(|t| t.to_device(device)).transpose()?;
+        m.lm_head = m.lm_head.as_ref().map(|t| t.to_device(device)).transpose()?;
+        m.project_in = m.project_in.as_ref().map(|l| linear_to_device(l, device)).transpose()?;
+        m.project_out = m.project_out.as_ref().map(|l| linear_to_device(l, device)).transpose()?;
+        m.final_layer_norm = m.final_layer_norm.as_ref().map(|l| l.to_device(device)).transpose()?;
+        m.device = device.clone();
+        m.layer_home = Device::Cpu;
+    }
+    Ok(m)
+}
+
+/// Loads config and weights of resolved model files onto `device` in `dtype`.
+pub fn load_model(files: &files::ModelFiles, device: &Device, dtype: DType) -> Result<OptModel> {
+    load(files, device, LoadOptions { dtype, offload: false, stored_as: None })
 }
 
 /// Loads a model whose decoder layers stay in host memory (in `dtype`) and visit `device`
 /// one at a time; embeddings, final norm and projections go to `device`. GPU memory then
 /// holds one layer plus activations, whatever the model's size.
 pub fn load_model_offloaded(files: &files::ModelFiles, device: &Device, dtype: DType) -> Result<OptModel> {
-    let config = read_config(&files.config)?;
-    let packed = packed::PackedFormat::from_config_file(&files.config)?;
-    let weights = Weights::load_checkpoint(&files.weights, packed.as_ref(), dtype, &Device::Cpu)?;
-    let mut m = OptModel::load(config, &weights, &Device::Cpu, dtype)?;
-    m.embed_tokens = m.embed_tokens.to_device(device)?;
-    m.embed_positions = m.embed_positions.as_ref().map(|t| t.to_device(device)).transpose()?;
-    m.lm_head = m.lm_head.as_ref().map(|t| t.to_device(device)).transpose()?;
-    m.project_in = m.project_in.as_ref().map(|l| linear_to_device(l, device)).transpose()?;
-    m.project_out = m.project_out.as_ref().map(|l| linear_to_device(l, device)).transpose()?;
-    m.final_layer_norm = m.final_layer_norm.as_ref().map(|l| l.to_device(device)).transpose()?;
-    m.device = device.clone();
-    m.layer_home = Device::Cpu;
-    Ok(m)
+    load(files, device, LoadOptions { dtype, offload: true, stored_as: None })
 }

@@ -81,6 +81,27 @@ impl Weights {
         Ok(w)
     }
 
+    /// Rounds every float tensor through `storage` (kept in its own dtype) and makes `storage`
+    /// the checkpoint's dtype: the model then holds exactly what an export in `storage` stores.
+    /// A value outside `storage`'s range is an error naming the tensor.
+    pub fn store_as(&mut self, storage: DType) -> Result<()> {
+        for (name, t) in self.tensors.iter_mut() {
+            if !t.dtype().is_float() || t.dtype() == storage {
+                continue;
+            }
+            let rounded = t.to_dtype(storage)?;
+            if !crate::numerics::all_finite(&rounded)? {
+                bail!(
+                    "tensor {name} holds values outside {storage:?}'s range ({} once rounded): it cannot be stored in {storage:?}",
+                    crate::numerics::describe_non_finite(&rounded)
+                );
+            }
+            *t = rounded.to_dtype(t.dtype())?;
+        }
+        self.source_dtype = storage;
+        Ok(())
+    }
+
     pub fn get(&self, name: &str) -> Result<Tensor> {
         self.tensors
             .get(name)
@@ -248,6 +269,29 @@ pub fn shard_files(index_path: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storing_in_another_dtype_rounds_every_weight_and_refuses_what_it_cannot_hold() {
+        let from = |v: Vec<f32>| {
+            let n = v.len();
+            let t = Tensor::from_vec(v, n, &Device::Cpu).unwrap().to_dtype(DType::BF16).unwrap();
+            let mut w = Weights::from_map(HashMap::from([("embed_tokens.weight".to_string(), t)]));
+            w.tensors = w.tensors.into_iter().map(|(k, t)| (k, t.to_dtype(DType::F32).unwrap())).collect();
+            w
+        };
+        // bf16 values within f16's normal range are exact in f16; 1e-7 is below its subnormals' step.
+        let mut w = from(vec![1.5, -3.0e4, 0.1, 1e-7]);
+        w.store_as(DType::F16).unwrap();
+        assert_eq!(w.source_dtype, DType::F16);
+        let got: Vec<f32> = w.get("embed_tokens.weight").unwrap().to_vec1().unwrap();
+        let bf16 = |x: f32| half::bf16::from_f32(x).to_f32();
+        assert_eq!(got[..3], [bf16(1.5), bf16(-3.0e4), bf16(0.1)]);
+        assert_eq!(got[3], half::f16::from_f32(bf16(1e-7)).to_f32());
+        assert_eq!(w.get("embed_tokens.weight").unwrap().dtype(), DType::F32, "kept in the compute dtype");
+        // 1e5 overflows f16.
+        let e = from(vec![1.0, 1e5]).store_as(DType::F16).unwrap_err().to_string();
+        assert!(e.contains("embed_tokens.weight holds values outside F16's range"), "{e}");
+    }
 
     #[test]
     fn safetensors_structure_is_read_from_the_header_alone() {

@@ -60,7 +60,7 @@ pub fn write(model: &OptModel, storage: &[LinearStorage], sym: bool, dtype: DTyp
     let mut schemes: BTreeMap<(u32, Option<usize>), Vec<String>> = BTreeMap::new();
     let mut ignore = vec!["lm_head".to_string()];
     for s in storage {
-        let prefix = format!("model.decoder.layers.{}.{}", s.layer, s.kind.path());
+        let prefix = format!("model.{}", model.config.family.layer_tensor(s.layer, s.kind.path()));
         let lin = model.layers[s.layer].linear(s.kind);
         match &s.stored {
             Stored::Packed(p) => {

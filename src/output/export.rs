@@ -50,6 +50,25 @@ impl SaveFormat {
     }
 }
 
+/// The dtype an export stores its floats in where it is not the checkpoint's (`--save-dtype`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SaveDtype {
+    F16,
+    Bf16,
+    F32,
+}
+
+impl SaveDtype {
+    pub fn dtype(self) -> DType {
+        match self {
+            SaveDtype::F16 => DType::F16,
+            SaveDtype::Bf16 => DType::BF16,
+            SaveDtype::F32 => DType::F32,
+        }
+    }
+}
+
 /// What a run will quantize, as far as the formats care (known before any work).
 #[derive(Clone, Debug)]
 pub struct PlannedQuantization {
@@ -99,21 +118,24 @@ impl std::fmt::Display for FormatRefusal {
                 f,
                 "the compressed-tensors format cannot hold act-order with groups: its permuted-group act-order (\"group\", with weight_g_idx) was removed in compressed-tensors 0.20"
             ),
-            FormatRefusal::GptqDtype(dtype) => {
-                write!(f, "the gptq format stores f16 scales and weights, and this checkpoint is {dtype:?}")
-            }
+            FormatRefusal::GptqDtype(dtype) => write!(
+                f,
+                "the gptq format stores f16 scales and weights, and this model is stored in {dtype:?} (store it in f16, or use compressed-tensors, which keeps {dtype:?})"
+            ),
         }
     }
 }
 
 impl std::error::Error for FormatRefusal {}
 
-/// Checks before any work that `format` can hold what the run will produce on a model of
-/// these widths (hidden size and FFN width: every decoder linear's input and output).
+/// Checks before any work that `format` can hold what the run will produce on a model whose
+/// decoder linears read `inputs` and write `outputs` wide vectors (hidden size, FFN width, and
+/// the attention's q and k/v widths where heads × head_dim differ from them).
 pub fn check_format(
     format: SaveFormat,
     q: &PlannedQuantization,
-    widths: &[usize],
+    inputs: &[usize],
+    outputs: &[usize],
 ) -> std::result::Result<(), FormatRefusal> {
     if format == SaveFormat::Dense {
         return Ok(());
@@ -126,13 +148,13 @@ pub fn check_format(
             if let Some(b) = q.uniform_bits.filter(|b| !super::packing::GPTQ_BITS.contains(b)) {
                 return Err(FormatRefusal::GptqBits(b));
             }
-            if let Some(&w) = widths.iter().find(|w| !w.is_multiple_of(32)) {
+            if let Some(&w) = inputs.iter().chain(outputs).find(|w| !w.is_multiple_of(32)) {
                 return Err(FormatRefusal::GptqWidth(w));
             }
         }
         SaveFormat::CompressedTensors => {
             if let Some(group) = q.group_size {
-                if let Some(&width) = widths.iter().find(|w| !w.is_multiple_of(group)) {
+                if let Some(&width) = inputs.iter().find(|w| !w.is_multiple_of(group)) {
                     return Err(FormatRefusal::GroupDoesNotDivide { group, width });
                 }
                 if q.act_order {
@@ -317,14 +339,30 @@ fn dense_linears(model: &OptModel, dtype: DType, into: &mut BTreeMap<String, Raw
     Ok(())
 }
 
-/// config.json of the source with `quantization_config` set (or removed).
-fn write_config(files: &ModelFiles, quantization: Option<&serde_json::Value>, to: &Path) -> Result<()> {
+/// transformers' name of a dtype (config.json's `torch_dtype` / `dtype`).
+fn dtype_config_name(dtype: DType) -> Option<&'static str> {
+    match dtype {
+        DType::F16 => Some("float16"),
+        DType::BF16 => Some("bfloat16"),
+        DType::F32 => Some("float32"),
+        _ => None,
+    }
+}
+
+/// config.json of the source with `quantization_config` set (or removed) and its dtype keys
+/// (`torch_dtype`, `dtype`, where present) naming `dtype`, the dtype the export stores.
+fn write_config(files: &ModelFiles, quantization: Option<&serde_json::Value>, dtype: DType, to: &Path) -> Result<()> {
     let text = std::fs::read_to_string(&files.config)?;
     let mut cfg: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", files.config.display()))?;
     let obj = cfg.as_object_mut().context("config.json is not an object")?;
+    let stored = dtype_config_name(dtype).map(serde_json::Value::from);
+    let dtype_keys: Vec<&str> = ["torch_dtype", "dtype"]
+        .into_iter()
+        .filter(|k| obj.get(*k).is_some_and(|v| v.is_string() && stored.as_ref().is_some_and(|s| v != s)))
+        .collect();
     match quantization {
-        None if !obj.contains_key("quantization_config") => {
+        None if !obj.contains_key("quantization_config") && dtype_keys.is_empty() => {
             // The source's file as it is.
             std::fs::copy(&files.config, to)?;
             return Ok(());
@@ -334,6 +372,11 @@ fn write_config(files: &ModelFiles, quantization: Option<&serde_json::Value>, to
         }
         Some(q) => {
             obj.insert("quantization_config".into(), q.clone());
+        }
+    }
+    if let Some(stored) = stored {
+        for key in dtype_keys {
+            obj.insert(key.into(), stored.clone());
         }
     }
     std::fs::write(to, serde_json::to_string_pretty(&cfg)? + "\n")?;
@@ -375,7 +418,7 @@ fn write_format(model: &OptModel, files: &ModelFiles, dir: &Path, req: &SaveRequ
             }
         }
         let run = req.packed.as_ref().context("a packed format needs the run's codes")?;
-        storage = layout::plan(run.codes, model.layers.len(), container)?;
+        storage = layout::plan(run.codes, model.layers.len(), model.config.family, container)?;
         if !storage.iter().any(|s| matches!(s.stored, layout::Stored::Packed(_))) {
             let mut why: Vec<String> = storage
                 .iter()
@@ -417,7 +460,7 @@ fn write_format(model: &OptModel, files: &ModelFiles, dir: &Path, req: &SaveRequ
             None
         }
     };
-    write_config(files, quantization.as_ref(), &dir.join("config.json"))?;
+    write_config(files, quantization.as_ref(), req.dtype, &dir.join("config.json"))?;
     tensors::write(&tensors, &dir.join("model.safetensors"))?;
     let dense_bits = 8.0 * req.dtype.size_in_bytes() as f64;
     let linears = layout::reports(&storage, dense_bits);
@@ -598,6 +641,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn formats_check_every_width_they_pack() {
+        let q =
+            |group_size| PlannedQuantization { quantized: true, uniform_bits: Some(4), group_size, act_order: false };
+        // A k/v projection 80 wide (one head of 80): GPTQ packs outputs by 32 too.
+        let (inputs, outputs) = ([256, 704], [256, 704, 256, 80]);
+        assert_eq!(check_format(SaveFormat::Gptq, &q(None), &inputs, &outputs), Err(FormatRefusal::GptqWidth(80)));
+        assert_eq!(check_format(SaveFormat::Gptq, &q(None), &inputs, &[256, 704, 256, 64]), Ok(()));
+        // compressed-tensors groups run along the inputs only.
+        assert_eq!(check_format(SaveFormat::CompressedTensors, &q(Some(64)), &inputs, &outputs), Ok(()));
+        assert_eq!(
+            check_format(SaveFormat::CompressedTensors, &q(Some(128)), &inputs, &outputs),
+            Err(FormatRefusal::GroupDoesNotDivide { group: 128, width: 704 })
+        );
+        assert_eq!(check_storage(SaveFormat::Gptq, DType::BF16), Err(FormatRefusal::GptqDtype(DType::BF16)));
+        assert_eq!(check_storage(SaveFormat::CompressedTensors, DType::BF16), Ok(()));
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use super::layout::{LinearStorage, PackedLinear, Stored};
 use super::packing::{self, GptqZeros};
 use super::tensors::{Category, RawTensor};
-use crate::model::{LinearKind, OptModel};
+use crate::model::{Family, LinearKind, OptModel};
 use anyhow::{anyhow, bail, Result};
 use candle_core::DType;
 use serde_json::{json, Value};
@@ -35,13 +35,25 @@ pub struct GptqOutput {
     pub notes: Vec<String>,
 }
 
-/// The regex naming a linear (or q/k/v together: vLLM's fused `qkv_proj` included).
-fn module_regex(layer: usize, kind: LinearKind) -> String {
-    match kind {
-        LinearKind::Q | LinearKind::K | LinearKind::V => {
-            format!(r"^model\.decoder\.layers\.{layer}\.self_attn\.(q_proj|k_proj|v_proj|qkv_proj)$")
+/// The regex naming layer `layer`'s linear `kind` in a `family` model; a linear engines serve
+/// fused is named with its fused siblings and the fused module (vLLM's `qkv_proj`,
+/// `gate_up_proj`), e.g. `^model\.layers\.0\.mlp\.(gate_proj|up_proj|gate_up_proj)$`.
+fn module_regex(family: &Family, layer: usize, kind: LinearKind) -> String {
+    let layer_prefix = regex::escape(&format!("model.{}", family.layer_tensor(layer, "")));
+    let Some(fused) = family.fused_with(kind) else {
+        return format!("^{layer_prefix}{}$", regex::escape(kind.path()));
+    };
+    let paths: Vec<&str> = fused.parts.iter().map(|k| k.path()).chain([fused.path]).collect();
+    let parent = |p: &str| p.rsplit_once('.').map(|(a, _)| a.to_string());
+    match parent(paths[0]).filter(|a| paths.iter().all(|p| parent(p).as_deref() == Some(a))) {
+        Some(parent) => {
+            let leaves: Vec<&str> = paths.iter().map(|p| p.rsplit('.').next().unwrap_or(p)).collect();
+            format!("^{layer_prefix}{}\\.({})$", regex::escape(&parent), leaves.join("|"))
         }
-        _ => format!(r"^model\.decoder\.layers\.{layer}\.{}$", kind.path().replace('.', r"\.")),
+        None => {
+            let all: Vec<String> = paths.iter().map(|p| regex::escape(p)).collect();
+            format!("^{layer_prefix}({})$", all.join("|"))
+        }
     }
 }
 
@@ -108,7 +120,8 @@ pub fn write(model: &OptModel, storage: &[LinearStorage], run: &GptqRun, dtype: 
     let mut notes = Vec::new();
     let mut hazard = 0;
     for s in storage {
-        let prefix = format!("model.decoder.layers.{}.{}", s.layer, s.kind.path());
+        let family = model.config.family;
+        let prefix = format!("model.{}", family.layer_tensor(s.layer, s.kind.path()));
         let lin = model.layers[s.layer].linear(s.kind);
         match &s.stored {
             Stored::Packed(p) => {
@@ -116,7 +129,7 @@ pub fn write(model: &OptModel, storage: &[LinearStorage], run: &GptqRun, dtype: 
                 let g = p.group_size.map_or(-1, |g| g as i64);
                 if p.bits != bits || g != group_size {
                     dynamic.insert(
-                        format!("+:{}", module_regex(s.layer, s.kind)),
+                        format!("+:{}", module_regex(family, s.layer, s.kind)),
                         json!({"bits": p.bits, "group_size": g}),
                     );
                 }
@@ -130,7 +143,7 @@ pub fn write(model: &OptModel, storage: &[LinearStorage], run: &GptqRun, dtype: 
                     format!("{prefix}.weight"),
                     RawTensor::from_tensor(lin.weight(), dtype, Category::DenseLinearWeights)?,
                 );
-                dynamic.insert(format!("-:{}", module_regex(s.layer, s.kind)), json!({}));
+                dynamic.insert(format!("-:{}", module_regex(family, s.layer, s.kind)), json!({}));
             }
         }
         if let Some(b) = lin.bias() {
@@ -168,4 +181,31 @@ pub fn write(model: &OptModel, storage: &[LinearStorage], run: &GptqRun, dtype: 
         ));
     }
     Ok(GptqOutput { tensors, config, notes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::family::{LLAMA, OPT, QWEN3};
+
+    #[test]
+    fn module_patterns_name_fused_siblings_from_the_family_table() {
+        assert_eq!(
+            module_regex(&OPT, 3, LinearKind::K),
+            r"^model\.decoder\.layers\.3\.self_attn\.(q_proj|k_proj|v_proj|qkv_proj)$"
+        );
+        assert_eq!(module_regex(&OPT, 0, LinearKind::Fc1), r"^model\.decoder\.layers\.0\.fc1$");
+        assert_eq!(module_regex(&OPT, 1, LinearKind::Out), r"^model\.decoder\.layers\.1\.self_attn\.out_proj$");
+        assert_eq!(
+            module_regex(&LLAMA, 2, LinearKind::Up),
+            r"^model\.layers\.2\.mlp\.(gate_proj|up_proj|gate_up_proj)$"
+        );
+        assert_eq!(module_regex(&QWEN3, 0, LinearKind::Down), r"^model\.layers\.0\.mlp\.down_proj$");
+        // Each pattern matches its linear and the fused module, not another layer's.
+        let re = regex::Regex::new(&module_regex(&LLAMA, 2, LinearKind::Q)).unwrap();
+        for m in ["model.layers.2.self_attn.v_proj", "model.layers.2.self_attn.qkv_proj"] {
+            assert!(re.is_match(m), "{m}");
+        }
+        assert!(!re.is_match("model.layers.12.self_attn.q_proj") && !re.is_match("model.layers.2.self_attn.o_proj"));
+    }
 }

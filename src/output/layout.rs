@@ -21,13 +21,15 @@
 //!   compressed-tensors has no `g_idx` in current releases (its "group" act-order was
 //!   removed): groups must be `j / g` over the natural column order, and `g` must divide
 //!   the width. A linear neither holds is stored dense (f16, unquantized) and listed as such.
-//! * **fused q/k/v**: vLLM serves q, k and v as one `qkv_proj` whose `g_idx` and scheme are
-//!   shared, so the three are stored alike: at the widest width of the three, with equal
-//!   groups and `g_idx`, or all three dense.
+//! * **linears sharing an input** (`InputSite`): vLLM serves q, k and v as one `qkv_proj`
+//!   and gate and up as one `gate_up_proj` (the family's `fused` table), whose `g_idx` and
+//!   scheme are shared, so linears reading one input are stored alike: at the widest width
+//!   among them, with equal groups and `g_idx`, or all dense.
 
 use super::codes::{CodeStore, LinearCodes};
 use super::packing::{self, GPTQ_BITS};
-use crate::model::LinearKind;
+use crate::model::family::Family;
+use crate::model::{InputSite, LinearKind};
 use anyhow::{anyhow, Result};
 use serde::Serialize;
 
@@ -204,12 +206,12 @@ fn widen(q: u8, zero: f32, from: u32, to: u32, sym: bool) -> Result<(u8, u8)> {
     packing::widen_code(q, zero as u8, from, to, sym).map_err(|e| anyhow!("{e}"))
 }
 
-/// The storage of every decoder linear of a model with `layers` layers in `container`.
-pub fn plan(codes: &CodeStore, layers: usize, container: Container) -> Result<Vec<LinearStorage>> {
+/// The storage of every decoder linear of a `family` model with `layers` layers in `container`.
+pub fn plan(codes: &CodeStore, layers: usize, family: &Family, container: Container) -> Result<Vec<LinearStorage>> {
     let mut out = Vec::new();
     for layer in 0..layers {
-        let mut decided: Vec<(LinearKind, Option<std::sync::Arc<LinearCodes>>, Stored)> = Vec::new();
-        for kind in LinearKind::ALL {
+        let mut decided: Vec<Decided> = Vec::new();
+        for &kind in family.linears {
             let lc = codes.get(layer, kind);
             let stored = match &lc {
                 None => Stored::Dense("not quantized".into()),
@@ -226,7 +228,13 @@ pub fn plan(codes: &CodeStore, layers: usize, container: Container) -> Result<Ve
             };
             decided.push((kind, lc, stored));
         }
-        unify_qkv(&mut decided, container)?;
+        for site in InputSite::ALL {
+            let members: Vec<usize> = (0..decided.len()).filter(|&i| decided[i].0.input_site() == site).collect();
+            if members.len() > 1 {
+                let served = fused_description(family, &members, &decided);
+                unify_site(&mut decided, &members, &served, container)?;
+            }
+        }
         for (kind, lc, stored) in decided {
             let planned_bits = lc.map(|lc| {
                 let g = &lc.grids;
@@ -240,12 +248,32 @@ pub fn plan(codes: &CodeStore, layers: usize, container: Container) -> Result<Ve
 
 type Decided = (LinearKind, Option<std::sync::Arc<LinearCodes>>, Stored);
 
-/// q, k and v stored alike (module doc): the widest width of the three, equal groups and
-/// g_idx, or all dense.
-fn unify_qkv(decided: &mut [Decided], container: Container) -> Result<()> {
-    let qkv: Vec<usize> =
-        (0..decided.len()).filter(|&i| matches!(decided[i].0, LinearKind::Q | LinearKind::K | LinearKind::V)).collect();
-    let packed: Vec<&PackedLinear> = qkv
+/// How the reasons name linears sharing an input: "q, k and v are served fused (vLLM's
+/// qkv_proj", in the fused module's order where the family's table names one.
+fn fused_description(family: &Family, members: &[usize], decided: &[Decided]) -> String {
+    let kinds: Vec<LinearKind> = members.iter().map(|&i| decided[i].0).collect();
+    let fused = family.fused_with(kinds[0]).filter(|f| kinds.iter().all(|k| f.parts.contains(k)));
+    let ordered: Vec<LinearKind> = fused.map_or(kinds.clone(), |f| f.parts.to_vec());
+    let short = |k: &LinearKind| {
+        let leaf = k.path().rsplit('.').next().unwrap_or_default();
+        leaf.strip_suffix("_proj").unwrap_or(leaf).to_string()
+    };
+    let names: Vec<String> = ordered.iter().map(short).collect();
+    let list = match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => names.join(""),
+    };
+    match fused {
+        Some(f) => format!("{list} are served fused (vLLM's {}", f.path.rsplit('.').next().unwrap_or(f.path)),
+        None => format!("{list} read one input (engines may serve them fused"),
+    }
+}
+
+/// Linears reading one input stored alike (module doc): the widest width among them, equal
+/// groups and g_idx, or all dense. `served` opens the reason ("q, k and v are served fused
+/// (vLLM's qkv_proj").
+fn unify_site(decided: &mut [Decided], members: &[usize], served: &str, container: Container) -> Result<()> {
+    let packed: Vec<&PackedLinear> = members
         .iter()
         .filter_map(|&i| match &decided[i].2 {
             Stored::Packed(p) => Some(p),
@@ -255,12 +283,12 @@ fn unify_qkv(decided: &mut [Decided], container: Container) -> Result<()> {
     if packed.is_empty() {
         return Ok(());
     }
-    let why = if packed.len() < qkv.len() {
-        Some("q, k and v are served fused (vLLM's qkv_proj) and one of them cannot be packed".to_string())
+    let why = if packed.len() < members.len() {
+        Some(format!("{served}) and one of them cannot be packed"))
     } else {
         let bits = packed.iter().map(|p| p.bits).max().expect("packed");
         let mut repacked = Vec::new();
-        for &i in &qkv {
+        for &i in members {
             if let Stored::Packed(p) = &decided[i].2 {
                 if p.bits == bits {
                     repacked.push(None);
@@ -270,12 +298,12 @@ fn unify_qkv(decided: &mut [Decided], container: Container) -> Result<()> {
             let lc = decided[i].1.as_ref().expect("packed linears have codes");
             repacked.push(Some(pack(lc, container, bits)?.map_err(|e| anyhow!("{e}"))?));
         }
-        for (&i, p) in qkv.iter().zip(repacked) {
+        for (&i, p) in members.iter().zip(repacked) {
             if let Some(p) = p {
                 decided[i].2 = Stored::Packed(p);
             }
         }
-        let shapes: Vec<(Option<usize>, &Vec<i32>)> = qkv
+        let shapes: Vec<(Option<usize>, &Vec<i32>)> = members
             .iter()
             .filter_map(|&i| match &decided[i].2 {
                 Stored::Packed(p) => Some((p.group_size, &p.g_idx)),
@@ -283,10 +311,10 @@ fn unify_qkv(decided: &mut [Decided], container: Container) -> Result<()> {
             })
             .collect();
         let alike = shapes.windows(2).all(|w| w[0] == w[1]);
-        (!alike).then(|| "q, k and v are served fused (vLLM's qkv_proj, one g_idx) and their groups differ".to_string())
+        (!alike).then(|| format!("{served}, one g_idx) and their groups differ"))
     };
     if let Some(why) = why {
-        for &i in &qkv {
+        for &i in members {
             if let Stored::Packed(_) = decided[i].2 {
                 decided[i].2 = Stored::Dense(why.clone());
             }
@@ -320,6 +348,7 @@ pub fn reports(storage: &[LinearStorage], dense_bits: f64) -> Vec<StoredLinearRe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::family;
     use crate::output::codes::{recover, tests::solve};
     use crate::solver::{ColumnGroup, QuantScheme, Sparsity};
 
@@ -419,7 +448,7 @@ mod tests {
         put(LinearKind::K, QuantScheme::PerRow { bits: 3, sym: false });
         put(LinearKind::V, QuantScheme::PerRow { bits: 4, sym: false });
         put(LinearKind::Fc1, QuantScheme::PerRow { bits: 2, sym: false });
-        let decided = plan(&store, 1, Container::Gptq).unwrap();
+        let decided = plan(&store, 1, &family::OPT, Container::Gptq).unwrap();
         let bits = |k: LinearKind| match &decided.iter().find(|s| s.kind == k).unwrap().stored {
             Stored::Packed(p) => Some(p.bits),
             Stored::Dense(_) => None,
@@ -432,7 +461,7 @@ mod tests {
         // One of q/k/v not packable: all three dense.
         let groups = vec![ColumnGroup { start: 0, len: 37, bits: 4 }, ColumnGroup { start: 37, len: 163, bits: 2 }];
         put(LinearKind::V, QuantScheme::Mixed { groups, sym: false });
-        let decided = plan(&store, 1, Container::Gptq).unwrap();
+        let decided = plan(&store, 1, &family::OPT, Container::Gptq).unwrap();
         for s in decided.iter().filter(|s| matches!(s.kind, LinearKind::Q | LinearKind::K | LinearKind::V)) {
             assert!(matches!(s.stored, Stored::Dense(_)), "{:?}", s.kind);
         }
@@ -445,8 +474,43 @@ mod tests {
             .find(|r| r.name == "self_attn.q_proj")
             .unwrap()
             .why_dense
-            .as_ref()
+            .as_deref()
             .unwrap()
-            .contains("fused"));
+            .starts_with("q, k and v are served fused (vLLM's qkv_proj) and one of them cannot be packed"));
+    }
+
+    #[test]
+    fn gate_and_up_are_stored_alike_as_q_k_v() {
+        use crate::pipeline::SolvedSink;
+        let stored = |puts: &[(LinearKind, QuantScheme)]| {
+            let store = CodeStore::new();
+            for (kind, quant) in puts {
+                let (w, g) = solve(quant.clone(), false, Sparsity::Dense, None);
+                store.solved(0, *kind, &w, Some(&g)).unwrap();
+            }
+            plan(&store, 1, &family::LLAMA, Container::Gptq).unwrap()
+        };
+        let bits = |d: &[LinearStorage], k: LinearKind| match &d.iter().find(|s| s.kind == k).unwrap().stored {
+            Stored::Packed(p) => Some((p.bits, p.group_size)),
+            Stored::Dense(why) => {
+                assert!(why.contains("gate_up_proj") || why == "not quantized", "{why}");
+                None
+            }
+        };
+        let per_row = |bits| QuantScheme::PerRow { bits, sym: false };
+        let grouped = |size| QuantScheme::Grouped { bits: 4, sym: false, size };
+        // Widths 2 and 4 at gate and up: both stored at 4; down (its own input) keeps its 3.
+        let d = stored(&[(LinearKind::Gate, per_row(2)), (LinearKind::Up, per_row(4)), (LinearKind::Down, per_row(3))]);
+        assert_eq!(d.iter().map(|s| s.kind).collect::<Vec<_>>(), family::LLAMA.linears, "the family's linears");
+        assert_eq!([bits(&d, LinearKind::Gate), bits(&d, LinearKind::Up)], [Some((4, None)); 2]);
+        assert_eq!(bits(&d, LinearKind::Down), Some((3, None)));
+        // Groups of 64 and of 100: no shared g_idx, both dense, with the fused module named.
+        let d = stored(&[(LinearKind::Gate, grouped(64)), (LinearKind::Up, grouped(100))]);
+        assert_eq!([bits(&d, LinearKind::Gate), bits(&d, LinearKind::Up)], [None, None]);
+        let why = reports(&d, 16.0).into_iter().find(|r| r.name == "mlp.up_proj").unwrap().why_dense.unwrap();
+        assert_eq!(why, "gate and up are served fused (vLLM's gate_up_proj, one g_idx) and their groups differ");
+        // Equal groups: packed alike.
+        let d = stored(&[(LinearKind::Gate, grouped(64)), (LinearKind::Up, grouped(64))]);
+        assert_eq!([bits(&d, LinearKind::Gate), bits(&d, LinearKind::Up)], [Some((4, Some(64))); 2]);
     }
 }
