@@ -43,7 +43,8 @@ PY
       -DSGMI_KERNEL_FILE="\"$W/$name.cu\"" checks/cuda/emu/emu_check.cpp -o "$W/$name" 2> "$W/$name.err"; then
     echo "ERROR    $name: does not compile"; continue
   fi
-  "$W/$name" quick > "$W/$name.out" 2>&1; rc=$?
+  # in a shell of its own, whose stderr is the log: an abort is reported there, not here
+  sh -c '"$0" quick; exit $?' "$W/$name" > "$W/$name.out" 2>&1; rc=$?
   fails=$(grep '^FAIL' "$W/$name.out" | grep -vc '^FAIL:')
   if [ $rc -ne 0 ]; then
     caught=$((caught + 1))
