@@ -9,7 +9,7 @@
 #    llama-rand-gqa calibrated through the fused path; the random-model eval throughput (opt-1.3b,
 #    opt-6.7b, Llama-3-8B shapes),
 # 3. torch baselines on the same GPU (checks/cuda/torch_baseline.py; skipped where torch is absent
-#    or after minute 8 of the call).
+#    or after minute 7 of the call).
 # The fixtures come xz-compressed file by file (.carry/fxz/FX/*.xz) and WikiText-2 as
 # .carry/wikitext2.tar.xz; they are laid out in /tmp/sgmi-shared for the tests. The CLI's view of
 # the same families (every published llama.py run, bf16/f16/f32) is gpu/gpu_families.sh, a call of
@@ -46,7 +46,7 @@ fi
 /tmp/attention_check 2>&1 | tee "$OUTDIR/harness.txt"; h=${PIPESTATUS[0]}
 /tmp/cuda_forward_test --test-threads=1 --include-ignored --nocapture 2>&1 | tee "$OUTDIR/tests.txt"; t=${PIPESTATUS[0]}
 
-if [ $SECONDS -gt 480 ]; then
+if [ $SECONDS -gt 420 ]; then
   p=skipped; echo "no time left for the torch baseline" | tee "$OUTDIR/torch.txt"
 elif python3 -c "import torch" 2>/dev/null; then
   python3 checks/cuda/torch_baseline.py 2>&1 | tee "$OUTDIR/torch.txt"; p=${PIPESTATUS[0]}
