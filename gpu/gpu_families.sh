@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# On the GPU machine (device tool): the rotary families on CUDA (candle's generic ops: RoPE,
-# grouped-query attention and RMSNorm as candle ops, attention scores in f32; the fused CUDA
-# kernels are OPT's). For llama-rand-gqa and qwen2-rand: the first two WikiText-2 window NLLs in
-# bf16 (the checkpoint's, --dtype auto), f16 and f32 against transformers' f32 reference.json; then
-# every published llama.py run of ../shared/reference/llama-rand-gqa (CPU f32, 32 calibration
-# windows, first 16 evaluation windows) with its own flags on the GPU in f32, bf16, bf16 with H
-# summed (--hessian-accumulation sum) and f16: the bf16 run's gap to the reference beside the
-# spread of the three reduced-precision variants, which differ only in rounding. With the published
-# code carried (.carry/published/{sparsegpt,gptq}: sparsegpt.py, gptq.py, quant.py; fetched, never
-# committed), the same runs by the published code itself on the GPU in bf16 (its llama.py loop,
+# On the GPU machine (device tool): the rotary families on CUDA (the fused kernels of
+# docs/cuda_forward.md by default; SPARSEGPT_MI_CUDA_FUSED=0 in the environment: candle's generic
+# ops, as test_results/families/gpu_h100 was made). For llama-rand-gqa and qwen2-rand: the first two
+# WikiText-2 window NLLs in bf16 (the checkpoint's, --dtype auto), f16 and f32 against transformers'
+# f32 reference.json; then every published llama.py run of ../shared/reference/llama-rand-gqa (CPU
+# f32, 32 calibration windows, first 16 evaluation windows) with its own flags on the GPU in f32,
+# bf16, bf16 with H summed (--hessian-accumulation sum) and f16: the bf16 run's gap to the reference
+# beside the spread of the three reduced-precision variants, which differ only in rounding. With the
+# published code carried (.carry/published/{sparsegpt,gptq}: sparsegpt.py, gptq.py, quant.py; fetched,
+# never committed), the same runs by the published code itself on the GPU in bf16 (its llama.py loop,
 # research/published_harness.py), with the calibration windows fed to the Hessian in order, reversed
 # and shuffled: the published code's own bf16 rounding spread, which the tool's bf16 runs are read
 # against (bf16_spread.md).
@@ -140,7 +140,8 @@ python3 - "$OUT" "$S" <<'PY' | tee "$OUT/families.md"
 import json, os, sys
 out, s = sys.argv[1], sys.argv[2]
 card = open(os.path.join(out, "card.txt")).read().strip()
-print(f"# Rotary families on CUDA (generic candle path), {card}\n")
+path = "generic candle path" if os.environ.get("SPARSEGPT_MI_CUDA_FUSED", "1").lower() in ("0", "off", "false", "no") else "fused kernels"
+print(f"# Rotary families on CUDA ({path}), {card}\n")
 print("Forward: the first two WikiText-2 windows' mean NLL against transformers 5.17 in f32 (CPU).\n")
 print("| fixture | dtype | window | ours | transformers f32 | relative |\n|---|---|---|---|---|---|")
 for fx in ["llama-rand-gqa", "qwen2-rand"]:

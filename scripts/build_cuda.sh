@@ -4,7 +4,9 @@
 # the linker, then `cargo build --release --features cuda` for sm_90 (H100/H200).
 # Lints the CUDA build first (clippy with --features cuda, warnings are errors).
 # Output: $CARGO_TARGET_DIR/release/sparsegpt-mi and $CARGO_TARGET_DIR/sparsegpt-mi-cuda.xz (to carry
-# to the GPU machine); CARGO_TARGET_DIR defaults to target/.
+# to the GPU machine), and the GPU tests of the fused forward (tests/cuda_forward.rs) as
+# $CARGO_TARGET_DIR/cuda_forward_test.xz (checks/cuda/run_on_gpu.sh runs it); CARGO_TARGET_DIR
+# defaults to target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${CUDA_VENV:-.cuda-venv}
@@ -41,4 +43,12 @@ TARGET=${CARGO_TARGET_DIR:-target}
 cargo clippy --release --features cuda --all-targets -- -D warnings
 cargo build --release --features cuda
 xz -6 -T2 -c "$TARGET/release/sparsegpt-mi" > "$TARGET/sparsegpt-mi-cuda.xz"
-ls -la "$TARGET/release/sparsegpt-mi" "$TARGET/sparsegpt-mi-cuda.xz"
+TEST_BIN=$(cargo test --release --features cuda --test cuda_forward --no-run --message-format=json \
+  | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "cuda_forward" and m.get("executable"):
+        print(m["executable"])')
+[ -x "$TEST_BIN" ] || { echo "error: the cuda_forward test binary was not built" >&2; exit 1; }
+xz -6 -T2 -c "$TEST_BIN" > "$TARGET/cuda_forward_test.xz"
+ls -la "$TARGET/release/sparsegpt-mi" "$TARGET/sparsegpt-mi-cuda.xz" "$TARGET/cuda_forward_test.xz"

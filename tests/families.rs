@@ -111,3 +111,45 @@ fn dense_exports_read_back_the_evaluated_model() {
         assert_eq!(tensors.keys().filter(|k| k.contains("q_proj.bias")).count() > 0, fixture == "qwen2-rand");
     }
 }
+
+/// `--offload` for the rotary families: layers kept at `layer_home` and moved to the compute
+/// device per use, the rotary tables shared by every layer (on a CPU-only machine both are the
+/// host, which still runs the offload code path): the same window NLLs as a resident model,
+/// through evaluation and through a compression run of the CLI.
+#[test]
+fn offloaded_rotary_models_give_the_same_losses() {
+    for fixture in ["llama-rand-gqa", "qwen2-rand"] {
+        let files = sparsegpt_mi::model::files::resolve_model(
+            common::fixture(fixture).to_str().unwrap(),
+            sparsegpt_mi::protocol::SeqLen::PUBLISHED,
+        )
+        .unwrap();
+        let f32 = candle_core::DType::F32;
+        let plain = sparsegpt_mi::model::load_model(&files, &Device::Cpu, f32).unwrap();
+        let off = sparsegpt_mi::model::load_model_offloaded(&files, &Device::Cpu, f32).unwrap();
+        assert!(off.layer_home.is_cpu());
+        let ids: Vec<u32> = (0..96u32).map(|i| (i * 7907 + 3) % 32000).collect();
+        let windows: Vec<&[u32]> = ids.chunks(48).collect();
+        let a = eval::windows_nll_layerwise(&plain, &windows, 1).unwrap();
+        let b = eval::windows_nll_layerwise(&off, &windows, 1).unwrap();
+        assert!(a.iter().all(|v| v.is_finite() && *v > 5.0), "{fixture}: {a:?}");
+        assert_eq!(a, b, "{fixture}: offloaded vs resident");
+    }
+    let t = tempfile::tempdir().unwrap();
+    let data = common::data_dir();
+    let run = |offload: bool| -> f64 {
+        let json = t.path().join(format!("r{offload}.json"));
+        let mut cmd = std::process::Command::new(common::bin());
+        cmd.args(["prune", common::fixture("llama-rand-gqa").to_str().unwrap(), "c4", "--sparsity", "0.5"])
+            .args(["--nsamples", "2", "--eval-datasets", "wikitext2", "--max-windows", "1"])
+            .args(["--data-dir", data.to_str().unwrap(), "--json", json.to_str().unwrap()]);
+        if offload {
+            cmd.arg("--offload");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "offload={offload}: {}", String::from_utf8_lossy(&out.stderr));
+        let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        j["eval"][0]["window_mean_nll"][0].as_f64().unwrap()
+    };
+    assert_eq!(run(false), run(true), "llama-rand-gqa pruned with and without --offload");
+}

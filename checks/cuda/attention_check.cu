@@ -1,8 +1,11 @@
-// GPU check and timing of the f16 forward kernels the crate ships (src/model/kernels/attention.cu,
-// included below, so what is checked is what ships): flash attention against an f64 reference
-// kernel, the LM-head loss and bias+ReLU against their definitions and against the obvious
-// multi-pass baselines. Prints one PASS/FAIL line per check and a summary; exit status 0 only
-// if every check passed.
+// GPU check and timing of the f16/bf16 forward kernels the crate ships (src/model/kernels/attention.cu,
+// included below, so what is checked is what ships): flash attention (f16 and bf16, equal and
+// grouped-query heads, q or logit scaling) against an f64 reference kernel, the LM-head loss
+// (f16, bf16) and bias+ReLU against their definitions and against the obvious multi-pass
+// baselines, and the rotary families' kernels (RoPE with and without the per-head norm, RMSNorm,
+// SiLU·up) against reference kernels with transformers' rounding points. Prints one PASS/FAIL
+// line per check (info lines are not checks) and a summary; exit status 0 only if every check
+// passed.
 //
 // Build (here, without a GPU):  bash checks/cuda/build_harness.sh
 //   = nvcc -O3 -std=c++17 -arch=sm_90 checks/cuda/attention_check.cu -lcublasLt -lcublas \
@@ -44,6 +47,8 @@ static int g_fail = 0, g_pass = 0;
 static void verdict(bool ok) { ok ? ++g_pass : ++g_fail; }
 
 static float h2f_host(uint16_t u) { return __half2float(__ushort_as_half(u)); }
+static float bf2f_host(uint16_t u) { return __bfloat162float(__ushort_as_bfloat16(u)); }
+static float e2f_host(uint16_t u, bool bf) { return bf ? bf2f_host(u) : h2f_host(u); }
 
 // ---- helpers on the device ----------------------------------------------------------------
 
@@ -58,7 +63,21 @@ __device__ __forceinline__ uint64_t mix64(uint64_t x) {
 __device__ __forceinline__ float uniform01(uint64_t seed, uint64_t i) {
     return float(mix64(seed * 0x9E3779B97F4A7C15ULL + i) >> 40) * (1.0f / 16777216.0f);
 }
-// rows × cols block of a row-major f16 matrix (row stride ld) ← uniform(lo, hi)
+// 16-bit floats: f16, or bf16 where bf.
+__device__ __forceinline__ uint16_t f2e(float x, bool bf) {
+    return bf ? __bfloat16_as_ushort(__float2bfloat16_rn(x)) : __half_as_ushort(__float2half_rn(x));
+}
+__device__ __forceinline__ float e2f(uint16_t u, bool bf) {
+    return bf ? __bfloat162float(__ushort_as_bfloat16(u)) : __half2float(__ushort_as_half(u));
+}
+// rows × cols block of a row-major 16-bit matrix (row stride ld) ← uniform(lo, hi)
+__global__ void fill_e(uint16_t* p, long long rows, int cols, long long ld, float lo, float hi, uint64_t seed, bool bf) {
+    const long long n = rows * cols;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        const long long r = i / cols, c = i % cols;
+        p[r * ld + c] = f2e(lo + (hi - lo) * uniform01(seed, i), bf);
+    }
+}
 __global__ void fill_f16(uint16_t* p, long long rows, int cols, long long ld, float lo, float hi, uint64_t seed) {
     const long long n = rows * cols;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
@@ -67,20 +86,20 @@ __global__ void fill_f16(uint16_t* p, long long rows, int cols, long long ld, fl
     }
 }
 // dims [0, ndims) of every head of each row ← value
-__global__ void set_head_dims(uint16_t* p, long long rows, long long ld, int heads, int hd, int ndims, float value) {
+__global__ void set_head_dims(uint16_t* p, long long rows, long long ld, int heads, int hd, int ndims, float value, bool bf) {
     const long long n = rows * heads * ndims;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         const long long r = i / (heads * ndims);
         const int rem = int(i % (heads * ndims)), h = rem / ndims, d = rem % ndims;
-        p[r * ld + h * hd + d] = __half_as_ushort(__float2half_rn(value));
+        p[r * ld + h * hd + d] = f2e(value, bf);
     }
 }
 // x ← round(x / step) · step on a rows × cols block
-__global__ void quantize_f16(uint16_t* p, long long rows, int cols, long long ld, float step) {
+__global__ void quantize_e(uint16_t* p, long long rows, int cols, long long ld, float step, bool bf) {
     const long long n = rows * cols;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         uint16_t* e = p + (i / cols) * ld + i % cols;
-        *e = __half_as_ushort(__float2half_rn(rintf(__half2float(__ushort_as_half(*e)) / step) * step));
+        *e = f2e(rintf(e2f(*e, bf) / step) * step, bf);
     }
 }
 __global__ void fill_u16(uint16_t* p, long long n, uint16_t v) {
@@ -91,12 +110,13 @@ __global__ void fill_targets(uint32_t* t, int n, int vocab, uint64_t seed) {
     if (i < n) t[i] = uint32_t(mix64(seed + i) % uint64_t(vocab));
 }
 
-// Reference attention for a list of (batch, head, row) triples, all in f64 from the same f16
-// inputs (q scaled and rounded to f16 first, as the kernel and HF do). near[i]: keys within 16
-// of the row's max logit (more than 1: a near tie, decided by f32 rounding in any f32 kernel).
+// Reference attention for a list of (batch, head, row) triples, all in f64 from the same 16-bit
+// inputs (q scaled and rounded to the dtype first, as the kernel and HF's OPT do; the logits
+// times s_scale; query head h reads K/V head h / kv_group). near[i]: keys within 16 of the
+// row's max logit (more than 1: a near tie, decided by f32 rounding in any f32 kernel).
 __global__ void ref_attention(const uint16_t* q, const uint16_t* k, const uint16_t* v, long long q_bs, long long q_rs,
                               long long k_bs, long long k_rs, long long v_bs, long long v_rs, int hd, float q_scale,
-                              const int3* triples, double* out, int* near) {
+                              int kv_group, float s_scale, bool bf, const int3* triples, double* out, int* near) {
     extern __shared__ double sm[];
     double* qs = sm;        // hd
     double* sc = sm + 128;  // up to seq
@@ -104,18 +124,19 @@ __global__ void ref_attention(const uint16_t* q, const uint16_t* k, const uint16
     __shared__ int redi[32];
     const int3 tr = triples[blockIdx.x];
     const int b = tr.x, h = tr.y, i = tr.z, tid = threadIdx.x, nt = blockDim.x;
+    const int hk = h / kv_group;
     for (int d = tid; d < hd; d += nt) {
-        const float x = __half2float(__ushort_as_half(q[b * q_bs + i * q_rs + h * hd + d]));
-        qs[d] = __half2float(__float2half_rn(x * q_scale));
+        const float x = e2f(q[b * q_bs + i * q_rs + h * hd + d], bf);
+        qs[d] = e2f(f2e(x * q_scale, bf), bf);
     }
     __syncthreads();
     double mx = -INFINITY;
     for (int j = tid; j <= i; j += nt) {
         double a = 0;
-        const uint16_t* kr = k + b * k_bs + j * k_rs + h * hd;
-        for (int d = 0; d < hd; ++d) a += qs[d] * double(__half2float(__ushort_as_half(kr[d])));
-        sc[j] = a;
-        mx = fmax(mx, a);
+        const uint16_t* kr = k + b * k_bs + j * k_rs + hk * hd;
+        for (int d = 0; d < hd; ++d) a += qs[d] * double(e2f(kr[d], bf));
+        sc[j] = a * s_scale;
+        mx = fmax(mx, sc[j]);
     }
     for (int o = 16; o; o >>= 1) mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, o));
     if ((tid & 31) == 0) red[tid >> 5] = mx;
@@ -147,7 +168,7 @@ __global__ void ref_attention(const uint16_t* q, const uint16_t* k, const uint16
     }
     for (int d = tid; d < hd; d += nt) {
         double a = 0;
-        for (int j = 0; j <= i; ++j) a += sc[j] * double(__half2float(__ushort_as_half(v[b * v_bs + j * v_rs + h * hd + d])));
+        for (int j = 0; j <= i; ++j) a += sc[j] * double(e2f(v[b * v_bs + j * v_rs + hk * hd + d], bf));
         out[(long long)blockIdx.x * hd + d] = a / l;
     }
     if (tid == 0) near[blockIdx.x] = cnt;
@@ -157,14 +178,32 @@ __global__ void ref_attention(const uint16_t* q, const uint16_t* k, const uint16
 
 typedef void (*FlashFn)(const uint16_t*, const uint16_t*, const uint16_t*, uint16_t*, long long, long long, long long,
                         long long, long long, long long, long long, long long, int, float);
+typedef void (*FlashGqaFn)(const uint16_t*, const uint16_t*, const uint16_t*, uint16_t*, long long, long long, long long,
+                           long long, long long, long long, long long, long long, int, float, int, float);
+// OPT's kernels (fn: f16, equal heads, q scaled) and the rotary families' (gqa: f16 or bf16,
+// grouped-query heads, the scale on q or on the logits).
 struct Variant {
     int hd, warps;
+    bool bf;
     FlashFn fn;
+    FlashGqaFn gqa;
     int smem, br;
+    void launch(dim3 grid, const uint16_t* q, const uint16_t* k, const uint16_t* v, uint16_t* o, long long q_bs, long long q_rs, long long kv_bs,
+                long long kv_rs, long long o_bs, long long o_rs, int seq, float q_scale, int group, float s_scale) const {
+        if (fn)
+            fn<<<grid, warps * 32, smem>>>(q, k, v, o, q_bs, q_rs, kv_bs, kv_rs, kv_bs, kv_rs, o_bs, o_rs, seq, q_scale);
+        else
+            gqa<<<grid, warps * 32, smem>>>(q, k, v, o, q_bs, q_rs, kv_bs, kv_rs, kv_bs, kv_rs, o_bs, o_rs, seq, q_scale, group, s_scale);
+    }
+    const void* func() const { return fn ? (const void*)fn : (const void*)gqa; }
 };
-#define VAR(HD, W) {HD, W, sgmi_flash_fwd_hd##HD##_w##W, sgmi::FlashCfg<HD, W>::SMEM_BYTES, sgmi::FlashCfg<HD, W>::BR}
-static const Variant kVariants[] = {VAR(32, 8), VAR(64, 8), VAR(80, 8), VAR(96, 8), VAR(128, 8),
-                                    VAR(32, 4), VAR(64, 4), VAR(80, 4), VAR(96, 4), VAR(128, 4)};
+#define VAR(HD, W) {HD, W, false, sgmi_flash_fwd_hd##HD##_w##W, nullptr, sgmi::FlashCfg<HD, W>::SMEM_BYTES, sgmi::FlashCfg<HD, W>::BR}
+#define VARG(HD, W) {HD, W, false, nullptr, sgmi_flash_gqa_f16_hd##HD##_w##W, sgmi::FlashCfg<HD, W>::SMEM_BYTES, sgmi::FlashCfg<HD, W>::BR}
+#define VARB(HD, W) {HD, W, true, nullptr, sgmi_flash_gqa_bf16_hd##HD##_w##W, sgmi::FlashCfg<HD, W>::SMEM_BYTES, sgmi::FlashCfg<HD, W>::BR}
+static const Variant kVariants[] = {
+    VAR(32, 8),   VAR(64, 8),   VAR(80, 8),   VAR(96, 8),   VAR(128, 8),   VAR(32, 4),   VAR(64, 4),   VAR(80, 4),   VAR(96, 4),   VAR(128, 4),
+    VARG(32, 8),  VARG(64, 8),  VARG(80, 8),  VARG(96, 8),  VARG(128, 8),  VARG(32, 4),  VARG(64, 4),  VARG(80, 4),  VARG(96, 4),  VARG(128, 4),
+    VARB(32, 8),  VARB(64, 8),  VARB(80, 8),  VARB(96, 8),  VARB(128, 8),  VARB(32, 4),  VARB(64, 4),  VARB(80, 4),  VARB(96, 4),  VARB(128, 4)};
 
 enum Kind { NORMAL, HUGE, HUGE_OFFSET };
 struct Case {
@@ -173,37 +212,44 @@ struct Case {
     Kind kind;
     bool timed;
     const char* note;
+    int kv_heads = 0;     // 0: as many as query heads; fewer: grouped-query heads
+    bool bf = false;      // bf16 inputs (the _bf16 kernels)
+    bool logit_scale = false;  // the scale on the f32 logits (rotary families), not on q (OPT)
 };
 
 static double flops_causal(const Case& c) { return 4.0 * c.b * c.heads * double(c.s) * c.s * c.hd / 2.0; }
 
 static void run_case(const Case& c, bool quick) {
     const int hidden = c.heads * c.hd;
-    const long long in_rs = c.fused ? 3LL * hidden : hidden;
-    const long long in_bs = in_rs * c.s;
+    const int kvh = c.kv_heads ? c.kv_heads : c.heads;
+    const int kv_hidden = kvh * c.hd, group = c.heads / kvh;
+    // fused: one (b, s, hidden + 2·kv_hidden) tensor; else q (b, s, hidden) | k | v (b, s, kv_hidden)
+    const long long q_rs = c.fused ? hidden + 2LL * kv_hidden : hidden;
+    const long long kv_rs = c.fused ? q_rs : kv_hidden;
+    const long long q_bs = q_rs * c.s, kv_bs = kv_rs * c.s;
     const long long o_rs = c.padded_out ? hidden + 8 : hidden;
     const long long o_bs = o_rs * c.s;
     const long long rows = (long long)c.b * c.s;
-    const float q_scale = c.kind == HUGE_OFFSET ? 1.0f : float(1.0 / std::sqrt(double(c.hd)));
+    const float scale = c.kind == HUGE_OFFSET ? 1.0f : float(1.0 / std::sqrt(double(c.hd)));
+    const float q_scale = c.logit_scale ? 1.0f : scale, s_scale = c.logit_scale ? scale : 1.0f;
     const float qk_range = c.kind == HUGE ? 600.f : 1.f;
-    // one allocation: fused (b, s, 3·hidden), or q | k | v
     uint16_t* buf;
-    const size_t in_elems = size_t(rows) * in_rs * (c.fused ? 1 : 3);
+    const size_t in_elems = c.fused ? size_t(rows) * q_rs : size_t(rows) * (q_rs + 2 * kv_rs);
     CK(cudaMalloc(&buf, in_elems * 2));
     uint16_t* q = buf;
-    uint16_t* k = c.fused ? buf + hidden : buf + size_t(rows) * in_rs;
-    uint16_t* v = c.fused ? buf + 2 * hidden : buf + 2 * size_t(rows) * in_rs;
-    fill_f16<<<1024, 256>>>(q, rows, hidden, in_rs, -qk_range, qk_range, 1);
-    fill_f16<<<1024, 256>>>(k, rows, hidden, in_rs, -qk_range, qk_range, 2);
-    fill_f16<<<1024, 256>>>(v, rows, hidden, in_rs, -1.f, 1.f, 3);
+    uint16_t* k = c.fused ? buf + hidden : buf + size_t(rows) * q_rs;
+    uint16_t* v = c.fused ? buf + hidden + kv_hidden : k + size_t(rows) * kv_rs;
+    fill_e<<<1024, 256>>>(q, rows, hidden, q_rs, -qk_range, qk_range, 1, c.bf);
+    fill_e<<<1024, 256>>>(k, rows, kv_hidden, kv_rs, -qk_range, qk_range, 2, c.bf);
+    fill_e<<<1024, 256>>>(v, rows, kv_hidden, kv_rs, -1.f, 1.f, 3, c.bf);
     if (c.kind == HUGE_OFFSET) {
         // q·k ≈ 4·200² = 1.6e5 for every pair, spread O(1) (a softmax over many keys, far beyond
         // f16). q and k on a 1/8 grid: every partial sum of q·k is a multiple of 1/64 below 2^18,
         // exact in f32 in any order, so the f64 reference is exact for the kernel too.
-        quantize_f16<<<1024, 256>>>(q, rows, hidden, in_rs, 0.125f);
-        quantize_f16<<<1024, 256>>>(k, rows, hidden, in_rs, 0.125f);
-        set_head_dims<<<256, 256>>>(q, rows, in_rs, c.heads, c.hd, 4, 200.f);
-        set_head_dims<<<256, 256>>>(k, rows, in_rs, c.heads, c.hd, 4, 200.f);
+        quantize_e<<<1024, 256>>>(q, rows, hidden, q_rs, 0.125f, c.bf);
+        quantize_e<<<1024, 256>>>(k, rows, kv_hidden, kv_rs, 0.125f, c.bf);
+        set_head_dims<<<256, 256>>>(q, rows, q_rs, c.heads, c.hd, 4, 200.f, c.bf);
+        set_head_dims<<<256, 256>>>(k, rows, kv_rs, kvh, c.hd, 4, 200.f, c.bf);
     }
     uint16_t* o;
     CK(cudaMalloc(&o, size_t(rows) * o_rs * 2));
@@ -225,7 +271,8 @@ static void run_case(const Case& c, bool quick) {
     CK(cudaMemcpy(d_tr, tr.data(), tr.size() * sizeof(int3), cudaMemcpyHostToDevice));
     const int ref_smem = (128 + c.s) * 8;
     CK(cudaFuncSetAttribute(ref_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, ref_smem));
-    ref_attention<<<unsigned(tr.size()), 128, ref_smem>>>(q, k, v, in_bs, in_rs, in_bs, in_rs, in_bs, in_rs, c.hd, q_scale, d_tr, d_ref, d_near);
+    ref_attention<<<unsigned(tr.size()), 128, ref_smem>>>(q, k, v, q_bs, q_rs, kv_bs, kv_rs, kv_bs, kv_rs, c.hd, q_scale, group, s_scale, c.bf,
+                                                         d_tr, d_ref, d_near);
     CK(cudaGetLastError());
     std::vector<double> ref(tr.size() * c.hd);
     std::vector<int> near(tr.size());
@@ -234,11 +281,13 @@ static void run_case(const Case& c, bool quick) {
 
     std::vector<uint16_t> got(size_t(rows) * o_rs);
     for (const Variant& var : kVariants) {
-        if (var.hd != c.hd) continue;
-        CK(cudaFuncSetAttribute(var.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, var.smem));
+        // f16 cases with equal heads and q scaling run OPT's kernel and the gqa one; the others the gqa one.
+        if (var.hd != c.hd || var.bf != c.bf) continue;
+        if (var.fn && (c.bf || kvh != c.heads || c.logit_scale)) continue;
+        CK(cudaFuncSetAttribute(var.func(), cudaFuncAttributeMaxDynamicSharedMemorySize, var.smem));
         const dim3 grid((c.s + var.br - 1) / var.br, c.heads, c.b);
         fill_u16<<<1024, 256>>>(o, rows * o_rs, 0x7e00);  // NaN sentinel: unwritten outputs fail
-        var.fn<<<grid, var.warps * 32, var.smem>>>(q, k, v, o, in_bs, in_rs, in_bs, in_rs, in_bs, in_rs, o_bs, o_rs, c.s, q_scale);
+        var.launch(grid, q, k, v, o, q_bs, q_rs, kv_bs, kv_rs, o_bs, o_rs, c.s, q_scale, group, s_scale);
         CK(cudaGetLastError());
         CK(cudaDeviceSynchronize());
         CK(cudaMemcpy(got.data(), o, got.size() * 2, cudaMemcpyDeviceToHost));
@@ -248,7 +297,7 @@ static void run_case(const Case& c, bool quick) {
             const bool tie = c.kind == HUGE && near[t] > 1;
             ties += tie;
             for (int d = 0; d < c.hd; ++d) {
-                const float g = h2f_host(got[(size_t(tr[t].x) * c.s + tr[t].z) * o_rs + tr[t].y * c.hd + d]);
+                const float g = e2f_host(got[(size_t(tr[t].x) * c.s + tr[t].z) * o_rs + tr[t].y * c.hd + d], c.bf);
                 if (!std::isfinite(g)) {
                     ++nonfinite;
                     continue;
@@ -264,8 +313,8 @@ static void run_case(const Case& c, bool quick) {
             for (long long r = 0; r < rows; ++r)
                 for (long long j = hidden; j < o_rs; ++j) pad_bad += got[r * o_rs + j] != 0x7e00;
         // Tolerance (v in ±1, so |o| ≤ 1): P rounded to f16 (≤ 2^-11 relative per weight) and the
-        // f16 output (≤ 2^-11 · |o|) give ≤ ~1.5e-3.
-        const double tol = 2e-3;
+        // f16 output (≤ 2^-11 · |o|) give ≤ ~1.5e-3; bf16: 2^-8 each, ≤ ~8e-3.
+        const double tol = c.bf ? 8e-3 : 2e-3;
         const bool ok = nonfinite == 0 && pad_bad == 0 && max_err <= tol && (c.kind != HUGE || ties * 100 <= (long long)tr.size());
         verdict(ok);
         char timing[160] = "";
@@ -274,11 +323,11 @@ static void run_case(const Case& c, bool quick) {
             CK(cudaEventCreate(&e0));
             CK(cudaEventCreate(&e1));
             for (int w = 0; w < 3; ++w)
-                var.fn<<<grid, var.warps * 32, var.smem>>>(q, k, v, o, in_bs, in_rs, in_bs, in_rs, in_bs, in_rs, o_bs, o_rs, c.s, q_scale);
+                var.launch(grid, q, k, v, o, q_bs, q_rs, kv_bs, kv_rs, o_bs, o_rs, c.s, q_scale, group, s_scale);
             const int iters = 20;
             CK(cudaEventRecord(e0));
             for (int it = 0; it < iters; ++it)
-                var.fn<<<grid, var.warps * 32, var.smem>>>(q, k, v, o, in_bs, in_rs, in_bs, in_rs, in_bs, in_rs, o_bs, o_rs, c.s, q_scale);
+                var.launch(grid, q, k, v, o, q_bs, q_rs, kv_bs, kv_rs, o_bs, o_rs, c.s, q_scale, group, s_scale);
             CK(cudaEventRecord(e1));
             CK(cudaEventSynchronize(e1));
             float ms;
@@ -288,8 +337,9 @@ static void run_case(const Case& c, bool quick) {
             CK(cudaEventDestroy(e0));
             CK(cudaEventDestroy(e1));
         }
-        std::printf("%s attn b=%d s=%4d %2dx%-3d %-5s w=%d %-12s max|err| %.2e mean %.2e%s%s%s%s\n", ok ? "PASS" : "FAIL", c.b, c.s, c.heads,
-                    c.hd, c.fused ? "fused" : "qkv", var.warps, c.note, max_err, n ? sum_err / n : 0.0,
+        std::printf("%s attn %-4s %-3s b=%d s=%4d %2dx%-3d kv=%-2d %-5s w=%d %-12s max|err| %.2e mean %.2e%s%s%s%s\n", ok ? "PASS" : "FAIL",
+                    c.bf ? "bf16" : "f16", var.fn ? "opt" : "gqa", c.b, c.s, c.heads, c.hd, kvh, c.fused ? "fused" : "qkv", var.warps, c.note, max_err,
+                    n ? sum_err / n : 0.0,
                     nonfinite ? (" NONFINITE=" + std::to_string(nonfinite)).c_str() : "",
                     pad_bad ? " PADDING-WRITTEN" : "",
                     c.kind == HUGE ? (" ties-skipped=" + std::to_string(ties) + "/" + std::to_string(tr.size())).c_str() : "", timing);
@@ -672,9 +722,9 @@ static void run_bias_relu(cublasHandle_t blas, long long rows, int in, int out, 
         cmp_f16<<<1024, 256>>>(ylt, y, n, d_cnt, d_ulp);
         CK(cudaMemcpy(&bad, d_cnt, 8, cudaMemcpyDeviceToHost));
         CK(cudaMemcpy(&ulp, d_ulp, 4, cudaMemcpyDeviceToHost));
-        ok = ulp <= 2;
-        verdict(ok);
-        std::printf("%s cuBLASLt %s epilogue vs GEMM + bias_act kernel: %.3f%% of elements differ, max %u ulp (tol 2: rounding once vs twice)\n", ok ? "PASS" : "FAIL",
+        // Not a check: the two GEMMs are different cuBLAS kernels whose f32 sums differ in order,
+        // so outputs near zero differ by many ulps (the crate's own test compares the path it ships).
+        std::printf("info cuBLASLt %s epilogue vs cublasGemmEx + bias_act kernel: %.3f%% of elements differ, max %u ulp\n",
                     relu ? "RELU_BIAS" : "BIAS", 100.0 * bad / n, ulp);
         if (!quick && relu) {
             Timer t;
@@ -705,6 +755,275 @@ static void run_bias_relu(cublasHandle_t blas, long long rows, int in, int out, 
     for (void* p : {(void*)x, (void*)w, (void*)bias, (void*)y, (void*)y0, (void*)y2, (void*)y3, (void*)ylt, (void*)d_cnt, (void*)d_ulp}) CK(cudaFree(p));
 }
 
+
+// ---- the rotary families' kernels -----------------------------------------------------------
+
+// f16/bf16 distance in ulps (same-sign bit patterns are ordered)
+__device__ __forceinline__ unsigned int ulp_dist(uint16_t a, uint16_t b) {
+    const int ia = (a & 0x8000) ? -(a & 0x7fff) : a, ib = (b & 0x8000) ? -(b & 0x7fff) : b;
+    return (unsigned int)abs(ia - ib);
+}
+// Counts elements of got ≠ want, the largest ulp distance, and the largest |got − want| (as a
+// float's bits: non-negative floats order as their bits).
+__global__ void cmp_e(const uint16_t* got, const uint16_t* want, long long n, bool bf, unsigned long long* differ, unsigned int* max_ulp,
+                      unsigned int* max_abs_bits) {
+    unsigned long long cnt = 0;
+    unsigned int mu = 0;
+    float ma = 0.f;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        if (got[i] != want[i]) {
+            ++cnt;
+            mu = max(mu, ulp_dist(got[i], want[i]));
+            ma = fmaxf(ma, fabsf(e2f(got[i], bf) - e2f(want[i], bf)));
+        }
+    }
+    atomicAdd(differ, cnt);
+    atomicMax(max_ulp, mu);
+    atomicMax(max_abs_bits, __float_as_uint(ma));
+}
+__global__ void sum_sq(const uint16_t* x, long long n, bool bf, double* out) {
+    double a = 0;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        const double v = e2f(x[i], bf);
+        a += v * v;
+    }
+    atomicAdd(out, a);
+}
+
+// The reference of the rotary prep: one thread per (token, head), in place of nothing (writes
+// out), transformers' rounding points, the norm's mean of squares in f64.
+__global__ void ref_rope(const uint16_t* x, uint16_t* out, long long rows, int heads, int hd, int seq, const uint16_t* cos_t,
+                         const uint16_t* sin_t, const uint16_t* w, float eps, bool bf) {
+    const long long item = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (item >= rows * heads) return;
+    const long long tok = item / heads;
+    const int h = int(item % heads), pos = int(tok % seq), half = hd / 2;
+    const uint16_t* p = x + tok * heads * hd + (long long)h * hd;
+    uint16_t* o = out + tok * heads * hd + (long long)h * hd;
+    float v[256];
+    for (int d = 0; d < hd; ++d) v[d] = e2f(p[d], bf);
+    if (w) {
+        double ss = 0;
+        for (int d = 0; d < hd; ++d) ss += double(v[d]) * v[d];
+        const float r = 1.f / sqrtf(float(ss / hd) + eps);
+        for (int d = 0; d < hd; ++d) v[d] = e2f(f2e(e2f(w[d], bf) * e2f(f2e(v[d] * r, bf), bf), bf), bf);
+    }
+    auto rd = [bf](float f) { return e2f(f2e(f, bf), bf); };
+    for (int j = 0; j < half; ++j) {
+        const float c = e2f(cos_t[(long long)pos * half + j], bf), sn = e2f(sin_t[(long long)pos * half + j], bf);
+        o[j] = f2e(rd(v[j] * c) - rd(v[j + half] * sn), bf);
+        o[j + half] = f2e(rd(v[j + half] * c) + rd(v[j] * sn), bf);
+    }
+}
+__global__ void ref_rms_norm(const uint16_t* x, const uint16_t* w, uint16_t* out, long long rows, int cols, float eps, bool bf) {
+    const long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    double ss = 0;
+    for (int j = 0; j < cols; ++j) ss += double(e2f(x[r * cols + j], bf)) * e2f(x[r * cols + j], bf);
+    const float rr = 1.f / sqrtf(float(ss / cols) + eps);
+    for (int j = 0; j < cols; ++j) out[r * cols + j] = f2e(e2f(w[j], bf) * e2f(f2e(e2f(x[r * cols + j], bf) * rr, bf), bf), bf);
+}
+__global__ void ref_silu_mul(const uint16_t* g, const uint16_t* u, uint16_t* out, long long n, bool bf) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        const float a = e2f(g[i], bf);
+        out[i] = f2e(e2f(f2e(a / (1.f + expf(-a)), bf), bf) * e2f(u[i], bf), bf);
+    }
+}
+// cos/sin tables (max_seq, hd/2) as RopeTables forms them: f32 angles p·θ^(−2j/hd), cast to the dtype
+__global__ void fill_rope_tables(uint16_t* cos_t, uint16_t* sin_t, int max_seq, int hd, float theta, bool bf) {
+    const int half = hd / 2;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (long long)max_seq * half; i += (long long)gridDim.x * blockDim.x) {
+        const int p = int(i / half), j = int(i % half);
+        const float a = float(p) * (1.f / powf(theta, float(2 * j) / float(hd)));
+        cos_t[i] = f2e(cosf(a), bf);
+        sin_t[i] = f2e(sinf(a), bf);
+    }
+}
+
+struct Diff {
+    double frac;
+    unsigned int ulps;
+    double at_rms;  // max |got − want| in ulps of the dtype at want's rms
+};
+static Diff compare(const uint16_t* got, const uint16_t* want, long long n, bool bf) {
+    unsigned long long* d_cnt;
+    unsigned int *d_ulp, *d_abs;
+    double* d_ss;
+    CK(cudaMalloc(&d_cnt, 8));
+    CK(cudaMalloc(&d_ulp, 4));
+    CK(cudaMalloc(&d_abs, 4));
+    CK(cudaMalloc(&d_ss, 8));
+    CK(cudaMemset(d_cnt, 0, 8));
+    CK(cudaMemset(d_ulp, 0, 4));
+    CK(cudaMemset(d_abs, 0, 4));
+    CK(cudaMemset(d_ss, 0, 8));
+    cmp_e<<<1024, 256>>>(got, want, n, bf, d_cnt, d_ulp, d_abs);
+    sum_sq<<<1024, 256>>>(want, n, bf, d_ss);
+    CK(cudaGetLastError());
+    unsigned long long cnt;
+    unsigned int ulp, abs_bits;
+    double ss;
+    CK(cudaMemcpy(&cnt, d_cnt, 8, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(&ulp, d_ulp, 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(&abs_bits, d_abs, 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(&ss, d_ss, 8, cudaMemcpyDeviceToHost));
+    for (void* p : {(void*)d_cnt, (void*)d_ulp, (void*)d_abs, (void*)d_ss}) CK(cudaFree(p));
+    float max_abs;
+    std::memcpy(&max_abs, &abs_bits, 4);
+    const double eps = bf ? 1.0 / 256 : 1.0 / 2048;
+    return {double(cnt) / double(n), ulp, max_abs / (eps * std::sqrt(ss / double(n)))};
+}
+
+// RoPE (optionally with the per-head norm) on q-shaped rows: tokens × heads × hd, in place.
+// PASS: bit-equal to the reference without the norm; with it at most 1% of elements differ
+// (rsqrtf's 2-ulp error and the f32 summation order flip a rounding now and then: about 1e-4 of
+// them; a missing rounding step changes about a quarter) and by at most 2 ulps at the rms.
+static void run_rope_check(long long tokens, int seq, int heads, int hd, bool norm, bool bf, bool quick) {
+    const long long n = tokens * heads * hd;
+    const int max_seq = seq + 5, half = hd / 2;
+    uint16_t *x, *x0, *ref, *cos_t, *sin_t, *w;
+    CK(cudaMalloc(&x, n * 2));
+    CK(cudaMalloc(&x0, n * 2));
+    CK(cudaMalloc(&ref, n * 2));
+    CK(cudaMalloc(&cos_t, (long long)max_seq * half * 2));
+    CK(cudaMalloc(&sin_t, (long long)max_seq * half * 2));
+    CK(cudaMalloc(&w, hd * 2));
+    fill_e<<<1024, 256>>>(x0, n / hd, hd, hd, -3.f, 3.f, 31, bf);
+    fill_e<<<16, 256>>>(w, 1, hd, hd, 0.5f, 1.5f, 32, bf);
+    fill_rope_tables<<<256, 256>>>(cos_t, sin_t, max_seq, hd, 500000.f, bf);
+    const float eps = 1e-6f;
+    ref_rope<<<unsigned((tokens * heads + 127) / 128), 128>>>(x0, ref, tokens, heads, hd, seq, cos_t, sin_t, norm ? w : nullptr, eps, bf);
+    CK(cudaMemcpy(x, x0, n * 2, cudaMemcpyDeviceToDevice));
+    const long long items = tokens * heads;
+    const unsigned blocks = unsigned((items + sgmi::ROPE_WARPS - 1) / sgmi::ROPE_WARPS);
+    const int batch = int(tokens / seq);
+    auto launch = [&](uint16_t* dst) {
+        if (bf)
+            sgmi_rope_bf16<<<blocks, sgmi::ROPE_WARPS * 32>>>(dst, (long long)seq * heads * hd, (long long)heads * hd, batch, seq, heads, hd, cos_t, sin_t,
+                                                            norm ? w : nullptr, eps);
+        else
+            sgmi_rope_f16<<<blocks, sgmi::ROPE_WARPS * 32>>>(dst, (long long)seq * heads * hd, (long long)heads * hd, batch, seq, heads, hd, cos_t, sin_t,
+                                                           norm ? w : nullptr, eps);
+    };
+    launch(x);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    const Diff d = compare(x, ref, n, bf);
+    const bool ok = norm ? d.frac <= 1e-2 && d.at_rms <= 2.0 : d.frac == 0.0;
+    verdict(ok);
+    char timing[96] = "";
+    if (!quick) {
+        Timer t;
+        launch(x);
+        t.start();
+        for (int i = 0; i < 10; ++i) launch(x);
+        const float ms = t.stop() / 10;
+        std::snprintf(timing, sizeof timing, "  %.3f ms (%.0f GB/s read+write)", ms, 4.0 * n / (ms * 1e-3) / 1e9);
+    }
+    std::printf("%s rope %-4s %lld tokens x %2d heads x %3d%s: %.4f%% differ from the reference, max %u ulp, %.2f ulp at rms%s\n", ok ? "PASS" : "FAIL",
+                bf ? "bf16" : "f16", tokens, heads, hd, norm ? " +norm" : "", 100 * d.frac, d.ulps, d.at_rms, timing);
+    for (void* p : {(void*)x, (void*)x0, (void*)ref, (void*)cos_t, (void*)sin_t, (void*)w}) CK(cudaFree(p));
+}
+
+// RMSNorm (rows × cols) and SiLU·up (rows × ffn) against their references: at most 1% of
+// elements differ (as for the rotary norm), by at most 2 ulps.
+static void run_norm_silu_check(long long rows, int cols, int ffn, bool bf, bool quick) {
+    uint16_t *x, *w, *y, *ref, *g, *g0, *u, *gref;
+    const long long n = rows * cols, m = rows * ffn;
+    CK(cudaMalloc(&x, n * 2));
+    CK(cudaMalloc(&w, cols * 2));
+    CK(cudaMalloc(&y, n * 2));
+    CK(cudaMalloc(&ref, n * 2));
+    CK(cudaMalloc(&g, m * 2));
+    CK(cudaMalloc(&g0, m * 2));
+    CK(cudaMalloc(&u, m * 2));
+    CK(cudaMalloc(&gref, m * 2));
+    fill_e<<<1024, 256>>>(x, rows, cols, cols, -4.f, 4.f, 41, bf);
+    fill_e<<<64, 256>>>(w, 1, cols, cols, -2.f, 2.f, 42, bf);
+    fill_e<<<1024, 256>>>(g0, rows, ffn, ffn, -12.f, 12.f, 43, bf);
+    fill_e<<<1024, 256>>>(u, rows, ffn, ffn, -3.f, 3.f, 44, bf);
+    const float eps = 1e-5f;
+    ref_rms_norm<<<unsigned((rows + 127) / 128), 128>>>(x, w, ref, rows, cols, eps, bf);
+    ref_silu_mul<<<1024, 256>>>(g0, u, gref, m, bf);
+    const int vec_n = cols % 8 == 0, vec_m = m % 8 == 0;
+    auto norm = [&] {
+        if (bf)
+            sgmi_rms_norm_bf16<<<unsigned(rows), sgmi::NORM_THREADS>>>(x, w, y, cols, eps, vec_n);
+        else
+            sgmi_rms_norm_f16<<<unsigned(rows), sgmi::NORM_THREADS>>>(x, w, y, cols, eps, vec_n);
+    };
+    const unsigned sblocks = unsigned(std::min<long long>((m / (vec_m ? 8 : 1) + 255) / 256, 132 * 16));
+    auto silu = [&] {
+        if (bf)
+            sgmi_silu_mul_bf16<<<sblocks, 256>>>(g, u, m, vec_m);
+        else
+            sgmi_silu_mul_f16<<<sblocks, 256>>>(g, u, m, vec_m);
+    };
+    norm();
+    CK(cudaMemcpy(g, g0, m * 2, cudaMemcpyDeviceToDevice));
+    silu();
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    const Diff dn = compare(y, ref, n, bf), ds = compare(g, gref, m, bf);
+    char tn[96] = "", ts[96] = "";
+    if (!quick) {
+        Timer t;
+        t.start();
+        for (int i = 0; i < 10; ++i) norm();
+        const float ms = t.stop() / 10;
+        std::snprintf(tn, sizeof tn, "  %.3f ms (%.0f GB/s)", ms, 4.0 * n / (ms * 1e-3) / 1e9);
+        t.start();
+        for (int i = 0; i < 10; ++i) silu();  // on its own output: the timing only
+        const float ms2 = t.stop() / 10;
+        std::snprintf(ts, sizeof ts, "  %.3f ms (%.0f GB/s)", ms2, 6.0 * m / (ms2 * 1e-3) / 1e9);
+    }
+    bool ok = dn.frac <= 1e-2 && dn.ulps <= 2;
+    verdict(ok);
+    std::printf("%s rms_norm %-4s %lld x %d: %.4f%% differ from transformers' rounding, max %u ulp%s\n", ok ? "PASS" : "FAIL", bf ? "bf16" : "f16", rows,
+                cols, 100 * dn.frac, dn.ulps, tn);
+    ok = ds.frac <= 1e-2 && ds.ulps <= 2;
+    verdict(ok);
+    std::printf("%s silu_mul %-4s %lld x %d: %.4f%% differ from dt(dt(silu(g))*u), max %u ulp%s\n", ok ? "PASS" : "FAIL", bf ? "bf16" : "f16", rows, ffn,
+                100 * ds.frac, ds.ulps, ts);
+    for (void* p : {(void*)x, (void*)w, (void*)y, (void*)ref, (void*)g, (void*)g0, (void*)u, (void*)gref}) CK(cudaFree(p));
+}
+
+__global__ void ref_nll_e(const uint16_t* logits, int vocab, const uint32_t* targets, bool bf, double* out) {
+    const int row = blockIdx.x * blockDim.x + threadIdx.x;
+    const uint16_t* x = logits + (long long)row * vocab;
+    double mx = -INFINITY, s = 0;
+    for (int j = 0; j < vocab; ++j) mx = fmax(mx, double(e2f(x[j], bf)));
+    for (int j = 0; j < vocab; ++j) s += exp(double(e2f(x[j], bf)) - mx);
+    out[row] = mx + log(s) - double(e2f(x[targets[row]], bf));
+}
+
+// The bf16 LM-head loss kernel on bf16 logits (rows × vocab) against an f64 reference.
+static void run_nll_bf16(int rows, int vocab) {
+    uint16_t* logits;
+    uint32_t* targets;
+    float* nll;
+    double* ref;
+    CK(cudaMalloc(&logits, (long long)rows * vocab * 2));
+    CK(cudaMalloc(&targets, rows * 4));
+    CK(cudaMalloc(&nll, rows * 4));
+    CK(cudaMalloc(&ref, rows * 8));
+    fill_e<<<1024, 256>>>(logits, rows, vocab, vocab, -8.f, 12.f, 51, true);
+    fill_targets<<<(rows + 255) / 256, 256>>>(targets, rows, vocab, 52);
+    sgmi_nll_rows_bf16<<<rows, sgmi::NLL_THREADS>>>(logits, vocab, vocab, targets, nll, vocab % 8 == 0);
+    ref_nll_e<<<rows, 1>>>(logits, vocab, targets, true, ref);
+    CK(cudaGetLastError());
+    std::vector<float> h(rows);
+    std::vector<double> r(rows);
+    CK(cudaMemcpy(h.data(), nll, rows * 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(r.data(), ref, rows * 8, cudaMemcpyDeviceToHost));
+    double max_rel = 0;
+    for (int i = 0; i < rows; ++i) max_rel = std::max(max_rel, std::fabs(h[i] - r[i]) / std::max(1.0, std::fabs(r[i])));
+    const bool ok = max_rel <= 1e-5 && std::isfinite(max_rel);
+    verdict(ok);
+    std::printf("%s nll_rows_bf16 vs f64 reference, %d rows x vocab %d: max rel err %.2e (tol 1e-5)\n", ok ? "PASS" : "FAIL", rows, vocab, max_rel);
+    for (void* p : {(void*)logits, (void*)targets, (void*)nll, (void*)ref}) CK(cudaFree(p));
+}
+
 int main(int argc, char** argv) {
     const bool quick = argc > 1 && std::string(argv[1]) == "quick";
     cudaDeviceProp prop;
@@ -729,6 +1048,16 @@ int main(int argc, char** argv) {
         {8, 300, 32, 128, false, false, NORMAL, false, ""},
         {1, 300, 32, 128, false, false, HUGE, false, "huge"},
         {1, 300, 4, 64, true, true, HUGE_OFFSET, false, "huge-offset"},
+        // grouped-query heads (kv), bf16, the scale on the logits (the rotary families)
+        {1, 300, 8, 64, false, true, NORMAL, false, "gqa", 2},
+        {2, 300, 8, 128, true, false, NORMAL, false, "gqa", 2, false, true},
+        {1, 300, 8, 32, false, true, NORMAL, false, "gqa", 2, true, true},
+        {1, 300, 4, 128, true, true, NORMAL, false, "mqa", 1, true, true},
+        {1, 300, 6, 64, false, false, NORMAL, false, "gqa 3", 2, true, false},
+        {1, 300, 8, 80, false, false, NORMAL, false, "", 0, true, true},
+        {1, 300, 8, 96, false, false, NORMAL, false, "gqa", 4, true, true},
+        {1, 300, 16, 128, false, false, HUGE, false, "huge gqa", 4, true, true},
+        {1, 300, 8, 64, true, true, HUGE_OFFSET, false, "huge-offset", 2, true, false},
     };
     if (!quick) {
         std::vector<Case> big = {
@@ -743,11 +1072,31 @@ int main(int argc, char** argv) {
             {2, 2048, 32, 64, false, false, HUGE, false, "huge"},
             {1, 2048, 32, 128, true, false, HUGE, false, "huge"},
             {1, 2048, 4, 128, false, false, HUGE_OFFSET, false, "huge-offset"},
+            // Llama-3-8B (32 × 128 over 8 K/V heads), Qwen2.5-7B (28 × 128 over 4), in bf16
+            {8, 2048, 32, 128, false, false, NORMAL, true, "llama-3-8b", 8, true, true},
+            {8, 2048, 28, 128, false, false, NORMAL, true, "qwen2.5-7b", 4, true, true},
+            {8, 2048, 32, 128, false, false, NORMAL, true, "llama-3 f16", 8, false, true},
+            {8, 2048, 32, 64, false, false, NORMAL, true, "1.3b bf16", 0, true, false},
         };
         cases.insert(cases.end(), big.begin(), big.end());
     }
     for (const Case& c : cases) run_case(c, quick);
 
+    std::printf("-- the rotary families' kernels vs references with transformers' rounding points\n");
+    for (bool bf : {true, false}) {
+        run_rope_check(2 * 300, 300, 8, 64, false, bf, true);
+        run_rope_check(2 * 300, 300, 4, 128, true, bf, true);
+        run_rope_check(1 * 77, 77, 2, 32, false, bf, true);
+        run_norm_silu_check(600, 256, 704, bf, true);
+        run_norm_silu_check(37, 100, 333, bf, true);
+        if (!quick) {
+            run_rope_check(8 * 2048, 2048, 32, 128, false, bf, false);  // Llama-3-8B's q
+            run_rope_check(8 * 2048, 2048, 8, 128, true, bf, false);    // k with Qwen3's norm
+            run_norm_silu_check(8 * 2048, 4096, 14336, bf, false);     // Llama-3-8B
+        }
+    }
+    run_nll_bf16(300, 1003);
+    run_nll_bf16(200, 32000);
     if (quick) {
         run_lm_head(blas, 2, 300, 256, quick);
         run_bias_relu(blas, 600, 256, 1024, quick);

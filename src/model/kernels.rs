@@ -1,21 +1,35 @@
 //! The one place that chooses how a layer's parts run: the fused host kernels (contiguous f32
-//! on the CPU), the fused CUDA kernels (f16, OPT's layout), or candle's generic ops (every
-//! other case: bf16, CUDA for the rotary families, the generic-path tests). The layer says
-//! what it computes; these functions pick the implementation.
+//! on the CPU), the fused CUDA kernels (f16 and bf16, every family: flash attention with
+//! grouped-query heads, RoPE with the per-head norm, RMSNorm, SiLU·up, cuBLASLt linears), or
+//! candle's generic ops (every other case: the switch `SPARSEGPT_MI_CUDA_FUSED=0`, head widths
+//! the kernels are not built for, the generic-path tests). The layer says what it computes;
+//! these functions pick the implementation.
 
 use super::cpu_kernels;
+use super::layer::Norm;
+use super::rope::RopeTables;
 use anyhow::Result;
 use candle_core::{DType, Module, Tensor};
 use candle_nn::Linear;
 
+/// Where attention's head_dim^-½ scaling applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionScale {
+    /// To q before q·kᵀ, rounded to the compute dtype (HF's OPT: `q_proj(x) * scaling`).
+    Query,
+    /// To the f32 logits (torch's scaled_dot_product_attention, which the rotary families'
+    /// attention calls). The generic path scales q in both cases.
+    Logits,
+}
+
 /// What attention computes: heads over key/value heads (grouped-query when fewer), the head
-/// width, and whether the fused CUDA kernel (written for OPT: equal heads, f16) may run it.
+/// width, and where the scaling applies.
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionShape {
     pub heads: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
-    pub cuda_fused: bool,
+    pub scale: AttentionScale,
 }
 
 /// The implementation of one attention block's projections and scores.
@@ -23,7 +37,8 @@ pub struct AttentionShape {
 pub enum AttentionPath {
     /// Host f32: fused linears and block-wise causal attention (`cpu_kernels`).
     HostFused,
-    /// CUDA f16: cuBLASLt linears and the flash kernel (q scaled inside it).
+    /// CUDA f16/bf16: cuBLASLt linears, the rotary kernel, the flash kernel (the scaling
+    /// inside it).
     #[cfg(feature = "cuda")]
     CudaFused,
     /// candle's ops, scores and softmax in f32.
@@ -36,7 +51,7 @@ pub fn attention_path(x: &Tensor, shape: &AttentionShape) -> AttentionPath {
         return AttentionPath::HostFused;
     }
     #[cfg(feature = "cuda")]
-    if shape.cuda_fused && shape.kv_heads == shape.heads && super::cuda_forward::flash_supported(x, shape.head_dim) {
+    if super::cuda_forward::flash_supported(x, shape.head_dim) && shape.heads.is_multiple_of(shape.kv_heads) {
         return AttentionPath::CudaFused;
     }
     let _ = shape;
@@ -80,11 +95,86 @@ pub fn attend(
         }
         #[cfg(feature = "cuda")]
         AttentionPath::CudaFused => {
-            // Bias in the GEMM epilogue, q scaled in the attention kernel as HF rounds it
-            // (half(float(q) · scaling)), scores in f32 and never in memory.
-            super::cuda_forward::flash_attention(&q, &k, &v, shape.heads, shape.head_dim, scaling as f32)
+            // Bias in the GEMM epilogue, the scaling inside the attention kernel (q as HF's OPT
+            // rounds it, half(float(q) · scaling), or the f32 logits as torch's SDPA does),
+            // scores in f32 and never in memory, K/V heads shared by their query heads.
+            let (q_scale, logit_scale) = match shape.scale {
+                AttentionScale::Query => (scaling as f32, 1.0),
+                AttentionScale::Logits => (1.0, scaling as f32),
+            };
+            let p = super::cuda_forward::FlashParams {
+                heads: shape.heads,
+                kv_heads: shape.kv_heads,
+                head_dim: shape.head_dim,
+                q_scale,
+                logit_scale,
+            };
+            super::cuda_forward::flash_attention(&q, &k, &v, &p)
         }
         AttentionPath::Generic => generic_attention(q, k, v, shape, scaling, mask),
+    }
+}
+
+/// q and k of a rotary family placed for attention: the per-head norms first, where the family
+/// has them (Qwen3's q_norm, k_norm: RMSNorm over each head), then the rotation of positions
+/// 0..seq. On the fused CUDA path one kernel per tensor does both in place (q and k are the
+/// projections' fresh outputs); elsewhere candle's ops.
+pub fn position_qk(
+    path: AttentionPath,
+    (q, k): (Tensor, Tensor),
+    rope: &RopeTables,
+    norms: Option<(&Norm, &Norm)>,
+    shape: &AttentionShape,
+) -> Result<(Tensor, Tensor)> {
+    #[cfg(feature = "cuda")]
+    if path == AttentionPath::CudaFused {
+        let dtype = q.dtype();
+        let fused_norms = norms.map(|(qn, kn)| rms_weight(qn, dtype).zip(rms_weight(kn, dtype)));
+        let tables_fit = rope.cos.dtype() == q.dtype() && rope.cos.device().same_device(q.device());
+        if tables_fit && !matches!(fused_norms, Some(None)) {
+            let (qn, kn) = fused_norms.flatten().unzip();
+            let q = if q.is_contiguous() { q } else { q.contiguous()? };
+            let k = if k.is_contiguous() { k } else { k.contiguous()? };
+            super::cuda_forward::rope_inplace(&q, (shape.heads, shape.head_dim), &rope.cos, &rope.sin, qn)?;
+            super::cuda_forward::rope_inplace(&k, (shape.kv_heads, shape.head_dim), &rope.cos, &rope.sin, kn)?;
+            return Ok((q, k));
+        }
+    }
+    let _ = path;
+    let per_head = |t: Tensor, norm: Option<&Norm>, heads: usize| -> Result<Tensor> {
+        let Some(norm) = norm else { return Ok(t) };
+        let (b, s, w) = t.dims3()?;
+        Ok(norm.forward(&t.reshape((b, s, heads, w / heads))?)?.reshape((b, s, w))?)
+    };
+    let (qn, kn) = norms.unzip();
+    let q = per_head(q, qn, shape.heads)?;
+    let k = per_head(k, kn, shape.kv_heads)?;
+    Ok((rope.apply(&q, shape.heads)?, rope.apply(&k, shape.kv_heads)?))
+}
+
+/// The weight and eps of an RMSNorm in `dtype` (what the fused rotary kernel takes).
+#[cfg(feature = "cuda")]
+fn rms_weight(norm: &Norm, dtype: DType) -> Option<(&Tensor, f32)> {
+    match norm {
+        Norm::Rms { weight, eps } if weight.dtype() == dtype => Some((weight, *eps as f32)),
+        _ => None,
+    }
+}
+
+/// A norm of `x`'s last dimension: the fused CUDA RMSNorm for f16/bf16 on the GPU (transformers'
+/// rounding order), candle's ops otherwise (LayerNorm everywhere: OPT's path is candle's).
+pub fn norm(norm: &Norm, x: &Tensor) -> Result<Tensor> {
+    match norm {
+        Norm::Layer(l) => Ok(l.forward(x)?),
+        Norm::Rms { weight, eps } => {
+            #[cfg(feature = "cuda")]
+            if super::cuda_forward::applies(x) && weight.dtype() == x.dtype() {
+                return super::cuda_forward::rms_norm(x, weight, *eps as f32);
+            }
+            // candle's rms_norm: mean of squares and scaling in f32 for f32/f16/bf16 inputs,
+            // one rounding at the end (transformers rounds x·rsqrt before the weight).
+            Ok(candle_nn::RmsNorm::new(weight.clone(), *eps).forward(&x.contiguous()?)?)
+        }
     }
 }
 
@@ -174,9 +264,21 @@ fn host_linear(lin: &Linear, x: &Tensor, relu: bool) -> Result<Option<Tensor>> {
     Ok(Some(Tensor::from_vec(y, shape, x.device())?))
 }
 
-/// The gated MLP's inner activation, silu(gate) · up, as transformers computes it.
-pub fn silu_gated(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    Ok((candle_nn::ops::silu(gate)? * up)?)
+/// The gated MLP's inner activation, silu(gate) · up, as transformers computes it: on the fused
+/// CUDA path one kernel in `gate`'s buffer (the gate projection's fresh output, taken by value),
+/// candle's ops otherwise.
+pub fn silu_gated(gate: Tensor, up: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if super::cuda_forward::applies(&gate)
+        && gate.dtype() == up.dtype()
+        && gate.dims() == up.dims()
+        && gate.is_contiguous()
+        && up.is_contiguous()
+    {
+        super::cuda_forward::silu_mul_inplace(&gate, up)?;
+        return Ok(gate);
+    }
+    Ok((candle_nn::ops::silu(&gate)? * up)?)
 }
 
 /// torch's relu: negatives to 0, NaN kept. candle's `relu` is max(x, 0), which on the host
@@ -192,7 +294,7 @@ mod tests {
     use candle_core::Device;
 
     fn shape(heads: usize, kv_heads: usize) -> AttentionShape {
-        AttentionShape { heads, kv_heads, head_dim: 4, cuda_fused: false }
+        AttentionShape { heads, kv_heads, head_dim: 4, scale: AttentionScale::Logits }
     }
 
     #[test]
@@ -215,7 +317,7 @@ mod tests {
         let mask_data: Vec<f32> =
             (0..s).flat_map(|i| (0..s).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY })).collect();
         let mask = Tensor::from_vec(mask_data, (s, s), &Device::Cpu).unwrap();
-        let sh = AttentionShape { heads, kv_heads: kv, head_dim: d, cuda_fused: false };
+        let sh = AttentionShape { heads, kv_heads: kv, head_dim: d, scale: AttentionScale::Logits };
         let host = attend(AttentionPath::HostFused, (q.clone(), k.clone(), v.clone()), &sh, &mask).unwrap();
         let generic = attend(AttentionPath::Generic, (q, k, v), &sh, &mask).unwrap();
         let diff = (host - generic).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();

@@ -3,12 +3,12 @@
 //! computes from its family's parts; `kernels` chooses how each part runs.
 
 use super::family::{DecoderConfig, MlpKind, NormKind, LAYER_NORM_EPS};
-use super::kernels::{self, Activation, AttentionShape};
+use super::kernels::{self, Activation, AttentionScale, AttentionShape};
 pub use super::linears::{InputSite, LinearKind};
 use super::rope::RopeTables;
 use super::weights::Weights;
 use anyhow::{bail, Result};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{LayerNorm, Linear};
 
 /// Receives each linear input during a forward pass (calibration statistics).
@@ -40,13 +40,9 @@ impl Norm {
         }
     }
 
+    /// The norm of `x`'s last dimension (`kernels::norm` picks how).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(match self {
-            Norm::Layer(l) => l.forward(x)?,
-            // candle's rms_norm: mean of squares and scaling in f32 for f32/f16/bf16 inputs,
-            // as transformers' RMSNorm widens to f32.
-            Norm::Rms { weight, eps } => candle_nn::RmsNorm::new(weight.clone(), *eps).forward(&x.contiguous()?)?,
-        })
+        kernels::norm(self, x)
     }
 
     pub fn to_device(&self, device: &Device) -> Result<Norm> {
@@ -169,7 +165,7 @@ impl DecoderLayer {
                 heads: cfg.num_attention_heads,
                 kv_heads: cfg.num_key_value_heads,
                 head_dim: cfg.head_dim,
-                cuda_fused: family.is_opt(),
+                scale: if family.is_opt() { AttentionScale::Query } else { AttentionScale::Logits },
             },
             mlp: family.mlp,
             pre_ln: cfg.do_layer_norm_before,
@@ -190,13 +186,7 @@ impl DecoderLayer {
             mlp_norm: self.mlp_norm.to_device(device)?,
             q_norm: norm(&self.q_norm)?,
             k_norm: norm(&self.k_norm)?,
-            rope: self
-                .rope
-                .as_ref()
-                .map(|r| -> Result<RopeTables> {
-                    Ok(RopeTables { cos: r.cos.to_device(device)?, sin: r.sin.to_device(device)? })
-                })
-                .transpose()?,
+            rope: self.rope.as_ref().map(|r| r.to_device(device)).transpose()?,
             ..self.clone()
         })
     }
@@ -326,7 +316,7 @@ impl DecoderLayer {
             MlpKind::SiluGated => {
                 let gate = kernels::linear(self.linear(LinearKind::Gate), x, Activation::None)?;
                 let up = kernels::linear(self.linear(LinearKind::Up), x, Activation::None)?;
-                kernels::silu_gated(&gate, &up)?
+                kernels::silu_gated(gate, &up)?
             }
         };
         if let Some(obs) = observe.as_mut() {
@@ -343,24 +333,14 @@ impl DecoderLayer {
         let q = kernels::project(self.linear(LinearKind::Q), x, path)?;
         let k = kernels::project(self.linear(LinearKind::K), x, path)?;
         let v = kernels::project(self.linear(LinearKind::V), x, path)?;
-        let (q, k) = self.place(q, k)?;
+        let (q, k) = match &self.rope {
+            Some(rope) => kernels::position_qk(path, (q, k), rope, self.qk_norms(), &self.attn)?,
+            None => (q, k),
+        };
         let ctx = kernels::attend(path, (q, k, v), &self.attn, mask)?;
         if let Some(obs) = observe.as_mut() {
             obs(InputSite::OutProj, &ctx)?;
         }
         kernels::project(self.at(InputSite::OutProj), &ctx, path)
-    }
-
-    /// q and k with their per-head norms and rotary positions, where the family has them.
-    fn place(&self, q: Tensor, k: Tensor) -> Result<(Tensor, Tensor)> {
-        let Some(rope) = &self.rope else { return Ok((q, k)) };
-        let per_head = |t: Tensor, norm: &Option<Norm>, heads: usize| -> Result<Tensor> {
-            let Some(norm) = norm else { return Ok(t) };
-            let (b, s, w) = t.dims3()?;
-            Ok(norm.forward(&t.reshape((b, s, heads, w / heads))?)?.reshape((b, s, w))?)
-        };
-        let q = per_head(q, &self.q_norm, self.attn.heads)?;
-        let k = per_head(k, &self.k_norm, self.attn.kv_heads)?;
-        Ok((rope.apply(&q, self.attn.heads)?, rope.apply(&k, self.attn.kv_heads)?))
     }
 }

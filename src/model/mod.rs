@@ -230,8 +230,8 @@ impl CausalLm {
         let states = states.reshape((b * (s - 1), e))?;
         let targets: Vec<u32> = ids.chunks(s).flat_map(|w| w[1..].iter().copied()).collect();
         #[cfg(feature = "cuda")]
-        if cuda_forward::applies(&states) && self.head_weight().dtype() == DType::F16 {
-            // Fused CUDA f16 path: f16 logits chunk by chunk, one loss kernel per chunk.
+        if cuda_forward::applies(&states) && self.head_weight().dtype() == states.dtype() {
+            // Fused CUDA path: f16/bf16 logits chunk by chunk, one loss kernel per chunk.
             return cuda_forward::lm_head_nll(&states, self.head_weight(), &targets, s - 1);
         }
         let targets = Tensor::from_vec(targets, b * (s - 1), &self.device)?;

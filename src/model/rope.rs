@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
+use std::sync::{Arc, Mutex};
 
 /// How the rotation frequencies are derived from `rope_theta`.
 #[derive(Clone, Debug, PartialEq)]
@@ -124,6 +125,9 @@ impl RopeScaling {
 pub struct RopeTables {
     pub cos: Tensor,
     pub sin: Tensor,
+    /// The tables on every device they were asked for (these among them), shared by all clones:
+    /// an offloaded model's layers go to the GPU and back one at a time, the tables once.
+    copies: Arc<Mutex<Vec<(Tensor, Tensor)>>>,
 }
 
 impl RopeTables {
@@ -133,10 +137,28 @@ impl RopeTables {
         let freqs: Vec<f32> = (0..seq).flat_map(|p| inv.iter().map(move |f| p as f32 * f)).collect();
         let cos: Vec<f32> = freqs.iter().map(|x| x.cos()).collect();
         let sin: Vec<f32> = freqs.iter().map(|x| x.sin()).collect();
-        Ok(RopeTables {
-            cos: Tensor::from_vec(cos, (seq, half), device)?.to_dtype(dtype)?,
-            sin: Tensor::from_vec(sin, (seq, half), device)?.to_dtype(dtype)?,
-        })
+        let cos = Tensor::from_vec(cos, (seq, half), device)?.to_dtype(dtype)?;
+        let sin = Tensor::from_vec(sin, (seq, half), device)?.to_dtype(dtype)?;
+        let copies = Arc::new(Mutex::new(vec![(cos.clone(), sin.clone())]));
+        Ok(RopeTables { cos, sin, copies })
+    }
+
+    /// The tables on `device`: copied there the first time only (later calls, from any clone,
+    /// return the same tensors).
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        if self.cos.device().same_device(device) {
+            return Ok(self.clone());
+        }
+        let mut copies = self.copies.lock().map_err(|_| anyhow::anyhow!("rotary tables: lock poisoned"))?;
+        let (cos, sin) = match copies.iter().find(|(c, _)| c.device().same_device(device)) {
+            Some((c, s)) => (c.clone(), s.clone()),
+            None => {
+                let pair = (self.cos.to_device(device)?, self.sin.to_device(device)?);
+                copies.push(pair.clone());
+                pair
+            }
+        };
+        Ok(RopeTables { cos, sin, copies: self.copies.clone() })
     }
 
     pub fn seq_len(&self) -> usize {
@@ -248,6 +270,15 @@ mod tests {
             assert!((g - w).abs() < 1e-6, "{g} vs {w}");
         }
         assert!(y[..4].iter().zip([0f32; 4]).all(|(a, b)| *a == b));
+    }
+
+    #[test]
+    fn tables_are_shared_across_devices_and_clones() {
+        let r = RopeScaling { theta: 10000.0, kind: RopeKind::Default };
+        let t = RopeTables::new(&r, 8, 5, DType::F32, &Device::Cpu).unwrap();
+        let again = t.clone().to_device(&Device::Cpu).unwrap();
+        assert!(again.cos.id() == t.cos.id() && again.sin.id() == t.sin.id());
+        assert_eq!(t.copies.lock().unwrap().len(), 1, "a move to the tables' own device copies nothing");
     }
 
     #[test]

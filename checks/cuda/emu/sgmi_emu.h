@@ -202,6 +202,20 @@ inline float h2f_(uint16_t u) {
     std::memcpy(&h, &u, 2);
     return static_cast<float>(h);
 }
+// bf16: the top 16 bits of an f32; rounding to nearest even (cvt.rn.bf16.f32), NaN kept quiet.
+inline uint16_t f2bf(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return uint16_t(u >> 16);
+}
+inline float bf2f_(uint16_t b) {
+    const uint32_t u = uint32_t(b) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
 
 }  // namespace emu
 
@@ -225,7 +239,14 @@ namespace sgmi {
 inline uint32_t pack_h2(float lo, float hi) { return uint32_t(emu::f2h(lo)) | (uint32_t(emu::f2h(hi)) << 16); }
 inline float2 unpack_h2(uint32_t u) { return {emu::h2f_(uint16_t(u & 0xffff)), emu::h2f_(uint16_t(u >> 16))}; }
 inline float h2f(uint16_t u) { return emu::h2f_(u); }
+inline uint16_t f2h(float f) { return emu::f2h(f); }
+inline uint32_t pack_bf2(float lo, float hi) { return uint32_t(emu::f2bf(lo)) | (uint32_t(emu::f2bf(hi)) << 16); }
+inline float2 unpack_bf2(uint32_t u) { return {emu::bf2f_(uint16_t(u & 0xffff)), emu::bf2f_(uint16_t(u >> 16))}; }
+inline float bf2f(uint16_t u) { return emu::bf2f_(u); }
+inline uint16_t f2bf(float f) { return emu::f2bf(f); }
 inline float ex2(float x) { return std::exp2(x); }
+inline float rsqrt_f(float x) { return 1.f / std::sqrt(x); }
+inline float exp_f(float x) { return std::exp(x); }
 
 inline void ldsm_impl(uint32_t (&r)[4], const void* p, bool trans) {
     emu::check_smem(p, 16, 16);
@@ -251,20 +272,21 @@ inline void ldsm_impl(uint32_t (&r)[4], const void* p, bool trans) {
 inline void ldsm_x4(uint32_t (&r)[4], const void* p) { ldsm_impl(r, p, false); }
 inline void ldsm_x4_t(uint32_t (&r)[4], const void* p) { ldsm_impl(r, p, true); }
 
-// PTX mma.m16n8k16 .row.col f32.f16.f16.f32 fragments (g = lane/4, t = lane%4):
+// PTX mma.m16n8k16 .row.col f32.{f16,bf16}.{f16,bf16}.f32 fragments (g = lane/4, t = lane%4):
 // A a0:(g, 2t..) a1:(g+8, 2t..) a2:(g, 2t+8..) a3:(g+8, 2t+8..); B b0:(k 2t.., n g) b1:(k 2t+8.., n g);
-// C c0,c1:(g, 2t, 2t+1) c2,c3:(g+8, 2t, 2t+1).
-inline float mma_a(int row, int k) {
+// C c0,c1:(g, 2t, 2t+1) c2,c3:(g+8, 2t, 2t+1). bf: the operands are bf16.
+inline float elem16(uint16_t v, bool bf) { return bf ? emu::bf2f_(v) : emu::h2f_(v); }
+inline float mma_a(int row, int k, bool bf) {
     const int l = (row % 8) * 4 + (k % 8) / 2, reg = (row / 8) + 2 * (k / 8);
     const uint32_t u = emu::xr(l, reg);
-    return emu::h2f_(uint16_t(k % 2 ? u >> 16 : u & 0xffff));
+    return elem16(uint16_t(k % 2 ? u >> 16 : u & 0xffff), bf);
 }
-inline float mma_b(int k, int n) {
+inline float mma_b(int k, int n, bool bf) {
     const int l = n * 4 + (k % 8) / 2, reg = 4 + k / 8;
     const uint32_t u = emu::xr(l, reg);
-    return emu::h2f_(uint16_t(k % 2 ? u >> 16 : u & 0xffff));
+    return elem16(uint16_t(k % 2 ? u >> 16 : u & 0xffff), bf);
 }
-inline void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+inline void mma_impl(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, bool bf) {
     const int l = emu::lane();
     for (int i = 0; i < 4; ++i) emu::xr(l, i) = a[i];
     emu::xr(l, 4) = b0;
@@ -275,12 +297,14 @@ inline void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_
     for (int e = 0; e < 4; ++e) {
         const int row = g + (e >> 1) * 8, col = 2 * t + (e & 1);
         float acc = d[e];
-        for (int k = 0; k < 16; ++k) acc += mma_a(row, k) * mma_b(k, col);
+        for (int k = 0; k < 16; ++k) acc += mma_a(row, k, bf) * mma_b(k, col, bf);
         out[e] = acc;
     }
     emu::warp_sync();
     for (int e = 0; e < 4; ++e) d[e] = out[e];
 }
+inline void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) { mma_impl(d, a, b0, b1, false); }
+inline void mma16816_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) { mma_impl(d, a, b0, b1, true); }
 
 inline float shfl_xor(float v, int m) {
     const int l = emu::lane();
@@ -337,6 +361,12 @@ inline float ld_f32(const float* p) {
 inline uint16_t ld_u16(const uint16_t* p) {
     emu::check_global(p, 2, 2);
     return *p;
+}
+inline uint16_t ld_u16_rw(const uint16_t* p) { return ld_u16(p); }
+inline uint4 ld_u128_rw(const void* p) { return ld_u128(p); }
+inline void st_u16(uint16_t* p, uint16_t v) {
+    emu::check_global(p, 2, 2);
+    *p = v;
 }
 inline uint32_t ld_idx(const uint32_t* p) {
     emu::check_global(p, 4, 4);
