@@ -11,7 +11,10 @@
 #
 #   checks/check_exports_run.sh BIN FIXTURE_DIR DATA_DIR OUT DEVICE [PYTHON]
 #     DEVICE: cpu | cuda (prune, eval and the Python side all run there)
-#     env NSAMPLES (default 16), MAX_WINDOWS (default 2), RUNS (default "gptq4 sgpt50w4 gptq3g128")
+#     env NSAMPLES (default 16), MAX_WINDOWS (default 2), RUNS (default "gptq4 sgpt50w4 gptq3g128";
+#     also gptq4g128), FORMATS (default "dense gptq compressed-tensors"; dense is the reference and
+#     always runs), EXTRA_FLAGS (added to every prune, e.g. "--dtype f16 --save-dtype f16" for a GPTQ
+#     export of a bf16 model), PY_DTYPE (the dtype transformers loads the exports in, default float16)
 set -uo pipefail
 BIN=$1 FIXTURE=$2 DATA=$3 OUT=$4 DEVICE=$5 PY=${6:-python3}
 NSAMPLES=${NSAMPLES:-16} MAX_WINDOWS=${MAX_WINDOWS:-2}
@@ -24,14 +27,16 @@ declare -A FLAGS=(
   [gptq4]="--wbits 4"
   [sgpt50w4]="--sparsity 0.5 --wbits 4"
   [gptq3g128]="--wbits 3 --groupsize 128"
+  [gptq4g128]="--wbits 4 --groupsize 128"
 )
+FORMATS="dense ${FORMATS:-gptq compressed-tensors}"; FORMATS=${FORMATS//dense dense/dense}
 nll() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['results'][0]['window_mean_nll'])" "$1"; }
 for run in ${RUNS:-gptq4 sgpt50w4 gptq3g128}; do
   ct_args=()
-  for fmt in dense gptq compressed-tensors; do
+  for fmt in $FORMATS; do
     d=$WORK/${run}_$fmt
     log=$OUT/logs/prune_${FX}_${run}_$fmt.log
-    if ! "$BIN" prune "$FIXTURE" c4 ${FLAGS[$run]} --nsamples "$NSAMPLES" --eval-datasets '' --device "$DEVICE" \
+    if ! "$BIN" prune "$FIXTURE" c4 ${FLAGS[$run]} ${EXTRA_FLAGS:-} --nsamples "$NSAMPLES" --eval-datasets '' --device "$DEVICE" \
         --data-dir "$DATA" --save "$d" --save-format "$fmt" --json "$OUT/logs/prune_${FX}_${run}_$fmt.json" > "$log" 2>&1; then
       if grep -q "does not divide the layer width" "$log"; then
         echo "$run $fmt: refused by the tool (as documented): $(tail -1 "$log")"
@@ -55,7 +60,7 @@ for run in ${RUNS:-gptq4 sgpt50w4 gptq3g128}; do
     else echo "$run $fmt: this tool's eval DIFFERS: $got vs dense $dense"; fails=$((fails + 1)); fi
   done
   pydev=$DEVICE
-  "$PY" scripts/check_exports.py --dense "$WORK/${run}_dense" "${ct_args[@]}" --device "$pydev" \
+  "$PY" scripts/check_exports.py --dense "$WORK/${run}_dense" "${ct_args[@]}" --device "$pydev" --dtype "${PY_DTYPE:-float16}" \
     --json "$OUT/check_${FX}_${run}.json" 2> "$OUT/logs/check_${FX}_${run}.err" || fails=$((fails + 1))
 done
 "$PY" - "$OUT" "$FX" <<'EOF' | tee "$OUT/README.md"

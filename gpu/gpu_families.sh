@@ -17,6 +17,10 @@
 #           (../shared/reference), each fixture as .carry/fx/FX/ or file by file xz-compressed as
 #           .carry/fxz/FX/*.xz
 #   device: OUT=$OUT bash gpu/gpu_families.sh   → $OUT/families.md and $OUT/families.tar.xz
+#   env: FIXTURES (default both), VARIANTS (the tool's runs, default "f32 bf16 bf16sum f16"),
+#        ORDERS (the published code's H orders, default "base rev shuf1"), PERTURB_DRAWS (N: also the
+#        published code with its layer-0 inputs perturbed by one bf16 rounding, relative 2^-8, seeds
+#        1..N: the spread a different bf16 forward alone gives), PUBLISHED_JOBS (6)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 FINAL=${OUT:-$PWD/gpu_out}; mkdir -p "$FINAL"
@@ -51,6 +55,7 @@ s, out, bin_ = sys.argv[1:4]
 ref_dir = os.path.join(s, "reference", "llama-rand-gqa")
 variants = {"f32": ["--dtype", "f32", "--keep-compute-dtype"], "bf16": ["--dtype", "auto"],
             "bf16sum": ["--dtype", "auto", "--hessian-accumulation", "sum"], "f16": ["--dtype", "f16"]}
+variants = {k: v for k, v in variants.items() if k in os.environ.get("VARIANTS", " ".join(variants)).split()}
 for f in sorted(os.listdir(ref_dir)):
     run = f[:-5]
     a = json.load(open(os.path.join(ref_dir, f)))["args"]
@@ -72,7 +77,11 @@ if [ -d .carry/published/sparsegpt ] && [ -d .carry/published/gptq ]; then
 import concurrent.futures as cf, json, os, subprocess, sys
 s, out = sys.argv[1:3]
 ref_dir = os.path.join(s, "reference", "llama-rand-gqa")
-orders = {"": [], "_rev": ["--reverse-hessian-order"], "_shuf1": ["--shuffle-hessian-order", "1"]}
+orders = {"base": ("", []), "rev": ("_rev", ["--reverse-hessian-order"]),
+          "shuf1": ("_shuf1", ["--shuffle-hessian-order", "1"])}
+orders = dict(v for k, v in orders.items() if k in os.environ.get("ORDERS", "base rev shuf1").split())
+for k in range(1, int(os.environ.get("PERTURB_DRAWS", "0")) + 1):
+    orders[f"_p{k}"] = ["--perturb-inputs", str(k), "--perturb-log2", "-8"]
 jobs = []
 for f in sorted(os.listdir(ref_dir)):
     a = json.load(open(os.path.join(ref_dir, f)))["args"]
@@ -95,45 +104,62 @@ def one(job):
     r = subprocess.run(cmd + ["--json", os.path.join(out, name + ".json")], capture_output=True, text=True)
     open(os.path.join(out, name + ".log"), "w").write(r.stdout[-4000:] + r.stderr[-4000:])
     return f"{name}: exit {r.returncode}"
-with cf.ThreadPoolExecutor(6) as ex:
+with cf.ThreadPoolExecutor(int(os.environ.get("PUBLISHED_JOBS", "6"))) as ex:
     for line in ex.map(one, jobs):
         print(line, flush=True)
 PY
   python3 - "$OUT" "$S" <<'PY' | tee "$OUT/bf16_spread.md"
-import json, os, sys
+import glob, json, os, re, sys
 out, s = sys.argv[1], sys.argv[2]
 card = open(os.path.join(out, "card.txt")).read().strip()
 load = lambda n: json.load(open(os.path.join(out, n + ".json"))) if os.path.exists(os.path.join(out, n + ".json")) else None
+ref_dir = os.path.join(s, "reference", "llama-rand-gqa")
+runs = [f[:-5] for f in sorted(os.listdir(ref_dir)) if load(f"published_{f[:-5]}_bf16")]
+# The published code's variants present for every run: H order reversed / shuffled, inputs perturbed.
+tags = sorted({m.group(1) for f in glob.glob(os.path.join(out, "published_*_bf16_*.json"))
+               if (m := re.search(r"_bf16_(rev|shuf\d+|p\d+)\.json$", f))},
+              key=lambda t: (t[0] == "p", t))
+names = {"rev": "P_rev", **{t: f"P_{t}" for t in tags if t != "rev"}}
 print(f"# bf16 on CUDA: the tool against the published code's own rounding spread, {card}\n")
 print("The published llama.py runs of ../shared/reference/llama-rand-gqa, made again on the GPU in bf16 by the "
-      "published code (P: windows fed to the Hessian in order; P_rev reversed; P_shuf shuffled, seed 1: the same "
-      "H up to rounding) and by this tool (`--dtype auto`, the checkpoint's bf16; with H summed). Δ% from P; "
-      "spread = (max − min) / P over P, P_rev, P_shuf, in %. 'inside' when the tool's run lies within P's "
-      "rounding range widened by nothing.\n")
-print("| run | corpus | P | P_rev Δ% | P_shuf Δ% | spread % | ours bf16 Δ% | ours bf16 sum Δ% | inside | zeros ours / P |")
-print("|---|---|---|---|---|---|---|---|---|---|")
-ref_dir = os.path.join(s, "reference", "llama-rand-gqa")
-worst = 0.0
-for f in sorted(os.listdir(ref_dir)):
-    run = f[:-5]
+      "published code (P: windows fed to the Hessian in order; P_rev reversed; P_shufN shuffled with seed N: the "
+      "same H up to summation order; P_pN: the layer-0 inputs perturbed by one bf16 rounding, relative 2^-8 "
+      "Gaussian noise with seed N, the size of the difference between two bf16 forward implementations) and by "
+      "this tool (`--dtype auto`, the checkpoint's bf16; with H summed). Δ% from P. 'H-order spread' = (max − min) "
+      "/ P over P and its reordered runs; 'rounding spread' = the same over P and every variant. 'inside' when the "
+      "tool's bf16 run lies within the rounding range, else its distance outside it.\n")
+head = ["run", "corpus", "P"] + [f"{names[t]} Δ%" for t in tags] + ["H-order spread %", "rounding spread %",
+        "ours bf16 Δ%", "ours bf16 sum Δ%", "inside", "zeros ours / P"]
+print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+worst, worst_out, inside_n, rows = 0.0, 0.0, 0, 0
+for run in runs:
     P = load(f"published_{run}_bf16")
-    if P is None:
-        continue
-    Pr, Ps = load(f"published_{run}_bf16_rev"), load(f"published_{run}_bf16_shuf1")
+    var = {t: load(f"published_{run}_bf16_{t}") for t in tags}
     ob, os_ = load(f"prune_{run}_bf16"), load(f"prune_{run}_bf16sum")
     for d in ["wikitext2", "ptb", "c4"]:
         p = P["ppl"][d]
-        pub = [x["ppl"][d] for x in (P, Pr, Ps) if x]
+        order = [p] + [j["ppl"][d] for t, j in var.items() if j and not t.startswith("p")]
+        allp = [p] + [j["ppl"][d] for j in var.values() if j]
         dl = lambda j: None if j is None else 100 * (j["ppl"][d] - p) / p
-        c = lambda x: "failed" if x is None else f"{x:+.3f}"
-        spread = 100 * (max(pub) - min(pub)) / p
-        inside = "-" if ob is None else ("yes" if min(pub) <= ob["ppl"][d] <= max(pub) else
-                                         f"no ({100 * min(abs(ob['ppl'][d] - x) for x in pub) / p:.3f} outside)")
+        c = lambda x: "-" if x is None else f"{x:+.3f}"
+        inside = "-"
         if ob is not None:
+            rows += 1
             worst = max(worst, abs(dl(ob)))
+            o = ob["ppl"][d]
+            if min(allp) <= o <= max(allp):
+                inside, inside_n = "yes", inside_n + 1
+            else:
+                gap = 100 * min(abs(o - x) for x in allp) / p
+                worst_out = max(worst_out, gap)
+                inside = f"no ({gap:.3f} outside)"
         z = "-" if ob is None else f"{ob['zero_fraction']:.4f} / {P['zero_fraction']:.4f}"
-        print(f"| {run} | {d} | {p:.1f} | {c(dl(Pr))} | {c(dl(Ps))} | {spread:.3f} | {c(dl(ob))} | {c(dl(os_))} | {inside} | {z} |")
-print(f"\nLargest |ours bf16 − P|: {worst:.3f}%.")
+        cells = [run, d, f"{p:.1f}"] + [c(dl(var[t])) for t in tags] + [
+            f"{100 * (max(order) - min(order)) / p:.3f}", f"{100 * (max(allp) - min(allp)) / p:.3f}",
+            c(dl(ob)), c(dl(os_)), inside, z]
+        print("| " + " | ".join(cells) + " |")
+print(f"\nLargest |ours bf16 − P|: {worst:.3f}%. Inside the published code's rounding range: {inside_n} of {rows} "
+      f"rows; largest distance outside it: {worst_out:.3f}% of P.")
 PY
 fi
 python3 - "$OUT" "$S" <<'PY' | tee "$OUT/families.md"

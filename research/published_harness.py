@@ -92,10 +92,12 @@ def compress(model, calib, args, dev):
             pass
     layers[0] = layers[0].module
     if args.perturb_inputs is not None:
-        # One f16 rounding's worth of noise on the layer-0 inputs (relative 2^-11, then rounded
-        # back to f16): the size of the difference between two f16 forward implementations.
+        # One rounding's worth of noise on the layer-0 inputs (relative 2^perturb_log2: -11 is f16's
+        # unit roundoff, -8 bf16's; then rounded back to the run's dtype): the size of the
+        # difference between two forward implementations in that dtype.
         g = torch.Generator(device=dev).manual_seed(args.perturb_inputs)
-        cache["inps"] = [(x.float() * (1 + 2.0 ** -11 * torch.randn(x.shape, generator=g, device=dev))).to(x.dtype)
+        rel = 2.0 ** args.perturb_log2
+        cache["inps"] = [(x.float() * (1 + rel * torch.randn(x.shape, generator=g, device=dev))).to(x.dtype)
                          for x in cache["inps"]]
     sync(dev)
     t0 = time.time()
@@ -205,7 +207,9 @@ def main():
     p.add_argument("--reverse-hessian-order", action="store_true",
                    help="feed the calibration windows to add_batch last to first (a rounding-only change)")
     p.add_argument("--perturb-inputs", type=int, default=None, metavar="SEED",
-                   help="seeded relative noise of 2^-11 on the layer-0 inputs (one f16 rounding's worth)")
+                   help="seeded relative noise of 2^--perturb-log2 on the layer-0 inputs (one rounding's worth)")
+    p.add_argument("--perturb-log2", type=int, default=-11,
+                   help="the perturbation's relative size as a power of 2: -11 f16's unit roundoff, -8 bf16's")
     p.add_argument("--shuffle-hessian-order", type=int, default=None, metavar="SEED",
                    help="feed the calibration windows to add_batch in a seeded random order (rounding-only)")
     p.add_argument("--true-sequential", action="store_true",

@@ -1,17 +1,17 @@
 #!/usr/bin/env python3
-"""Loads the exports of one compressed OPT model and compares them with the dense export.
+"""Loads the exports of one compressed model (any family transformers knows) and compares them with the dense export.
 
   check_exports.py --dense DIR [--gptq DIR] [--ct DIR] --json OUT [--tol 1e-2]
                    [--device auto|cpu|cuda] [--dtype float16|float32] [--tokens 128]
 
-* dense: OPTForCausalLM.from_pretrained.
-* ct (compressed-tensors pack-quantized): OPTForCausalLM.from_pretrained, which goes through
+* dense: AutoModelForCausalLM.from_pretrained.
+* ct (compressed-tensors pack-quantized): AutoModelForCausalLM.from_pretrained, which goes through
   transformers' compressed-tensors quantizer (needs the `compressed-tensors` package).
 * gptq: through transformers when its GPTQ backend imports (gptqmodel + optimum); otherwise
   through the dequantizer below, written from docs/formats.md and independent of the Rust packer:
   qweight / qzeros / scales / g_idx are read with safetensors, the float weight is rebuilt as
   W[o, j] = scales[g_idx[j], o] · (q[o, j] − zero[g_idx[j], o]) in f16 (as the reference kernels
-  do) and loaded into an OPTForCausalLM built from the export's config.
+  do) and loaded into a model built from the export's config.
 
 For each quantized export: max |Δ logit| and mean |Δ logit| against the dense export on a fixed
 input (the first --tokens tokens of a fixed text, tokenized with the export's tokenizer; fixed
@@ -70,9 +70,9 @@ def input_ids(model_dir, n_tokens, vocab_size):
 
 
 def load_hf(model_dir, dtype, device):
-    from transformers import OPTForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    model, info = OPTForCausalLM.from_pretrained(model_dir, dtype=dtype, output_loading_info=True)
+    model, info = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, output_loading_info=True)
     info = {k: sorted(v) if isinstance(v, (set, list)) else str(v) for k, v in info.items()}
     return model.to(device).eval(), info
 
@@ -135,9 +135,9 @@ def dequantize_gptq(f, prefix, qc):
 
 
 def load_gptq_own(model_dir, dtype, device):
-    from transformers import OPTConfig, OPTForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = OPTConfig.from_pretrained(model_dir)
+    config = AutoConfig.from_pretrained(model_dir)
     qc = getattr(config, "quantization_config", None)
     if isinstance(qc, dict):
         pass
@@ -149,7 +149,7 @@ def load_gptq_own(model_dir, dtype, device):
         raise ValueError(f"quant_method {qc.get('quant_method')!r} is not gptq")
     del config.quantization_config
     config.dtype = dtype
-    model = OPTForCausalLM(config).to(dtype)
+    model = AutoModelForCausalLM.from_config(config).to(dtype)
     path = os.path.join(model_dir, "model.safetensors")
     state, widths = {}, {}
     with safe_open(path, "pt") as f:

@@ -19,12 +19,14 @@
 #![cfg(feature = "cuda")]
 
 use candle_core::{DType, Device, Tensor};
-use sparsegpt_mi::data::{self, Corpus, SEQLEN};
+use sparsegpt_mi::data::{self, Corpus, SeqLen};
 use sparsegpt_mi::model::cuda_forward::{self as cf, with_fused};
 use sparsegpt_mi::model::weights::Weights;
 use sparsegpt_mi::model::{CausalLm, DecoderConfig, InputSite, OptConfig, OptModel};
 use std::collections::HashMap;
 use std::path::PathBuf;
+
+const SEQLEN: usize = SeqLen::PUBLISHED.get();
 
 /// The fixtures and data: $SPARSEGPT_MI_SHARED, else ../shared beside the repository.
 fn shared() -> PathBuf {
@@ -575,7 +577,7 @@ fn fixture_on_gpu(name: &str, dev: &Device, dtype: DType, offloaded: bool) -> (C
     } else {
         sparsegpt_mi::model::load_model(&files, dev, dtype).unwrap()
     };
-    let ids = data::eval_tokens(Corpus::WikiText2, &shared().join("data"), &tok).unwrap();
+    let ids = data::eval_tokens(Corpus::WikiText2, &shared().join("data"), &tok, SeqLen::PUBLISHED).unwrap();
     (model, ids)
 }
 
@@ -647,6 +649,7 @@ fn fused_calibration_matches_the_generic_path_on_llama() {
             host_solver: false,
             hessian_accumulation: HessianAccumulation::RunningAverage,
             true_sequential: false,
+            fold_nm_sets: false,
         };
         let planner = UniformPlanner { quant: QuantScheme::PerRow { bits: 4, sym: false } };
         with_fused(fused, || {
