@@ -24,7 +24,7 @@ for f in .carry/fx/$FX/* .carry/fxz/$FX/*; do
   [ -f "$f" ] || continue
   case $f in *.xz) xz -dc "$f" > $S/fixtures/$FX/$(basename "${f%.xz}");; *) cp "$f" $S/fixtures/$FX/;; esac
 done
-# OPT fixtures ship without a tokenizer (they use ../shared/data/opt-tokenizer); the others keep theirs.
+# A fixture without tokenizer files gets OPT's (../shared/data/opt-tokenizer); the others keep their own.
 [ -f $S/fixtures/$FX/tokenizer.json ] || [ -f $S/fixtures/$FX/vocab.json ] || cp $S/data/opt-tokenizer/* $S/fixtures/$FX/
 # BIN / CUDA_XZ: another build than .carry/sparsegpt-mi-cuda.xz (e.g. the one a study began with).
 BIN=${BIN:-/tmp/sparsegpt-mi}
