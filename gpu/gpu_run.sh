@@ -163,10 +163,12 @@ for stage in "$@"; do
       # on the GPU) loaded by transformers (compressed-tensors, installed from .carry/whl) and by
       # check_exports.py's GPTQ dequantizer, logits against the dense export's; and this tool's
       # eval of every export against the dense export's window NLLs (checks/check_exports_run.sh).
+      # check_exports_run.sh's RUNS, FORMATS, EXTRA_FLAGS, PY_DTYPE pass through; EXPORTS_TAG names
+      # the results folder (exports$EXPORTS_TAG) so that several settings can run in one call.
       CT=/tmp/ct_site
       [ -d $CT ] || python3 -m pip install -q --no-index --no-deps --target $CT .carry/whl/*.whl
       PYTHONPATH=$CT${PYTHONPATH:+:$PYTHONPATH} bash checks/check_exports_run.sh $BIN $S/fixtures/$FX $S/data \
-        $OUT/exports cuda python3 | tail -30
+        $OUT/exports${EXPORTS_TAG:-} cuda python3 | tail -30
       ;;
     mi25)
       # 2.5 bits cannot pay for 10 groups' scale/zero metadata on these widths: K = 4 there.

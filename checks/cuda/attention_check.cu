@@ -877,7 +877,10 @@ static Diff compare(const uint16_t* got, const uint16_t* want, long long n, bool
 // RoPE (optionally with the per-head norm) on q-shaped rows: tokens × heads × hd, in place.
 // PASS: bit-equal to the reference without the norm; with it at most 1% of elements differ
 // (rsqrtf's 2-ulp error and the f32 summation order flip a rounding now and then: about 1e-4 of
-// them; a missing rounding step changes about a quarter) and by at most 2 ulps at the rms.
+// them; a missing rounding step changes about a quarter) and by at most one flipped rounding: one
+// ulp of an element below 8× the rms (8 units of eps·rms). Outputs here reach ~4× the rms (inputs
+// ±3, norm weights up to 1.5), where one ulp is 4 units: the first GPU run measured 3.86 in f16
+// and bf16 alike (test_results/forward_rotary/gpu_h100/), above the 2 units first set here.
 static void run_rope_check(long long tokens, int seq, int heads, int hd, bool norm, bool bf, bool quick) {
     const long long n = tokens * heads * hd;
     const int max_seq = seq + 5, half = hd / 2;
@@ -909,7 +912,7 @@ static void run_rope_check(long long tokens, int seq, int heads, int hd, bool no
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
     const Diff d = compare(x, ref, n, bf);
-    const bool ok = norm ? d.frac <= 1e-2 && d.at_rms <= 2.0 : d.frac == 0.0;
+    const bool ok = norm ? d.frac <= 1e-2 && d.at_rms <= 8.0 : d.frac == 0.0;
     verdict(ok);
     char timing[96] = "";
     if (!quick) {
