@@ -20,11 +20,16 @@
 #   env: FIXTURES (default both), VARIANTS (the tool's runs, default "f32 bf16 bf16sum f16"),
 #        ORDERS (the published code's H orders, default "base rev shuf1"), PERTURB_DRAWS (N: also the
 #        published code with its layer-0 inputs perturbed by one bf16 rounding, relative 2^-8, seeds
-#        1..N: the spread a different bf16 forward alone gives), PUBLISHED_JOBS (6)
+#        1..N: the spread a different bf16 forward alone gives), PUBLISHED_JOBS (6), PREV_RUNS (below)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 FINAL=${OUT:-$PWD/gpu_out}; mkdir -p "$FINAL"
 OUT=/tmp/gpu_work/families; mkdir -p "$OUT"
+# PREV_RUNS: an earlier call's families.tar.xz whose published H-order runs (same card kind) are kept
+# beside this call's runs instead of being made again; nothing else of it is kept.
+if [ -n "${PREV_RUNS:-}" ]; then
+  tar -xJf "$PREV_RUNS" -C /tmp/gpu_work --wildcards 'families/published_*_bf16_rev.*' 'families/published_*_bf16_shuf*'
+fi
 S=/tmp/shared; mkdir -p $S/fixtures $S/data
 [ -d $S/data/c4 ] || tar -xJf .carry/data.tar.xz -C $S/data
 rm -rf $S/reference; cp -r .carry/reference $S/reference

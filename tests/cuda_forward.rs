@@ -431,8 +431,8 @@ fn differences(got: &Tensor, want: &Tensor) -> (f64, u32, f64) {
 
 /// The rotary families' kernels against their definitions written in candle ops (the rounding
 /// points of transformers): RoPE (rotate-half, each product and the sum rounded) bit-equal
-/// without the norm (every step one rounding of an exact f32 result), and within 1 ulp of
-/// candle's rope_thd (which rounds at the same places in dtype arithmetic); with Qwen3's
+/// without the norm (every step one rounding of an exact f32 result), and within three roundings
+/// of candle's rope_thd (which rounds once, from f32); with Qwen3's
 /// per-head norm, RMSNorm (x·rsqrt rounded, then times the weight) and SiLU·up (silu rounded,
 /// then the product): at most 1% of elements not bit-equal (rsqrtf's 2-ulp error, exp and the
 /// f32 summation order on the device flip a rounding now and then, about 1e-4 of them; a
@@ -485,14 +485,26 @@ fn rotary_kernels_match_their_definitions() {
                 100.0 * frac
             );
             if with_norm {
-                assert!(frac <= 1e-2 && at_rms <= 2.0, "rope {dtype:?} with norm");
+                // at most one flipped rounding of an element below 8× the rms (checks/cuda/attention_check.cu)
+                assert!(frac <= 1e-2 && at_rms <= 8.0, "rope {dtype:?} with norm");
             } else {
                 assert_eq!(frac, 0.0, "rope {dtype:?}: not bit-equal to its definition");
                 // candle's rope (the generic path) rounds at the same places
                 let generic = tables.apply(&x, heads).unwrap();
-                let (frac, ulps, _) = differences(&got, &generic);
-                println!("rope {dtype:?} vs candle's rope_thd: {:.3}% differ, max {ulps} ulp", 100.0 * frac);
-                assert!(ulps <= 1);
+                // candle's rope_thd rounds once, from f32 (measured on an H100: ~16% of elements
+                // differ); transformers and the fused kernel round each product and the sum. The
+                // two differ by at most those three roundings: eps·(|x1·c| + |x2·s| + |out|), i.e.
+                // 3·max|x| in units of eps, here per rms.
+                let (frac, ulps, at_rms) = differences(&got, &generic);
+                let xs: Vec<f32> = x.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                let max_x = xs.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+                let rms = (xs.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / xs.len() as f64).sqrt();
+                println!(
+                    "rope {dtype:?} vs candle's rope_thd: {:.3}% differ, max {ulps} ulp, {at_rms:.2} ulp at rms (bound {:.2})",
+                    100.0 * frac,
+                    3.0 * max_x / rms
+                );
+                assert!(at_rms <= 3.0 * max_x / rms, "rope {dtype:?}: farther from candle's rope than three roundings");
             }
         }
         // RMSNorm of rows of 4096 (16-byte loads) and of 100 (one element per step)
