@@ -12,7 +12,7 @@
 #   checks/check_exports_run.sh BIN FIXTURE_DIR DATA_DIR OUT DEVICE [PYTHON]
 #     DEVICE: cpu | cuda (prune, eval and the Python side all run there)
 #     env NSAMPLES (default 16), MAX_WINDOWS (default 2), RUNS (default "gptq4 sgpt50w4 gptq3g128";
-#     also gptq4g128), FORMATS (default "dense gptq compressed-tensors"; dense is the reference and
+#     also gptq4g128, gptq4g64), FORMATS (default "dense gptq compressed-tensors"; dense is the reference and
 #     always runs), EXTRA_FLAGS (added to every prune, e.g. "--dtype f16 --save-dtype f16" for a GPTQ
 #     export of a bf16 model), PY_DTYPE (the dtype transformers loads the exports in, default float16)
 set -uo pipefail
@@ -28,6 +28,7 @@ declare -A FLAGS=(
   [sgpt50w4]="--sparsity 0.5 --wbits 4"
   [gptq3g128]="--wbits 3 --groupsize 128"
   [gptq4g128]="--wbits 4 --groupsize 128"
+  [gptq4g64]="--wbits 4 --groupsize 64"
 )
 FORMATS="dense ${FORMATS:-gptq compressed-tensors}"; FORMATS=${FORMATS//dense dense/dense}
 nll() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['results'][0]['window_mean_nll'])" "$1"; }

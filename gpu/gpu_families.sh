@@ -20,7 +20,8 @@
 #   env: FIXTURES (default both), VARIANTS (the tool's runs, default "f32 bf16 bf16sum f16"),
 #        ORDERS (the published code's H orders, default "base rev shuf1"), PERTURB_DRAWS (N: also the
 #        published code with its layer-0 inputs perturbed by one bf16 rounding, relative 2^-8, seeds
-#        1..N: the spread a different bf16 forward alone gives), PUBLISHED_JOBS (6), PREV_RUNS (below)
+#        1..N: the spread a different bf16 forward alone gives), PERTURB_ALL_DRAWS (N: the same at
+#        every layer's calibration inputs, _paN), PUBLISHED_JOBS (6), PREV_RUNS (below)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 FINAL=${OUT:-$PWD/gpu_out}; mkdir -p "$FINAL"
@@ -87,6 +88,8 @@ orders = {"base": ("", []), "rev": ("_rev", ["--reverse-hessian-order"]),
 orders = dict(v for k, v in orders.items() if k in os.environ.get("ORDERS", "base rev shuf1").split())
 for k in range(1, int(os.environ.get("PERTURB_DRAWS", "0")) + 1):
     orders[f"_p{k}"] = ["--perturb-inputs", str(k), "--perturb-log2", "-8"]
+for k in range(1, int(os.environ.get("PERTURB_ALL_DRAWS", "0")) + 1):
+    orders[f"_pa{k}"] = ["--perturb-inputs", str(k), "--perturb-log2", "-8", "--perturb-every-layer"]
 jobs = []
 for f in sorted(os.listdir(ref_dir)):
     a = json.load(open(os.path.join(ref_dir, f)))["args"]
@@ -122,14 +125,15 @@ ref_dir = os.path.join(s, "reference", "llama-rand-gqa")
 runs = [f[:-5] for f in sorted(os.listdir(ref_dir)) if load(f"published_{f[:-5]}_bf16")]
 # The published code's variants present for every run: H order reversed / shuffled, inputs perturbed.
 tags = sorted({m.group(1) for f in glob.glob(os.path.join(out, "published_*_bf16_*.json"))
-               if (m := re.search(r"_bf16_(rev|shuf\d+|p\d+)\.json$", f))},
+               if (m := re.search(r"_bf16_(rev|shuf\d+|pa?\d+)\.json$", f))},
               key=lambda t: (t[0] == "p", t))
 names = {"rev": "P_rev", **{t: f"P_{t}" for t in tags if t != "rev"}}
 print(f"# bf16 on CUDA: the tool against the published code's own rounding spread, {card}\n")
 print("The published llama.py runs of ../shared/reference/llama-rand-gqa, made again on the GPU in bf16 by the "
       "published code (P: windows fed to the Hessian in order; P_rev reversed; P_shufN shuffled with seed N: the "
       "same H up to summation order; P_pN: the layer-0 inputs perturbed by one bf16 rounding, relative 2^-8 "
-      "Gaussian noise with seed N, the size of the difference between two bf16 forward implementations) and by "
+      "Gaussian noise with seed N, the size of the difference between two bf16 forward implementations; P_paN: the same at every layer's "
+      "calibration inputs) and by "
       "this tool (`--dtype auto`, the checkpoint's bf16; with H summed). Δ% from P. 'H-order spread' = (max − min) "
       "/ P over P and its reordered runs; 'rounding spread' = the same over P and every variant. 'inside' when the "
       "tool's bf16 run lies within the rounding range, else its distance outside it.\n")

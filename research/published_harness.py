@@ -91,14 +91,17 @@ def compress(model, calib, args, dev):
         except ValueError:
             pass
     layers[0] = layers[0].module
-    if args.perturb_inputs is not None:
-        # One rounding's worth of noise on the layer-0 inputs (relative 2^perturb_log2: -11 is f16's
+    def perturb(xs, layer_index):
+        # One rounding's worth of noise on a layer's inputs (relative 2^perturb_log2: -11 is f16's
         # unit roundoff, -8 bf16's; then rounded back to the run's dtype): the size of the
         # difference between two forward implementations in that dtype.
-        g = torch.Generator(device=dev).manual_seed(args.perturb_inputs)
+        seed = args.perturb_inputs if layer_index == 0 else args.perturb_inputs * 1000 + layer_index
+        g = torch.Generator(device=dev).manual_seed(seed)
         rel = 2.0 ** args.perturb_log2
-        cache["inps"] = [(x.float() * (1 + rel * torch.randn(x.shape, generator=g, device=dev))).to(x.dtype)
-                         for x in cache["inps"]]
+        return [(x.float() * (1 + rel * torch.randn(x.shape, generator=g, device=dev))).to(x.dtype) for x in xs]
+
+    if args.perturb_inputs is not None:
+        cache["inps"] = perturb(cache["inps"], 0)
     sync(dev)
     t0 = time.time()
     inps, kw = cache["inps"], cache["kwargs"]
@@ -140,6 +143,9 @@ def compress(model, calib, args, dev):
                                               actorder=args.act_order, blocksize=args.blocksize)
                 solvers[name].free()
         inps = [run(layer, x) for x in inps]
+        if args.perturb_inputs is not None and args.perturb_every_layer and i + 1 < len(layers):
+            # Two implementations differ at every layer's rounding, not only at the embeddings.
+            inps = perturb(inps, i + 1)
     sync(dev)
     return time.time() - t0
 
@@ -208,6 +214,8 @@ def main():
                    help="feed the calibration windows to add_batch last to first (a rounding-only change)")
     p.add_argument("--perturb-inputs", type=int, default=None, metavar="SEED",
                    help="seeded relative noise of 2^--perturb-log2 on the layer-0 inputs (one rounding's worth)")
+    p.add_argument("--perturb-every-layer", action="store_true",
+                   help="with --perturb-inputs: perturb every layer's calibration inputs, not only layer 0's")
     p.add_argument("--perturb-log2", type=int, default=-11,
                    help="the perturbation's relative size as a power of 2: -11 f16's unit roundoff, -8 bf16's")
     p.add_argument("--shuffle-hessian-order", type=int, default=None, metavar="SEED",

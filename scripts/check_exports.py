@@ -72,7 +72,10 @@ def input_ids(model_dir, n_tokens, vocab_size):
 def load_hf(model_dir, dtype, device):
     from transformers import AutoModelForCausalLM
 
-    model, info = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, output_loading_info=True)
+    # Loaded straight onto a GPU: quantized backends (GPTQModel) pick their kernel for the device
+    # the weights are loaded on, and a CPU kernel moved to the GPU afterwards does not run there.
+    placement = {"device_map": {"": str(device)}} if str(device).startswith("cuda") else {}
+    model, info = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, output_loading_info=True, **placement)
     info = {k: sorted(v) if isinstance(v, (set, list)) else str(v) for k, v in info.items()}
     return model.to(device).eval(), info
 
