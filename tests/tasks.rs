@@ -99,6 +99,33 @@ fn batched_scores_equal_unbatched_forward_and_decide_acc() {
     eprintln!("largest relative difference batched vs unbatched: {worst:.2e}");
 }
 
+/// An untied family (llama-rand-gqa: its own `lm_head`) scores continuations through its LM
+/// head, not its token embeddings: the engine's log-softmax equals a plain forward's.
+#[test]
+fn untied_head_scores_equal_the_plain_forward() {
+    use sparsegpt_mi::tasks::score::LoglikelihoodModel;
+    let (model, tok) = common::load("llama-rand-gqa");
+    assert!(model.lm_head.is_some(), "the fixture's head is untied");
+    let ids = |text: &str| tok.encode(text, true).unwrap().get_ids().to_vec();
+    let seqs = [ids("The river runs past the old mill and"), ids("A short one")];
+    let mut worst: f64 = 0.0;
+    for seq in &seqs {
+        let cont = &seq[seq.len() - 3..];
+        let ctx = &seq[..seq.len() - 3];
+        let (want, want_greedy) = reference_score(&model, ctx, cont);
+        let input = &seq[..seq.len() - 1];
+        let asks: Vec<(usize, u32)> = (0..cont.len()).map(|k| (ctx.len() - 1 + k, cont[k])).collect();
+        let got = model.token_scores(&[input], std::slice::from_ref(&asks)).unwrap();
+        let ll: f64 = got[0].iter().map(|t| t.logprob).sum();
+        let greedy = got[0].iter().all(|t| t.greedy);
+        worst = worst.max((ll - want).abs() / want.abs().max(1.0));
+        // f32 forward both ways: equal up to f32 rounding of the same sums.
+        assert!((ll - want).abs() <= 2e-5 * want.abs().max(1.0), "{ll} vs {want}");
+        assert_eq!(greedy, want_greedy);
+    }
+    eprintln!("largest relative difference engine vs plain forward (untied head): {worst:.2e}");
+}
+
 #[test]
 fn limit_takes_the_first_documents() {
     let d = load_tasks(&DataSource::local(task_dir()), &[Task::Piqa, Task::Winogrande], Some(2)).unwrap();

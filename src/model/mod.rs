@@ -158,7 +158,16 @@ impl CausalLm {
         if let Some(w) = self.config.sliding_window.filter(|&w| s > w) {
             bail!("sequence of {s} tokens exceeds the sliding attention window of {w}, which is not supported");
         }
-        let mut x = candle_nn::Embedding::new(self.embed_tokens.clone(), self.config.embed_dim()).forward(ids)?;
+        // Under --offload the table stays in host memory: the rows are gathered there and only
+        // they visit the device.
+        let table = &self.embed_tokens;
+        let mut x = if table.device().same_device(ids.device()) {
+            candle_nn::Embedding::new(table.clone(), self.config.embed_dim()).forward(ids)?
+        } else {
+            candle_nn::Embedding::new(table.clone(), self.config.embed_dim())
+                .forward(&ids.to_device(table.device())?)?
+                .to_device(ids.device())?
+        };
         if let Some(p) = &self.project_in {
             x = p.forward(&x)?;
         }
@@ -196,15 +205,22 @@ impl CausalLm {
         Ok(h)
     }
 
-    /// The LM head's weight (vocab, embed): its own, or the token embeddings where tied.
+    /// The LM head's weight (vocab, embed): its own, or the token embeddings where tied; where
+    /// it is kept (host memory under --offload).
     pub fn head_weight(&self) -> &Tensor {
         self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
+    }
+
+    /// The LM head's weight on the compute device: a copy for the call under --offload (the
+    /// head, 1 GiB at Llama 3's vocabulary, is on the device only while the loss needs it).
+    pub fn head_on_device(&self) -> Result<Tensor> {
+        Ok(self.head_weight().to_device(&self.device)?)
     }
 
     /// Logits (batch, seq, vocab).
     pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
         let h = self.head_states(h)?;
-        Ok(h.broadcast_matmul(&self.head_weight().t()?)?)
+        Ok(h.broadcast_matmul(&self.head_on_device()?.t()?)?)
     }
 
     /// The whole model: logits for `ids` (batch, seq).
@@ -229,13 +245,14 @@ impl CausalLm {
         let e = states.dims()[2];
         let states = states.reshape((b * (s - 1), e))?;
         let targets: Vec<u32> = ids.chunks(s).flat_map(|w| w[1..].iter().copied()).collect();
+        let head = self.head_on_device()?;
         #[cfg(feature = "cuda")]
-        if cuda_forward::applies(&states) && self.head_weight().dtype() == states.dtype() {
+        if cuda_forward::applies(&states) && head.dtype() == states.dtype() {
             // Fused CUDA path: f16/bf16 logits chunk by chunk, one loss kernel per chunk.
-            return cuda_forward::lm_head_nll(&states, self.head_weight(), &targets, s - 1);
+            return cuda_forward::lm_head_nll(&states, &head, &targets, s - 1);
         }
         let targets = Tensor::from_vec(targets, b * (s - 1), &self.device)?;
-        let emb_t = self.head_weight().t()?;
+        let emb_t = head.t()?;
         let rows = b * (s - 1);
         // 1024 rows of f32 logits are 200 MiB; larger chunks raise peak memory, not speed.
         let chunk = 1024;
@@ -257,7 +274,7 @@ impl CausalLm {
         let states = self.head_states(h)?.squeeze(0)?; // (seq, embed)
         let s = ids.len();
         let targets = Tensor::from_vec(ids[1..].to_vec(), s - 1, &self.device)?;
-        let emb_t = self.head_weight().t()?;
+        let emb_t = self.head_on_device()?.t()?;
         let chunk = 512;
         let mut total = 0f64;
         let mut start = 0;
@@ -362,11 +379,11 @@ pub fn load(files: &files::ModelFiles, device: &Device, opts: LoadOptions) -> Re
     }
     let mut m = OptModel::load(config, &weights, home, opts.dtype)?;
     if opts.offload {
-        // Embeddings, final norm and projections go to `device`; GPU memory then holds one
+        // Position table, final norm and projections go to `device`; GPU memory then holds one
         // layer plus activations, whatever the model's size.
-        m.embed_tokens = m.embed_tokens.to_device(device)?;
+        // The token embeddings and the LM head (2 GiB together at Llama 3's vocabulary) stay in
+        // host memory too: `embed` gathers its rows there, the loss takes a copy of the head.
         m.embed_positions = m.embed_positions.as_ref().map(|t| t.to_device(device)).transpose()?;
-        m.lm_head = m.lm_head.as_ref().map(|t| t.to_device(device)).transpose()?;
         m.project_in = m.project_in.as_ref().map(|l| linear_to_device(l, device)).transpose()?;
         m.project_out = m.project_out.as_ref().map(|l| linear_to_device(l, device)).transpose()?;
         m.final_layer_norm = m.final_layer_norm.as_ref().map(|l| l.to_device(device)).transpose()?;

@@ -92,7 +92,8 @@ impl OptModel {
     /// reductions run on the host per row in f64 (the same sums for any thread count); on
     /// the GPU as tensor ops with one transfer per chunk.
     fn row_scores(&self, h: &Tensor, rows: &[u32], targets: &[u32]) -> Result<Vec<TokenScore>> {
-        let emb_t = self.embed_tokens.t()?;
+        // The LM head: the untied families' own, not the token embeddings.
+        let emb_t = self.head_on_device()?.t()?;
         let chunk = 512;
         let mut out = Vec::with_capacity(rows.len());
         for (r, t) in rows.chunks(chunk).zip(targets.chunks(chunk)) {
