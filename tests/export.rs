@@ -7,37 +7,19 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Fast settings (as tests/compress.rs): 2 calibration windows, one WikiText-2 window.
 const FAST: [&str; 6] = ["--nsamples", "2", "--eval-datasets", "wikitext2", "--max-windows", "1"];
 
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(common::bin()).args(args).args(["--data-dir", common::data_dir().to_str().unwrap()]).output().unwrap()
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// `prune FIXTURE c4 FLAGS --save DIR [--save-format F]`; returns the result JSON and stderr.
+/// `prune FIXTURE c4 FLAGS FAST --save DIR --save-format F`: the result JSON and stderr.
 fn prune_save(fixture: &str, flags: &[&str], format: &str, dir: &Path) -> (serde_json::Value, String) {
-    let result = dir.with_extension("json");
-    let model = common::fixture(fixture);
-    let mut args = vec!["prune", model.to_str().unwrap(), "c4", "--json", result.to_str().unwrap()];
-    args.extend_from_slice(flags);
-    args.extend_from_slice(&FAST);
-    args.extend_from_slice(&["--save", dir.to_str().unwrap(), "--save-format", format]);
-    let out = run(&args);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "{args:?}: {stderr}");
-    (json(&result), stderr)
+    common::prune_save(fixture, flags, &FAST, format, dir)
 }
 
 /// `eval DIR` on the first WikiText-2 window: its window NLLs.
 fn eval_nll(dir: &Path) -> Vec<f64> {
     let result = dir.with_extension("eval.json");
-    let out = run(&[
+    let out = common::run_cli(&[
         "eval",
         dir.to_str().unwrap(),
         "--datasets",
@@ -48,7 +30,7 @@ fn eval_nll(dir: &Path) -> Vec<f64> {
         result.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "eval {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
-    nll_of(&json(&result)["results"][0])
+    nll_of(&common::read_json(&result)["results"][0])
 }
 
 fn nll_of(entry: &serde_json::Value) -> Vec<f64> {
@@ -80,7 +62,7 @@ fn header(path: &Path) -> BTreeMap<String, (String, Vec<usize>, u64)> {
 
 /// The decoder linears of a model: (module name, out, in).
 fn linears(fixture: &str) -> Vec<(String, usize, usize)> {
-    let cfg = json(&common::fixture(fixture).join("config.json"));
+    let cfg = common::read_json(&common::fixture(fixture).join("config.json"));
     let (h, f, n) = (
         cfg["hidden_size"].as_u64().unwrap() as usize,
         cfg["ffn_dim"].as_u64().unwrap() as usize,
@@ -122,9 +104,13 @@ fn check_gptq_files(dir: &Path, fixture: &str, bits: usize, group: Option<usize>
         assert!(!h.contains_key(&format!("{p}.weight")), "{p}: dense weight beside the packed one");
     }
     expect(&h, "model.decoder.embed_tokens.weight", "F16", &h["model.decoder.embed_tokens.weight"].1.clone());
-    let cfg = json(&dir.join("config.json"));
+    let cfg = common::read_json(&dir.join("config.json"));
     let q = &cfg["quantization_config"];
-    assert_eq!(q, &json(&dir.join("quantize_config.json")), "quantize_config.json = config's quantization_config");
+    assert_eq!(
+        q,
+        &common::read_json(&dir.join("quantize_config.json")),
+        "quantize_config.json = config's quantization_config"
+    );
     assert_eq!(q["quant_method"], "gptq");
     assert_eq!(q["checkpoint_format"], "gptq");
     assert_eq!(q["bits"], bits);
@@ -151,7 +137,7 @@ fn check_ct_files(dir: &Path, fixture: &str, bits: usize, sym: bool) {
         expect(&h, &format!("{p}.bias"), "F16", &[out]);
         assert!(!h.contains_key(&format!("{p}.weight")));
     }
-    let q = &json(&dir.join("config.json"))["quantization_config"];
+    let q = &common::read_json(&dir.join("config.json"))["quantization_config"];
     assert_eq!(q["quant_method"], "compressed-tensors");
     assert_eq!(q["format"], "pack-quantized");
     assert_eq!(q["quantization_status"], "compressed");
@@ -297,7 +283,7 @@ fn act_order_and_mixed_precision_exports_read_back_exactly() {
     let d = t.path().join("act");
     let (r, _) = prune_save("opt-mini-b", &["--wbits", "4", "--groupsize", "64", "--act-order", "--sym"], "gptq", &d);
     assert_eq!(eval_nll(&d), nll_of(&r["eval"][0]));
-    let q = &json(&d.join("config.json"))["quantization_config"];
+    let q = &common::read_json(&d.join("config.json"))["quantization_config"];
     assert_eq!(
         (q["desc_act"].as_bool(), q["sym"].as_bool(), q["group_size"].as_i64()),
         (Some(true), Some(true), Some(64))
@@ -324,7 +310,7 @@ fn act_order_and_mixed_precision_exports_read_back_exactly() {
         .iter()
         .filter(|l| l["name"].as_str().unwrap().contains("_proj") && l["name"] != "self_attn.out_proj")
         .all(|l| l["stored_as"] == "dense"));
-    let q = &json(&d.join("config.json"))["quantization_config"];
+    let q = &common::read_json(&d.join("config.json"))["quantization_config"];
     assert!(q["dynamic"].as_object().unwrap().keys().any(|k| k.starts_with("-:")), "dense linears excluded");
     check_sizes(&d, &r);
     // MI groups have unequal sizes: no linear can be packed, and the export is dense.
@@ -336,7 +322,7 @@ fn act_order_and_mixed_precision_exports_read_back_exactly() {
         (r["saved"]["format"].as_str(), r["saved"]["requested_format"].as_str()),
         (Some("dense"), Some("compressed-tensors"))
     );
-    assert!(json(&d.join("config.json")).get("quantization_config").is_none());
+    assert!(common::read_json(&d.join("config.json")).get("quantization_config").is_none());
     assert_eq!(eval_nll(&d), nll_of(&r["eval"][0]));
 }
 
@@ -354,7 +340,8 @@ fn bad_packed_checkpoints_are_refused_with_one_line() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path().join("g");
     prune_save("opt-mini-b", &["--wbits", "4"], "gptq", &d);
-    let eval = |dir: &Path| run(&["eval", dir.to_str().unwrap(), "--datasets", "wikitext2", "--max-windows", "1"]);
+    let eval =
+        |dir: &Path| common::run_cli(&["eval", dir.to_str().unwrap(), "--datasets", "wikitext2", "--max-windows", "1"]);
     let edit_config = |name: &str, f: &dyn Fn(&mut serde_json::Value)| -> PathBuf {
         let to = t.path().join(name);
         std::fs::create_dir_all(&to).unwrap();
@@ -362,7 +349,7 @@ fn bad_packed_checkpoints_are_refused_with_one_line() {
             let e = e.unwrap();
             std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
-        let mut cfg = json(&to.join("config.json"));
+        let mut cfg = common::read_json(&to.join("config.json"));
         f(&mut cfg);
         std::fs::write(to.join("config.json"), cfg.to_string()).unwrap();
         to

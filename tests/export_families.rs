@@ -9,31 +9,13 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Fast settings: 8 calibration windows, two WikiText-2 windows.
 const FAST: [&str; 6] = ["--nsamples", "8", "--eval-datasets", "wikitext2", "--max-windows", "2"];
 
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(common::bin()).args(args).args(["--data-dir", common::data_dir().to_str().unwrap()]).output().unwrap()
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
 /// `prune FIXTURE c4 FLAGS FAST --save DIR --save-format F`: the result JSON and stderr.
 fn prune_save(fixture: &str, flags: &[&str], format: &str, dir: &Path) -> (serde_json::Value, String) {
-    let result = dir.with_extension("json");
-    let model = common::fixture(fixture);
-    let mut args = vec!["prune", model.to_str().unwrap(), "c4", "--json", result.to_str().unwrap()];
-    args.extend_from_slice(flags);
-    args.extend_from_slice(&FAST);
-    args.extend_from_slice(&["--save", dir.to_str().unwrap(), "--save-format", format]);
-    let out = run(&args);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "{args:?}: {stderr}");
-    (json(&result), stderr)
+    common::prune_save(fixture, flags, &FAST, format, dir)
 }
 
 fn nll_of(entry: &serde_json::Value) -> Vec<f64> {
@@ -43,7 +25,7 @@ fn nll_of(entry: &serde_json::Value) -> Vec<f64> {
 /// `eval DIR` on the first two WikiText-2 windows: their NLLs.
 fn eval_nll(dir: &Path) -> Vec<f64> {
     let result = dir.with_extension("eval.json");
-    let out = run(&[
+    let out = common::run_cli(&[
         "eval",
         dir.to_str().unwrap(),
         "--datasets",
@@ -54,7 +36,7 @@ fn eval_nll(dir: &Path) -> Vec<f64> {
         result.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "eval {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
-    nll_of(&json(&result)["results"][0])
+    nll_of(&common::read_json(&result)["results"][0])
 }
 
 /// A safetensors file's header: name → (dtype, shape).
@@ -75,7 +57,7 @@ fn header(path: &Path) -> BTreeMap<String, (String, Vec<usize>)> {
 
 /// The decoder linears of a rotary-family fixture, from its config.json: (module, out, in, bias).
 fn linears(fixture: &str) -> Vec<(String, usize, usize, bool)> {
-    let cfg = json(&common::fixture(fixture).join("config.json"));
+    let cfg = common::read_json(&common::fixture(fixture).join("config.json"));
     let n = |k: &str| cfg[k].as_u64().unwrap() as usize;
     let (h, f, layers, heads, kv) = (
         n("hidden_size"),
@@ -133,14 +115,14 @@ fn check_files(dir: &Path, fixture: &str, format: &str, bits: usize, group: Opti
             false => assert!(!h.contains_key(&format!("{p}.bias")), "{p}: a bias the family does not have"),
         }
     }
-    let cfg = json(&common::fixture(fixture).join("config.json"));
+    let cfg = common::read_json(&common::fixture(fixture).join("config.json"));
     let tied = cfg["tie_word_embeddings"].as_bool().unwrap();
     let (vocab, hidden) = (cfg["vocab_size"].as_u64().unwrap() as usize, cfg["hidden_size"].as_u64().unwrap() as usize);
     expect(&h, "model.embed_tokens.weight", float, &[vocab, hidden]);
     expect(&h, "model.norm.weight", float, &[hidden]);
     assert_eq!(h.contains_key("lm_head.weight"), !tied, "{fixture}: the head as the source has it");
     // The family's own config, with the stored dtype and the format's quantization_config.
-    let saved = json(&dir.join("config.json"));
+    let saved = common::read_json(&dir.join("config.json"));
     let dtype_key = if cfg.get("torch_dtype").is_some() { "torch_dtype" } else { "dtype" };
     let want_dtype = if float == "F16" { "float16" } else { "bfloat16" };
     assert_eq!(saved[dtype_key], want_dtype, "{fixture} {format}");
@@ -154,7 +136,7 @@ fn check_files(dir: &Path, fixture: &str, format: &str, bits: usize, group: Opti
         assert_eq!((q["quant_method"].as_str(), q["bits"].as_u64()), (Some("gptq"), Some(bits as u64)));
         assert_eq!(q["group_size"], group.map_or(-1, |g| g as i64));
         assert!(q.get("dynamic").is_none(), "a uniform export needs no dynamic overrides");
-        assert_eq!(q, &json(&dir.join("quantize_config.json")));
+        assert_eq!(q, &common::read_json(&dir.join("quantize_config.json")));
     } else {
         assert_eq!(q["quant_method"], "compressed-tensors");
         let groups = q["config_groups"].as_object().unwrap();
@@ -262,7 +244,7 @@ fn linears_sharing_an_input_are_stored_alike() {
         .iter()
         .chain(stored("mlp.down_proj").iter())
         .all(|l| l["stored_as"] == "packed"));
-    let q = &json(&d.join("config.json"))["quantization_config"];
+    let q = &common::read_json(&d.join("config.json"))["quantization_config"];
     let dynamic = q["dynamic"].as_object().unwrap();
     assert!(dynamic.contains_key(r"-:^model\.layers\.0\.mlp\.(gate_proj|up_proj|gate_up_proj)$"), "{dynamic:?}");
     assert!(dynamic.contains_key(r"-:^model\.layers\.3\.self_attn\.(q_proj|k_proj|v_proj|qkv_proj)$"));
@@ -277,7 +259,7 @@ fn assert_refused(args: &[&str], needle: &str) {
     let mut all = vec!["prune", model.to_str().unwrap(), "c4", "--save", d.to_str().unwrap()];
     all.extend_from_slice(args);
     all.extend_from_slice(&FAST);
-    let out = run(&all);
+    let out = common::run_cli(&all);
     let err = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!out.status.success(), "{args:?} was not refused");

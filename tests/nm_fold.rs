@@ -6,15 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
-
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(common::bin()).args(args).args(["--data-dir", common::data_dir().to_str().unwrap()]).output().unwrap()
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 /// Small settings: 4 calibration windows, two WikiText-2 windows.
 const SMALL: [&str; 6] = ["--nsamples", "4", "--eval-datasets", "wikitext2", "--max-windows", "2"];
@@ -31,9 +22,9 @@ fn prune_2_4(fixture: &str, flags: &[&str], format: &str, dir: &Path) -> serde_j
     args.extend_from_slice(flags);
     args.extend_from_slice(&SMALL);
     args.extend_from_slice(&["--save", dir.to_str().unwrap(), "--save-format", format]);
-    let out = run(&args);
+    let out = common::run_cli(&args);
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    json(&result)
+    common::read_json(&result)
 }
 
 fn nll_of(entry: &serde_json::Value) -> Vec<f64> {
@@ -44,9 +35,9 @@ fn nll_of(entry: &serde_json::Value) -> Vec<f64> {
 fn eval_nll(dir: &Path) -> Vec<f64> {
     let result = dir.with_extension("eval.json");
     let (d, r) = (dir.to_str().unwrap(), result.to_str().unwrap());
-    let out = run(&["eval", d, "--datasets", "wikitext2", "--max-windows", "2", "--json", r]);
+    let out = common::run_cli(&["eval", d, "--datasets", "wikitext2", "--max-windows", "2", "--json", r]);
     assert!(out.status.success(), "eval {d}: {}", String::from_utf8_lossy(&out.stderr));
-    nll_of(&json(&result)["results"][0])
+    nll_of(&common::read_json(&result)["results"][0])
 }
 
 /// The saved checkpoint's decoder linears (2-D `.weight` tensors of the layers), in f32.

@@ -1,7 +1,7 @@
 //! Shared paths and loaders for the integration tests (fixtures live in ../shared).
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub fn shared() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
@@ -40,3 +40,34 @@ pub fn bin() -> &'static str {
 /// A local stand-in for the Hugging Face hub, and the hub-layout dataset files made from ../shared/data.
 pub mod hub_files;
 pub mod hub_server;
+
+/// Runs the binary with `args` and the shared data directory (`--data-dir`).
+pub fn run_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin()).args(args).args(["--data-dir", data_dir().to_str().unwrap()]).output().unwrap()
+}
+
+/// A JSON file's value.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// `prune FIXTURE c4 --json DIR.json FLAGS SETTINGS --save DIR --save-format FORMAT`, which must
+/// succeed: the result JSON and stderr.
+pub fn prune_save(
+    fixture_name: &str,
+    flags: &[&str],
+    settings: &[&str],
+    format: &str,
+    dir: &Path,
+) -> (serde_json::Value, String) {
+    let result = dir.with_extension("json");
+    let model = fixture(fixture_name);
+    let mut args = vec!["prune", model.to_str().unwrap(), "c4", "--json", result.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(settings);
+    args.extend_from_slice(&["--save", dir.to_str().unwrap(), "--save-format", format]);
+    let out = run_cli(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{args:?}: {stderr}");
+    (read_json(&result), stderr)
+}
