@@ -8,7 +8,7 @@ mod common;
 use common::hub_server::HubServer;
 use sparsegpt_mi::hub::HubConfig;
 use sparsegpt_mi::model::files::resolve_model_with;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn run_in(dir: &Path, args: &[&str]) -> (i32, String) {
@@ -125,35 +125,48 @@ fn parquet_claiming(parquet: &[u8], rows: usize, claim: i64) -> Vec<u8> {
     out
 }
 
-#[test]
-fn a_parquet_footer_claiming_2_to_the_62_rows_is_refused_before_allocating() {
-    let home = tempfile::tempdir().unwrap();
+/// An HF cache under `home` with Salesforce/wikitext at a fixed commit: the path of its
+/// WikiText-2 test parquet file, for the caller to write.
+fn cached_wikitext2_file(home: &Path) -> PathBuf {
     let commit = "0123456789abcdef0123456789abcdef01234567";
-    let repo = home.path().join("hub/datasets--Salesforce--wikitext");
+    let repo = home.join("hub/datasets--Salesforce--wikitext");
     let file = repo.join("snapshots").join(commit).join("wikitext-2-raw-v1/test-00000-of-00001.parquet");
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     std::fs::write(repo.join("refs/main"), commit).unwrap();
+    file
+}
+
+/// `eval` of fixture B on one WikiText-2 window from the offline hub cache under `home`, run in
+/// `cwd`; it must fail with exit 1 and one stderr line, without a panic: that line.
+fn eval_offline_refused(home: &Path, cwd: &Path) -> String {
+    let out = Command::new(common::bin())
+        .current_dir(cwd)
+        .args(["eval", common::fixture("opt-mini-b").to_str().unwrap(), "--datasets", "wikitext2"])
+        .args(["--max-windows", "1"])
+        .env_remove("SPARSEGPT_MI_DATA_DIR")
+        .env_remove("RUST_BACKTRACE")
+        .env("HF_HOME", home)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let lines: Vec<String> = err.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
+    for bad in ["panicked", "capacity overflow", "internal error"] {
+        assert!(!err.contains(bad), "{err}");
+    }
+    assert_eq!((out.status.code(), lines.len()), (Some(1), 1), "{err}");
+    lines[0].clone()
+}
+
+#[test]
+fn a_parquet_footer_claiming_2_to_the_62_rows_is_refused_before_allocating() {
+    let home = tempfile::tempdir().unwrap();
+    let file = cached_wikitext2_file(home.path());
     let rows: Vec<Option<String>> = (0..3).map(|i| Some(format!(" = Heading {i} = \n"))).collect();
     let good = common::hub_files::parquet_strings("text", &rows, 3);
     let t = tempfile::tempdir().unwrap();
-    let eval = || {
-        let out = Command::new(common::bin())
-            .current_dir(t.path())
-            .args(["eval", common::fixture("opt-mini-b").to_str().unwrap(), "--datasets", "wikitext2"])
-            .args(["--max-windows", "1"])
-            .env_remove("SPARSEGPT_MI_DATA_DIR")
-            .env_remove("RUST_BACKTRACE")
-            .env("HF_HOME", home.path())
-            .env("HF_HUB_OFFLINE", "1")
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr).to_string();
-        let lines: Vec<String> = err.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
-        assert!(!err.contains("panicked") && !err.contains("capacity overflow"), "{err}");
-        assert_eq!((out.status.code(), lines.len()), (Some(1), 1), "{err}");
-        lines[0].clone()
-    };
+    let eval = || eval_offline_refused(home.path(), t.path());
     for (claim, needle) in
         [(1i64 << 62, "it states 4611686018427387904 rows, its row groups 3"), (-5, "it states -5 rows")]
     {
@@ -504,39 +517,12 @@ fn packed_exports_whose_config_and_tensors_disagree_are_refused() {
 #[test]
 fn a_cached_dataset_file_that_breaks_its_reader_is_removed_not_kept() {
     let home = tempfile::tempdir().unwrap();
-    let commit = "0123456789abcdef0123456789abcdef01234567";
-    let repo = home.path().join("hub/datasets--Salesforce--wikitext");
-    let file = repo.join("snapshots").join(commit).join("wikitext-2-raw-v1/test-00000-of-00001.parquet");
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let file = cached_wikitext2_file(home.path());
     // A parquet file the fuzz campaign found panicking the parquet crate (negative column offsets).
     let found = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_findings/parquet_negative_column_start.parquet");
     std::fs::copy(found, &file).unwrap();
     let t = tempfile::tempdir().unwrap();
-    let eval = || {
-        let out = Command::new(common::bin())
-            .current_dir(t.path())
-            .args([
-                "eval",
-                common::fixture("opt-mini-b").to_str().unwrap(),
-                "--datasets",
-                "wikitext2",
-                "--max-windows",
-                "1",
-            ])
-            .env_remove("SPARSEGPT_MI_DATA_DIR")
-            .env_remove("RUST_BACKTRACE")
-            .env("HF_HOME", home.path())
-            .env("HF_HUB_OFFLINE", "1")
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr).to_string();
-        let lines: Vec<String> = err.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
-        assert_eq!((out.status.code(), lines.len()), (Some(1), 1), "{err}");
-        assert!(!err.contains("internal error") && !err.contains("panicked"), "{err}");
-        lines[0].clone()
-    };
+    let eval = || eval_offline_refused(home.path(), t.path());
     let e = eval();
     assert!(e.contains("the parquet reader failed on malformed input") && e.contains("removed it"), "{e}");
     assert!(!file.exists(), "the file that broke the reader stays cached");
