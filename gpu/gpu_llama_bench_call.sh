@@ -11,9 +11,9 @@
 #           the published repositories' llama.py, solver, quant.py, modelutils.py, datautils.py (fetched)
 #   device: OUT=$OUT bash gpu/gpu_llama_bench_call.sh   (the device tool sets $OUT; carry the four
 #           .carry/ paths above, about 15 MiB; one H100, 600 s)
-# Time (estimated, not yet measured): checkpoint ~0.5-1 min, warm-up ~15 s, each published run
-# ~1.5-2 min (load, 8 layers of calibration passes with f32 add_batch and per-column solves), each
-# of ours ~0.5-1 min: about 7-9 min for the three runs. DEADLINE (560 s) cuts what would not end in
+# Time (H100, test_results/families/bench_llama_h100): checkpoint 18 s, warm-up 10 s, published
+# runs 112 s (sgpt50), 141 s (gptq4) and more than 95 s (sgpt50w4), each of ours 25-29 s: the three
+# runs with one variant of ours fit one call (TOOLS=published VARIANTS=offload), not two. DEADLINE (560 s) cuts what would not end in
 # time, and the table says which runs did not run; a second call with RUNS=... completes them.
 # Environment: passed on to research/bench_llama_gpu.sh (RUNS, VARIANTS, MAX_WINDOWS, DEADLINE, ...).
 set -uo pipefail

@@ -13,8 +13,9 @@
 # Environment: RUNS (default "sgpt50 gptq4 sgpt50w4", in that order: each run is the published
 # code's then ours), SHAPE (default llama-3.1-8b), LAYERS (8), TOKENIZER (the directory whose
 # tokenizer files the checkpoint gets, default SHARED_DIR/fixtures/llama-rand-gqa), EVAL (wikitext2),
-# MAX_WINDOWS (32: evaluation windows per corpus, both tools), NSAMPLES (128), VARIANTS (ours again with each as a
-# flag, e.g. "offload"), DEADLINE (seconds from the start within which every run must end, default
+# MAX_WINDOWS (32: evaluation windows per corpus, both tools), NSAMPLES (128), TOOLS (default "published ours":
+# ours = this tool with its model resident on the GPU), VARIANTS (ours again with each as a flag, e.g. "offload";
+# TOOLS=published VARIANTS=offload compares the published code with the offloaded runs only), DEADLINE (seconds from the start within which every run must end, default
 # 560: a run that would start with less than MIN_RUN s left is skipped, one still running at the
 # deadline is stopped; the table is written from what finished).
 set -uo pipefail
@@ -53,7 +54,7 @@ for run in $RUNS; do
     *) echo "unknown run $run"; continue;;
   esac
   pub=$PUB_SGPT; [ "$method" = gptq ] && pub=$PUB_GPTQ
-  for tool in published ours ${VARIANTS:-}; do
+  for tool in ${TOOLS:-published ours} ${VARIANTS:-}; do
     remaining=$(left)
     if [ "$remaining" -lt "$MIN_RUN" ]; then echo "$run $tool: skipped, $remaining s left"; continue; fi
     t=$(date +%s)

@@ -53,21 +53,30 @@ pub fn windows_nll_layerwise(model: &OptModel, windows: &[&[u32]], per_pass: usi
             *h = layer.forward(h, &mask, None)?;
         }
     }
+    // One copy of the head on the device for all passes (under --offload it lives on the host).
+    let head = if model.device.is_cuda() { Some(model.head_on_device()?) } else { None };
     let mut nlls = Vec::with_capacity(windows.len());
     for ((ws, flat), h) in passes.iter().zip(&ids).zip(&states) {
-        nlls.extend(pass_nlls(model, ws, flat, h)?);
+        nlls.extend(pass_nlls(model, head.as_ref(), ws, flat, h)?);
     }
     Ok(nlls)
 }
 
 /// Mean NLL of each window of one pass from its last hidden states `h` (batch, seq, hidden);
-/// `flat`: the pass's windows one after another.
-fn pass_nlls(model: &OptModel, windows: &[&[u32]], flat: &[u32], h: &Tensor) -> Result<Vec<f64>> {
+/// `flat`: the pass's windows one after another; `head`: the LM head on the GPU, where the
+/// model computes there.
+fn pass_nlls(
+    model: &OptModel,
+    head: Option<&Tensor>,
+    windows: &[&[u32]],
+    flat: &[u32],
+    h: &Tensor,
+) -> Result<Vec<f64>> {
     let s = windows[0].len();
-    if model.device.is_cuda() {
+    if let Some(head) = head {
         // All windows' losses on the device, one transfer (per-window calls synchronise
         // the GPU several times per window).
-        let sums = model.batch_nll_sums(h, flat, s)?;
+        let sums = model.batch_nll_sums_with(head, h, flat, s)?;
         return Ok(sums.into_iter().map(|sum| sum / (s - 1) as f64).collect());
     }
     windows

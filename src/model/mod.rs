@@ -240,16 +240,21 @@ impl CausalLm {
     /// batch's token ids flattened. Computed on the model's device in chunks of rows, with
     /// one transfer of the per-sequence sums at the end (the GPU evaluation path).
     pub fn batch_nll_sums(&self, h: &Tensor, ids: &[u32], s: usize) -> Result<Vec<f64>> {
+        self.batch_nll_sums_with(&self.head_on_device()?, h, ids, s)
+    }
+
+    /// [`Self::batch_nll_sums`] with the head already on the device (`head_on_device`), for
+    /// callers that reuse one copy over several batches.
+    pub fn batch_nll_sums_with(&self, head: &Tensor, h: &Tensor, ids: &[u32], s: usize) -> Result<Vec<f64>> {
         let b = h.dims()[0];
         let states = self.head_states(&h.narrow(1, 0, s - 1)?.contiguous()?)?;
         let e = states.dims()[2];
         let states = states.reshape((b * (s - 1), e))?;
         let targets: Vec<u32> = ids.chunks(s).flat_map(|w| w[1..].iter().copied()).collect();
-        let head = self.head_on_device()?;
         #[cfg(feature = "cuda")]
         if cuda_forward::applies(&states) && head.dtype() == states.dtype() {
             // Fused CUDA path: f16/bf16 logits chunk by chunk, one loss kernel per chunk.
-            return cuda_forward::lm_head_nll(&states, &head, &targets, s - 1);
+            return cuda_forward::lm_head_nll(&states, head, &targets, s - 1);
         }
         let targets = Tensor::from_vec(targets, b * (s - 1), &self.device)?;
         let emb_t = head.t()?;
