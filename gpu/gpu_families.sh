@@ -26,10 +26,11 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 FINAL=${OUT:-$PWD/gpu_out}; mkdir -p "$FINAL"
 OUT=/tmp/gpu_work/families; mkdir -p "$OUT"
-# PREV_RUNS: an earlier call's families.tar.xz whose published H-order runs (same card kind) are kept
-# beside this call's runs instead of being made again; nothing else of it is kept.
+# PREV_RUNS: an earlier call's families.tar.xz whose published variant runs (reordered H, perturbed
+# inputs; same card kind) are kept beside this call's runs instead of being made again; nothing else
+# of it is kept (P itself and the tool's runs are made again).
 if [ -n "${PREV_RUNS:-}" ]; then
-  tar -xJf "$PREV_RUNS" -C /tmp/gpu_work --wildcards 'families/published_*_bf16_rev.*' 'families/published_*_bf16_shuf*'
+  tar -xJf "$PREV_RUNS" -C /tmp/gpu_work --wildcards 'families/published_*_bf16_*'
 fi
 S=/tmp/shared; mkdir -p $S/fixtures $S/data
 [ -d $S/data/c4 ] || tar -xJf .carry/data.tar.xz -C $S/data
