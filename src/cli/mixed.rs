@@ -18,7 +18,7 @@ use serde::{Serialize, Serializer};
 use sparsegpt_mi::mixed::bit_alloc::BitBudget;
 use sparsegpt_mi::mixed::nm_sets::NmConfig;
 use sparsegpt_mi::mixed::{GroupCount, MixedConfig, Mode, PlanOptions, ScaleSource};
-use sparsegpt_mi::model::fold::HeadLayout;
+use sparsegpt_mi::model::family::HeadLayout;
 use sparsegpt_mi::solver::scheme::metadata_bits;
 
 #[derive(Args, Clone, Debug, Serialize)]

@@ -30,7 +30,7 @@
 use super::grouping;
 use super::groups::host_similarity;
 use super::mutual_info::{MiMethod, SymMatrix};
-use crate::model::fold::HeadLayout;
+use crate::model::family::HeadLayout;
 use crate::model::InputSite;
 use crate::pipeline::planner::{LinearPlan, Planner, PlannerNeeds, SiteContext};
 use anyhow::{bail, Result};

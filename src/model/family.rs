@@ -12,7 +12,7 @@ use super::rope::RopeScaling;
 use crate::protocol::SeqLen;
 use anyhow::{bail, Context, Result};
 use candle_core::DType;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The eps of OPT's LayerNorms (transformers' default).
@@ -493,6 +493,25 @@ fn dtype_of(value: &serde_json::Value) -> Result<Option<DType>> {
         Some("float32") => DType::F32,
         _ => bail!("config key {key} = {v}: not a dtype this tool reads (bfloat16, float16, float32)"),
     }))
+}
+
+/// The attention's head shape: query heads, key/value heads, and the width of one head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct HeadLayout {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl HeadLayout {
+    pub fn of(cfg: &DecoderConfig) -> Self {
+        HeadLayout { heads: cfg.num_attention_heads, kv_heads: cfg.num_key_value_heads, head_dim: cfg.head_dim }
+    }
+
+    /// Query heads per key/value head.
+    pub fn group(&self) -> usize {
+        self.heads / self.kv_heads.max(1)
+    }
 }
 
 #[cfg(test)]

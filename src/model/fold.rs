@@ -16,29 +16,9 @@
 //! - the residual stream (q/k/v, fc1, gate/up read the normed hidden state): no linear's rows
 //!   produce it, so nothing folds there.
 
-use super::family::DecoderConfig;
+use super::family::HeadLayout;
 use super::layer::{DecoderLayer, InputSite, LinearKind};
 use anyhow::{bail, Result};
-use serde::Serialize;
-
-/// The attention's head shape: query heads, key/value heads, and the width of one head.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct HeadLayout {
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-}
-
-impl HeadLayout {
-    pub fn of(cfg: &DecoderConfig) -> Self {
-        HeadLayout { heads: cfg.num_attention_heads, kv_heads: cfg.num_key_value_heads, head_dim: cfg.head_dim }
-    }
-
-    /// Query heads per key/value head.
-    pub fn group(&self) -> usize {
-        self.heads / self.kv_heads.max(1)
-    }
-}
 
 /// Whether the input at `site` is produced by linears whose rows a permutation can fold into.
 pub fn foldable_site(site: InputSite) -> bool {
@@ -160,6 +140,7 @@ fn is_permutation(perm: &[usize]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::family::DecoderConfig;
     use crate::model::rope::RopeTables;
     use crate::model::weights::Weights;
     use candle_core::{DType, Device, Tensor};

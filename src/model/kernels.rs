@@ -6,7 +6,7 @@
 //! these functions pick the implementation.
 
 use super::cpu_kernels;
-use super::layer::Norm;
+use super::norm::Norm;
 use super::rope::RopeTables;
 use anyhow::Result;
 use candle_core::{DType, Module, Tensor};
@@ -158,6 +158,13 @@ fn rms_weight(norm: &Norm, dtype: DType) -> Option<(&Tensor, f32)> {
     match norm {
         Norm::Rms { weight, eps } if weight.dtype() == dtype => Some((weight, *eps as f32)),
         _ => None,
+    }
+}
+
+impl Norm {
+    /// The norm of `x`'s last dimension ([`norm`] picks how).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        norm(self, x)
     }
 }
 

@@ -2,76 +2,21 @@
 //! observer that sees every linear's input (the calibration pass). The layer says what it
 //! computes from its family's parts; `kernels` chooses how each part runs.
 
-use super::family::{DecoderConfig, MlpKind, NormKind, LAYER_NORM_EPS};
+use super::family::{DecoderConfig, MlpKind};
 use super::kernels::{self, Activation, AttentionScale, AttentionShape};
 pub use super::linears::{InputSite, LinearKind};
+use super::norm::{load_norm, Norm};
 use super::rope::RopeTables;
 use super::weights::Weights;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{LayerNorm, Linear};
+use candle_nn::Linear;
 
 /// Receives each linear input during a forward pass (calibration statistics).
 pub type Observer<'a> = dyn FnMut(InputSite, &Tensor) -> Result<()> + 'a;
 
 pub(crate) fn linear_to_device(l: &Linear, device: &Device) -> Result<Linear> {
     Ok(Linear::new(l.weight().to_device(device)?, l.bias().map(|b| b.to_device(device)).transpose()?))
-}
-
-/// A normalisation: OPT's LayerNorm (weight and bias) or RMSNorm (weight, eps).
-#[derive(Clone, Debug)]
-pub enum Norm {
-    Layer(LayerNorm),
-    Rms { weight: Tensor, eps: f64 },
-}
-
-impl Norm {
-    pub fn weight(&self) -> &Tensor {
-        match self {
-            Norm::Layer(l) => l.weight(),
-            Norm::Rms { weight, .. } => weight,
-        }
-    }
-
-    pub fn bias(&self) -> Option<&Tensor> {
-        match self {
-            Norm::Layer(l) => l.bias(),
-            Norm::Rms { .. } => None,
-        }
-    }
-
-    /// The norm of `x`'s last dimension (`kernels::norm` picks how).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        kernels::norm(self, x)
-    }
-
-    pub fn to_device(&self, device: &Device) -> Result<Norm> {
-        Ok(match self {
-            Norm::Layer(l) => Norm::Layer(layer_norm_to_device(l, device)?),
-            Norm::Rms { weight, eps } => Norm::Rms { weight: weight.to_device(device)?, eps: *eps },
-        })
-    }
-}
-
-pub(crate) fn layer_norm_to_device(l: &LayerNorm, device: &Device) -> Result<LayerNorm> {
-    let bias = l.bias().ok_or_else(|| anyhow::anyhow!("layer norm without bias"))?;
-    Ok(LayerNorm::new(l.weight().to_device(device)?, bias.to_device(device)?, LAYER_NORM_EPS))
-}
-
-/// The norm of `kind` at `prefix` (width `dim`).
-pub(crate) fn load_norm(
-    w: &Weights,
-    kind: NormKind,
-    prefix: &str,
-    dim: usize,
-    eps: f64,
-    device: &Device,
-    dtype: DType,
-) -> Result<Norm> {
-    Ok(match kind {
-        NormKind::LayerNorm => Norm::Layer(load_layer_norm(w, prefix, dim, device, dtype)?),
-        NormKind::RmsNorm => Norm::Rms { weight: w.get_shaped(&format!("{prefix}.weight"), &[dim])?, eps },
-    })
 }
 
 /// `perm` as an index tensor for `index_select`.
@@ -84,28 +29,6 @@ pub(crate) fn load_linear(w: &Weights, prefix: &str, in_dim: usize, out_dim: usi
     let weight = w.get_shaped(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
     let bias = if bias { Some(w.get_shaped(&format!("{prefix}.bias"), &[out_dim])?) } else { None };
     Ok(Linear::new(weight, bias))
-}
-
-pub(crate) fn load_layer_norm(
-    w: &Weights,
-    prefix: &str,
-    dim: usize,
-    device: &Device,
-    dtype: DType,
-) -> Result<LayerNorm> {
-    match w.get_opt(&format!("{prefix}.weight")) {
-        Some(weight) => {
-            if weight.dims() != [dim] {
-                bail!("tensor '{prefix}.weight' has shape {:?}, expected [{dim}]", weight.dims());
-            }
-            let bias = w.get_shaped(&format!("{prefix}.bias"), &[dim])?;
-            Ok(LayerNorm::new(weight, bias, LAYER_NORM_EPS))
-        }
-        // layer_norm_elementwise_affine = false: a plain normalisation.
-        None => {
-            Ok(LayerNorm::new(Tensor::ones(dim, dtype, device)?, Tensor::zeros(dim, dtype, device)?, LAYER_NORM_EPS))
-        }
-    }
 }
 
 #[derive(Clone)]
@@ -245,8 +168,8 @@ impl DecoderLayer {
     }
 
     /// The attention's head shape.
-    pub fn head_layout(&self) -> super::fold::HeadLayout {
-        super::fold::HeadLayout { heads: self.attn.heads, kv_heads: self.attn.kv_heads, head_dim: self.attn.head_dim }
+    pub fn head_layout(&self) -> super::family::HeadLayout {
+        super::family::HeadLayout { heads: self.attn.heads, kv_heads: self.attn.kv_heads, head_dim: self.attn.head_dim }
     }
 
     /// Puts old row `perm[p]` of a linear's weight (and bias) at row p (`fold`).

@@ -17,6 +17,7 @@ pub mod fold;
 pub mod kernels;
 pub mod layer;
 pub mod linears;
+pub mod norm;
 pub mod packed;
 pub mod pickle_check;
 pub mod rope;
@@ -25,13 +26,15 @@ pub mod weights;
 
 pub use config::OptConfig;
 pub use family::{DecoderConfig, Family};
-pub use layer::{DecoderLayer, InputSite, LinearKind, Norm, Observer};
+pub use layer::{DecoderLayer, InputSite, LinearKind, Observer};
+pub use norm::Norm;
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::Linear;
 use family::PositionKind;
-use layer::{linear_to_device, load_linear, load_norm};
+use layer::{linear_to_device, load_linear};
+use norm::load_norm;
 use rope::RopeTables;
 use weights::Weights;
 
