@@ -210,10 +210,11 @@ for f in sorted(os.listdir(ref_dir)):
         r = ref["ppl"][d]
         delta = {v: (100 * (j["ppl"][d] - r) / r if j else None) for v, j in res.items()}
         low = [x for k, x in delta.items() if k != "f32" and x is not None]
-        cell = lambda x: "failed" if x is None else f"{x:+.3f}"
+        asked = {v: os.path.exists(os.path.join(out, f"prune_{run}_{v}.log")) for v in res}
+        cell = lambda v: ("failed" if asked[v] else "–") if delta[v] is None else f"{delta[v]:+.3f}"
         z = lambda v: "-" if res[v] is None else f"{res[v]['zero_fraction']:.4f}"
-        print(f"| {run} | {d} | {r:.1f} | {cell(delta['f32'])} | {cell(delta['bf16'])} | {cell(delta['bf16sum'])} | "
-              f"{cell(delta['f16'])} | {(max(low) - min(low)) if len(low) > 1 else float('nan'):.3f} | "
+        print(f"| {run} | {d} | {r:.1f} | {cell('f32')} | {cell('bf16')} | {cell('bf16sum')} | "
+              f"{cell('f16')} | {(max(low) - min(low)) if len(low) > 1 else float('nan'):.3f} | "
               f"{z('f32')} / {z('bf16')} / {ref['zero_fraction']:.4f} |")
 PY
 tar -cJf "$FINAL/families.tar.xz" -C /tmp/gpu_work families

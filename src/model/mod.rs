@@ -161,16 +161,12 @@ impl CausalLm {
         if let Some(w) = self.config.sliding_window.filter(|&w| s > w) {
             bail!("sequence of {s} tokens exceeds the sliding attention window of {w}, which is not supported");
         }
-        // Under --offload the table stays in host memory: the rows are gathered there and only
-        // they visit the device.
+        // Gathered where the table lives (host memory under --offload: only the rows visit the
+        // device; `to_device` to the same device is a no-op).
         let table = &self.embed_tokens;
-        let mut x = if table.device().same_device(ids.device()) {
-            candle_nn::Embedding::new(table.clone(), self.config.embed_dim()).forward(ids)?
-        } else {
-            candle_nn::Embedding::new(table.clone(), self.config.embed_dim())
-                .forward(&ids.to_device(table.device())?)?
-                .to_device(ids.device())?
-        };
+        let mut x = candle_nn::Embedding::new(table.clone(), self.config.embed_dim())
+            .forward(&ids.to_device(table.device())?)?
+            .to_device(ids.device())?;
         if let Some(p) = &self.project_in {
             x = p.forward(&x)?;
         }
