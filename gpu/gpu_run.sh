@@ -2,7 +2,7 @@
 # On the GPU machine (device tool): lay out a ../shared-like tree from what was carried, unpack
 # the CUDA binary, then run the named stages. Writes everything under $OUT (or ./gpu_out).
 #
-#   gpu/gpu_run.sh FIXTURE STAGE...   stages: sanity selfcheck compare bench cpu mishare rounding reference noise reload hinv64 mi mi25 scale exports study study2 run lmeval
+#   gpu/gpu_run.sh FIXTURE STAGE...   stages: sanity selfcheck compare bench cpu mishare rounding reference noise reload hinv64 mi mi25 scale exports study study2 study2repro run lmeval
 #
 # Carried (ignored, under .carry/): sparsegpt-mi-cuda.xz (scripts/build_cuda.sh), data.tar.xz
 # (evaluation + calibration data), reference/ (../shared/reference), fx/FIXTURE/{config.json,
@@ -198,6 +198,14 @@ for stage in "$@"; do
       BIN=$BIN DATA_DIR=$S/data FIXTURE_DIR=$S/fixtures bash research/mi_study_2.sh --fixtures $FX --device cuda \
         --out "$OUT/study2" ${STUDY_ARGS:-} > "$OUT/study2_log_$FX.txt" 2>&1
       tail -60 "$OUT/study2_log_$FX.txt"
+      ;;
+    study2repro)
+      # Issue 30: does this build reproduce study 2's committed runs of FIXTURE exactly (one run per
+      # cell and arm, research/mi_study_2_repro.py)? If so it may continue the study under the
+      # study's label. REPRO_ARCHIVE: the runs archive (default the committed one; carry a copy
+      # where test_results/ is left behind).
+      python3 research/mi_study_2_repro.py $BIN ${REPRO_ARCHIVE:-test_results/mi_study_2/runs_$FX.tar.xz} \
+        $S/fixtures $S/data $OUT/study2repro --jobs ${JOBS:-8} | tee $OUT/study2repro_$FX.txt | tail -5
       ;;
     lmeval)
       # Zero-shot tasks: lm-evaluation-harness's HF backend against this tool on the fixture,
