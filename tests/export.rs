@@ -16,27 +16,6 @@ fn prune_save(fixture: &str, flags: &[&str], format: &str, dir: &Path) -> (serde
     common::prune_save(fixture, flags, &FAST, format, dir)
 }
 
-/// `eval DIR` on the first WikiText-2 window: its window NLLs.
-fn eval_nll(dir: &Path) -> Vec<f64> {
-    let result = dir.with_extension("eval.json");
-    let out = common::run_cli(&[
-        "eval",
-        dir.to_str().unwrap(),
-        "--datasets",
-        "wikitext2",
-        "--max-windows",
-        "1",
-        "--json",
-        result.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "eval {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
-    nll_of(&common::read_json(&result)["results"][0])
-}
-
-fn nll_of(entry: &serde_json::Value) -> Vec<f64> {
-    entry["window_mean_nll"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
-}
-
 /// A safetensors file's header: name → (dtype, shape, bytes).
 fn header(path: &Path) -> BTreeMap<String, (String, Vec<usize>, u64)> {
     let bytes = std::fs::read(path).unwrap();
@@ -210,11 +189,11 @@ fn exports_evaluate_like_the_dense_one(fixture: &str, case: &Case, with_ct: bool
     let t = tempfile::tempdir().unwrap();
     let d = |f: &str| -> PathBuf { t.path().join(format!("{}_{f}", case.name)) };
     let (dense_run, _) = prune_save(fixture, case.flags, "dense", &d("dense"));
-    let dense = eval_nll(&d("dense"));
-    assert_eq!(dense, nll_of(&dense_run["eval"][0]), "dense export = the evaluated model");
+    let dense = common::eval_window_nlls(&d("dense"), 1);
+    assert_eq!(dense, common::window_nlls(&dense_run["eval"][0]), "dense export = the evaluated model");
     let (r, _) = prune_save(fixture, case.flags, "gptq", &d("gptq"));
-    assert_eq!(nll_of(&r["eval"][0]), dense, "{fixture} {}: same run, same model", case.name);
-    assert_eq!(eval_nll(&d("gptq")), dense, "{fixture} {}: gptq export", case.name);
+    assert_eq!(common::window_nlls(&r["eval"][0]), dense, "{fixture} {}: same run, same model", case.name);
+    assert_eq!(common::eval_window_nlls(&d("gptq"), 1), dense, "{fixture} {}: gptq export", case.name);
     check_gptq_files(&d("gptq"), fixture, case.bits, case.group, false);
     check_sizes(&d("gptq"), &r);
     assert_eq!(r["saved"]["format"], "gptq");
@@ -235,7 +214,7 @@ fn exports_evaluate_like_the_dense_one(fixture: &str, case: &Case, with_ct: bool
     );
     if with_ct {
         let (r, _) = prune_save(fixture, case.flags, "compressed-tensors", &d("ct"));
-        assert_eq!(eval_nll(&d("ct")), dense, "{fixture} {}: compressed-tensors export", case.name);
+        assert_eq!(common::eval_window_nlls(&d("ct"), 1), dense, "{fixture} {}: compressed-tensors export", case.name);
         if case.group.is_none() {
             check_ct_files(&d("ct"), fixture, case.bits, false);
         }
@@ -282,7 +261,7 @@ fn act_order_and_mixed_precision_exports_read_back_exactly() {
     // Act-order with groups: g_idx is the GPTQ code's permuted one (desc_act).
     let d = t.path().join("act");
     let (r, _) = prune_save("opt-mini-b", &["--wbits", "4", "--groupsize", "64", "--act-order", "--sym"], "gptq", &d);
-    assert_eq!(eval_nll(&d), nll_of(&r["eval"][0]));
+    assert_eq!(common::eval_window_nlls(&d, 1), common::window_nlls(&r["eval"][0]));
     let q = &common::read_json(&d.join("config.json"))["quantization_config"];
     assert_eq!(
         (q["desc_act"].as_bool(), q["sym"].as_bool(), q["group_size"].as_i64()),
@@ -297,7 +276,7 @@ fn act_order_and_mixed_precision_exports_read_back_exactly() {
     let flags =
         ["--wbits", "4", "--target-avg-bits", "4.0", "--use-mi-grouping", "0", "--n-groups", "6", "--leftover", "keep"];
     let (r, stderr) = prune_save("opt-mini-b", &flags, "gptq", &d);
-    assert_eq!(eval_nll(&d), nll_of(&r["eval"][0]));
+    assert_eq!(common::eval_window_nlls(&d, 1), common::window_nlls(&r["eval"][0]));
     assert!(stderr.contains("stored dense") && stderr.contains("uniform width"), "{stderr}");
     let lin = r["saved"]["linears"].as_array().unwrap();
     let packed: Vec<_> = lin.iter().filter(|l| l["stored_as"] == "packed").collect();
@@ -323,7 +302,7 @@ fn act_order_and_mixed_precision_exports_read_back_exactly() {
         (Some("dense"), Some("compressed-tensors"))
     );
     assert!(common::read_json(&d.join("config.json")).get("quantization_config").is_none());
-    assert_eq!(eval_nll(&d), nll_of(&r["eval"][0]));
+    assert_eq!(common::eval_window_nlls(&d, 1), common::window_nlls(&r["eval"][0]));
 }
 
 /// One line on stderr starting "error:", exit ≠ 0.

@@ -18,27 +18,6 @@ fn prune_save(fixture: &str, flags: &[&str], format: &str, dir: &Path) -> (serde
     common::prune_save(fixture, flags, &FAST, format, dir)
 }
 
-fn nll_of(entry: &serde_json::Value) -> Vec<f64> {
-    entry["window_mean_nll"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
-}
-
-/// `eval DIR` on the first two WikiText-2 windows: their NLLs.
-fn eval_nll(dir: &Path) -> Vec<f64> {
-    let result = dir.with_extension("eval.json");
-    let out = common::run_cli(&[
-        "eval",
-        dir.to_str().unwrap(),
-        "--datasets",
-        "wikitext2",
-        "--max-windows",
-        "2",
-        "--json",
-        result.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "eval {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
-    nll_of(&common::read_json(&result)["results"][0])
-}
-
 /// A safetensors file's header: name → (dtype, shape).
 fn header(path: &Path) -> BTreeMap<String, (String, Vec<usize>)> {
     let bytes = std::fs::read(path).unwrap();
@@ -154,11 +133,11 @@ fn packed_equals_dense(fixture: &str, flags: &[&str], format: &str, bits: usize,
     let t = tempfile::tempdir().unwrap();
     let (dense_dir, packed_dir): (PathBuf, PathBuf) = (t.path().join("dense"), t.path().join(format));
     let (dense_run, _) = prune_save(fixture, flags, "dense", &dense_dir);
-    let dense = eval_nll(&dense_dir);
-    assert_eq!(dense, nll_of(&dense_run["eval"][0]), "{fixture}: the dense export is the evaluated model");
+    let dense = common::eval_window_nlls(&dense_dir, 2);
+    assert_eq!(dense, common::window_nlls(&dense_run["eval"][0]), "{fixture}: the dense export is the evaluated model");
     let (r, _) = prune_save(fixture, flags, format, &packed_dir);
-    assert_eq!(nll_of(&r["eval"][0]), dense, "{fixture} {flags:?}: same run, same model");
-    assert_eq!(eval_nll(&packed_dir), dense, "{fixture} {flags:?}: {format} export read back");
+    assert_eq!(common::window_nlls(&r["eval"][0]), dense, "{fixture} {flags:?}: same run, same model");
+    assert_eq!(common::eval_window_nlls(&packed_dir, 2), dense, "{fixture} {flags:?}: {format} export read back");
     check_files(&packed_dir, fixture, format, bits, group, float);
     let lin = r["saved"]["linears"].as_array().unwrap();
     assert_eq!(lin.len(), linears(fixture).len());
@@ -223,7 +202,11 @@ fn linears_sharing_an_input_are_stored_alike() {
         "f16",
     ];
     let (r, stderr) = prune_save("llama-rand-gqa", &flags, "gptq", &d);
-    assert_eq!(eval_nll(&d), nll_of(&r["eval"][0]), "read back exactly, packed or dense");
+    assert_eq!(
+        common::eval_window_nlls(&d, 2),
+        common::window_nlls(&r["eval"][0]),
+        "read back exactly, packed or dense"
+    );
     let lin = r["saved"]["linears"].as_array().unwrap();
     let stored = |name: &str| -> Vec<&serde_json::Value> { lin.iter().filter(|l| l["name"] == name).collect() };
     for (name, fused) in [

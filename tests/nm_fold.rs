@@ -27,19 +27,6 @@ fn prune_2_4(fixture: &str, flags: &[&str], format: &str, dir: &Path) -> serde_j
     common::read_json(&result)
 }
 
-fn nll_of(entry: &serde_json::Value) -> Vec<f64> {
-    entry["window_mean_nll"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
-}
-
-/// `eval DIR` on the first two WikiText-2 windows: its window NLLs.
-fn eval_nll(dir: &Path) -> Vec<f64> {
-    let result = dir.with_extension("eval.json");
-    let (d, r) = (dir.to_str().unwrap(), result.to_str().unwrap());
-    let out = common::run_cli(&["eval", d, "--datasets", "wikitext2", "--max-windows", "2", "--json", r]);
-    assert!(out.status.success(), "eval {d}: {}", String::from_utf8_lossy(&out.stderr));
-    nll_of(&common::read_json(&result)["results"][0])
-}
-
 /// The saved checkpoint's decoder linears (2-D `.weight` tensors of the layers), in f32.
 fn saved_linears(dir: &Path) -> Vec<(String, Vec<Vec<f32>>)> {
     let t = candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu).unwrap();
@@ -104,9 +91,9 @@ fn check_folded(r: &serde_json::Value, dir: &Path, (layers, n_linears): (usize, 
         let moved: usize = entries.iter().filter(|e| e.0 == *consumer).map(|e| e.3).sum();
         assert!(moved > 0, "{consumer}: the magnitude search moved no channel in any layer, so nothing was tested");
     }
-    let in_run = nll_of(&r["eval"][0]);
+    let in_run = common::window_nlls(&r["eval"][0]);
     assert_eq!(in_run.len(), 2);
-    assert_eq!(eval_nll(dir), in_run, "the saved model evaluates as the in-run one");
+    assert_eq!(common::eval_window_nlls(dir, 2), in_run, "the saved model evaluates as the in-run one");
 }
 
 const OPT_FOLDS: [(&str, &[&str]); 2] = [("self_attn.out_proj", &["self_attn.v_proj"]), ("fc2", &["fc1"])];
@@ -128,7 +115,11 @@ fn the_gptq_export_of_a_folded_run_holds_the_folded_codes() {
     let dir = t.path().join("a-2of4-w4-gptq");
     let r = prune_2_4("opt-mini-a", &[&["--wbits", "4"][..], &FOLDED].concat(), "gptq", &dir);
     assert!(fold_entries(&r).iter().any(|e| e.3 > 0), "nothing moved");
-    assert_eq!(eval_nll(&dir), nll_of(&r["eval"][0]), "the GPTQ export evaluates as the run's model");
+    assert_eq!(
+        common::eval_window_nlls(&dir, 2),
+        common::window_nlls(&r["eval"][0]),
+        "the GPTQ export evaluates as the run's model"
+    );
 }
 
 #[test]

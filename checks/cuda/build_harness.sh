@@ -8,14 +8,7 @@
 # nvcc: $CUDA_ROOT/bin/nvcc, else the one on PATH, else the crate's .cuda-venv (scripts/build_cuda.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-if [ -z "${CUDA_ROOT:-}" ]; then
-  if command -v nvcc >/dev/null; then
-    CUDA_ROOT=$(dirname "$(dirname "$(command -v nvcc)")")
-  else
-    CUDA_ROOT=$(ls -d "${CUDA_VENV:-.cuda-venv}"/lib/python3*/site-packages/nvidia/cu13 | head -n1)
-  fi
-fi
-NVCC="$CUDA_ROOT/bin/nvcc"
+source checks/cuda/cuda_root.sh
 [ -x "$NVCC" ] || { echo "error: no nvcc at $NVCC (set CUDA_ROOT)" >&2; exit 1; }
 # cuBLAS under an unversioned name for the linker (the PyPI wheels ship only .so.13).
 LIBDIR=""

@@ -11,14 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BASE=${1:?usage: same_sass.sh BASE_REVISION}
-if [ -z "${CUDA_ROOT:-}" ]; then
-  if command -v nvcc >/dev/null; then
-    CUDA_ROOT=$(dirname "$(dirname "$(command -v nvcc)")")
-  else
-    CUDA_ROOT=$(ls -d "${CUDA_VENV:-.cuda-venv}"/lib/python3*/site-packages/nvidia/cu13 | head -n1)
-  fi
-fi
-NVCC="$CUDA_ROOT/bin/nvcc"
+source checks/cuda/cuda_root.sh
 OBJ=${CUOBJDUMP:-cuobjdump}
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT

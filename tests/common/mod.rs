@@ -71,3 +71,17 @@ pub fn prune_save(
     assert!(out.status.success(), "{args:?}: {stderr}");
     (read_json(&result), stderr)
 }
+
+/// The window NLLs of a result JSON's evaluation entry (`eval[i]` of prune, `results[i]` of eval).
+pub fn window_nlls(entry: &serde_json::Value) -> Vec<f64> {
+    entry["window_mean_nll"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+}
+
+/// `eval DIR` on the first `windows` WikiText-2 windows, which must succeed: their NLLs.
+pub fn eval_window_nlls(dir: &Path, windows: usize) -> Vec<f64> {
+    let result = dir.with_extension("eval.json");
+    let (d, r, w) = (dir.to_str().unwrap(), result.to_str().unwrap(), windows.to_string());
+    let out = run_cli(&["eval", d, "--datasets", "wikitext2", "--max-windows", &w, "--json", r]);
+    assert!(out.status.success(), "eval {d}: {}", String::from_utf8_lossy(&out.stderr));
+    window_nlls(&read_json(&result)["results"][0])
+}
