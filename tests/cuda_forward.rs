@@ -242,6 +242,36 @@ fn flash_attention_reads_fused_qkv_views_and_bias_act_is_exact() {
     assert_eq!(diff, 0.0);
 }
 
+/// Eval tokens/s of `model` on 8 windows of 2048 (ids below `vocab`), generic then fused, one
+/// warm-up and `passes` timed passes each, printed as `what`: the largest relative difference of
+/// the two paths' window NLLs.
+fn fused_vs_generic_throughput(model: &OptModel, what: &str, vocab: u64, passes: usize) -> f64 {
+    let windows: Vec<Vec<u32>> =
+        (0..8).map(|w| (0..2048).map(|i| ((w * 2048 + i) as u64 * 2654435761 % vocab) as u32).collect()).collect();
+    let refs: Vec<&[u32]> = windows.iter().map(|w| w.as_slice()).collect();
+    let mut nlls = Vec::new();
+    for fused in [false, true] {
+        let (tps, nll) = with_fused(fused, || {
+            let warm = sparsegpt_mi::eval::windows_nll(model, &refs).unwrap();
+            let t = std::time::Instant::now();
+            for _ in 0..passes {
+                sparsegpt_mi::eval::windows_nll(model, &refs).unwrap();
+            }
+            ((passes * 8 * 2048) as f64 / t.elapsed().as_secs_f64(), warm)
+        });
+        println!(
+            "{what} eval, {}: {:.1}k tokens/s (mean window NLL {:.4})",
+            if fused { "fused" } else { "generic" },
+            tps / 1e3,
+            nll.iter().sum::<f64>() / nll.len() as f64
+        );
+        nlls.push(nll);
+    }
+    let worst = nlls[0].iter().zip(&nlls[1]).map(|(a, b)| (a - b).abs() / a.abs()).fold(0f64, f64::max);
+    println!("{what}: fused vs generic window NLL, max rel diff {worst:.2e}");
+    worst
+}
+
 /// Eval throughput of random models shaped like opt-1.3b and opt-6.7b: windows_nll on 8 windows
 /// of 2048 tokens per pass (the GPU eval batch), fused against generic. The published code's
 /// figure at opt-1.3b on an H200 (HF transformers, SDPA, one window at a time): 93.7k tokens/s.
@@ -252,29 +282,7 @@ fn eval_throughput_random_opt_1_3b_and_6_7b() {
     for (name, hidden, heads, layers, passes) in [("opt-1.3b", 2048, 32, 24, 3), ("opt-6.7b", 4096, 32, 32, 2)] {
         let cfg = config(hidden, heads, layers, 4 * hidden, 50272, true);
         let model = random_model(&cfg, &dev, 3);
-        let windows: Vec<Vec<u32>> =
-            (0..8).map(|w| (0..2048).map(|i| ((w * 2048 + i) as u64 * 2654435761 % 50272) as u32).collect()).collect();
-        let refs: Vec<&[u32]> = windows.iter().map(|w| w.as_slice()).collect();
-        let mut nlls = Vec::new();
-        for fused in [false, true] {
-            let (tps, nll) = with_fused(fused, || {
-                let warm = sparsegpt_mi::eval::windows_nll(&model, &refs).unwrap();
-                let t = std::time::Instant::now();
-                for _ in 0..passes {
-                    sparsegpt_mi::eval::windows_nll(&model, &refs).unwrap();
-                }
-                ((passes * 8 * 2048) as f64 / t.elapsed().as_secs_f64(), warm)
-            });
-            println!(
-                "{name} (random weights) eval, {}: {:.1}k tokens/s (mean window NLL {:.4})",
-                if fused { "fused" } else { "generic" },
-                tps / 1e3,
-                nll.iter().sum::<f64>() / nll.len() as f64
-            );
-            nlls.push(nll);
-        }
-        let worst = nlls[0].iter().zip(&nlls[1]).map(|(a, b)| (a - b).abs() / a.abs()).fold(0f64, f64::max);
-        println!("{name}: fused vs generic window NLL, max rel diff {worst:.2e}");
+        fused_vs_generic_throughput(&model, &format!("{name} (random weights)"), 50272, passes);
         drop(model);
     }
 }
@@ -701,29 +709,6 @@ fn eval_throughput_random_llama_3_8b_8_layers() {
     });
     let cfg = DecoderConfig::from_value(&v).unwrap();
     let model = random_rotary_model(&cfg, &dev, DType::BF16, 7);
-    let windows: Vec<Vec<u32>> =
-        (0..8).map(|w| (0..2048).map(|i| ((w * 2048 + i) as u64 * 2654435761 % 128256) as u32).collect()).collect();
-    let refs: Vec<&[u32]> = windows.iter().map(|w| w.as_slice()).collect();
-    let passes = 2;
-    let mut nlls = Vec::new();
-    for fused in [false, true] {
-        let (tps, nll) = with_fused(fused, || {
-            let warm = sparsegpt_mi::eval::windows_nll(&model, &refs).unwrap();
-            let t = std::time::Instant::now();
-            for _ in 0..passes {
-                sparsegpt_mi::eval::windows_nll(&model, &refs).unwrap();
-            }
-            ((passes * 8 * 2048) as f64 / t.elapsed().as_secs_f64(), warm)
-        });
-        println!(
-            "llama-3-8b shapes, 8 layers (random weights) eval bf16, {}: {:.1}k tokens/s (mean window NLL {:.4})",
-            if fused { "fused" } else { "generic" },
-            tps / 1e3,
-            nll.iter().sum::<f64>() / nll.len() as f64
-        );
-        nlls.push(nll);
-    }
-    let worst = nlls[0].iter().zip(&nlls[1]).map(|(a, b)| (a - b).abs() / a.abs()).fold(0f64, f64::max);
-    println!("llama-3-8b shapes: fused vs generic window NLL, max rel diff {worst:.2e}");
+    let worst = fused_vs_generic_throughput(&model, "llama-3-8b shapes, 8 layers (random weights) bf16", 128256, 2);
     assert!(worst < 1e-3, "fused vs generic NLL differ by {worst:.2e}");
 }

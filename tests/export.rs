@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Fast settings (as tests/compress.rs): 2 calibration windows, one WikiText-2 window.
@@ -14,29 +13,6 @@ const FAST: [&str; 6] = ["--nsamples", "2", "--eval-datasets", "wikitext2", "--m
 /// `prune FIXTURE c4 FLAGS FAST --save DIR --save-format F`: the result JSON and stderr.
 fn prune_save(fixture: &str, flags: &[&str], format: &str, dir: &Path) -> (serde_json::Value, String) {
     common::prune_save(fixture, flags, &FAST, format, dir)
-}
-
-/// A safetensors file's header: name → (dtype, shape, bytes).
-fn header(path: &Path) -> BTreeMap<String, (String, Vec<usize>, u64)> {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let h: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    h.as_object()
-        .unwrap()
-        .iter()
-        .filter(|(k, _)| *k != "__metadata__")
-        .map(|(k, v)| {
-            let off = v["data_offsets"].as_array().unwrap();
-            (
-                k.clone(),
-                (
-                    v["dtype"].as_str().unwrap().to_string(),
-                    v["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect(),
-                    off[1].as_u64().unwrap() - off[0].as_u64().unwrap(),
-                ),
-            )
-        })
-        .collect()
 }
 
 /// The decoder linears of a model: (module name, out, in).
@@ -63,16 +39,14 @@ fn linears(fixture: &str) -> Vec<(String, usize, usize)> {
     v
 }
 
-type Header = BTreeMap<String, (String, Vec<usize>, u64)>;
-
-fn expect(h: &Header, name: &str, dtype: &str, shape: &[usize]) {
+fn expect(h: &common::SafetensorsHeader, name: &str, dtype: &str, shape: &[usize]) {
     let (d, s, _) = h.get(name).unwrap_or_else(|| panic!("{name} missing"));
     assert_eq!((d.as_str(), s.as_slice()), (dtype, shape), "{name}");
 }
 
 /// The GPTQ tensors of every linear (docs/formats.md), `bits` wide, `group` columns a group.
 fn check_gptq_files(dir: &Path, fixture: &str, bits: usize, group: Option<usize>, sym: bool) {
-    let h = header(&dir.join("model.safetensors"));
+    let h = common::safetensors_header(&dir.join("model.safetensors"));
     for (p, out, inp) in linears(fixture) {
         let groups = group.map_or(1, |g| inp.div_ceil(g));
         expect(&h, &format!("{p}.qweight"), "I32", &[inp * bits / 32, out]);
@@ -103,7 +77,7 @@ fn check_gptq_files(dir: &Path, fixture: &str, bits: usize, group: Option<usize>
 }
 
 fn check_ct_files(dir: &Path, fixture: &str, bits: usize, sym: bool) {
-    let h = header(&dir.join("model.safetensors"));
+    let h = common::safetensors_header(&dir.join("model.safetensors"));
     for (p, out, inp) in linears(fixture) {
         expect(&h, &format!("{p}.weight_packed"), "I32", &[out, (inp * bits).div_ceil(32)]);
         expect(&h, &format!("{p}.weight_scale"), "F16", &[out, 1]);
@@ -152,7 +126,7 @@ fn check_sizes(dir: &Path, r: &serde_json::Value) {
         + n("other_file_bytes");
     assert_eq!(parts, on_disk);
     // Each category against the file's own header.
-    let h = header(&dir.join("model.safetensors"));
+    let h = common::safetensors_header(&dir.join("model.safetensors"));
     let sum = |f: &dyn Fn(&str) -> bool| h.iter().filter(|(k, _)| f(k)).map(|(_, v)| v.2).sum::<u64>();
     assert_eq!(n("quantized_weight_bytes"), sum(&|k| k.ends_with(".qweight") || k.ends_with(".weight_packed")));
     assert_eq!(

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Fast settings: 8 calibration windows, two WikiText-2 windows.
@@ -16,22 +15,6 @@ const FAST: [&str; 6] = ["--nsamples", "8", "--eval-datasets", "wikitext2", "--m
 /// `prune FIXTURE c4 FLAGS FAST --save DIR --save-format F`: the result JSON and stderr.
 fn prune_save(fixture: &str, flags: &[&str], format: &str, dir: &Path) -> (serde_json::Value, String) {
     common::prune_save(fixture, flags, &FAST, format, dir)
-}
-
-/// A safetensors file's header: name → (dtype, shape).
-fn header(path: &Path) -> BTreeMap<String, (String, Vec<usize>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let h: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    h.as_object()
-        .unwrap()
-        .iter()
-        .filter(|(k, _)| *k != "__metadata__")
-        .map(|(k, v)| {
-            let shape = v["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
-            (k.clone(), (v["dtype"].as_str().unwrap().to_string(), shape))
-        })
-        .collect()
 }
 
 /// The decoder linears of a rotary-family fixture, from its config.json: (module, out, in, bias).
@@ -64,17 +47,15 @@ fn linears(fixture: &str) -> Vec<(String, usize, usize, bool)> {
     v
 }
 
-type Header = BTreeMap<String, (String, Vec<usize>)>;
-
-fn expect(h: &Header, name: &str, dtype: &str, shape: &[usize]) {
-    let (d, s) = h.get(name).unwrap_or_else(|| panic!("{name} missing"));
+fn expect(h: &common::SafetensorsHeader, name: &str, dtype: &str, shape: &[usize]) {
+    let (d, s, _) = h.get(name).unwrap_or_else(|| panic!("{name} missing"));
     assert_eq!((d.as_str(), s.as_slice()), (dtype, shape), "{name}");
 }
 
 /// What the packed tensors of every linear must be (docs/formats.md), `bits` wide, `group`
 /// columns a group; biases dense in `float` beside them; the head as the source has it.
 fn check_files(dir: &Path, fixture: &str, format: &str, bits: usize, group: Option<usize>, float: &str) {
-    let h = header(&dir.join("model.safetensors"));
+    let h = common::safetensors_header(&dir.join("model.safetensors"));
     for (p, out, inp, bias) in linears(fixture) {
         let groups = group.map_or(1, |g| inp.div_ceil(g));
         if format == "gptq" {

@@ -85,3 +85,29 @@ pub fn eval_window_nlls(dir: &Path, windows: usize) -> Vec<f64> {
     assert!(out.status.success(), "eval {d}: {}", String::from_utf8_lossy(&out.stderr));
     window_nlls(&read_json(&result)["results"][0])
 }
+
+/// A safetensors file's header: name → (dtype, shape, bytes).
+pub type SafetensorsHeader = std::collections::BTreeMap<String, (String, Vec<usize>, u64)>;
+
+/// The header of the safetensors file at `path` (`SafetensorsHeader`).
+pub fn safetensors_header(path: &Path) -> SafetensorsHeader {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let h: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    h.as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(k, v)| {
+            let off = v["data_offsets"].as_array().unwrap();
+            (
+                k.clone(),
+                (
+                    v["dtype"].as_str().unwrap().to_string(),
+                    v["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect(),
+                    off[1].as_u64().unwrap() - off[0].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
