@@ -65,6 +65,32 @@ def find_linears(module):
     return {n: m for n, m in module.named_modules() if isinstance(m, nn.Linear)}
 
 
+def hold_scales_in(quantizer_cls, dtype):
+    """This tool's one deviation from quant.py (src/solver/quantizer.rs, ScalePrecision): the
+    grid's scale rounded to the checkpoint's dtype (to nearest even; a positive scale that rounds
+    to 0 becomes the dtype's smallest positive value) and the zero point computed from the rounded
+    scale, clamped to 0..maxq. Weight grids without the MSE search only (what the harness uses)."""
+    find_params = quantizer_cls.find_params
+
+    def rounded(self, x, weight=False):
+        find_params(self, x, weight)
+        assert weight and not self.mse and self.maxq > 0, "--scale-dtype: weight min-max grids only"
+        shape = self.scale.shape
+        s = self.scale.flatten()
+        r = s.to(dtype).float()
+        r = torch.where((r == 0) & (s > 0), torch.tensor(2.0 ** (-24 if dtype == torch.float16 else -133),
+                                                         device=r.device), r)
+        if not self.sym:
+            xf = x.flatten(1)
+            xmin = torch.minimum(xf.min(1)[0], torch.zeros_like(r))
+            xmax = torch.maximum(xf.max(1)[0], torch.zeros_like(r))
+            xmin[(xmin == 0) & (xmax == 0)] = -1
+            self.zero = torch.clamp(torch.round(-xmin / r), 0, self.maxq).reshape(shape)
+        self.scale = r.reshape(shape)
+
+    quantizer_cls.find_params = rounded
+
+
 @torch.no_grad()
 def compress(model, calib, args, dev):
     if args.method == "sparsegpt":
@@ -72,6 +98,8 @@ def compress(model, calib, args, dev):
     else:
         from gptq import GPTQ as Solver
     from quant import Quantizer
+    if args.scale_dtype != "float32":
+        hold_scales_in(Quantizer, getattr(torch, args.scale_dtype))
     layers = decoder_layers(model)
     cache = {"inps": [], "kwargs": None}
 
@@ -214,6 +242,9 @@ def main():
                    help="feed the calibration windows to add_batch last to first (a rounding-only change)")
     p.add_argument("--perturb-inputs", type=int, default=None, metavar="SEED",
                    help="seeded relative noise of 2^--perturb-log2 on the layer-0 inputs (one rounding's worth)")
+    p.add_argument("--scale-dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="hold the grids' scales in this dtype as this tool does for checkpoints stored in it "
+                        "(float32: the published code)")
     p.add_argument("--perturb-every-layer", action="store_true",
                    help="with --perturb-inputs: perturb every layer's calibration inputs, not only layer 0's")
     p.add_argument("--perturb-log2", type=int, default=-11,

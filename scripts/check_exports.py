@@ -69,13 +69,14 @@ def input_ids(model_dir, n_tokens, vocab_size):
     return torch.randint(4, vocab_size, (1, n_tokens), generator=g), "fixed-ids"
 
 
-def load_hf(model_dir, dtype, device):
+def load_hf(model_dir, dtype, device, **extra):
     from transformers import AutoModelForCausalLM
 
     # Loaded straight onto a GPU: quantized backends (GPTQModel) pick their kernel for the device
     # the weights are loaded on, and a CPU kernel moved to the GPU afterwards does not run there.
     placement = {"device_map": {"": str(device)}} if str(device).startswith("cuda") else {}
-    model, info = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, output_loading_info=True, **placement)
+    model, info = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, output_loading_info=True,
+                                                       **placement, **extra)
     info = {k: sorted(v) if isinstance(v, (set, list)) else str(v) for k, v in info.items()}
     return model.to(device).eval(), info
 
@@ -173,6 +174,24 @@ def load_gptq_own(model_dir, dtype, device):
     return model.to(device).eval(), {"dequantizer": "check_exports.py", "bits": sorted(set(widths.values()))}
 
 
+def load_gptq_hf(model_dir, dtype, device, entry):
+    """GPTQ through transformers + GPTQModel with the kernel GPTQModel picks; where that kernel
+    refuses the layer shapes (its fast CUDA kernels need widths divisible by their tiles, e.g.
+    Machete refuses 64-wide K/V projections), GPTQModel's torch kernel, which takes any shape: the
+    refusal is a property of the kernel, not of the checkpoint, and is recorded in the entry."""
+    try:
+        model, info = load_hf(model_dir, dtype, device)
+        return model, info, "transformers (gptqmodel, auto kernel)"
+    except NotImplementedError as e:
+        from transformers import GPTQConfig
+
+        entry["auto_kernel_refused"] = f"{type(e).__name__}: {e}"
+        bits = json.load(open(os.path.join(model_dir, "config.json")))["quantization_config"]["bits"]
+        model, info = load_hf(model_dir, dtype, device,
+                              quantization_config=GPTQConfig(bits=bits, backend="gptq_torch"))
+        return model, info, "transformers (gptqmodel, torch kernel: the auto kernel refused the shapes)"
+
+
 def gptq_backend_available():
     return importlib.util.find_spec("gptqmodel") is not None and importlib.util.find_spec("optimum") is not None
 
@@ -258,8 +277,7 @@ def main():
             if name == "gptq":
                 use_hf = a.gptq_loader == "transformers" or (a.gptq_loader == "auto" and gptq_backend_available())
                 if use_hf:
-                    model, info = load_hf(path, dtype, device)
-                    entry["loader"] = "transformers (gptqmodel)"
+                    model, info, entry["loader"] = load_gptq_hf(path, dtype, device, entry)
                 else:
                     model, info = load_gptq_own(path, dtype, device)
                     entry["loader"] = "check_exports.py dequantizer (gptqmodel/optimum not importable)" \
