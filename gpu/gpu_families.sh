@@ -21,7 +21,9 @@
 #        ORDERS (the published code's H orders, default "base rev shuf1"), PERTURB_DRAWS (N: also the
 #        published code with its layer-0 inputs perturbed by one bf16 rounding, relative 2^-8, seeds
 #        1..N: the spread a different bf16 forward alone gives), PERTURB_ALL_DRAWS (N: the same at
-#        every layer's calibration inputs, _paN), PUBLISHED_JOBS (6), PREV_RUNS (below)
+#        every layer's calibration inputs, _paN), PUBLISHED_JOBS (6), PREV_RUNS (below),
+#        PUBLISHED_SCALE_DTYPE (float32: the published quantizer; bfloat16: its scales held in bf16
+#        as this tool holds a bf16 checkpoint's; do not mix with PREV_RUNS made otherwise)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 FINAL=${OUT:-$PWD/gpu_out}; mkdir -p "$FINAL"
@@ -104,6 +106,9 @@ for f in sorted(os.listdir(ref_dir)):
             "--blocksize", str(a["blocksize"]), "--wbits", str(a["wbits"]), "--groupsize", str(a["groupsize"]),
             "--sparsity", str(a["sparsity"]), "--prunen", str(a["prunen"]), "--prunem", str(a["prunem"]),
             "--max-windows", str(a["max_windows"]), "--threads", "2"]
+    # PUBLISHED_SCALE_DTYPE=bfloat16: the published code with this tool's one quantizer deviation
+    # (grids' scales held in the checkpoint's dtype), the null its bf16 runs are read against.
+    base += ["--scale-dtype", os.environ.get("PUBLISHED_SCALE_DTYPE", "float32")]
     base += ["--act-order"] if a.get("act_order") else []
     base += ["--true-sequential"] if a.get("true_sequential") else []
     for tag, extra in orders.items():
