@@ -7,8 +7,9 @@
 * dense: AutoModelForCausalLM.from_pretrained.
 * ct (compressed-tensors pack-quantized): AutoModelForCausalLM.from_pretrained, which goes through
   transformers' compressed-tensors quantizer (needs the `compressed-tensors` package).
-* gptq: through transformers when its GPTQ backend imports (gptqmodel + optimum); otherwise
-  through the dequantizer below, written from docs/formats.md and independent of the Rust packer:
+* gptq: through transformers when its GPTQ backend imports (gptqmodel + optimum), with GPTQModel's
+  torch kernel where its automatic kernel refuses the shapes; otherwise, or when the export has
+  GPTQModel's per-module `dynamic` overrides (which transformers ignores), through the dequantizer below, written from docs/formats.md and independent of the Rust packer:
   qweight / qzeros / scales / g_idx are read with safetensors, the float weight is rebuilt as
   W[o, j] = scales[g_idx[j], o] · (q[o, j] − zero[g_idx[j], o]) in f16 (as the reference kernels
   do) and loaded into a model built from the export's config.
@@ -16,8 +17,10 @@
 For each quantized export: max |Δ logit| and mean |Δ logit| against the dense export on a fixed
 input (the first --tokens tokens of a fixed text, tokenized with the export's tokenizer; fixed
 ids if it has none), the fraction of positions whose argmax agrees, and the largest difference
-between its (de)quantized linear weights and the dense ones. Writes --json, prints a table, and
-exits 1 if an export fails to load or its max |Δ logit| exceeds --tol (2 on usage errors).
+between its (de)quantized linear weights and the dense ones (a packed kernel's as it dequantizes
+them). Writes --json, prints a table, and exits 1 if an export fails to load or its max |Δ logit|
+exceeds --tol — or, for an export whose weights are bit-exact, twice the dense model's own
+dtype-vs-f32 logit difference, when that is larger (2 on usage errors).
 With --dense alone it only checks that the dense export loads and runs.
 """
 import argparse
