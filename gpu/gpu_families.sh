@@ -84,6 +84,8 @@ PY
 if [ -d .carry/published/sparsegpt ] && [ -d .carry/published/gptq ]; then
   python3 - "$S" "$OUT" <<'PY'
 import concurrent.futures as cf, json, os, subprocess, sys
+sys.path.insert(0, "research")
+from reference_table import published_flags
 s, out = sys.argv[1:3]
 ref_dir = os.path.join(s, "reference", "llama-rand-gqa")
 orders = {"base": ("", []), "rev": ("_rev", ["--reverse-hessian-order"]),
@@ -100,17 +102,11 @@ for f in sorted(os.listdir(ref_dir)):
         continue
     run = f[:-5]
     base = ["python3", "research/published_harness.py", os.path.join(s, "fixtures", "llama-rand-gqa"),
-            "--published", os.path.join(".carry/published", "sparsegpt" if a["method"] == "sparsegpt" else "gptq"),
-            "--method", a["method"], "--data-dir", os.path.join(s, "data"), "--device", "cuda", "--dtype", "bfloat16",
-            "--nsamples", str(a["nsamples"]), "--seed", str(a["seed"]), "--percdamp", str(a["percdamp"]),
-            "--blocksize", str(a["blocksize"]), "--wbits", str(a["wbits"]), "--groupsize", str(a["groupsize"]),
-            "--sparsity", str(a["sparsity"]), "--prunen", str(a["prunen"]), "--prunem", str(a["prunem"]),
-            "--max-windows", str(a["max_windows"]), "--threads", "2"]
+            *published_flags(a), "--data-dir", os.path.join(s, "data"), "--device", "cuda", "--dtype", "bfloat16",
+            "--threads", "2"]
     # PUBLISHED_SCALE_DTYPE=bfloat16: the published code with this tool's one quantizer deviation
     # (grids' scales held in the checkpoint's dtype), the null its bf16 runs are read against.
     base += ["--scale-dtype", os.environ.get("PUBLISHED_SCALE_DTYPE", "float32")]
-    base += ["--act-order"] if a.get("act_order") else []
-    base += ["--true-sequential"] if a.get("true_sequential") else []
     for tag, extra in orders.items():
         jobs.append((f"published_{run}_bf16{tag}", base + extra))
 def one(job):

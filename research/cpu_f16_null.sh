@@ -12,22 +12,16 @@ cd "$(dirname "$0")/.."
 OUT=$1 PY=$2 BIN=$3 RUNS=${4:-gptq4 sgpt50} DRAWS=${5:-4}
 REF=../shared/reference/llama-rand-gqa
 mkdir -p "$OUT"
-flags_of() {
+flags_of() {  # RUN published|ours: the reference run's flags for the published harness or this tool
   python3 - "$REF/$1.json" "$2" <<'PY'
 import json, sys
+sys.path.insert(0, "research")
+from reference_table import flags, published_flags
 a = json.load(open(sys.argv[1]))["args"]
 if sys.argv[2] == "published":
-    f = ["--method", a["method"], "--wbits", a["wbits"], "--groupsize", a["groupsize"], "--sparsity", a["sparsity"],
-         "--prunen", a["prunen"], "--prunem", a["prunem"], "--nsamples", a["nsamples"], "--seed", a["seed"],
-         "--percdamp", a["percdamp"], "--blocksize", a["blocksize"], "--max-windows", a["max_windows"],
-         "--published", ".carry/published/" + ("sparsegpt" if a["method"] == "sparsegpt" else "gptq")]
-    f += ["--act-order"] if a.get("act_order") else []
-    f += ["--true-sequential"] if a.get("true_sequential") else []
+    print(" ".join(published_flags(a)))
 else:
-    sys.path.insert(0, "research")
-    from reference_table import flags
-    f = [x for x in flags(a) if x != "--keep-compute-dtype"] + ["--max-windows", a["max_windows"]]
-print(" ".join(map(str, f)))
+    print(" ".join([x for x in flags(a) if x != "--keep-compute-dtype"] + ["--max-windows", str(a["max_windows"])]))
 PY
 }
 published() {  # NAME EXTRA...

@@ -12,18 +12,8 @@ RUNS=${4:-gptq3g128 gptq4 gptq4act gptq4ts sgpt50w4}
 REF=../shared/reference/llama-rand-gqa
 mkdir -p "$OUT"
 for run in $RUNS; do
-  flags=$(python3 - "$REF/$run.json" <<'PY'
-import json, sys
-a = json.load(open(sys.argv[1]))["args"]
-f = ["--method", a["method"], "--wbits", a["wbits"], "--groupsize", a["groupsize"], "--sparsity", a["sparsity"],
-     "--prunen", a["prunen"], "--prunem", a["prunem"], "--nsamples", a["nsamples"], "--seed", a["seed"],
-     "--percdamp", a["percdamp"], "--blocksize", a["blocksize"], "--max-windows", a["max_windows"]]
-f += ["--act-order"] if a.get("act_order") else []
-f += ["--true-sequential"] if a.get("true_sequential") else []
-f += ["--published", ".carry/published/" + ("sparsegpt" if a["method"] == "sparsegpt" else "gptq")]
-print(" ".join(map(str, f)))
-PY
-)
+  flags=$(python3 -c 'import json, sys; sys.path.insert(0, "research"); from reference_table import published_flags
+print(" ".join(published_flags(json.load(open(sys.argv[1]))["args"])))' "$REF/$run.json")
   # shellcheck disable=SC2086
   "$PY" research/published_harness.py ../shared/fixtures/llama-rand-gqa $flags --device cpu --dtype float32 --threads 2 \
     --data-dir ../shared/data --scale-dtype "$DT" --json "$OUT/P_${run}_f32_scale_$DT.json" > "$OUT/P_${run}_$DT.log" 2>&1

@@ -37,6 +37,19 @@ def flags(a):
     return f
 
 
+def published_flags(a, published_root=".carry/published"):
+    """The reference run's args as research/published_harness.py flags (the published modules
+    under published_root/sparsegpt or /gptq; data, device and dtype are the caller's)."""
+    f = ["--published", os.path.join(published_root, "sparsegpt" if a["method"] == "sparsegpt" else "gptq"),
+         "--method", a["method"], "--nsamples", a["nsamples"], "--seed", a["seed"], "--percdamp", a["percdamp"],
+         "--blocksize", a["blocksize"], "--wbits", a["wbits"], "--groupsize", a["groupsize"],
+         "--sparsity", a["sparsity"], "--prunen", a["prunen"], "--prunem", a["prunem"],
+         "--max-windows", a["max_windows"]]
+    f += ["--act-order"] if a.get("act_order") else []
+    f += ["--true-sequential"] if a.get("true_sequential") else []
+    return [str(x) for x in f]
+
+
 def eval_flags(a):
     """Flags every run of a reference shares: its evaluation windows and dtype."""
     f = []
