@@ -11,7 +11,10 @@ and the tool's distance from the draws' mean in units of their standard deviatio
 
   research/bf16_rank.py RUNS_TAR_XZ [--variant bf16|bf16sum] [--draws p|pa]
 """
-import argparse, io, json, math, re, statistics, tarfile
+import argparse, os, re, sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from draw_rank import archive_runs, extreme_tail, rank_and_z
 
 ap = argparse.ArgumentParser()
 ap.add_argument("archive")
@@ -19,12 +22,7 @@ ap.add_argument("--variant", default="bf16")
 ap.add_argument("--draws", default="p", choices=["p", "pa"],
                 help="p: layer-0 inputs perturbed (_pN); pa: every layer's calibration inputs (_paN)")
 a = ap.parse_args()
-runs = {}
-with tarfile.open(a.archive) as tar:
-    for m in tar.getmembers():
-        name = m.name.rsplit("/", 1)[-1]
-        if name.endswith(".json"):
-            runs[name[:-5]] = json.load(tar.extractfile(m))
+runs = archive_runs(a.archive)
 draws_of = {}
 for name in runs:
     mo = re.fullmatch(r"published_(.+?)_bf16(?:_" + a.draws + r"(\d+))?", name)
@@ -40,16 +38,13 @@ for run in sorted(draws_of):
     for corpus in ["wikitext2", "ptb", "c4"]:
         pub = sorted(runs[n]["ppl"][corpus] for n in draws_of[run])
         o = ours["ppl"][corpus]
-        rank = 1 + sum(p < o for p in pub)
+        rank, z = rank_and_z(o, pub)
         n = len(pub)
         n_draws.add(n)
-        sd = statistics.stdev(pub) if n > 1 else float("nan")
-        z = (o - statistics.mean(pub)) / sd if sd > 0 else float("nan")
         rows += 1
         extreme += rank in (1, n + 1)
         print(f"| {run} | {corpus} | {n} | {o:.1f} | {rank} | {z:+.2f} |")
 (n,) = n_draws if len(n_draws) == 1 else (min(n_draws),)
-p = 2 / (n + 1)
-tail = sum(math.comb(rows, k) * p**k * (1 - p) ** (rows - k) for k in range(extreme, rows + 1))
+p, tail = extreme_tail(extreme, rows, n)
 print(f"\nExtreme ranks (lowest or highest of {n + 1}): {extreme} of {rows}; expected {p * rows:.1f} "
       f"if the tool is one more draw (p = {p:.2f} each); P(at least {extreme}) = {tail:.3f}.")

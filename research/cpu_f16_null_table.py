@@ -6,7 +6,10 @@ every-layer perturbed draws) and for this tool in f16; the tool's rank among P_s
 
   research/cpu_f16_null_table.py OUT [REFERENCE_DIR]
 """
-import glob, json, os, re, statistics, sys
+import glob, json, os, re, sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from draw_rank import extreme_tail, rank_and_z
 
 out = sys.argv[1]
 ref_dir = sys.argv[2] if len(sys.argv) > 2 else "../shared/reference/llama-rand-gqa"
@@ -27,16 +30,13 @@ for run in runs:
     for c in ["wikitext2", "ptb", "c4"]:
         d = lambda x: f"{100 * (x[c] / ref[c] - 1):+.3f}"
         null = [ps[c]] + [x[c] for x in draws]
-        rank = 1 + sum(v < ours[c] for v in null)
-        z = (ours[c] - statistics.mean(null)) / statistics.stdev(null) if len(null) > 1 else float("nan")
+        rank, z = rank_and_z(ours[c], null)
         extreme += rank in (1, len(null) + 1)
         rows += 1
         print(f"| {run} | {c} | {ref[c]:.1f} | {d(p) if p else '–'} | {d(ps)} | {', '.join(d(x) for x in draws)} | {d(ours)} "
               f"| {rank} of {len(null) + 1} | {z:+.2f} |")
 n = len(null) + 1 if rows else 0
 if rows:
-    from math import comb
-    q = 2 / n
-    tail = sum(comb(rows, k) * q**k * (1 - q)**(rows - k) for k in range(extreme, rows + 1))
+    q, tail = extreme_tail(extreme, rows, n - 1)
     print(f"\nExtreme ranks (lowest or highest of {n}): {extreme} of {rows}; {rows * q:.1f} expected if the tool is one "
           f"more draw (p = {q:.2f} each); P(at least {extreme}) = {tail:.3f}.")

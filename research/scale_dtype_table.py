@@ -5,16 +5,14 @@ as Δ% of PPL from the published CPU f32 reference.
 
   research/scale_dtype_table.py SCALE_DIR RUNS_TAR_XZ [REFERENCE_DIR]
 """
-import json, os, sys, tarfile
+import json, os, sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from draw_rank import archive_runs
 
 scale_dir, archive = sys.argv[1:3]
 ref_dir = sys.argv[3] if len(sys.argv) > 3 else "../shared/reference/llama-rand-gqa"
-runs = {}
-with tarfile.open(archive) as tar:
-    for m in tar.getmembers():
-        n = m.name.rsplit("/", 1)[-1]
-        if n.endswith(".json"):
-            runs[n[:-5]] = json.load(tar.extractfile(m))
+runs = archive_runs(archive)
 
 
 def ppl(path):
