@@ -179,7 +179,7 @@ def load_gptq_own(model_dir, dtype, device):
     return model.to(device).eval(), {"dequantizer": "check_exports.py", "bits": sorted(set(widths.values()))}
 
 
-def load_gptq_hf(model_dir, dtype, device, entry, check):
+def load_gptq_hf(model_dir, bits, dtype, device, entry, check):
     """GPTQ through transformers + GPTQModel with the kernel GPTQModel picks, then `check(model)`.
     Where that kernel refuses the layer shapes, at load or in the forward (its fast kernels need
     widths divisible by their tiles: Machete refuses 64-wide K/V projections on CUDA, the AVX-512
@@ -193,7 +193,6 @@ def load_gptq_hf(model_dir, dtype, device, entry, check):
         from transformers import GPTQConfig
 
         entry["auto_kernel_refused"] = f"{type(e).__name__}: {e}"
-        bits = json.load(open(os.path.join(model_dir, "config.json")))["quantization_config"]["bits"]
         model, info = load_hf(model_dir, dtype, device,
                               quantization_config=GPTQConfig(bits=bits, backend="gptq_torch"))
         entry["loader"] = "transformers (gptqmodel, torch kernel: the auto kernel refused the shapes)"
@@ -307,17 +306,19 @@ def main():
             if name == "gptq":
                 # transformers applies one GPTQ config to every linear: GPTQModel's per-module
                 # `dynamic` overrides (mixed widths) are GPTQModel's and vLLM's, not its.
-                dynamic = bool(json.load(open(os.path.join(path, "config.json")))
-                               .get("quantization_config", {}).get("dynamic"))
+                qc = json.load(open(os.path.join(path, "config.json"))).get("quantization_config", {})
+                dynamic = bool(qc.get("dynamic"))
                 use_hf = a.gptq_loader == "transformers" or (
                     a.gptq_loader == "auto" and gptq_backend_available() and not dynamic)
                 if use_hf:
-                    model, info, result = load_gptq_hf(path, dtype, device, entry, check)
+                    model, info, result = load_gptq_hf(path, qc.get("bits"), dtype, device, entry, check)
                 else:
                     model, info = load_gptq_own(path, dtype, device)
-                    entry["loader"] = "check_exports.py dequantizer" + (
-                        "" if a.gptq_loader != "auto" else " (per-module dynamic overrides: transformers ignores them)"
-                        if dynamic else " (gptqmodel/optimum not importable)")
+                    why = ""
+                    if a.gptq_loader == "auto":
+                        why = (" (per-module dynamic overrides: transformers ignores them)" if dynamic
+                               else " (gptqmodel/optimum not importable)")
+                    entry["loader"] = "check_exports.py dequantizer" + why
                     result = check(model)
             else:
                 if not importlib.util.find_spec("compressed_tensors"):
