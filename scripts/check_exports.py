@@ -157,8 +157,9 @@ def load_gptq_own(model_dir, dtype, device):
     if qc.get("quant_method") != "gptq":
         raise ValueError(f"quant_method {qc.get('quant_method')!r} is not gptq")
     del config.quantization_config
-    config.dtype = dtype
-    model = AutoModelForCausalLM.from_config(config).to(dtype)
+    # Built in `dtype` as from_pretrained builds it: `.to(dtype)` would also cast the rotary
+    # families' inv_freq buffers, which transformers keeps in f32.
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     path = os.path.join(model_dir, "model.safetensors")
     state, widths = {}, {}
     with safe_open(path, "pt") as f:
