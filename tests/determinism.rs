@@ -1,6 +1,8 @@
-//! Bit-for-bit reproducibility for any thread count: an MI prune (fixture B, 4 calibration
-//! windows, 1 evaluation window, `--save`) at 1, 2 and 4 rayon threads gives the same result
-//! JSON (timings and memory aside) and the same saved model, byte for byte.
+//! Bit-for-bit reproducibility for any thread count: an MI prune (4 calibration windows, 1
+//! evaluation window, `--save`) at 1, 2 and 4 rayon threads gives the same result JSON (timings
+//! and memory aside) and the same saved model, byte for byte: on fixture B (OPT) and on
+//! llama-rand-gqa (the rotary family's CPU paths: RoPE, grouped-query attention, RMSNorm, the
+//! gated MLP).
 
 mod common;
 
@@ -20,9 +22,9 @@ fn without_timings(v: &mut serde_json::Value) {
 }
 
 /// The run's JSON (timings aside) and the sha256 of every saved file, at `threads` threads.
-fn run(threads: usize) -> (serde_json::Value, Vec<(String, String)>) {
+fn run(fixture: &str, threads: usize) -> (serde_json::Value, Vec<(String, String)>) {
     let t = tempfile::tempdir().unwrap();
-    let m = common::fixture("opt-mini-b");
+    let m = common::fixture(fixture);
     let out = Command::new(common::bin())
         .current_dir(t.path())
         .env("RAYON_NUM_THREADS", threads.to_string())
@@ -70,21 +72,31 @@ fn run(threads: usize) -> (serde_json::Value, Vec<(String, String)>) {
     (json, files)
 }
 
-#[test]
-fn an_mi_prune_gives_the_same_json_and_model_at_1_2_and_4_threads() {
-    let (json, files) = run(1);
+/// The same JSON and files at 1 thread and at each of `others`.
+fn same_at_any_thread_count(fixture: &str, others: &[usize]) {
+    let (json, files) = run(fixture, 1);
     assert!(files.iter().any(|(n, _)| n == "model.safetensors"), "{files:?}");
     // The run grouped and quantized: a meaningful comparison, not two empty results.
     assert!(json["linears"].as_array().unwrap().iter().all(|l| l["plan"]["k"].as_u64().unwrap() > 1));
     assert!(json["ppl"]["wikitext2"].as_f64().unwrap().is_finite());
-    for threads in [2, 4] {
-        let (j, f) = run(threads);
-        assert_eq!(f, files, "saved files at {threads} threads differ from 1 thread");
+    for &threads in others {
+        let (j, f) = run(fixture, threads);
+        assert_eq!(f, files, "{fixture}: saved files at {threads} threads differ from 1 thread");
         if j != json {
             // Name the first linear that differs, the likeliest place to look.
             let first =
                 json["linears"].as_array().unwrap().iter().zip(j["linears"].as_array().unwrap()).find(|(a, b)| a != b);
-            panic!("JSON at {threads} threads differs from 1 thread; first differing linear: {first:?}");
+            panic!("{fixture}: JSON at {threads} threads differs from 1 thread; first differing linear: {first:?}");
         }
     }
+}
+
+#[test]
+fn an_mi_prune_gives_the_same_json_and_model_at_1_2_and_4_threads() {
+    same_at_any_thread_count("opt-mini-b", &[2, 4]);
+}
+
+#[test]
+fn a_rotary_family_mi_prune_gives_the_same_json_and_model_at_1_and_4_threads() {
+    same_at_any_thread_count("llama-rand-gqa", &[4]);
 }
