@@ -8,8 +8,8 @@ hub models, written here as dicts.
                                [--dtype f16|bf16] [--device auto|cpu|cuda]
 
 SHAPE: OPT's 125m, 1.3b, 6.7b (facebook/opt-*), or a rotary family's: llama-3-8b, llama-3.1-8b
-(Llama 3.1's llama3 rope scaling), llama-2-7b, mistral-7b, qwen2.5-7b, qwen3-8b; llama-tiny and
-qwen2-tiny (a few MB, for checking this script).
+(Llama 3.1's llama3 rope scaling), llama-2-7b, mistral-7b, qwen2.5-7b, qwen3-8b; llama-tiny,
+qwen2-tiny, qwen3-tiny and mistral-tiny (a few MB, for checking this script and the tool's exports).
 
 --layers N keeps the widths and draws only N decoder layers (a shallower model of the same
 shapes, for per-layer timings within a device call's time limit).
@@ -112,6 +112,21 @@ ROTARY_SHAPES = {
         "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
         "use_sliding_window": False, "tie_word_embeddings": True, "attention_dropout": 0.0,
         "initializer_range": 0.02, "bos_token_id": 1, "eos_token_id": 2,
+    },
+    "qwen3-tiny": {  # per-head q/k RMSNorm, head_dim (48) other than hidden / heads (32)
+        "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_act": "silu",
+        "hidden_size": 128, "intermediate_size": 352, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 48, "vocab_size": 32000,
+        "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+        "attention_bias": False, "tie_word_embeddings": True, "use_sliding_window": False,
+        "attention_dropout": 0.0, "initializer_range": 0.02, "bos_token_id": 1, "eos_token_id": 2,
+    },
+    "mistral-tiny": {  # a sliding window wider than the default 2048-token windows
+        **_LLAMA, "architectures": ["MistralForCausalLM"], "model_type": "mistral",
+        "hidden_size": 128, "intermediate_size": 352, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 1, "vocab_size": 32000,
+        "max_position_embeddings": 32768, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "sliding_window": 4096, "bos_token_id": 1, "eos_token_id": 2,
     },
 }
 
