@@ -27,7 +27,8 @@ pub struct CommonArgs {
     /// whose weights do not fit on the GPU (slower: each layer crosses PCIe per pass).
     #[arg(long)]
     pub offload: bool,
-    /// Weights and activations: auto (f16 on a GPU, as the published code; f32 on the CPU),
+    /// Weights and activations: auto (on a GPU: OPT in f16 as the published code, the rotary
+    /// families in the checkpoint's dtype, bf16 where config.json names none; f32 on the CPU),
     /// f16 or f32. Hessians and statistics are accumulated in f32/f64 either way.
     #[arg(long, value_enum, default_value_t = ComputeDtype::Auto)]
     pub dtype: ComputeDtype,
