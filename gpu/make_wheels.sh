@@ -7,7 +7,7 @@
 # (test_results/export/gptqmodel_cpu/). The list is what `import gptqmodel, optimum.gptq,
 # compressed_tensors` needed in a venv holding only torch 2.11.0 and transformers 5.17.0.
 #
-#   bash gpu/make_wheels.sh [DIR]      (default .carry/whl; about 12 MB; needs PyPI and a Python 3.12,
+#   bash gpu/make_wheels.sh [DIR]      (default .carry/whl; about 14 MB; needs PyPI and a Python 3.12,
 #                                       PY312, default pyenv's 3.12.1)
 # GPTQModel ships no binary wheel: built here without its CUDA extension (pure Python); Defuser,
 # Device-SMI, LogBar, TokeNicer (sdists, pure Python) and PyPcre (a C extension linking the system's

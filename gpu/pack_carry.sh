@@ -11,6 +11,7 @@
 #   and data.tar.xz. published/ is the published code (IST-DASLab/sparsegpt and gptq, exported from
 #   the `fetch` tool's mirrors under $MIRRORS, default /work/.mirror; never committed); whl/ is
 #   gpu/make_wheels.sh's. Parts already in .carry/ are kept, except the binary, copied every time.
+# (checks/cuda/pack_carry.sh is the kernel harness's call; the fixtures travel the same way, fxz/.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CALL=${1:?usage: gpu/pack_carry.sh families|llama_bench}

@@ -1,7 +1,7 @@
 //! Bit-for-bit reproducibility for any thread count: an MI prune (4 calibration windows, 1
-//! evaluation window, `--save`) at 1, 2 and 4 rayon threads gives the same result JSON (timings
-//! and memory aside) and the same saved model, byte for byte: on fixture B (OPT) and on
-//! llama-rand-gqa (the rotary family's CPU paths: RoPE, grouped-query attention, RMSNorm, the
+//! evaluation window, `--save`) gives the same result JSON (timings and memory aside) and the
+//! same saved model, byte for byte, at 1, 2 and 4 rayon threads on fixture B (OPT) and at 1 and 4
+//! on llama-rand-gqa (the rotary family's CPU paths: RoPE, grouped-query attention, RMSNorm, the
 //! gated MLP).
 
 mod common;
