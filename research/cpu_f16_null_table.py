@@ -19,6 +19,7 @@ runs = sorted({m.group(1) for f in glob.glob(os.path.join(out, "ours_*.json"))
 print("| run | corpus | reference | P (f32 scales) Δ% | P_s (f16 scales) Δ% | P_s draws Δ% | ours Δ% | rank of ours | z vs P_s and draws |")
 print("|---|---|---|---|---|---|---|---|---|")
 extreme = rows = 0
+sizes = set()  # values per row (P_s and its draws): the tail below uses the smallest
 for run in runs:
     ref = json.load(open(os.path.join(ref_dir, run + ".json")))["ppl"]
     # A run without quantization has no scales: its null is P and P's draws.
@@ -32,11 +33,12 @@ for run in runs:
         null = [ps[c]] + [x[c] for x in draws]
         rank, z = rank_and_z(ours[c], null)
         extreme += rank in (1, len(null) + 1)
+        sizes.add(len(null))
         rows += 1
         print(f"| {run} | {c} | {ref[c]:.1f} | {d(p) if p else '–'} | {d(ps)} | {', '.join(d(x) for x in draws)} | {d(ours)} "
               f"| {rank} of {len(null) + 1} | {z:+.2f} |")
-n = len(null) + 1 if rows else 0
 if rows:
+    n = min(sizes) + 1
     q, tail = extreme_tail(extreme, rows, n - 1)
     print(f"\nExtreme ranks (lowest or highest of {n}): {extreme} of {rows}; {rows * q:.1f} expected if the tool is one "
           f"more draw (p = {q:.2f} each); P(at least {extreme}) = {tail:.3f}.")
