@@ -193,8 +193,10 @@ for stage in "$@"; do
     study2)
       # Issue 30's studies S1 and S2 (research/mi_study_2.sh) on FIXTURE, STUDY_ARGS added (e.g.
       # "--seeds 10 --budget-s 450 --resume"; on nvidia-h100-x8 "--gpus 8 --jobs 64"); runs made
-      # by earlier calls, unpacked into $OUT/study2/FIXTURE/, are skipped with --resume. The runs
-      # and tables come back in the results archive, under study2/.
+      # by earlier calls, unpacked into $OUT/study2/FIXTURE/, are skipped with --resume
+      # (STUDY_RUNS: a runs archive, test_results/mi_study_2/runs_FIXTURE.tar.xz's layout, unpacked
+      # there first). The runs and tables come back in the results archive, under study2/.
+      if [ -n "${STUDY_RUNS:-}" ]; then mkdir -p "$OUT/study2" && tar -xJf "$STUDY_RUNS" -C "$OUT/study2"; fi
       BIN=$BIN DATA_DIR=$S/data FIXTURE_DIR=$S/fixtures bash research/mi_study_2.sh --fixtures $FX --device cuda \
         --out "$OUT/study2" ${STUDY_ARGS:-} > "$OUT/study2_log_$FX.txt" 2>&1
       tail -60 "$OUT/study2_log_$FX.txt"

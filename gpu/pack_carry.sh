@@ -7,20 +7,26 @@
 #     CALL families      gpu_families.sh and gpu_run.sh's `exports` stage on the rotary fixtures:
 #                        fxz/{llama-rand-gqa,qwen2-rand}, reference/, published/, whl/
 #     CALL llama_bench   gpu_llama_bench_call.sh: llama-tokenizer/, published/
-#   Both: sparsegpt-mi-cuda.xz (scripts/build_cuda.sh's, from $CARGO_TARGET_DIR, default target/)
-#   and data.tar.xz. published/ is the published code (IST-DASLab/sparsegpt and gptq, exported from
+#     CALL study2 FX     gpu_run.sh FX study2repro study2 (issue 30): fxz/FX, the study's build as
+#                        study2-cuda.xz (STUDY_BUILD, default /work/sparsegpt-mi-cuda-3b0d4c2.xz:
+#                        scripts/build_cuda.sh in a worktree at 3b0d4c2, the label build-55ee067),
+#                        study2_runs_FX.tar.xz (the committed runs, where any; for STUDY_RUNS=)
+#   All: data.tar.xz; families and llama_bench also sparsegpt-mi-cuda.xz (scripts/build_cuda.sh's,
+#   from $CARGO_TARGET_DIR, default target/). published/ is the published code (IST-DASLab/sparsegpt and gptq, exported from
 #   the `fetch` tool's mirrors under $MIRRORS, default /work/.mirror; never committed); whl/ is
 #   gpu/make_wheels.sh's. Parts already in .carry/ are kept, except the binary, copied every time.
 # (checks/cuda/pack_carry.sh is the kernel harness's call; the fixtures travel the same way, fxz/.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CALL=${1:?usage: gpu/pack_carry.sh families|llama_bench}
+CALL=${1:?usage: gpu/pack_carry.sh families|llama_bench|study2 FIXTURE}
 TARGET=${CARGO_TARGET_DIR:-target}
 SHARED=${SHARED:-../shared}
 MIRRORS=${MIRRORS:-/work/.mirror}
-[ -f "$TARGET/sparsegpt-mi-cuda.xz" ] || { echo "error: no $TARGET/sparsegpt-mi-cuda.xz (scripts/build_cuda.sh first)" >&2; exit 1; }
 mkdir -p .carry
-cp "$TARGET/sparsegpt-mi-cuda.xz" .carry/
+if [ "$CALL" != study2 ]; then
+  [ -f "$TARGET/sparsegpt-mi-cuda.xz" ] || { echo "error: no $TARGET/sparsegpt-mi-cuda.xz (scripts/build_cuda.sh first)" >&2; exit 1; }
+  cp "$TARGET/sparsegpt-mi-cuda.xz" .carry/
+fi
 [ -f .carry/data.tar.xz ] || tar -cJf .carry/data.tar.xz -C "$SHARED/data" c4 wikitext2 ptb
 published() {
   for r in sparsegpt gptq; do
@@ -53,7 +59,23 @@ case $CALL in
     fi
     published
     ;;
-  *) echo "error: unknown call '$CALL' (families, llama_bench)" >&2; exit 1 ;;
+  study2)
+    FX=${2:?usage: gpu/pack_carry.sh study2 FIXTURE}
+    [ -d "$SHARED/fixtures/$FX" ] || { echo "error: no fixture $SHARED/fixtures/$FX" >&2; exit 1; }
+    BUILD=${STUDY_BUILD:-/work/sparsegpt-mi-cuda-3b0d4c2.xz}
+    [ -f "$BUILD" ] || { echo "error: no study build $BUILD (scripts/build_cuda.sh in a worktree at 3b0d4c2, or STUDY_BUILD=)" >&2; exit 1; }
+    cp "$BUILD" .carry/study2-cuda.xz
+    PARTS=(data.tar.xz study2-cuda.xz "fxz/$FX")
+    if [ ! -d ".carry/fxz/$FX" ]; then
+      mkdir -p ".carry/fxz/$FX"
+      for f in "$SHARED/fixtures/$FX"/*; do xz -6 -T2 -c "$f" > ".carry/fxz/$FX/$(basename "$f").xz"; done
+    fi
+    if [ -f "test_results/mi_study_2/runs_$FX.tar.xz" ]; then
+      cp "test_results/mi_study_2/runs_$FX.tar.xz" ".carry/study2_runs_$FX.tar.xz"
+      PARTS+=("study2_runs_$FX.tar.xz")
+    fi
+    ;;
+  *) echo "error: unknown call '$CALL' (families, llama_bench, study2 FIXTURE)" >&2; exit 1 ;;
 esac
 carried=$(cd .carry && du -cb "${PARTS[@]}" | tail -n1 | cut -f1)
 tracked=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -n1 | cut -f1)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Tables of research/mi_study_2.sh's runs (issue 30: studies S1 and S2), standard library only.
 
-    mi_study_2_table.py DIR [--label TEXT]     markdown on stdout
+    mi_study_2_table.py DIR [--label TEXT]                     markdown on stdout
+    mi_study_2_table.py runs_A.tar.xz runs_C.tar.xz [--label TEXT]   the same over runs archives
 
 The endpoints, corrections and decision rules are fixed in test_results/mi_study_2.md (the plan);
 this script computes them:
@@ -15,7 +16,9 @@ this script computes them:
   where a plan has K > 1 groups or act-order reorders groups; group-aware act-order does not)
   counted; the bits check: every
   mixed arm at most its seed's uniform arm (U) and within 0.02;
-- the decisions of issue 30's item 4, evaluated mechanically from the rows above;
+- the decisions of issue 30's item 4, evaluated mechanically from the rows above (a rule whose
+  every-cell clause already fails on a comparison with all its seeds made is decided before the
+  other runs: those cannot rescue it);
 - the cost model's check (runs with --bit-objective cost-model): per linear, planned / measured
   OBS loss; the compress time (times.total_s) per arm."""
 import glob, json, math, os, re, sys
@@ -35,6 +38,7 @@ CELLS = {
     "N24Q": "2:4 + 4-bit per row",
 }
 S1_FIXTURES = ["opt-mini-c", "opt-mini-a"]
+FULL_SEEDS = 10  # the plan's seeds per arm (test_results/mi_study_2.md)
 PRIMARY = [("MI", "R", "D4"), ("MI", "R", "S50"), ("MId", "Rd", "D4"), ("MId", "Rd", "S50")]
 # (study, cells, A, B, K-suffixed?, what it isolates)
 SECONDARY = [
@@ -180,11 +184,13 @@ def main(d, label):
     if label:
         out += [f"**{label}**", ""]
     planned = missing = 0
-    plan = os.path.join(d, "plan.tsv")
-    if os.path.exists(plan):
+    # Each fixture's folder holds its own plan.tsv (the runs of several calls and fixtures are
+    # unpacked side by side); a plan at the top is read only where no fixture has one.
+    plans = sorted(glob.glob(os.path.join(d, "*", "plan.tsv"))) or [os.path.join(d, "plan.tsv")]
+    for plan in filter(os.path.exists, plans):
         rows = [l.rstrip("\n").split("\t") for l in open(plan) if l.strip()]
-        planned = len(rows)
-        missing = sum(1 for r in rows if not os.path.exists(os.path.join(d, r[1], os.path.basename(r[5]))))
+        planned += len(rows)
+        missing += sum(1 for r in rows if not os.path.exists(os.path.join(d, r[1], os.path.basename(r[5]))))
     out += [f"Made by `research/mi_study_2.sh`; {len(runs)} runs read, {planned} planned, {missing} planned runs "
             "missing. Composite = mean of ln(PPL_A/PPL_B) per seed over the units named, shown as "
             "100·(e^mean − 1) %; negative: A better. t = paired t-test over seeds (two-sided), 95% CI from it; "
@@ -281,7 +287,19 @@ def main(d, label):
                    f"{fmt(max(m for _, _, m in worst), '+.2f')}% (needs ≤ +0.5%: {'yes' if ok_all else 'no'}) → "
                    f"**{'make it the default' if ok3 and ok_all else 'keep the published default'}**.")
     else:
-        out.append("- --act-order default: not decidable yet (runs missing).")
+        # An all-cells clause that already fails on a comparison with every seed made cannot be
+        # rescued by the runs still missing: the rule is decided.
+        failed = [(fx, cell, s) for (fx, cell, a, b), s in secd.items()
+                  if (a, b) in (("Uact", "U"), ("Uact_st", "U")) and (cell in ("D4", "D3", "S50") or a == "Uact_st")
+                  and s[0] >= FULL_SEEDS and s[1] > 0.5]
+        if failed:
+            fx, cell, s = max(failed, key=lambda x: x[2][1])
+            out.append(f"- **--act-order default**: decided before every run is made: {fx} {cell} has all "
+                       f"{FULL_SEEDS} seeds at {fmt(s[1], '+.2f')}% (CI {fmt(s[2], '+.2f')} … {fmt(s[3], '+.2f')}; "
+                       "needs ≤ +0.5% in every cell) → **keep the published default** (the missing runs cannot "
+                       "change it).")
+        else:
+            out.append("- --act-order default: not decidable yet (runs missing).")
     # 2:4 magnitude sets: C improves ≥ 2% at 2:4 + 4-bit, no regression (mean ≤ 0) on A and B.
     cn = get("opt-mini-c", "N24Q", "Nmag", "N")
     ab = [get(fx, cell, "Nmag", "N") for fx in ("opt-mini-a", "opt-mini-b") for cell in ("N24", "N24Q")]
@@ -290,8 +308,16 @@ def main(d, label):
         out.append(f"- **--nm-permutation magnitude default for n:m**: C at 2:4 + 4-bit {fmt(cn[1], '+.2f')}% (needs ≤ −2%: "
                    f"{'yes' if okc else 'no'}); A/B {', '.join(fmt(s[1], '+.2f') + '%' for s in ab)} (needs ≤ 0: "
                    f"{'yes' if okab else 'no'}) → **{'make it the default' if okc and okab else 'keep none'}**.")
+    elif (cn and cn[0] >= FULL_SEEDS and cn[1] > -2.0) or any(
+            s and s[0] >= FULL_SEEDS and s[1] > 0.0 for s in ab):
+        why = (f"C at 2:4 + 4-bit has all {FULL_SEEDS} seeds at {fmt(cn[1], '+.2f')}% (needs ≤ −2%)"
+               if cn and cn[0] >= FULL_SEEDS and cn[1] > -2.0 else "a complete A/B cell regresses (needs ≤ 0)")
+        out.append(f"- **--nm-permutation magnitude default for n:m**: decided before every run is made: {why} → "
+                   "**keep none** (the missing runs cannot change it).")
     else:
-        out.append("- --nm-permutation default: not decidable yet (runs missing).")
+        out.append("- --nm-permutation default: not decidable yet (runs missing)"
+                   + (f"; so far C at 2:4 + 4-bit {fmt(cn[1], '+.2f')}% (CI {fmt(cn[2], '+.2f')} … "
+                      f"{fmt(cn[3], '+.2f')}, n = {cn[0]} of {FULL_SEEDS}; needs ≤ −2%)." if cn else "."))
     # MI per regime: recommended if it beats R by ≥ 2% and Uact; not recommended where the CI excludes −2%.
     for fx in S1_FIXTURES:
         for cell in ("D4", "D3", "S50"):
@@ -391,6 +417,17 @@ if __name__ == "__main__":
         i = args.index("--label")
         label = args[i + 1]
         del args[i:i + 2]
-    if len(args) != 1:
-        sys.exit("usage: mi_study_2_table.py DIR [--label TEXT]")
-    main(args[0], label)
+    if not args:
+        sys.exit("usage: mi_study_2_table.py DIR | RUNS_ARCHIVE.tar.xz... [--label TEXT]")
+    if len(args) == 1 and os.path.isdir(args[0]):
+        main(args[0], label)
+    else:
+        # Runs archives (test_results/mi_study_2/runs_FIXTURE.tar.xz, one per fixture): each
+        # fixture's folder side by side in one temporary folder, the layout of a device's study folder.
+        import tarfile, tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            for a in args:
+                with tarfile.open(a) as tar:
+                    tar.extractall(tmp, members=[m for m in tar.getmembers() if "/" in m.name],
+                                   **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+            main(tmp, label)
