@@ -37,14 +37,18 @@ published() {
     git --git-dir="$git" archive HEAD | tar -x -C ".carry/published/$r"
   done
 }
+# A fixture as .carry/fxz/FX/*.xz, file by file (gpu_run.sh and gpu_families.sh unpack it).
+fixture_xz() {
+  [ -d ".carry/fxz/$1" ] && return
+  mkdir -p ".carry/fxz/$1"
+  for f in "$SHARED/fixtures/$1"/*; do xz -6 -T2 -c "$f" > ".carry/fxz/$1/$(basename "$f").xz"; done
+}
 case $CALL in
   families)
-    PARTS=(sparsegpt-mi-cuda.xz data.tar.xz fxz reference published whl)
-    for fx in llama-rand-gqa qwen2-rand; do
-      [ -d ".carry/fxz/$fx" ] && continue
-      mkdir -p ".carry/fxz/$fx"
-      for f in "$SHARED/fixtures/$fx"/*; do xz -6 -T2 -c "$f" > ".carry/fxz/$fx/$(basename "$f").xz"; done
-    done
+    # Each fixture named: .carry/fxz/ may also hold other calls' fixtures.
+    PARTS=(sparsegpt-mi-cuda.xz data.tar.xz fxz/llama-rand-gqa fxz/qwen2-rand reference published whl)
+    fixture_xz llama-rand-gqa
+    fixture_xz qwen2-rand
     [ -d .carry/reference ] || cp -r "$SHARED/reference" .carry/reference
     published
     [ -d .carry/whl ] || bash gpu/make_wheels.sh .carry/whl
@@ -66,10 +70,7 @@ case $CALL in
     [ -f "$BUILD" ] || { echo "error: no study build $BUILD (scripts/build_cuda.sh in a worktree at 3b0d4c2, or STUDY_BUILD=)" >&2; exit 1; }
     cp "$BUILD" .carry/study2-cuda.xz
     PARTS=(data.tar.xz study2-cuda.xz "fxz/$FX")
-    if [ ! -d ".carry/fxz/$FX" ]; then
-      mkdir -p ".carry/fxz/$FX"
-      for f in "$SHARED/fixtures/$FX"/*; do xz -6 -T2 -c "$f" > ".carry/fxz/$FX/$(basename "$f").xz"; done
-    fi
+    fixture_xz "$FX"
     if [ -f "test_results/mi_study_2/runs_$FX.tar.xz" ]; then
       cp "test_results/mi_study_2/runs_$FX.tar.xz" ".carry/study2_runs_$FX.tar.xz"
       PARTS+=("study2_runs_$FX.tar.xz")
