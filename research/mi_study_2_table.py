@@ -307,10 +307,10 @@ def main(d, label):
         out.append(f"- **--nm-permutation magnitude default for n:m**: C at 2:4 + 4-bit {fmt(cn[1], '+.2f')}% (needs ≤ −2%: "
                    f"{'yes' if okc else 'no'}); A/B {', '.join(fmt(s[1], '+.2f') + '%' for s in ab)} (needs ≤ 0: "
                    f"{'yes' if okab else 'no'}) → **{'make it the default' if okc and okab else 'keep none'}**.")
-    elif (cn and cn[0] >= FULL_SEEDS and cn[1] > -2.0) or any(
+    elif (c_fails := bool(cn) and cn[0] >= FULL_SEEDS and cn[1] > -2.0) or any(
             s and s[0] >= FULL_SEEDS and s[1] > 0.0 for s in ab):
         why = (f"C at 2:4 + 4-bit has all {FULL_SEEDS} seeds at {fmt(cn[1], '+.2f')}% (needs ≤ −2%)"
-               if cn and cn[0] >= FULL_SEEDS and cn[1] > -2.0 else "a complete A/B cell regresses (needs ≤ 0)")
+               if c_fails else "a complete A/B cell regresses (needs ≤ 0)")
         out.append(f"- **--nm-permutation magnitude default for n:m**: decided before every run is made: {why} → "
                    "**keep none** (the missing runs cannot change it).")
     else:
