@@ -383,9 +383,11 @@ def main(d, label):
             cm = (lin.get("plan") or {}).get("cost_model")
             if cm and lin["loss"] > 0:
                 ins, uni = cm.get("planned_loss_in_sweep"), cm.get("uniform_planned_loss_in_sweep")
+                unif = cm.get("uniform_planned_loss")
                 model[(fx, cell, arm)].append((cm["planned_loss"] / lin["loss"],
                                                (ins or float("nan")) / lin["loss"],
-                                               ins / uni if ins and uni else float("nan")))
+                                               ins / uni if ins and uni else float("nan"),
+                                               float("nan") if not unif else float(cm["planned_loss"] > unif)))
     if model:
         def quart(v):
             v = sorted(x for x in v if not math.isnan(x))
@@ -397,13 +399,17 @@ def main(d, label):
                 "Per linear: the planned loss over the solve's measured OBS loss, median [quartiles] over linears "
                 "and seeds; with the --importance factors, and with the solver's own factors in its sweep order; "
                 "and the plan's expected loss over the uniform scheme's (both in their sweep orders): below 1, the "
-                "model expects the mixed plan to lose less than uniform bits. In S50 the measured loss includes "
-                "the pruning error, which the model does not plan.", "",
-                "| fixture | cell | arm | linears | planned / measured | in sweep / measured | plan / uniform (model) |",
-                "|---|---|---|---|---|---|---|"]
+                "model expects the mixed plan to lose less than uniform bits; and the share of linears whose "
+                "mixed plan the allocator's own objective (the --importance factors) rates worse than the uniform "
+                "scheme it replaces. In S50 the measured loss includes the pruning error, which the model does not "
+                "plan.", "",
+                "| fixture | cell | arm | linears | planned / measured | in sweep / measured | plan / uniform (model) "
+                "| plan worse than uniform (objective) |",
+                "|---|---|---|---|---|---|---|---|"]
         for (fx, cell, arm), v in sorted(model.items()):
+            worse = [x[3] for x in v if not math.isnan(x[3])]
             out.append(f"| {fx} | {cell} | {arm} | {len(v)} | {quart([x[0] for x in v])} | {quart([x[1] for x in v])} | "
-                       f"{quart([x[2] for x in v])} |")
+                       f"{quart([x[2] for x in v])} | {f'{100 * sum(worse) / len(worse):.0f}%' if worse else '–'} |")
         out.append("")
     out += ["Cells: " + "; ".join(f"{k} = {v}" for k, v in CELLS.items()) + "."]
     print("\n".join(out))
