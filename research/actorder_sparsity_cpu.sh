@@ -45,4 +45,6 @@ for bs in (128, 1024):
             m = sum(math.log(j["ppl"][d] / u["ppl"][d]) for d in ds) / len(ds)
             comp = f"{100 * (math.exp(m) - 1):+.1f}%"
         print(f"| {bs} | {a} | " + " | ".join(f"{j['ppl'][d]:.2f}" for d in ds) + f" | {j['zero_fraction']:.4f} | {comp} |")
+m = sum(math.log(r[("U", 1024)]["ppl"][d] / r[("U", 128)]["ppl"][d]) for d in ds) / len(ds)
+print(f"\nUniform bits (U) with one block over every column against 128-column blocks: {100 * (math.exp(m) - 1):+.1f}% composite.")
 PY
