@@ -196,6 +196,7 @@ for stage in "$@"; do
       # by earlier calls, unpacked into $OUT/study2/FIXTURE/, are skipped with --resume
       # (STUDY_RUNS: a runs archive, test_results/mi_study_2/runs_FIXTURE.tar.xz's layout, unpacked
       # there first). The runs and tables come back in the results archive, under study2/.
+      [ "${REPRO_FAILED:-0}" = 1 ] && { echo "study2 skipped: this build did not reproduce the study's runs"; continue; }
       if [ -n "${STUDY_RUNS:-}" ]; then mkdir -p "$OUT/study2" && tar -xJf "$STUDY_RUNS" -C "$OUT/study2"; fi
       BIN=$BIN DATA_DIR=$S/data FIXTURE_DIR=$S/fixtures bash research/mi_study_2.sh --fixtures $FX --device cuda \
         --out "$OUT/study2" ${STUDY_ARGS:-} > "$OUT/study2_log_$FX.txt" 2>&1
@@ -205,9 +206,11 @@ for stage in "$@"; do
       # Issue 30: does this build reproduce study 2's committed runs of FIXTURE exactly (one run per
       # cell and arm, research/mi_study_2_repro.py)? If so it may continue the study under the
       # study's label. REPRO_ARCHIVE: the runs archive (default the committed one; carry a copy
-      # where test_results/ is left behind).
+      # where test_results/ is left behind); REPRO_ARGS e.g. "--per-cell 2" for a smaller sample.
       python3 research/mi_study_2_repro.py $BIN ${REPRO_ARCHIVE:-test_results/mi_study_2/runs_$FX.tar.xz} \
-        $S/fixtures $S/data $OUT/study2repro --jobs ${JOBS:-8} | tee $OUT/study2repro_$FX.txt | tail -5
+        $S/fixtures $S/data $OUT/study2repro --jobs ${JOBS:-8} ${REPRO_ARGS:-} | tee $OUT/study2repro_$FX.txt | tail -5
+      # A build that does not reproduce may not add runs under the study's label: study2 is skipped.
+      [ "${PIPESTATUS[0]}" = 0 ] || { REPRO_FAILED=1; echo "study2repro failed: a later study2 stage is skipped"; }
       ;;
     lmeval)
       # Zero-shot tasks: lm-evaluation-harness's HF backend against this tool on the fixture,
