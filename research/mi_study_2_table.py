@@ -47,6 +47,7 @@ SECONDARY = [
     ("S1", ["D4", "D3", "S50"], "MI", "E", True, "MI vs importance-rank groups"),
     ("S1", ["D4", "D3", "S50"], "MI", "U", True, "MI mixed bits vs uniform bits"),
     ("S1", ["D4", "D3", "S50"], "MI", "Uact", True, "MI mixed bits vs uniform act-order"),
+    ("S1", ["D4", "D3", "S50"], "MId", "Uact", True, "MI with the discount vs uniform act-order (the MId verdicts)"),
     ("S1", ["D4", "D3", "S50"], "MId", "MI", True, "the redundancy discount on MI groups"),
     ("S1", ["D4", "D3", "S50"], "Rd", "R", True, "the redundancy discount on random groups"),
     ("S1", ["D4", "D3", "S50"], "E", "U", True, "importance-rank mixed bits vs uniform"),
@@ -57,6 +58,7 @@ SECONDARY = [
     ("S2", ["D4", "D3", "G3", "G4", "S50"], "Uact_pd", "Uact", False, "--percdamp 0.05 under act-order"),
     ("S2", ["D4", "D3", "G3", "G4", "S50"], "Uts", "U", False, "true-sequential"),
     ("S2", ["G3", "G4"], "Uga", "Uact_st", False, "group-aware act-order vs static groups in act-order"),
+    ("S2", ["G3", "G4"], "Uga", "Uact", False, "group-aware vs dynamic groups (the published act-order with --groupsize)"),
     ("S2", ["G3", "G4"], "Upeer", "U", False, "the peer's defaults (0.05, true-sequential, group-aware act-order)"),
     ("S2", ["N24", "N24Q"], "Nmag", "N", False, "magnitude channel sets vs consecutive for 2:4"),
 ]
@@ -174,6 +176,46 @@ def summary(d):
     else:
         lo = hi = float("nan")
     return n, pct(m) if n else float("nan"), lo, hi, t, p, wilcoxon(d) if n else float("nan")
+
+
+S2_FIXTURES = ["opt-mini-a", "opt-mini-b", "opt-mini-c"]
+# The peer's defaults (the plan's last rule): each arm judged against the arm it changes, under the
+# act-order rule's thresholds: C ≥ 1% better at G3 or D3, and no cell of any fixture worse by > 0.5%.
+PEER_RULES = [("Upd", "U", "`--percdamp 0.05`"), ("Uact_pd", "Uact", "`--percdamp 0.05` under act-order"),
+              ("Uts", "U", "`--true-sequential`"), ("Uga", "Uact_st", "group-aware act-order (`--act-group-aware`)")]
+
+
+def peer_default_decisions(secd):
+    """The plan's rule for the peer's defaults, per arm: decided once every cell is complete, or
+    earlier where a complete cell already fails it; otherwise what is known so far."""
+    out = []
+    for a, b, name in PEER_RULES:
+        cells = next(c for _, c, aa, bb, _, _ in SECONDARY if (aa, bb) == (a, b))
+        want = [(fx, cell) for fx in S2_FIXTURES for cell in cells]
+        rows = {k: secd.get((k[0], k[1], a, b)) for k in want}
+        done = {k: v for k, v in rows.items() if v and v[0] >= FULL_SEEDS}
+        gain_cells = [("opt-mini-c", c) for c in ("G3", "D3") if c in cells]
+        gain = [(k, rows[k]) for k in gain_cells if rows[k]]
+        worse = sorted(((k, v) for k, v in done.items() if v[1] > 0.5), key=lambda kv: -kv[1][1])
+        best = min(gain, key=lambda kv: kv[1][1]) if gain else None
+        gain_txt = (f"C {best[0][1]} {fmt(best[1][1], '+.2f')}% (CI {fmt(best[1][2], '+.2f')} … "
+                    f"{fmt(best[1][3], '+.2f')})" if best else "C: no run")
+        worst = max(((k, v) for k, v in rows.items() if v), key=lambda kv: kv[1][1], default=None)
+        worst_txt = f"worst cell {worst[0][0]} {worst[0][1]} {fmt(worst[1][1], '+.2f')}%" if worst else ""
+        missing = [f"{fx} {cell}" for (fx, cell), v in rows.items() if not v or v[0] < FULL_SEEDS]
+        gain_done = all(k in done for k in gain_cells)
+        if worse:
+            (fx, cell), v = worse[0]
+            verdict = (f"**keep the published default** (decided: {fx} {cell} {fmt(v[1], '+.2f')}% with all "
+                       f"{FULL_SEEDS} seeds, needs ≤ +0.5% in every cell)")
+        elif gain_done and not any(v[1] <= -1.0 for _, v in gain):
+            verdict = "**keep the published default** (decided: C ≥ 1% better at G3 or D3 is needed, and C is complete)"
+        elif not missing:
+            verdict = "**make it the default** (C ≥ 1% better, no cell worse by > 0.5%)"
+        else:
+            verdict = (f"**pending**: passes so far; cells not complete: {', '.join(missing)}")
+        out.append(f"- {name} (the plan's rule for the peer's defaults; {a} vs {b}): {gain_txt}; {worst_txt} → {verdict}.")
+    return out
 
 
 def main(d, label):
@@ -317,6 +359,7 @@ def main(d, label):
         out.append("- --nm-permutation default: not decidable yet (runs missing)"
                    + (f"; so far C at 2:4 + 4-bit {fmt(cn[1], '+.2f')}% (CI {fmt(cn[2], '+.2f')} … "
                       f"{fmt(cn[3], '+.2f')}, n = {cn[0]} of {FULL_SEEDS}; needs ≤ −2%)." if cn else "."))
+    out += peer_default_decisions(secd)
     # MI per regime: recommended if it beats R by ≥ 2% and Uact; not recommended where the CI excludes −2%.
     for fx in S1_FIXTURES:
         for cell in ("D4", "D3", "S50"):
@@ -331,6 +374,12 @@ def main(d, label):
                         verdict = "not recommended (the CI excludes −2% vs random)"
                     else:
                         verdict = "undecided (the CI includes −2%)"
+                        if not math.isnan(vu[2]) and vu[2] > 0.0:
+                            verdict = ("undecided vs random (the CI includes −2%), yet not recommendable: "
+                                       "worse than uniform act-order (its CI above 0)")
+                    n = min(vr[0], vu[0])
+                    if n < FULL_SEEDS:
+                        verdict += f"; interim: {n} of {FULL_SEEDS} seeds"
                     out.append(f"- MI ({arm}{k}) on {fx} {cell}: vs {ref}{k} {fmt(vr[1], '+.2f')}% "
                                f"(CI {fmt(vr[2], '+.2f')} … {fmt(vr[3], '+.2f')}), vs Uact {fmt(vu[1], '+.2f')}% → **{verdict}**.")
     out.append("")
