@@ -70,9 +70,9 @@ fn check_gptq_files(dir: &Path, fixture: &str, bits: usize, group: Option<usize>
     assert_eq!(q["group_size"], group.map_or(-1, |g| g as i64));
     assert_eq!(q["sym"], sym);
     assert_eq!(q["desc_act"], false);
-    for key in ["true_sequential", "static_groups", "damp_percent"] {
-        assert!(q.get(key).is_some(), "{key}");
-    }
+    // These runs use the published settings: one Hessian per layer, 1% dampening.
+    assert_eq!((q["true_sequential"].as_bool(), q["static_groups"].as_bool()), (Some(false), Some(false)));
+    assert_eq!(q["damp_percent"].as_f64(), Some(0.01));
     assert!(q.get("dynamic").is_none(), "a uniform export needs no dynamic overrides");
 }
 
@@ -232,15 +232,19 @@ fn fixture_a_sgpt50w4_exports() {
 #[test]
 fn act_order_and_mixed_precision_exports_read_back_exactly() {
     let t = tempfile::tempdir().unwrap();
-    // Act-order with groups: g_idx is the GPTQ code's permuted one (desc_act).
+    // Act-order with groups: g_idx is the GPTQ code's permuted one (desc_act). The config
+    // records the run's settings, true-sequential and dampening included.
     let d = t.path().join("act");
-    let (r, _) = prune_save("opt-mini-b", &["--wbits", "4", "--groupsize", "64", "--act-order", "--sym"], "gptq", &d);
+    let flags =
+        ["--wbits", "4", "--groupsize", "64", "--act-order", "--sym", "--true-sequential", "--percdamp", "0.05"];
+    let (r, _) = prune_save("opt-mini-b", &flags, "gptq", &d);
     assert_eq!(common::eval_window_nlls(&d, 1), common::window_nlls(&r["eval"][0]));
     let q = &common::read_json(&d.join("config.json"))["quantization_config"];
     assert_eq!(
         (q["desc_act"].as_bool(), q["sym"].as_bool(), q["group_size"].as_i64()),
         (Some(true), Some(true), Some(64))
     );
+    assert_eq!((q["true_sequential"].as_bool(), q["damp_percent"].as_f64()), (Some(true), Some(0.05)));
     // Mixed precision, importance-rank groups of equal size (6 groups: 32 and 128 columns on
     // B's 192 / 768 widths), bits 2..8: packed through g_idx at one width per linear where
     // GPTQ kernels can read it; q/k/v rank their own channels, so their groups differ and

@@ -499,6 +499,7 @@ fn execute(plan: PrunePlan) -> Result<()> {
                     codes: &codes,
                     sym: args.sym,
                     sweep: &cfg.sweep,
+                    true_sequential: cfg.true_sequential,
                 }),
             };
             let saved = export::save(&model, &files, target, &request)?;

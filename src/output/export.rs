@@ -181,6 +181,8 @@ pub struct PackedRun<'a> {
     pub sym: bool,
     /// The run's sweep settings (act-order and dampening go into the format's config).
     pub sweep: &'a crate::solver::SweepSettings,
+    /// `--true-sequential` (recorded in the GPTQ config).
+    pub true_sequential: bool,
 }
 
 pub struct SaveRequest<'a> {
@@ -442,7 +444,12 @@ fn write_format(model: &OptModel, files: &ModelFiles, dir: &Path, req: &SaveRequ
             let g = gptq::write(
                 model,
                 &storage,
-                &gptq::GptqRun { sym: run.sym, act_order: run.sweep.act_order, damp_percent: run.sweep.percdamp },
+                &gptq::GptqRun {
+                    sym: run.sym,
+                    act_order: run.sweep.act_order,
+                    damp_percent: run.sweep.percdamp,
+                    true_sequential: run.true_sequential,
+                },
                 req.dtype,
             )?;
             tensors.extend(g.tensors);

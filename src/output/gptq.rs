@@ -25,6 +25,9 @@ pub struct GptqRun {
     pub sym: bool,
     pub act_order: bool,
     pub damp_percent: f64,
+    /// Whether each input site's linears were solved before the next site's inputs were
+    /// gathered (GPTQ's `--true-sequential`), rather than all from the layer's inputs at once.
+    pub true_sequential: bool,
 }
 
 /// What the writer adds to the checkpoint: tensors of the decoder linears, the
@@ -156,9 +159,7 @@ pub fn write(model: &OptModel, storage: &[LinearStorage], run: &GptqRun, dtype: 
         "group_size": group_size,
         "desc_act": desc_act,
         "sym": run.sym,
-        // Each layer's linears are solved against H from the layer's uncompressed inputs
-        // (the published opt.py), not sub-layer by sub-layer.
-        "true_sequential": false,
+        "true_sequential": run.true_sequential,
         "static_groups": false,
         "damp_percent": run.damp_percent,
         "checkpoint_format": "gptq",
