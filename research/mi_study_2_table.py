@@ -187,33 +187,34 @@ PEER_RULES = [("Upd", "U", "`--percdamp 0.05`"), ("Uact_pd", "Uact", "`--percdam
 
 def peer_default_decisions(secd):
     """The plan's rule for the peer's defaults, per arm: decided once every cell is complete, or
-    earlier where a complete cell already fails it; otherwise what is known so far."""
+    earlier where a complete cell already fails it; otherwise where each clause stands so far."""
     out = []
     for a, b, name in PEER_RULES:
         cells = next(c for _, c, aa, bb, _, _ in SECONDARY if (aa, bb) == (a, b))
-        want = [(fx, cell) for fx in S2_FIXTURES for cell in cells]
-        rows = {k: secd.get((k[0], k[1], a, b)) for k in want}
-        done = {k: v for k, v in rows.items() if v and v[0] >= FULL_SEEDS}
-        gain_cells = [("opt-mini-c", c) for c in ("G3", "D3") if c in cells]
-        gain = [(k, rows[k]) for k in gain_cells if rows[k]]
-        worse = sorted(((k, v) for k, v in done.items() if v[1] > 0.5), key=lambda kv: -kv[1][1])
-        best = min(gain, key=lambda kv: kv[1][1]) if gain else None
+        rows = {(fx, cell): secd.get((fx, cell, a, b)) for fx in S2_FIXTURES for cell in cells}
+        made = {k: v for k, v in rows.items() if v}
+        complete = {k: v for k, v in made.items() if v[0] >= FULL_SEEDS}
+        gain = {k: v for k, v in made.items() if k[0] == "opt-mini-c" and k[1] in ("G3", "D3")}
+        best = min(gain.items(), key=lambda kv: kv[1][1], default=None)
+        worst = max(made.items(), key=lambda kv: kv[1][1], default=None)
+        gains, no_worse = bool(best) and best[1][1] <= -1.0, not worst or worst[1][1] <= 0.5
         gain_txt = (f"C {best[0][1]} {fmt(best[1][1], '+.2f')}% (CI {fmt(best[1][2], '+.2f')} … "
                     f"{fmt(best[1][3], '+.2f')})" if best else "C: no run")
-        worst = max(((k, v) for k, v in rows.items() if v), key=lambda kv: kv[1][1], default=None)
-        worst_txt = f"worst cell {worst[0][0]} {worst[0][1]} {fmt(worst[1][1], '+.2f')}%" if worst else ""
-        missing = [f"{fx} {cell}" for (fx, cell), v in rows.items() if not v or v[0] < FULL_SEEDS]
-        gain_done = all(k in done for k in gain_cells)
-        if worse:
-            (fx, cell), v = worse[0]
+        worst_txt = f"worst cell {worst[0][0]} {worst[0][1]} {fmt(worst[1][1], '+.2f')}%" if worst else "no cell"
+        failed = max(((k, v) for k, v in complete.items() if v[1] > 0.5), key=lambda kv: kv[1][1], default=None)
+        c_done = all(k in complete for k in rows if k[0] == "opt-mini-c" and k[1] in ("G3", "D3"))
+        missing = [f"{fx} {cell}" for (fx, cell) in rows if (fx, cell) not in complete]
+        if failed:
+            (fx, cell), v = failed
             verdict = (f"**keep the published default** (decided: {fx} {cell} {fmt(v[1], '+.2f')}% with all "
                        f"{FULL_SEEDS} seeds, needs ≤ +0.5% in every cell)")
-        elif gain_done and not any(v[1] <= -1.0 for _, v in gain):
+        elif c_done and not gains:
             verdict = "**keep the published default** (decided: C ≥ 1% better at G3 or D3 is needed, and C is complete)"
         elif not missing:
-            verdict = "**make it the default** (C ≥ 1% better, no cell worse by > 0.5%)"
+            verdict = f"**{'make it the default' if gains and no_worse else 'keep the published default'}**"
         else:
-            verdict = (f"**pending**: passes so far; cells not complete: {', '.join(missing)}")
+            verdict = (f"**pending** ({'passes' if gains and no_worse else 'fails'} so far); cells not complete: "
+                       + ", ".join(missing))
         out.append(f"- {name} (the plan's rule for the peer's defaults; {a} vs {b}): {gain_txt}; {worst_txt} → {verdict}.")
     return out
 
