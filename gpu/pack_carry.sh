@@ -67,7 +67,7 @@ case $CALL in
     FX=${2:?usage: gpu/pack_carry.sh study2 FIXTURE}
     [ -d "$SHARED/fixtures/$FX" ] || { echo "error: no fixture $SHARED/fixtures/$FX" >&2; exit 1; }
     BUILD=${STUDY_BUILD:-/work/sparsegpt-mi-cuda-3b0d4c2.xz}
-    [ -f "$BUILD" ] || { echo "error: no study build $BUILD (scripts/build_cuda.sh in a worktree at 3b0d4c2, or STUDY_BUILD=)" >&2; exit 1; }
+    [ -f "$BUILD" ] || { echo "error: no study build $BUILD (git worktree add W 3b0d4c2; SRC_DIR=W BUILD_ONLY=1 bash scripts/build_cuda.sh; copy its target/sparsegpt-mi-cuda.xz there; or STUDY_BUILD=)" >&2; exit 1; }
     cp "$BUILD" .carry/study2-cuda.xz
     PARTS=(data.tar.xz study2-cuda.xz "fxz/$FX")
     fixture_xz "$FX"

@@ -7,8 +7,11 @@
 # to the GPU machine), and the GPU tests of the fused forward (tests/cuda_forward.rs) as
 # $CARGO_TARGET_DIR/cuda_forward_test.xz (checks/cuda/run_on_gpu.sh runs it); CARGO_TARGET_DIR
 # defaults to target/.
+# SRC_DIR: build another checkout's sources (e.g. a git worktree at the commit a study was built
+# from); BUILD_ONLY=1: the binary alone, without the lint and the GPU test binary.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "${SRC_DIR:-$(dirname "$0")/..}"
+BUILD_ONLY=${BUILD_ONLY:-0}
 VENV=${CUDA_VENV:-.cuda-venv}
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
@@ -40,9 +43,10 @@ export PATH="$CUDA_ROOT/bin:$PATH" CUDA_HOME="$CUDA_ROOT" CUDA_PATH="$CUDA_ROOT"
   LIBRARY_PATH="$CUDA_ROOT/lib:$CUDA_ROOT/lib/stubs:${LIBRARY_PATH:-}" \
   RUSTFLAGS="-L $CUDA_ROOT/lib -L $CUDA_ROOT/lib/stubs -C link-arg=-Wl,-rpath,/usr/local/cuda-13.0/targets/x86_64-linux/lib:/usr/local/cuda/lib64"
 TARGET=${CARGO_TARGET_DIR:-target}
-cargo clippy --release --features cuda --all-targets -- -D warnings
+[ "$BUILD_ONLY" = 1 ] || cargo clippy --release --features cuda --all-targets -- -D warnings
 cargo build --release --features cuda
 xz -6 -T2 -c "$TARGET/release/sparsegpt-mi" > "$TARGET/sparsegpt-mi-cuda.xz"
+[ "$BUILD_ONLY" = 1 ] && { ls -la "$TARGET/release/sparsegpt-mi" "$TARGET/sparsegpt-mi-cuda.xz"; exit 0; }
 TEST_BIN=$(cargo test --release --features cuda --test cuda_forward --no-run --message-format=json \
   | python3 -c 'import json, sys
 for line in sys.stdin:
