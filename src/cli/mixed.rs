@@ -23,7 +23,9 @@ use sparsegpt_mi::solver::scheme::metadata_bits;
 
 #[derive(Args, Clone, Debug, Serialize)]
 pub struct MiArgs {
-    /// 1 = group input channels by mutual information (needs --target-avg-bits).
+    /// 1 = group input channels by mutual information (needs --target-avg-bits). Not
+    /// recommended on the models studied: no better than random groups at dense 4-bit, worse
+    /// at 50% + 4-bit (README, "Does MI grouping pay?").
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub use_mi_grouping: u8,
     /// Average bits per weight, scale/zero metadata included; off = uniform --wbits.
@@ -83,8 +85,9 @@ pub struct MiArgs {
     /// Seed of random partitions, random scale groups and random n:m sets (default: --seed).
     #[arg(long)]
     pub partition_seed: Option<u64>,
-    /// n:m channel sets (with --prunen/--prunem): none (consecutive columns), mi (redundant
-    /// channels together), random, magnitude (apex-style channel-swap search).
+    /// n:m channel sets (with --prunen/--prunem): none (consecutive columns, the default, as
+    /// published), mi (redundant channels together), random, magnitude (apex-style channel-swap
+    /// search: it helped 2:4 alone but hurt 2:4 + 4-bit on a fixture; README).
     #[arg(long, value_enum, default_value_t = NmPermutation::None)]
     pub nm_permutation: NmPermutation,
     /// With --nm-permutation: deployable n:m. Each set permutation is folded into the rows of

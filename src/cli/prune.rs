@@ -51,7 +51,9 @@ pub struct PruneArgs {
     /// Symmetric quantization.
     #[arg(long)]
     pub sym: bool,
-    /// GPTQ act-order: quantize columns by decreasing Hessian diagonal.
+    /// GPTQ act-order: quantize columns by decreasing Hessian diagonal. Off by default, as
+    /// published: it helps quantization alone but hurt SparseGPT 50% + 4-bit on a fixture
+    /// (README, "Does MI grouping pay?").
     #[arg(long)]
     pub act_order: bool,
     /// With --act-order and --groupsize: group-aware act-order (GPTQModel's act_group_aware):
