@@ -194,7 +194,8 @@ def peer_default_decisions(secd):
         rows = {(fx, cell): secd.get((fx, cell, a, b)) for fx in S2_FIXTURES for cell in cells}
         made = {k: v for k, v in rows.items() if v}
         complete = {k: v for k, v in made.items() if v[0] >= FULL_SEEDS}
-        gain = {k: v for k, v in made.items() if k[0] == "opt-mini-c" and k[1] in ("G3", "D3")}
+        gain_keys = [k for k in rows if k[0] == "opt-mini-c" and k[1] in ("G3", "D3")]
+        gain = {k: made[k] for k in gain_keys if k in made}
         best = min(gain.items(), key=lambda kv: kv[1][1], default=None)
         worst = max(made.items(), key=lambda kv: kv[1][1], default=None)
         gains, no_worse = bool(best) and best[1][1] <= -1.0, not worst or worst[1][1] <= 0.5
@@ -202,7 +203,7 @@ def peer_default_decisions(secd):
                     f"{fmt(best[1][3], '+.2f')})" if best else "C: no run")
         worst_txt = f"worst cell {worst[0][0]} {worst[0][1]} {fmt(worst[1][1], '+.2f')}%" if worst else "no cell"
         failed = max(((k, v) for k, v in complete.items() if v[1] > 0.5), key=lambda kv: kv[1][1], default=None)
-        c_done = all(k in complete for k in rows if k[0] == "opt-mini-c" and k[1] in ("G3", "D3"))
+        c_done = all(k in complete for k in gain_keys)
         missing = [f"{fx} {cell}" for (fx, cell) in rows if (fx, cell) not in complete]
         if failed:
             (fx, cell), v = failed
