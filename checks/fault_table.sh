@@ -157,7 +157,7 @@ EOF
 }
 pth pkl_nested nested; pth pkl_marks marks; pth pkl_memo memo; pth pkl_string string
 # Packed exports of fixture B made by the binary, then made to disagree with their config.
-"$BIN" prune "$FIX" --wbits 4 --groupsize 64 --act-order --nsamples 1 --eval-datasets '' --json "$ROOT/x.json" \
+"$BIN" prune "$FIX" --wbits 4 --groupsize 64 --act-order --act-groups dynamic --nsamples 1 --eval-datasets '' --json "$ROOT/x.json" \
   --save "$M/gptq_ao" --save-format gptq > /dev/null 2>&1 || echo "warning: no GPTQ export made" >&2
 "$BIN" prune "$FIX" --wbits 4 --groupsize 64 --nsamples 1 --eval-datasets '' --json "$ROOT/x.json" \
   --save "$M/ct" --save-format compressed-tensors > /dev/null 2>&1 || echo "warning: no compressed-tensors export made" >&2

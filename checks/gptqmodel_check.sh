@@ -25,11 +25,12 @@ fails=0
 CASES=(
   "opt-mini-a:w4:--wbits 4"
   "opt-mini-a:w4g128:--wbits 4 --groupsize 128"
-  "opt-mini-a:w4g128_actorder:--wbits 4 --groupsize 128 --act-order"
+  "opt-mini-a:w4g128_actorder:--wbits 4 --groupsize 128 --act-order --act-groups dynamic"
+  "opt-mini-a:w4g128_actorder_groupaware:--wbits 4 --groupsize 128 --act-order"
   "opt-mini-a:sgpt50w4:--sparsity 0.5 --wbits 4"
   "llama-rand-gqa:w4:--wbits 4 --save-dtype f16"
   "llama-rand-gqa:w4g64:--wbits 4 --groupsize 64 --save-dtype f16"
-  "llama-rand-gqa:w4g64_actorder:--wbits 4 --groupsize 64 --act-order --save-dtype f16"
+  "llama-rand-gqa:w4g64_actorder:--wbits 4 --groupsize 64 --act-order --act-groups dynamic --save-dtype f16"
   "llama-rand-gqa:w8g128_short_last_group:--wbits 8 --groupsize 128 --save-dtype f16"
 )
 for case in "${CASES[@]}"; do

@@ -172,16 +172,20 @@ for seed in $(seq 0 $((SEEDS - 1))); do
       for cell in D4 D3 G3 G4 S50; do
         cell_on "$cell" || continue
         grouped=0; [[ $cell == G* ]] && grouped=1
+        # Uact's groups are the published dynamic ones, Uga's group-aware: builds with
+        # --act-groups (group-aware by default) are told which; earlier ones had --act-group-aware.
+        dyn=(); ga=(--act-group-aware)
+        if [ $grouped = 1 ] && flag_ok --act-groups; then dyn=(--act-groups dynamic); ga=(--act-groups group-aware); fi
         arm_on U && add 2 "$fx" "$cell" U "$seed" ""
-        arm_on Uact && add 2 "$fx" "$cell" Uact "$seed" "" --act-order
+        arm_on Uact && add 2 "$fx" "$cell" Uact "$seed" "" --act-order "${dyn[@]}"
         [ $grouped = 1 ] && arm_on Uact_st && add 2 "$fx" "$cell" Uact_st "$seed" "" --grouping-use scales --grouping contiguous --act-order
         arm_on Upd && add 2 "$fx" "$cell" Upd "$seed" "" --percdamp 0.05
-        arm_on Uact_pd && add 2 "$fx" "$cell" Uact_pd "$seed" "" --act-order --percdamp 0.05
+        arm_on Uact_pd && add 2 "$fx" "$cell" Uact_pd "$seed" "" --act-order --percdamp 0.05 "${dyn[@]}"
         arm_on Uts && needs Uts --true-sequential && add 2 "$fx" "$cell" Uts "$seed" "" --true-sequential
         if [ $grouped = 1 ]; then
-          arm_on Uga && needs Uga --act-group-aware && add 2 "$fx" "$cell" Uga "$seed" "" --act-order --act-group-aware
-          arm_on Upeer && needs Upeer --true-sequential --act-group-aware \
-            && add 2 "$fx" "$cell" Upeer "$seed" "" --percdamp 0.05 --true-sequential --act-order --act-group-aware
+          arm_on Uga && needs Uga "${ga[0]}" && add 2 "$fx" "$cell" Uga "$seed" "" --act-order "${ga[@]}"
+          arm_on Upeer && needs Upeer --true-sequential "${ga[0]}" \
+            && add 2 "$fx" "$cell" Upeer "$seed" "" --percdamp 0.05 --true-sequential --act-order "${ga[@]}"
         fi
       done
       for cell in N24 N24Q; do

@@ -98,7 +98,8 @@ def stored(run):
             k = sum(1 for s in plan["group_sizes"] if s > 0)
         elif "k" in plan:
             k = plan["k"]
-        elif args.get("act_order") and args.get("groupsize", -1) > 0 and not args.get("act_group_aware"):
+        elif (args.get("act_order") and args.get("groupsize", -1) > 0 and not args.get("act_group_aware")
+              and args.get("act_groups", "dynamic") == "dynamic"):
             # Act-order's groups are runs of the sweep order (a g_idx); group-aware act-order
             # keeps the natural groups (none needed).
             k = math.ceil(lin["cols"] / args["groupsize"])

@@ -190,8 +190,27 @@ fn prune_flags_are_checked_before_any_work() {
             vec!["--target-avg-bits", "4", "--bit-objective", "cost-model", "--bit-policy", "thresholds"],
             "not with --bit-policy thresholds",
         ),
-        (vec!["--act-group-aware", "--wbits", "4", "--groupsize", "64"], "--act-group-aware reorders"),
-        (vec!["--act-group-aware", "--act-order", "--wbits", "4"], "--act-group-aware reorders"),
+        (vec!["--act-group-aware", "--wbits", "4", "--groupsize", "64"], "--act-group-aware chooses how"),
+        (vec!["--act-groups", "dynamic", "--act-order", "--wbits", "4"], "--act-groups chooses how"),
+        (vec!["--act-groups", "group-aware", "--wbits", "4", "--groupsize", "64"], "--act-groups chooses how"),
+        (
+            vec![
+                "--act-groups",
+                "dynamic",
+                "--act-order",
+                "--wbits",
+                "4",
+                "--groupsize",
+                "64",
+                "--target-avg-bits",
+                "4",
+            ],
+            "--act-groups chooses how",
+        ),
+        (
+            vec!["--act-group-aware", "--act-groups", "dynamic", "--act-order", "--wbits", "4", "--groupsize", "64"],
+            "not with --act-groups dynamic",
+        ),
         (vec!["--save", "/proc/forbidden/model"], "--save"),
     ];
     for (extra, needle) in cases {
@@ -225,8 +244,10 @@ fn prune_flags_are_checked_before_any_work() {
                 "--groupsize",
                 "64",
                 "--act-order",
+                "--act-groups",
+                "dynamic",
             ],
-            "cannot hold --act-order with --groupsize",
+            "cannot hold --act-groups dynamic",
         ),
         (vec!["--save", s, "--save-format", "gptq", "--wbits", "4", "--maxlayer", "0"], "selects none of the model's"),
     ];

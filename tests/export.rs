@@ -232,11 +232,22 @@ fn fixture_a_sgpt50w4_exports() {
 #[test]
 fn act_order_and_mixed_precision_exports_read_back_exactly() {
     let t = tempfile::tempdir().unwrap();
-    // Act-order with groups: g_idx is the GPTQ code's permuted one (desc_act). The config
-    // records the run's settings, true-sequential and dampening included.
+    // Act-order with the published dynamic groups: g_idx is the GPTQ code's permuted one
+    // (desc_act). The config records the run's settings, true-sequential and dampening included.
     let d = t.path().join("act");
-    let flags =
-        ["--wbits", "4", "--groupsize", "64", "--act-order", "--sym", "--true-sequential", "--percdamp", "0.05"];
+    let flags = [
+        "--wbits",
+        "4",
+        "--groupsize",
+        "64",
+        "--act-order",
+        "--act-groups",
+        "dynamic",
+        "--sym",
+        "--true-sequential",
+        "--percdamp",
+        "0.05",
+    ];
     let (r, _) = prune_save("opt-mini-b", &flags, "gptq", &d);
     assert_eq!(common::eval_window_nlls(&d, 1), common::window_nlls(&r["eval"][0]));
     let q = &common::read_json(&d.join("config.json"))["quantization_config"];
@@ -245,6 +256,7 @@ fn act_order_and_mixed_precision_exports_read_back_exactly() {
         (Some(true), Some(true), Some(64))
     );
     assert_eq!((q["true_sequential"].as_bool(), q["damp_percent"].as_f64()), (Some(true), Some(0.05)));
+    assert_eq!(r["args"]["act_groups"], "dynamic");
     // Mixed precision, importance-rank groups of equal size (6 groups: 32 and 128 columns on
     // B's 192 / 768 widths), bits 2..8: packed through g_idx at one width per linear where
     // GPTQ kernels can read it; q/k/v rank their own channels, so their groups differ and
@@ -281,6 +293,30 @@ fn act_order_and_mixed_precision_exports_read_back_exactly() {
     );
     assert!(common::read_json(&d.join("config.json")).get("quantization_config").is_none());
     assert_eq!(common::eval_window_nlls(&d, 1), common::window_nlls(&r["eval"][0]));
+}
+
+#[test]
+fn group_aware_act_order_exports_without_a_column_map() {
+    // Act-order with groups is group-aware by default: the groups stay the natural column
+    // ranges, so the GPTQ export's g_idx is j / 64 with desc_act false, compressed-tensors
+    // (which has no g_idx) holds it too, and both read back exactly.
+    let t = tempfile::tempdir().unwrap();
+    let flags = ["--wbits", "4", "--groupsize", "64", "--act-order"];
+    for format in ["gptq", "compressed-tensors"] {
+        let d = t.path().join(format);
+        let (r, _) = prune_save("opt-mini-b", &flags, format, &d);
+        assert_eq!(
+            (r["args"]["act_groups"].as_str(), r["saved"]["format"].as_str()),
+            (Some("group-aware"), Some(format))
+        );
+        assert_eq!(common::eval_window_nlls(&d, 1), common::window_nlls(&r["eval"][0]));
+        if format == "gptq" {
+            assert_eq!(common::read_json(&d.join("config.json"))["quantization_config"]["desc_act"], false);
+            let st = candle_core::safetensors::load(d.join("model.safetensors"), &candle_core::Device::Cpu).unwrap();
+            let g_idx: Vec<i32> = st["model.decoder.layers.1.fc2.g_idx"].to_vec1().unwrap();
+            assert_eq!(g_idx, (0..768).map(|j| j / 64).collect::<Vec<i32>>());
+        }
+    }
 }
 
 /// One line on stderr starting "error:", exit ≠ 0.

@@ -32,6 +32,10 @@ fn flags(a: &serde_json::Value) -> Vec<String> {
             f.push(flag.to_string());
         }
     }
+    // The published act-order's groups are runs of its sweep (the tool's default is group-aware).
+    if a["act_order"] == true && a["groupsize"].as_i64().is_some_and(|g| g > 0) {
+        f.extend(["--act-groups", "dynamic"].map(String::from));
+    }
     // The published run computed in f32 and kept its solved weights in f32.
     f.extend(["--max-windows", &s("max_windows"), "--dtype", "f32", "--keep-compute-dtype"].map(String::from));
     f

@@ -414,7 +414,7 @@ fn packed_exports_whose_config_and_tensors_disagree_are_refused() {
     let t = tempfile::tempdir().unwrap();
     let w = t.path();
     let m = common::fixture("opt-mini-b");
-    // An act-order GPTQ export of fixture B (desc_act: true, a g_idx per linear).
+    // An act-order GPTQ export of fixture B with dynamic groups (desc_act: true, a g_idx per linear).
     let (code, err) = run_in(
         w,
         &[
@@ -425,6 +425,8 @@ fn packed_exports_whose_config_and_tensors_disagree_are_refused() {
             "--groupsize",
             "64",
             "--act-order",
+            "--act-groups",
+            "dynamic",
             "--nsamples",
             "1",
             "--eval-datasets",

@@ -2,7 +2,7 @@
 
 use super::common::{command_line, parse_tasks, print_ppl_table, run_tasks, CommonArgs, ReportArgs};
 use super::mixed::MiArgs;
-use super::values::{HessianAccumulation, HinvPrecision, SamplerKind, SaveDtype, SaveFormat};
+use super::values::{ActGroups, HessianAccumulation, HinvPrecision, SamplerKind, SaveDtype, SaveFormat};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::Args;
@@ -51,16 +51,24 @@ pub struct PruneArgs {
     /// Symmetric quantization.
     #[arg(long)]
     pub sym: bool,
-    /// GPTQ act-order: quantize columns by decreasing Hessian diagonal. Off by default, as
-    /// published: it helps quantization alone but hurt SparseGPT 50% + 4-bit on a fixture
-    /// (README, "Does MI grouping pay?").
+    /// GPTQ act-order: quantize columns by decreasing Hessian diagonal (with --groupsize:
+    /// group-aware, see --act-groups). Off by default, as published: it helps quantization alone
+    /// but hurt SparseGPT 50% + 4-bit on a fixture (README, "Does MI grouping pay?").
     #[arg(long)]
     pub act_order: bool,
-    /// With --act-order and --groupsize: group-aware act-order (GPTQModel's act_group_aware):
-    /// the groups stay contiguous column ranges (no g_idx reordering), swept by their largest
-    /// Hessian diagonal, columns inside a group by theirs.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    /// With --act-order and --groupsize, how the groups are formed. group-aware (the default;
+    /// GPTQModel's act_group_aware): groups stay contiguous column ranges (no g_idx map; every
+    /// GPTQ kernel and compressed-tensors load it), swept by their largest Hessian diagonal,
+    /// columns inside a group by theirs. dynamic: the published GPTQ's, each group the next
+    /// --groupsize columns of the act-order sweep (a g_idx map, desc_act). Group-aware became
+    /// the default by study 2's rule (README, "Does MI grouping pay?"); the result JSON records
+    /// the one used.
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub act_groups: Option<ActGroups>,
+    /// The same as --act-groups group-aware (the flag earlier runs recorded).
+    #[arg(long, hide = true)]
+    #[serde(skip)]
     pub act_group_aware: bool,
     /// Calibration windows (of --seqlen tokens).
     #[arg(long, default_value_t = 128)]
@@ -193,10 +201,12 @@ impl PruneArgs {
         if mode == mixed::Mode::Scales && (self.wbits >= 16 || self.groupsize <= 0) {
             bail!("--grouping-use scales needs --wbits and --groupsize (the size of every scale group)");
         }
-        if self.act_group_aware
-            && (!self.act_order || self.groupsize <= 0 || self.wbits >= 16 || mode != mixed::Mode::Baseline)
-        {
-            bail!("--act-group-aware reorders the sweep of --groupsize groups: give --act-order, --wbits and --groupsize, without a mixed or scales mode");
+        if self.act_group_aware && self.act_groups == Some(ActGroups::Dynamic) {
+            bail!("--act-group-aware is --act-groups group-aware: not with --act-groups dynamic");
+        }
+        if (self.act_groups.is_some() || self.act_group_aware) && !self.act_groups_apply() {
+            let flag = if self.act_groups.is_some() { "--act-groups" } else { "--act-group-aware" };
+            bail!("{flag} chooses how --act-order sweeps --groupsize groups: give --act-order, --wbits and --groupsize, without a mixed or scales mode");
         }
         if self.mi.uniform_in_mixed_order && self.wbits >= 16 {
             bail!("--uniform-in-mixed-order quantizes at --wbits: give it");
@@ -269,8 +279,20 @@ impl PruneArgs {
             quantized: !self.gmp && (mixed || self.wbits < 16),
             uniform_bits: (!mixed).then_some(self.wbits),
             group_size: (self.groupsize > 0 && !mixed).then_some(self.groupsize as usize),
-            act_order: self.act_order,
+            permuted_groups: self.resolved_act_groups() == Some(ActGroups::Dynamic),
         }
+    }
+
+    /// Whether the run's act-order sweeps `--groupsize` groups of a uniform scheme, where
+    /// `--act-groups` applies (the mixed and scales modes plan their own groups).
+    fn act_groups_apply(&self) -> bool {
+        self.act_order && self.groupsize > 0 && self.wbits < 16 && self.mi.mode() == mixed::Mode::Baseline
+    }
+
+    /// `--act-groups` as the run uses it where it applies: group-aware unless dynamic is asked
+    /// for (None elsewhere: act-order, if any, is the published plain sweep).
+    fn resolved_act_groups(&self) -> Option<ActGroups> {
+        self.act_groups_apply().then(|| self.act_groups.unwrap_or(ActGroups::GroupAware))
     }
 
     fn sparsity(&self) -> Sparsity {
@@ -299,7 +321,7 @@ impl PruneArgs {
             blocksize: self.blocksize,
             percdamp: self.percdamp,
             act_order: self.act_order,
-            group_aware: self.act_group_aware,
+            act_groups: self.resolved_act_groups().map_or(sparsegpt_mi::solver::ActGroups::Dynamic, Into::into),
             hinv_precision: self.hinv_precision.into(),
             lazy_updates: self.lazy_updates,
         }
@@ -360,7 +382,7 @@ fn save_format_refusal(r: &export::FormatRefusal) -> anyhow::Error {
             "--save-format compressed-tensors: --groupsize {group} does not divide the layer width {width}, and the format has no short last group (use --save-format gptq, or a group size dividing every width)"
         ),
         R::ActOrderWithGroups => anyhow::anyhow!(
-            "--save-format compressed-tensors cannot hold --act-order with --groupsize: its permuted-group act-order (\"group\", with weight_g_idx) was removed in compressed-tensors 0.20 (use --save-format gptq)"
+            "--save-format compressed-tensors cannot hold --act-groups dynamic: its permuted-group act-order (\"group\", with weight_g_idx) was removed in compressed-tensors 0.20 (use --save-format gptq, or the default group-aware act-order)"
         ),
         R::GptqDtype(dtype) => anyhow::anyhow!(
             "--save-format gptq stores f16 scales and weights, and this model is stored in {dtype:?}: give --save-dtype f16 (every weight rounded to f16 before compression), or use --save-format compressed-tensors, which keeps {dtype:?}"
@@ -383,8 +405,10 @@ struct CheckedFlags {
 }
 
 impl CheckedFlags {
-    fn new(args: PruneArgs) -> Result<Self> {
+    fn new(mut args: PruneArgs) -> Result<Self> {
         args.validate()?;
+        // The result JSON's args record the act-order groups the run uses, default included.
+        args.act_groups = args.resolved_act_groups();
         args.report.validate()?;
         let outputs = args.outputs().check()?;
         if args.overwrite && outputs.save().is_none() {

@@ -75,6 +75,11 @@ value_enum! {
 }
 
 value_enum! {
+    /// How act-order sweeps groups of columns.
+    ActGroups => sparsegpt_mi::solver::ActGroups { GroupAware, Dynamic }
+}
+
+value_enum! {
     /// Precision of the H⁻¹ factorisation.
     HinvPrecision => sparsegpt_mi::solver::HinvPrecision { F32, F64 }
 }
@@ -117,6 +122,8 @@ mod tests {
         assert_eq!(serde_json::to_string(&BitObjective::CostModel).unwrap(), "\"cost-model\"");
         assert_eq!(BitObjective::from_str("cost-model", false), Ok(BitObjective::CostModel));
         assert_eq!(SamplerKind::from_str("splitmix", false), Ok(SamplerKind::Xoshiro));
+        assert_eq!(ActGroups::from_str("group-aware", false), Ok(ActGroups::GroupAware));
+        assert_eq!(serde_json::to_string(&ActGroups::GroupAware).unwrap(), "\"group-aware\"");
         assert_eq!(
             sparsegpt_mi::mixed::grouping::GroupingMethod::from(GroupingMethod::Contiguous),
             sparsegpt_mi::mixed::grouping::GroupingMethod::Contiguous

@@ -77,7 +77,8 @@ pub struct PlannedQuantization {
     pub uniform_bits: Option<u32>,
     /// `--groupsize` (None: one grid per row).
     pub group_size: Option<usize>,
-    pub act_order: bool,
+    /// Act-order with groups formed along the sweep (`ActGroups::Dynamic`): a g_idx column map.
+    pub permuted_groups: bool,
 }
 
 /// Why a packed format cannot hold what a run produces.
@@ -91,7 +92,7 @@ pub enum FormatRefusal {
     GptqWidth(usize),
     /// compressed-tensors has no short last group.
     GroupDoesNotDivide { group: usize, width: usize },
-    /// compressed-tensors has no act-order with groups (removed in compressed-tensors 0.20).
+    /// compressed-tensors has no act-order groups along the sweep (removed in compressed-tensors 0.20).
     ActOrderWithGroups,
     /// GPTQ stores f16 scales and weights.
     GptqDtype(DType),
@@ -116,7 +117,7 @@ impl std::fmt::Display for FormatRefusal {
             ),
             FormatRefusal::ActOrderWithGroups => write!(
                 f,
-                "the compressed-tensors format cannot hold act-order with groups: its permuted-group act-order (\"group\", with weight_g_idx) was removed in compressed-tensors 0.20"
+                "the compressed-tensors format cannot hold act-order's dynamic groups: its permuted-group act-order (\"group\", with weight_g_idx) was removed in compressed-tensors 0.20"
             ),
             FormatRefusal::GptqDtype(dtype) => write!(
                 f,
@@ -157,7 +158,7 @@ pub fn check_format(
                 if let Some(&width) = inputs.iter().find(|w| !w.is_multiple_of(group)) {
                     return Err(FormatRefusal::GroupDoesNotDivide { group, width });
                 }
-                if q.act_order {
+                if q.permuted_groups {
                     return Err(FormatRefusal::ActOrderWithGroups);
                 }
             }
@@ -446,7 +447,7 @@ fn write_format(model: &OptModel, files: &ModelFiles, dir: &Path, req: &SaveRequ
                 &storage,
                 &gptq::GptqRun {
                     sym: run.sym,
-                    act_order: run.sweep.act_order,
+                    desc_act: run.sweep.act_order && run.sweep.act_groups == crate::solver::ActGroups::Dynamic,
                     damp_percent: run.sweep.percdamp,
                     true_sequential: run.true_sequential,
                 },
@@ -652,8 +653,12 @@ mod tests {
 
     #[test]
     fn formats_check_every_width_they_pack() {
-        let q =
-            |group_size| PlannedQuantization { quantized: true, uniform_bits: Some(4), group_size, act_order: false };
+        let q = |group_size| PlannedQuantization {
+            quantized: true,
+            uniform_bits: Some(4),
+            group_size,
+            permuted_groups: false,
+        };
         // A k/v projection 80 wide (one head of 80): GPTQ packs outputs by 32 too.
         let (inputs, outputs) = ([256, 704], [256, 704, 256, 80]);
         assert_eq!(check_format(SaveFormat::Gptq, &q(None), &inputs, &outputs), Err(FormatRefusal::GptqWidth(80)));
@@ -664,6 +669,13 @@ mod tests {
             check_format(SaveFormat::CompressedTensors, &q(Some(128)), &inputs, &outputs),
             Err(FormatRefusal::GroupDoesNotDivide { group: 128, width: 704 })
         );
+        // Act-order's dynamic groups need a g_idx, which compressed-tensors lacks and GPTQ has.
+        let dynamic = PlannedQuantization { permuted_groups: true, ..q(Some(64)) };
+        assert_eq!(
+            check_format(SaveFormat::CompressedTensors, &dynamic, &inputs, &outputs),
+            Err(FormatRefusal::ActOrderWithGroups)
+        );
+        assert_eq!(check_format(SaveFormat::Gptq, &dynamic, &inputs, &[256, 704, 256, 64]), Ok(()));
         assert_eq!(check_storage(SaveFormat::Gptq, DType::BF16), Err(FormatRefusal::GptqDtype(DType::BF16)));
         assert_eq!(check_storage(SaveFormat::CompressedTensors, DType::BF16), Ok(()));
     }

@@ -23,7 +23,9 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug)]
 pub struct GptqRun {
     pub sym: bool,
-    pub act_order: bool,
+    /// `desc_act`: act-order whose groups follow the sweep (a g_idx column map); group-aware
+    /// act-order keeps the natural groups and records false, as GPTQModel does.
+    pub desc_act: bool,
     pub damp_percent: f64,
     /// Whether each input site's linears were solved before the next site's inputs were
     /// gathered (GPTQ's `--true-sequential`), rather than all from the layer's inputs at once.
@@ -117,7 +119,7 @@ pub fn write(model: &OptModel, storage: &[LinearStorage], run: &GptqRun, dtype: 
     let bits = mode_of(packed().map(|p| p.bits)).ok_or_else(|| anyhow!("no linear could be stored packed"))?;
     // -1 (one group per row) sorts first: a real group size wins a tie.
     let group_size = mode_of(packed().map(|p| p.group_size.map_or(-1, |g| g as i64))).expect("packed");
-    let desc_act = run.act_order || packed().any(|p| !p.contiguous());
+    let desc_act = run.desc_act || packed().any(|p| !p.contiguous());
     let mut dynamic = serde_json::Map::new();
     let mut tensors = BTreeMap::new();
     let mut notes = Vec::new();

@@ -12,7 +12,8 @@
 //!   per row). Mixed-precision grids (the MI / enhanced / random modes: different sizes, in a
 //!   permuted column order) are split into chunks of `g` = the gcd of their lengths (all but
 //!   the last), each chunk keeping its grid's scale and zero point, which is exact; `g_idx`
-//!   names each column's chunk.
+//!   names each column's chunk. Chunks that are the natural groups swept in another order
+//!   (group-aware act-order, static groups) take their group's number: `g_idx = j / g`, no map.
 //! * **validity** (docs/formats.md): GPTQ loaders find a column's group through `g_idx`, but
 //!   the kernels engines serve with (vLLM's exllama-derived `gptq_gemm`, marlin) sort the
 //!   columns by `g_idx` and then take group k to be the sorted rows `k·g .. (k+1)·g` with
@@ -179,6 +180,17 @@ pub fn pack(lc: &LinearCodes, container: Container, bits: u32) -> Result<std::re
         }
     }
     debug_assert_eq!(chunks, packing::num_groups(cols, group_size));
+    // Uniform grids that are the natural groups swept in another order (group-aware act-order,
+    // static groups) are numbered by their columns, so that the checkpoint needs no column map.
+    // Chunks derived from mixed grids keep the sweep's numbering.
+    if let Some(label) = natural_chunk_labels(&g_idx, chunks, group_size).filter(|_| !derived) {
+        let mut relabelled = vec![0usize; chunks];
+        for (c, &k) in grid_of_chunk.iter().enumerate() {
+            relabelled[label[c]] = k;
+        }
+        grid_of_chunk = relabelled;
+        g_idx.iter_mut().for_each(|c| *c = label[*c as usize] as i32);
+    }
     if container == Container::CompressedTensors && !packing::g_idx_is_contiguous(&g_idx, group_size) {
         return Ok(Err(
             "its groups are not runs of consecutive input columns, and compressed-tensors has no g_idx".into()
@@ -200,6 +212,29 @@ pub fn pack(lc: &LinearCodes, container: Container, bits: u32) -> Result<std::re
         }
     }
     Ok(Ok(PackedLinear { rows, cols, bits, group_size, groups: chunks, sym: g.sym, codes, scales, zeros, g_idx }))
+}
+
+/// New chunk numbers under which `g_idx` becomes `j / size`, where every chunk is one natural
+/// group of `size` columns (whatever the order they were swept in); None otherwise.
+fn natural_chunk_labels(g_idx: &[i32], chunks: usize, group_size: Option<usize>) -> Option<Vec<usize>> {
+    let size = group_size?;
+    let mut label = vec![usize::MAX; chunks];
+    for (j, &c) in g_idx.iter().enumerate() {
+        let natural = j / size;
+        match &mut label[c as usize] {
+            l if *l == usize::MAX => *l = natural,
+            l if *l != natural => return None,
+            _ => {}
+        }
+    }
+    // Every chunk names a different natural group (counts match, so the labels are a permutation).
+    let mut seen = vec![false; chunks];
+    for &l in &label {
+        if l >= chunks || std::mem::replace(&mut seen[l], true) {
+            return None;
+        }
+    }
+    Some(label)
 }
 
 fn widen(q: u8, zero: f32, from: u32, to: u32, sym: bool) -> Result<(u8, u8)> {
@@ -394,6 +429,24 @@ mod tests {
         // A wider width keeps every value.
         let p8 = pack(&lc, Container::Gptq, 8).unwrap().unwrap();
         assert!(same_bits(&p8.dequantized(), &w));
+    }
+
+    #[test]
+    fn natural_groups_swept_in_another_order_need_no_column_map() {
+        // Group-aware act-order's sweep: the natural groups of 40 in the order 3, 0, 4, 1, 2,
+        // each one's columns reversed. Every grid is one natural group: both containers store
+        // g_idx = j / 40 and the weights exactly.
+        let perm: Vec<usize> = [3, 0, 4, 1, 2].iter().flat_map(|&g| (40 * g..40 * g + 40).rev()).collect();
+        let (w, lc) = codes_of(QuantScheme::Grouped { bits: 4, sym: false, size: 40 }, false, Some(&perm));
+        for container in [Container::Gptq, Container::CompressedTensors] {
+            let p = pack(&lc, container, 4).unwrap().unwrap();
+            assert!(p.contiguous(), "{container:?}");
+            assert!(same_bits(&p.dequantized(), &w), "{container:?}");
+        }
+        // A chunk that spans two natural groups keeps the sweep's numbering.
+        assert_eq!(natural_chunk_labels(&[1, 1, 0, 0], 2, Some(2)), Some(vec![1, 0]));
+        assert_eq!(natural_chunk_labels(&[1, 0, 1, 0], 2, Some(2)), None);
+        assert_eq!(natural_chunk_labels(&[0, 0, 0, 0], 1, None), None);
     }
 
     #[test]

@@ -457,7 +457,7 @@ mod tests {
                 blocksize: 8,
                 percdamp: 0.01,
                 act_order: false,
-                group_aware: false,
+                act_groups: crate::solver::ActGroups::Dynamic,
                 hinv_precision: HinvPrecision::F32,
                 lazy_updates: false,
             },

@@ -49,9 +49,9 @@ pub struct SweepSettings {
     /// GPTQ act-order: visit columns by decreasing H_jj (where the linear's scheme gives no
     /// order of its own).
     pub act_order: bool,
-    /// With `act_order` and `--groupsize` groups: group-aware reordering (GAR; GPTQModel's
-    /// `act_group_aware`), `group_aware_order`. Other schemes sweep in plain act-order.
-    pub group_aware: bool,
+    /// With `act_order` and `--groupsize` groups: how the groups are formed. Other schemes
+    /// sweep in plain act-order.
+    pub act_groups: ActGroups,
     /// Precision of the H⁻¹ factorisation (the reference: f32).
     pub hinv_precision: HinvPrecision,
     /// The reference's update order: errors go to the rest of the block column by column
@@ -70,11 +70,24 @@ impl SweepSettings {
             blocksize: 128,
             percdamp: 0.01,
             act_order: false,
-            group_aware: false,
+            act_groups: ActGroups::Dynamic,
             hinv_precision: HinvPrecision::F32,
             lazy_updates: false,
         }
     }
+}
+
+/// How act-order sweeps a linear quantized in groups of columns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActGroups {
+    /// Group-aware reordering (GAR; GPTQModel's `act_group_aware`), `group_aware_order`: the
+    /// groups stay natural column ranges, so a checkpoint needs no column map.
+    GroupAware,
+    /// The published GPTQ: plain act-order, each group the next `size` columns of the sweep
+    /// (a g_idx column map in the checkpoint, `desc_act`).
+    #[default]
+    Dynamic,
 }
 
 /// What a planner decides for one linear: its quantization scheme, its sweep order and the
@@ -252,8 +265,8 @@ pub(crate) fn sweep_order(h_diag: &[f64], spec: SweepSpec) -> Vec<usize> {
     if let Some(p) = &spec.scheme.perm {
         return p.clone();
     }
-    if let (true, true, QuantScheme::Grouped { size, .. }) =
-        (spec.settings.act_order, spec.settings.group_aware, &spec.scheme.quant)
+    if let (true, ActGroups::GroupAware, QuantScheme::Grouped { size, .. }) =
+        (spec.settings.act_order, spec.settings.act_groups, &spec.scheme.quant)
     {
         return group_aware_order(h_diag, *size);
     }
@@ -374,7 +387,7 @@ mod tests {
         let diag = [1.0, 5.0, 2.0, 9.0, 0.5, 3.0, 7.0, 7.0, 1.0, 8.0, 2.0];
         assert_eq!(group_aware_order(&diag, 3), vec![3, 5, 4, 6, 7, 8, 1, 2, 0, 9, 10]);
         // Only with act-order and a grouped scheme; per-row act-order stays plain.
-        let gar = SweepSettings { act_order: true, group_aware: true, ..SweepSettings::published() };
+        let gar = SweepSettings { act_order: true, act_groups: ActGroups::GroupAware, ..SweepSettings::published() };
         let grouped = LinearScheme::uniform(QuantScheme::Grouped { bits: 4, sym: false, size: 3 });
         let per_row = LinearScheme::uniform(QuantScheme::PerRow { bits: 4, sym: false });
         let spec = |settings, scheme| SweepSpec { settings, scheme, scale_precision: ScalePrecision::F32 };
@@ -382,7 +395,7 @@ mod tests {
         let mut plain: Vec<usize> = (0..11).collect();
         plain.sort_by(|&a, &b| diag[b].total_cmp(&diag[a]));
         assert_eq!(sweep_order(&diag, spec(&gar, &per_row)), plain);
-        let off = SweepSettings { group_aware: true, ..SweepSettings::published() };
+        let off = SweepSettings { act_groups: ActGroups::GroupAware, ..SweepSettings::published() };
         assert_eq!(sweep_order(&diag, spec(&off, &grouped)), (0..11).collect::<Vec<_>>());
     }
 
@@ -408,15 +421,15 @@ mod tests {
         let natural_groups =
             QuantScheme::Static { labels: (0..cols as u32).map(|j| j / 8).collect(), bits: vec![bits; 4], sym: false };
         let scheme = LinearScheme::uniform(quant);
-        let solve = |group_aware: bool| {
-            let settings = SweepSettings { act_order: true, group_aware, blocksize: 8, ..SweepSettings::published() };
+        let solve = |act_groups: ActGroups| {
+            let settings = SweepSettings { act_order: true, act_groups, blocksize: 8, ..SweepSettings::published() };
             let spec = SweepSpec { settings: &settings, scheme: &scheme, scale_precision: ScalePrecision::F32 };
             host::solve(&w, rows, cols, &h, spec).unwrap()
         };
-        let gar = solve(true);
+        let gar = solve(ActGroups::GroupAware);
         let (_, per_group) = scheme::max_levels(gar.weight.as_host().unwrap(), cols, &natural_groups, None);
         assert!(per_group <= 1 << bits, "{per_group}");
-        let act = solve(false);
+        let act = solve(ActGroups::Dynamic);
         let (_, mixed) = scheme::max_levels(act.weight.as_host().unwrap(), cols, &natural_groups, None);
         assert!(mixed > 1 << bits, "plain act-order's grids are not the natural groups: {mixed}");
         assert!(gar.loss.is_finite() && gar.loss > 0.0);
