@@ -9,7 +9,18 @@ research/mi_study_2_repro.py checks). Used when a call re-made runs that were al
 Exit status 1 if any re-made run differs, or (without --allow-missing: NEW should hold all of
 OLD) a run of OLD is missing from NEW.
 """
-import sys, tarfile
+import json, sys, tarfile
+
+CORPORA = ("wikitext2", "ptb", "c4")
+
+
+def outcome(run):
+    """What must match for two runs to count as the same: PPL on every corpus, zero fraction,
+    stored bits (also research/mi_study_2_repro.py's test)."""
+    out = {k: run["ppl"].get(k) for k in CORPORA}
+    out["zeros"] = run.get("zero_fraction")
+    out["bits"] = (run.get("bits") or {}).get("avg_bits_with_metadata")
+    return out
 
 
 def load(path):
@@ -17,23 +28,22 @@ def load(path):
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".json")}
 
 
-def outcome(raw):
-    import json
-    r = json.loads(raw)
-    return ([r["ppl"].get(k) for k in ("wikitext2", "ptb", "c4")], r.get("zero_fraction"),
-            (r.get("bits") or {}).get("avg_bits_with_metadata"))
+def main():
+    old, new = load(sys.argv[1]), load(sys.argv[2])
+    allow_missing = "--allow-missing" in sys.argv[3:]
+    missing = [] if allow_missing else sorted(set(old) - set(new))
+    remade = [n for n in sorted(set(old) & set(new)) if old[n] != new[n]]
+    pairs = {n: (outcome(json.loads(old[n])), outcome(json.loads(new[n]))) for n in remade}
+    differs = [n for n in remade if pairs[n][0] != pairs[n][1]]
+    for n in missing:
+        print(f"MISSING  {n}")
+    for n in differs:
+        print(f"DIFFERS  {n}: {pairs[n][0]} -> {pairs[n][1]}")
+    print(f"{len(old)} runs before, {len(new)} in the new archive ({len(set(new) - set(old))} not before); "
+          f"{len(remade)} made again, {len(remade) - len(differs)} of them identical in PPL on every corpus, "
+          f"zero fraction and stored bits" + ("" if allow_missing else f"; {len(missing)} missing"))
+    sys.exit(1 if differs or missing else 0)
 
 
-old, new = load(sys.argv[1]), load(sys.argv[2])
-allow_missing = "--allow-missing" in sys.argv[3:]
-missing = [] if allow_missing else sorted(set(old) - set(new))
-remade = [n for n in sorted(set(old) & set(new)) if old[n] != new[n]]
-differs = [n for n in remade if outcome(old[n]) != outcome(new[n])]
-for n in missing:
-    print(f"MISSING  {n}")
-for n in differs:
-    print(f"DIFFERS  {n}: {outcome(old[n])} -> {outcome(new[n])}")
-print(f"{len(old)} runs before, {len(new)} in the new archive ({len(set(new) - set(old))} not before); "
-      f"{len(remade)} made again, {len(remade) - len(differs)} of them identical in PPL on every corpus, "
-      f"zero fraction and stored bits" + ("" if allow_missing else f"; {len(missing)} missing"))
-sys.exit(1 if differs or missing else 0)
+if __name__ == "__main__":
+    main()

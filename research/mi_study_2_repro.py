@@ -12,6 +12,8 @@ Exit status 1 if any sampled run differs or fails.
 """
 import argparse, concurrent.futures as cf, json, os, re, shlex, subprocess, sys, tarfile
 
+from mi_study_2_overlap import outcome
+
 ap = argparse.ArgumentParser()
 ap.add_argument("bin")
 ap.add_argument("archive")
@@ -67,16 +69,8 @@ def rerun(name):
     p = subprocess.run(new, capture_output=True, text=True)
     if p.returncode != 0:
         return name, False, f"exit {p.returncode}: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ''}"
-    got = json.load(open(out_json))
-    diffs = []
-    for k in ("wikitext2", "ptb", "c4"):
-        if old["ppl"].get(k) != got["ppl"].get(k):
-            diffs.append(f"{k} {old['ppl'].get(k)} -> {got['ppl'].get(k)}")
-    if old.get("zero_fraction") != got.get("zero_fraction"):
-        diffs.append(f"zeros {old.get('zero_fraction')} -> {got.get('zero_fraction')}")
-    ob, nb = old.get("bits") or {}, got.get("bits") or {}
-    if ob.get("avg_bits_with_metadata") != nb.get("avg_bits_with_metadata"):
-        diffs.append(f"bits {ob.get('avg_bits_with_metadata')} -> {nb.get('avg_bits_with_metadata')}")
+    was, now = outcome(old), outcome(json.load(open(out_json)))
+    diffs = [f"{k} {was[k]} -> {now[k]}" for k in was if was[k] != now[k]]
     return name, not diffs, "; ".join(diffs) or "identical"
 
 
