@@ -67,7 +67,9 @@ for run in $RUNS; do
       name=$run; extra=""
       [ "$tool" != ours ] && { name=$run-$tool; extra="--$tool"; }
       base=$OUT/bench_ours_$name
-      peak_mem "$base.mem" timeout "$remaining" "$BIN" prune "$CKPT" c4 $flags $extra --nsamples "$NSAMPLES" --device cuda \
+      # --no-true-sequential: the published code's one calibration pass (the tool's default when
+      # quantizing is true-sequential), like for like.
+      peak_mem "$base.mem" timeout "$remaining" "$BIN" prune "$CKPT" c4 $flags --no-true-sequential $extra --nsamples "$NSAMPLES" --device cuda \
         --eval-datasets "$EVAL" --max-windows "$MAX_WINDOWS" --data-dir "$SHARED/data" --json "$base.json" > "$base.log" 2>&1
     fi
     rc=$?

@@ -37,12 +37,15 @@ NAME=$(basename "$MODEL")
 OUT=test_results/mi/$NAME
 mkdir -p "$OUT"
 CMDS=$(mktemp)
+# Builds where uniform quantization is true-sequential by default: the baseline makes one pass,
+# as the mixed modes do, so the arms differ in their bits alone.
+ONE_PASS=""; grep -q -- "--no-true-sequential" <<< "$("$BIN" prune --help 2>/dev/null || true)" && ONE_PASS="--no-true-sequential"
 for seed in $(seq 0 $((SEEDS - 1))); do
   for t in $TARGETS; do
     common="$BIN prune $MODEL c4 --sparsity $SPARSITY --nsamples $NSAMPLES --seed $seed --device $DEVICE --data-dir ${DATA_DIR:-../shared/data} $MAXW $EXTRA"
     lo=${t%.*}; hi=$lo; awk "BEGIN{exit !($t > $lo)}" && hi=$((lo + 1))
     for b in $(echo "$lo $hi" | tr ' ' '\n' | sort -u); do
-      echo "$common --wbits $b --json $OUT/baseline_w${b}_t${t}_s${seed}.json" >> "$CMDS"
+      echo "$common --wbits $b $ONE_PASS --json $OUT/baseline_w${b}_t${t}_s${seed}.json" >> "$CMDS"
     done
     mixed="--wbits 4 --target-avg-bits $t --n-groups $NGROUPS"
     echo "$common $mixed --use-mi-grouping 0 --json $OUT/enhanced_t${t}_s${seed}.json" >> "$CMDS"

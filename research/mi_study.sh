@@ -81,12 +81,15 @@ cell_wbits() { case $1 in P|S2|S3) echo 2;; S1|G) echo 3;; N) echo 16;; esac; }
 cell_gs() { case $1 in P|S3) echo 32;; S2|G) echo 64;; *) echo -1;; esac; }
 cell_k() { case $1 in S2) echo 2;; *) echo 4;; esac; }
 
+# Builds where uniform quantization is true-sequential by default: every arm makes one pass, as
+# the study's build did.
+ONE_PASS=""; grep -q -- "--no-true-sequential" <<< "$("$BIN" prune --help 2>/dev/null || true)" && ONE_PASS=" --no-true-sequential"
 # One run: tier, fixture, cell, arm, seed, partition seed ("" = the seed's own), extra flags.
 add() {
   local tier=$1 fx=$2 cell=$3 arm=$4 seed=$5 pseed=$6; shift 6
   local name="${cell}__${arm}__s${seed}"; [ -n "$pseed" ] && name+="__p${pseed}"
   local json=$OUTDIR/$fx/$name.json
-  local flags="$(cell_sparsity "$cell") --wbits $(cell_wbits "$cell") --groupsize $(cell_gs "$cell") $*"
+  local flags="$(cell_sparsity "$cell") --wbits $(cell_wbits "$cell") --groupsize $(cell_gs "$cell") $*$ONE_PASS"
   [ -n "$pseed" ] && flags+=" --partition-seed $pseed"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tier" "$fx" "$cell" "$arm" "$seed" "$json" \
     "$BIN prune $FXDIR/$fx c4 --nsamples $NSAMPLES --seed $seed --device $DEVICE --data-dir $DATA --max-windows $MAXW --host-solver $flags --json $json" \

@@ -122,6 +122,9 @@ add() {
   [ -n "${SEEN[$json]:-}" ] && return 0
   SEEN[$json]=1
   local flags="$(cell_flags "$cell" "$fx") $*"
+  # Builds where true-sequential is the default when quantizing: the arms without it are told
+  # to make one pass (the study's build had no such default, and its plan stays as it was).
+  [[ " $* " != *" --true-sequential "* ]] && flag_ok --no-true-sequential && flags+=" --no-true-sequential"
   [ -n "$pseed" ] && flags+=" --partition-seed $pseed"
   [ -n "$MAXW" ] && flags+=" --max-windows $MAXW"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tier" "$fx" "$cell" "$arm" "$seed" "$json" \

@@ -29,8 +29,11 @@ def flags(a):
         f.append("--act-order")
     if a.get("sym"):
         f.append("--sym")
-    if a.get("true_sequential"):
-        f.append("--true-sequential")
+    # The published code's one calibration pass per layer and its dynamic act-order groups (the
+    # tool's defaults when quantizing are true-sequential and group-aware groups).
+    f.append("--true-sequential" if a.get("true_sequential") else "--no-true-sequential")
+    if a.get("act_order") and int(a["groupsize"]) > 0 and int(a["wbits"]) < 16:
+        f += ["--act-groups", "dynamic"]
     if a.get("dtype") == "float32":
         # The published run kept its solved weights in f32 (not the checkpoint's bf16).
         f.append("--keep-compute-dtype")

@@ -120,12 +120,12 @@ fn published_magnitude_pruning() {
 
 #[test]
 fn sparse_4bit_model_saves_reloads_identically_and_has_16_levels_per_row() {
-    // recorded: sparsegpt-mi prune opt-mini-b c4 --sparsity 0.5 --wbits 4 --nsamples 4
+    // recorded: sparsegpt-mi prune opt-mini-b c4 --sparsity 0.5 --wbits 4 --no-true-sequential --nsamples 4
     //           --eval-datasets wikitext2 --max-windows 1  → window NLL 6.408816 (AVX2),
     //           6.410935 (AVX-512); --hessian-accumulation sum: 6.406453 / 6.415612; zeros 0.504102.
     //           With grids on f16 scales and gemm's AVX-512 kernels: 6.415339 (sum 6.418983).
     let t = tempfile::tempdir().unwrap();
-    let (r, saved) = prune_fast_and_save(&["--sparsity", "0.5", "--wbits", "4"], t.path());
+    let (r, saved) = prune_fast_and_save(&["--sparsity", "0.5", "--wbits", "4", "--no-true-sequential"], t.path());
     let got = nll(&r, "wikitext2")[0];
     assert!((got - 6.411).abs() < 1e-2, "{got}");
     assert!((r["zero_fraction"].as_f64().unwrap() - 0.504102).abs() < 1e-3);
@@ -160,11 +160,11 @@ fn sparse_4bit_model_saves_reloads_identically_and_has_16_levels_per_row() {
 
 #[test]
 fn grouped_3bit_gptq_has_8_levels_per_group() {
-    // recorded: --wbits 3 --groupsize 64 --nsamples 4 … → window NLL 6.345831 (AVX2),
+    // recorded: --wbits 3 --groupsize 64 --no-true-sequential --nsamples 4 … → window NLL 6.345831 (AVX2),
     // 6.329720 (AVX-512); --hessian-accumulation sum: 6.340476 / 6.337291. With grids on f16
     // scales and gemm's AVX-512 kernels: 6.338658 (sum 6.335502).
     let t = tempfile::tempdir().unwrap();
-    let (r, saved) = prune_fast_and_save(&["--wbits", "3", "--groupsize", "64"], t.path());
+    let (r, saved) = prune_fast_and_save(&["--wbits", "3", "--groupsize", "64", "--no-true-sequential"], t.path());
     let got = nll(&r, "wikitext2")[0];
     assert!((got - 6.338).abs() < 2e-2, "{got}");
     for (name, w) in linear_weights(&saved) {
@@ -194,4 +194,31 @@ fn two_four_sparsity_holds_in_every_group_of_four() {
             }
         }
     }
+}
+
+#[test]
+fn uniform_quantization_is_true_sequential_by_default() {
+    // Study 2's rule made true-sequential the default for uniform quantization; pruning alone
+    // and the mixed modes keep the published single pass. The result JSON records which ran.
+    let run = |flags: &[&str], name: &str| {
+        let t = tempfile::tempdir().unwrap();
+        let mut args = flags.to_vec();
+        args.extend_from_slice(&FAST);
+        let r = prune(&args, t.path());
+        let nll = nll(&r, "wikitext2")[0];
+        eprintln!("{name}: {nll}");
+        (r["args"]["true_sequential"].as_bool(), nll)
+    };
+    let default = run(&["--wbits", "3", "--groupsize", "64"], "default");
+    let asked = run(&["--wbits", "3", "--groupsize", "64", "--true-sequential"], "asked");
+    let published = run(&["--wbits", "3", "--groupsize", "64", "--no-true-sequential"], "published");
+    assert_eq!(default, asked);
+    assert_eq!((default.0, published.0), (Some(true), None));
+    // Separate passes change every later site's Hessian: a different model.
+    assert_ne!(default.1, published.1);
+    let last_wins = run(&["--wbits", "3", "--groupsize", "64", "--true-sequential", "--no-true-sequential"], "last");
+    assert_eq!(last_wins, published);
+    assert_eq!(run(&["--sparsity", "0.5"], "pruning").0, None);
+    let mixed = ["--wbits", "4", "--target-avg-bits", "4", "--use-mi-grouping", "1", "--n-groups", "4"];
+    assert_eq!(run(&mixed, "mi").0, None);
 }

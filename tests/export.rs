@@ -70,8 +70,8 @@ fn check_gptq_files(dir: &Path, fixture: &str, bits: usize, group: Option<usize>
     assert_eq!(q["group_size"], group.map_or(-1, |g| g as i64));
     assert_eq!(q["sym"], sym);
     assert_eq!(q["desc_act"], false);
-    // These runs use the published settings: one Hessian per layer, 1% dampening.
-    assert_eq!((q["true_sequential"].as_bool(), q["static_groups"].as_bool()), (Some(false), Some(false)));
+    // These runs use the defaults: true-sequential (uniform quantization), 1% dampening.
+    assert_eq!((q["true_sequential"].as_bool(), q["static_groups"].as_bool()), (Some(true), Some(false)));
     assert_eq!(q["damp_percent"].as_f64(), Some(0.01));
     assert!(q.get("dynamic").is_none(), "a uniform export needs no dynamic overrides");
 }

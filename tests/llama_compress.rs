@@ -32,6 +32,11 @@ fn flags(a: &serde_json::Value) -> Vec<String> {
             f.push(flag.to_string());
         }
     }
+    // The published code's one calibration pass per layer (the tool's default when quantizing is
+    // true-sequential).
+    if a["true_sequential"] != true {
+        f.push("--no-true-sequential".to_string());
+    }
     // The published act-order's groups are runs of its sweep (the tool's default is group-aware).
     if a["act_order"] == true && a["groupsize"].as_i64().is_some_and(|g| g > 0) {
         f.extend(["--act-groups", "dynamic"].map(String::from));

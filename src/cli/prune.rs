@@ -100,10 +100,19 @@ pub struct PruneArgs {
     #[arg(long, value_enum, default_value_t)]
     pub hessian_accumulation: HessianAccumulation,
     /// GPTQ llama.py's --true-sequential: each input site's linears (q/k/v; the attention
-    /// output; fc1 or gate/up; fc2 or down) solved before the next site's calibration pass.
-    #[arg(long)]
+    /// output; fc1 or gate/up; fc2 or down) solved before the next site's calibration pass, so
+    /// later sites see the compressed earlier ones. The default for uniform quantization
+    /// (--wbits < 16 without a mixed or scales mode), by study 2's rule (README, "Does MI
+    /// grouping pay?"); elsewhere, not measured there, the published single pass. The result
+    /// JSON records the one used.
+    #[arg(long, overrides_with = "no_true_sequential")]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub true_sequential: bool,
+    /// The published behaviour: one calibration pass per layer for all its linears, as the
+    /// published SparseGPT and GPTQ code (opt.py; llama.py without --true-sequential) make.
+    #[arg(long, overrides_with = "true_sequential")]
+    #[serde(skip)]
+    pub no_true_sequential: bool,
     /// Keep solved weights and quantization scales in the compute dtype (`--dtype`) instead of
     /// rounding them to the checkpoint's: what the published code does when it runs in that
     /// dtype (its float32 CPU runs keep f32 weights of a bf16 checkpoint). Without it the
@@ -295,6 +304,16 @@ impl PruneArgs {
         self.act_groups_apply().then(|| self.act_groups.unwrap_or(ActGroups::GroupAware))
     }
 
+    /// Whether each input site gets its own calibration pass: as asked, else for uniform
+    /// quantization (the cells study 2 measured it in).
+    fn resolved_true_sequential(&self) -> bool {
+        if self.no_true_sequential {
+            false
+        } else {
+            self.true_sequential || (self.wbits < 16 && self.mi.mode() == mixed::Mode::Baseline)
+        }
+    }
+
     fn sparsity(&self) -> Sparsity {
         if self.prunen > 0 {
             Sparsity::NM { n: self.prunen, m: self.prunem }
@@ -409,6 +428,8 @@ impl CheckedFlags {
         args.validate()?;
         // The result JSON's args record the act-order groups the run uses, default included.
         args.act_groups = args.resolved_act_groups();
+        args.true_sequential = args.resolved_true_sequential();
+        args.no_true_sequential = !args.true_sequential;
         args.report.validate()?;
         let outputs = args.outputs().check()?;
         if args.overwrite && outputs.save().is_none() {
