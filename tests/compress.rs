@@ -219,6 +219,8 @@ fn uniform_quantization_is_true_sequential_by_default() {
     let last_wins = run(&["--wbits", "3", "--groupsize", "64", "--true-sequential", "--no-true-sequential"], "last");
     assert_eq!(last_wins, published);
     assert_eq!(run(&["--sparsity", "0.5"], "pruning").0, None);
+    // The magnitude baseline makes no calibration pass, whatever --wbits says.
+    assert_eq!(run(&["--gmp", "--sparsity", "0.5", "--wbits", "4"], "gmp").0, None);
     let mixed = ["--wbits", "4", "--target-avg-bits", "4", "--use-mi-grouping", "1", "--n-groups", "4"];
     assert_eq!(run(&mixed, "mi").0, None);
 }

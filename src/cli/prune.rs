@@ -292,10 +292,16 @@ impl PruneArgs {
         }
     }
 
+    /// Whether `--wbits` is one uniform width (below 16, no mixed or scales mode): where study 2
+    /// measured its defaults.
+    fn uniform_wbits(&self) -> bool {
+        self.wbits < 16 && self.mi.mode() == mixed::Mode::Baseline
+    }
+
     /// Whether the run's act-order sweeps `--groupsize` groups of a uniform scheme, where
     /// `--act-groups` applies (the mixed and scales modes plan their own groups).
     fn act_groups_apply(&self) -> bool {
-        self.act_order && self.groupsize > 0 && self.wbits < 16 && self.mi.mode() == mixed::Mode::Baseline
+        self.act_order && self.groupsize > 0 && self.uniform_wbits()
     }
 
     /// `--act-groups` as the run uses it where it applies: group-aware unless dynamic is asked
@@ -305,12 +311,12 @@ impl PruneArgs {
     }
 
     /// Whether each input site gets its own calibration pass: as asked, else for uniform
-    /// quantization (the cells study 2 measured it in).
+    /// quantization (the cells study 2 measured it in; `--gmp` makes no calibration pass).
     fn resolved_true_sequential(&self) -> bool {
         if self.no_true_sequential {
             false
         } else {
-            self.true_sequential || (self.wbits < 16 && self.mi.mode() == mixed::Mode::Baseline)
+            self.true_sequential || (self.uniform_wbits() && !self.gmp)
         }
     }
 
@@ -429,7 +435,6 @@ impl CheckedFlags {
         // The result JSON's args record the act-order groups the run uses, default included.
         args.act_groups = args.resolved_act_groups();
         args.true_sequential = args.resolved_true_sequential();
-        args.no_true_sequential = !args.true_sequential;
         args.report.validate()?;
         let outputs = args.outputs().check()?;
         if args.overwrite && outputs.save().is_none() {

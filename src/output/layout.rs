@@ -183,7 +183,8 @@ pub fn pack(lc: &LinearCodes, container: Container, bits: u32) -> Result<std::re
     // Uniform grids that are the natural groups swept in another order (group-aware act-order,
     // static groups) are numbered by their columns, so that the checkpoint needs no column map.
     // Chunks derived from mixed grids keep the sweep's numbering.
-    if let Some(label) = natural_chunk_labels(&g_idx, chunks, group_size).filter(|_| !derived) {
+    let natural = if derived { None } else { natural_chunk_labels(&g_idx, chunks, group_size) };
+    if let Some(label) = natural {
         let mut relabelled = vec![0usize; chunks];
         for (c, &k) in grid_of_chunk.iter().enumerate() {
             relabelled[label[c]] = k;

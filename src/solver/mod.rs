@@ -78,7 +78,7 @@ impl SweepSettings {
 }
 
 /// How act-order sweeps a linear quantized in groups of columns.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ActGroups {
     /// Group-aware reordering (GAR; GPTQModel's `act_group_aware`), `group_aware_order`: the
@@ -86,7 +86,6 @@ pub enum ActGroups {
     GroupAware,
     /// The published GPTQ: plain act-order, each group the next `size` columns of the sweep
     /// (a g_idx column map in the checkpoint, `desc_act`).
-    #[default]
     Dynamic,
 }
 
